@@ -1,0 +1,258 @@
+//! `pgisolate`: demo, run, ls, gc, url.
+
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use pgisolate::{Config, Engine, Identity, Migrations};
+
+use crate::progress::Spinner;
+
+#[derive(Parser)]
+#[command(name = "pgisolate", version, about = "One PostgreSQL schema per test: demo, run, ls, gc, url")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Template from migrations, 8 concurrent scenarios registering the same email, each in
+    /// its own schema; prints what each saw and the leftovers (0).
+    Demo {
+        /// Migrations directory.
+        #[arg(long, default_value = "examples/migrations")]
+        migrations: PathBuf,
+        /// Number of concurrent scenarios.
+        #[arg(long, default_value_t = 8)]
+        scenarios: usize,
+    },
+    /// Start (or reuse) the server, export PGISOLATE_DATABASE_URL and PGISOLATE_RUN_ID, run
+    /// the command, then gc and print a summary. Exits with the command's status.
+    Run {
+        /// The command and its arguments.
+        #[arg(trailing_var_arg = true, required = true, allow_hyphen_values = true)]
+        cmd: Vec<String>,
+    },
+    /// List live and kept schemas: name, identity, owner, age.
+    Ls,
+    /// Drop schemas whose owner is gone.
+    Gc {
+        /// Grace period in seconds (schemas younger than this are left alone).
+        #[arg(long, default_value_t = 5)]
+        grace: u64,
+        /// Also drop kept schemas of owners that are gone.
+        #[arg(long)]
+        kept: bool,
+    },
+    /// Print the server URL (configured, or the running embedded server's).
+    Url,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pgisolate: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("pgisolate: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn config(spinner: &Spinner) -> Result<Config, BoxError> {
+    let mut cfg = Config::from_env()?;
+    let s = spinner.clone();
+    cfg.progress = Some(Arc::new(move |m: &str| s.set(m)));
+    Ok(cfg)
+}
+
+/// For commands that only inspect: the configured URL or the running embedded server, else None.
+fn existing_server() -> Result<Option<Config>, BoxError> {
+    let mut cfg = Config::from_env()?;
+    if cfg.url.is_none() {
+        match pgisolate::server::running_url() {
+            Some(u) => cfg.url = Some(u),
+            None => return Ok(None),
+        }
+    }
+    cfg.gc_on_start = false;
+    Ok(Some(cfg))
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
+    match cli.command {
+        Command::Demo { migrations, scenarios } => demo(migrations, scenarios).await,
+        Command::Run { cmd } => run_cmd(cmd).await,
+        Command::Ls => {
+            let Some(cfg) = existing_server()? else {
+                println!("no server configured and no embedded server running: nothing to list");
+                return Ok(ExitCode::SUCCESS);
+            };
+            let engine = Engine::start(cfg).await?;
+            let entries = engine.list().await?;
+            if entries.is_empty() {
+                println!("no live schemas");
+            } else {
+                println!("{:<40} {:<8} {:<28} {:>8}  identity", "schema", "state", "owner", "age");
+                for e in &entries {
+                    let owner = format!("{}@{} ({})", e.pid, e.host, if e.owner_alive { "alive" } else { "gone" });
+                    let ident: String = e.identity.chars().take(60).collect();
+                    println!("{:<40} {:<8} {:<28} {:>7}s  {}", e.schema, e.state, owner, e.age.as_secs(), ident);
+                }
+            }
+            engine.close().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gc { grace, kept } => {
+            let Some(cfg) = existing_server()? else {
+                println!("no server configured and no embedded server running: nothing to collect");
+                return Ok(ExitCode::SUCCESS);
+            };
+            let engine = Engine::start(cfg).await?;
+            let r = engine.gc_with(Duration::from_secs(grace), kept).await?;
+            for s in &r.dropped {
+                println!("dropped {s}");
+            }
+            for (s, why) in &r.failed {
+                println!("could not drop {s}: {why}");
+            }
+            println!("gc: {} dropped, {} stale registry rows removed, {} failed", r.dropped.len(), r.pruned_rows, r.failed.len());
+            engine.close().await?;
+            Ok(if r.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Url => match existing_server()? {
+            Some(cfg) => {
+                println!("{}", cfg.url.unwrap_or_default());
+                Ok(ExitCode::SUCCESS)
+            }
+            None => {
+                eprintln!("pgisolate: no embedded server is running; start one for a command with `pgisolate run -- CMD`");
+                Ok(ExitCode::from(1))
+            }
+        },
+    }
+}
+
+async fn demo(migrations: PathBuf, scenarios: usize) -> Result<ExitCode, BoxError> {
+    let spinner = Spinner::start();
+    let t0 = Instant::now();
+    let engine = Engine::start(config(&spinner)?).await?;
+    let started = t0.elapsed();
+    let t1 = Instant::now();
+    spinner.set("building template");
+    let tpl = engine.template(Migrations::dir(&migrations)).await?;
+    let built = t1.elapsed();
+    spinner.stop();
+    println!(
+        "server: {} ({}), ready in {} ms",
+        pgisolate::conninfo::redact(engine.url()),
+        if engine.is_embedded() { "embedded" } else { "configured" },
+        started.as_millis()
+    );
+    println!(
+        "template: {} from {} ({} in {} ms)",
+        tpl.schema,
+        migrations.display(),
+        if tpl.built_here { "built" } else { "reused" },
+        built.as_millis()
+    );
+    let mut tasks = Vec::new();
+    for i in 0..scenarios {
+        let engine = engine.clone();
+        let tpl = tpl.clone();
+        tasks.push(tokio::spawn(async move {
+            let identity = Identity::new("features/signup.feature", format!("Scenario {}: alice registers", i + 1));
+            let t = Instant::now();
+            let schema = engine.acquire(&tpl, identity).await?;
+            let acquire_ms = t.elapsed().as_secs_f64() * 1000.0;
+            let (client, conn) = tokio_postgres::connect(schema.url(), tokio_postgres::NoTls).await?;
+            let driver = tokio::spawn(conn);
+            client
+                .execute("insert into users (email, name) values ('alice@example.com', 'Alice')", &[])
+                .await?;
+            let rows: i64 = client
+                .query_one("select count(*) from users where email = 'alice@example.com'", &[])
+                .await?
+                .get(0);
+            let current: String = client.query_one("select current_schema()::text", &[]).await?.get(0);
+            drop(client);
+            let _ = driver.await;
+            let key = schema.cache_key("user:alice");
+            let name = schema.name().to_owned();
+            schema.release().await?;
+            Ok::<_, BoxError>((i + 1, name, current, acquire_ms, rows, key))
+        }));
+    }
+    println!();
+    println!("{:<10} {:<16} {:>11} {:>10}  {}", "scenario", "schema", "acquire ms", "rows seen", "cache key");
+    let mut ok = true;
+    for t in tasks {
+        let (i, name, current, ms, rows, key) = t.await??;
+        if current != name || rows != 1 {
+            ok = false;
+        }
+        println!("{:<10} {:<16} {:>11.1} {:>10}  {}", i, name, ms, rows, key);
+    }
+    let mine: Vec<String> = engine
+        .list()
+        .await?
+        .into_iter()
+        .filter(|e| e.run_id == engine.run_id())
+        .map(|e| e.schema)
+        .collect();
+    println!();
+    println!("leftover schemas: {}", mine.len());
+    engine.close().await?;
+    if !ok || !mine.is_empty() {
+        eprintln!("pgisolate: demo failed: a scenario saw another's rows or a schema was left behind");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_cmd(cmd: Vec<String>) -> Result<ExitCode, BoxError> {
+    let spinner = Spinner::start();
+    let mut cfg = config(&spinner)?;
+    cfg.gc_grace = Duration::ZERO;
+    let engine = Engine::start(cfg).await?;
+    spinner.stop();
+    let t = Instant::now();
+    let status = tokio::process::Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .env("PGISOLATE_DATABASE_URL", engine.url())
+        .env("PGISOLATE_RUN_ID", engine.run_id())
+        .status()
+        .await
+        .map_err(|e| format!("cannot run {:?}: {e}", cmd[0]))?;
+    let took = t.elapsed();
+    let report = engine.gc_with(Duration::ZERO, false).await?;
+    let left = engine.list().await?.into_iter().filter(|e| e.run_id == engine.run_id()).count();
+    eprintln!(
+        "pgisolate run: {:?} exited with {} after {:.1} s; gc dropped {} orphaned schema(s); {} schema(s) of this run left (kept ones included)",
+        cmd.join(" "),
+        status,
+        took.as_secs_f64(),
+        report.dropped.len(),
+        left
+    );
+    engine.close().await?;
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
+        None => ExitCode::from(1),
+    })
+}

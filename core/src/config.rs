@@ -1,0 +1,168 @@
+//! Engine configuration, from the environment or built in code.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::naming;
+
+/// What to do with a schema when its test ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Keep {
+    /// Always drop (or recycle) it.
+    #[default]
+    Never,
+    /// Keep it when the test failed, for inspection.
+    Failed,
+    /// Always keep it.
+    Always,
+}
+
+impl Keep {
+    /// Parses `never`, `failed` or `always` (case-insensitive).
+    pub fn parse(s: &str) -> Result<Keep> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "never" | "" => Ok(Keep::Never),
+            "failed" => Ok(Keep::Failed),
+            "always" => Ok(Keep::Always),
+            other => Err(Error::Config(format!(
+                "keep policy {other:?} is not one of never, failed, always (PGISOLATE_KEEP)"
+            ))),
+        }
+    }
+
+    /// Whether a schema whose test ended with `failed` is kept.
+    pub fn keeps(self, failed: bool) -> bool {
+        match self {
+            Keep::Never => false,
+            Keep::Failed => failed,
+            Keep::Always => true,
+        }
+    }
+}
+
+/// A callback told about slow steps (initdb, server start, template build), for progress output.
+pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Everything an [`crate::Engine`] needs. `Config::default()` is the documented defaults;
+/// [`Config::from_env`] reads the `PGISOLATE_*` variables.
+#[derive(Clone)]
+pub struct Config {
+    /// Server to use (URL or key/value); `None` boots the embedded server.
+    pub url: Option<String>,
+    /// Schema name prefix (`test_`).
+    pub prefix: String,
+    /// Hex characters of the identity hash in a name (8..=32, default 8).
+    pub hash_len: usize,
+    /// Keep policy for released schemas.
+    pub keep: Keep,
+    /// Schemas placed after the test schema in `search_path` (default `public`).
+    pub search_path_tail: Vec<String>,
+    /// Directory of PostgreSQL binaries for the embedded server.
+    pub pg_bin: Option<PathBuf>,
+    /// Run identity shared by the processes of one run; generated when unset.
+    pub run_id: Option<String>,
+    /// gc leaves a dead owner's schemas alone until they are this old.
+    pub gc_grace: Duration,
+    /// Whether `Engine::start` runs gc.
+    pub gc_on_start: bool,
+    /// Most admin connections the engine opens at once.
+    pub max_admin_connections: usize,
+    /// How long a release may take before it gives up and leaves the rest to gc.
+    pub release_timeout: Duration,
+    /// Told about slow steps.
+    pub progress: Option<Progress>,
+    /// Told about warnings (leaked connections, fallbacks); `None` prints them to stderr.
+    pub on_warning: Option<Progress>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("url", &self.url.as_deref().map(crate::conninfo::redact))
+            .field("prefix", &self.prefix)
+            .field("hash_len", &self.hash_len)
+            .field("keep", &self.keep)
+            .field("search_path_tail", &self.search_path_tail)
+            .field("pg_bin", &self.pg_bin)
+            .field("run_id", &self.run_id)
+            .field("gc_grace", &self.gc_grace)
+            .field("max_admin_connections", &self.max_admin_connections)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            url: None,
+            prefix: naming::DEFAULT_PREFIX.to_owned(),
+            hash_len: naming::DEFAULT_HASH_LEN,
+            keep: Keep::Never,
+            search_path_tail: vec!["public".to_owned()],
+            pg_bin: None,
+            run_id: None,
+            gc_grace: Duration::from_secs(5),
+            gc_on_start: true,
+            max_admin_connections: 8,
+            release_timeout: Duration::from_secs(8),
+            progress: None,
+            on_warning: None,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults overridden by `PGISOLATE_DATABASE_URL`, `PGISOLATE_SCHEMA_PREFIX`,
+    /// `PGISOLATE_HASH_LEN`, `PGISOLATE_KEEP`, `PGISOLATE_SEARCH_PATH_TAIL`, `PGISOLATE_PG_BIN`
+    /// and `PGISOLATE_RUN_ID`. Empty variables count as unset.
+    pub fn from_env() -> Result<Config> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let mut c = Config::default();
+        c.url = var("PGISOLATE_DATABASE_URL");
+        if let Some(p) = var("PGISOLATE_SCHEMA_PREFIX") {
+            c.prefix = p;
+        }
+        if let Some(l) = var("PGISOLATE_HASH_LEN") {
+            c.hash_len = l.trim().parse().map_err(|_| {
+                Error::Config(format!("PGISOLATE_HASH_LEN={l:?} is not a number: use 8..=32"))
+            })?;
+        }
+        if let Some(k) = var("PGISOLATE_KEEP") {
+            c.keep = Keep::parse(&k)?;
+        }
+        if let Ok(t) = std::env::var("PGISOLATE_SEARCH_PATH_TAIL") {
+            c.search_path_tail = t.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+        }
+        c.pg_bin = var("PGISOLATE_PG_BIN").map(PathBuf::from);
+        c.run_id = var("PGISOLATE_RUN_ID");
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks every value, with a message naming the setting.
+    pub fn validate(&self) -> Result<()> {
+        naming::validate_prefix(&self.prefix)?;
+        naming::validate_hash_len(self.hash_len)?;
+        for t in &self.search_path_tail {
+            if t.contains('\0') || t.len() > naming::MAX_IDENTIFIER {
+                return Err(Error::Config(format!(
+                    "search_path tail entry {t:?} is not a valid schema name (PGISOLATE_SEARCH_PATH_TAIL)"
+                )));
+            }
+        }
+        if self.max_admin_connections == 0 {
+            return Err(Error::Config("max_admin_connections must be at least 1".into()));
+        }
+        if let Some(r) = &self.run_id {
+            if r.len() > 200 {
+                return Err(Error::Config("PGISOLATE_RUN_ID is longer than 200 characters".into()));
+            }
+        }
+        if let Some(u) = &self.url {
+            crate::conninfo::ConnInfo::parse(u)?;
+        }
+        Ok(())
+    }
+}

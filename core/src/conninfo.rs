@@ -1,0 +1,517 @@
+//! Connection strings: parse a URL or libpq key/value string, scope it to a schema, print it in
+//! the same form.
+//!
+//! Scoping merges `-c search_path=<schema>[,<tail>]` into the existing `options` (replacing any
+//! `search_path` already there) and sets `application_name=pgisolate/<schema>`. Two quoting levels
+//! are handled: inside `options` a backslash escapes spaces and backslashes (the server splits
+//! `options` on white space); around it, URLs percent-encode everything but unreserved
+//! characters (libpq does not decode `+` and rejects a bare `=`), and key/value strings use
+//! single quotes. Behaviour is pinned by `tests/vectors/conninfo.json`.
+
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+use crate::error::{Error, Result};
+
+/// Everything but RFC 3986 unreserved characters is encoded.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// The two textual forms libpq accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// `postgres://…` or `postgresql://…`.
+    Url,
+    /// `host=… dbname=…`.
+    KeyValue,
+}
+
+/// One parameter: its decoded key and value, and its original text when untouched.
+#[derive(Debug, Clone)]
+struct Param {
+    key: String,
+    value: String,
+    raw: Option<String>,
+}
+
+/// A parsed connection string that prints back in its own form.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    form: Form,
+    /// For URLs: everything before `?`.
+    base: String,
+    params: Vec<Param>,
+}
+
+impl ConnInfo {
+    /// Parses a URL or key/value connection string.
+    pub fn parse(input: &str) -> Result<ConnInfo> {
+        let trimmed = input.trim();
+        if trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") {
+            parse_url(trimmed)
+        } else if trimmed.contains("://") {
+            Err(Error::ConnInfo(format!(
+                "unsupported connection URL scheme in {}: use postgres:// or postgresql://",
+                redact(trimmed)
+            )))
+        } else if trimmed.is_empty() {
+            Err(Error::ConnInfo(
+                "empty connection string: give a postgres:// URL or key=value pairs".into(),
+            ))
+        } else {
+            parse_kv(trimmed)
+        }
+    }
+
+    /// The form this string was given in.
+    pub fn form(&self) -> Form {
+        self.form
+    }
+
+    /// The decoded value of a parameter, if present (query parameters only for URLs).
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.params.iter().rev().find(|p| p.key == key).map(|p| p.value.as_str())
+    }
+
+    /// Sets a parameter, replacing every earlier occurrence.
+    pub fn set(&mut self, key: &str, value: &str) {
+        self.params.retain(|p| p.key != key);
+        self.params.push(Param { key: key.to_owned(), value: value.to_owned(), raw: None });
+    }
+
+    /// Sets `search_path` inside `options`, keeping every other option.
+    pub fn set_search_path(&mut self, schemas: &[&str]) {
+        let mut tokens = split_options(self.get("options").unwrap_or(""));
+        remove_setting(&mut tokens, "search_path");
+        tokens.push("-c".to_owned());
+        let path: Vec<String> = schemas.iter().map(|s| quote_ident(s)).collect();
+        tokens.push(format!("search_path={}", path.join(",")));
+        self.set("options", &join_options(&tokens));
+    }
+
+    /// Prints the connection string in its original form.
+    pub fn to_string_form(&self) -> String {
+        match self.form {
+            Form::Url => {
+                let mut s = self.base.clone();
+                for (i, p) in self.params.iter().enumerate() {
+                    s.push(if i == 0 { '?' } else { '&' });
+                    match &p.raw {
+                        Some(raw) => s.push_str(raw),
+                        None => {
+                            s.push_str(&utf8_percent_encode(&p.key, QUERY_VALUE).to_string());
+                            s.push('=');
+                            s.push_str(&utf8_percent_encode(&p.value, QUERY_VALUE).to_string());
+                        }
+                    }
+                }
+                s
+            }
+            Form::KeyValue => self
+                .params
+                .iter()
+                .map(|p| p.raw.clone().unwrap_or_else(|| format!("{}={}", p.key, quote_kv(&p.value))))
+                .collect::<Vec<_>>()
+                .join(" "),
+        }
+    }
+}
+
+impl ConnInfo {
+    /// The same connection in key/value form (URL authority and path become `user`,
+    /// `password`, `host`, `port`, `dbname`).
+    pub fn to_keyvalue(&self) -> Result<ConnInfo> {
+        if self.form == Form::KeyValue {
+            return Ok(self.clone());
+        }
+        let rest = self.base.split_once("://").map(|(_, r)| r).unwrap_or("");
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, ""),
+        };
+        let mut params: Vec<Param> = Vec::new();
+        let mut push = |k: &str, v: String| params.push(Param { key: k.to_owned(), value: v, raw: None });
+        let (userinfo, hostlist) = match authority.rfind('@') {
+            Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
+            None => (None, authority),
+        };
+        if let Some(ui) = userinfo {
+            let (u, p) = match ui.split_once(':') {
+                Some((u, p)) => (u, Some(p)),
+                None => (ui, None),
+            };
+            if !u.is_empty() {
+                push("user", decode(u, &self.base)?);
+            }
+            if let Some(p) = p {
+                push("password", decode(p, &self.base)?);
+            }
+        }
+        let (mut hosts, mut ports) = (Vec::new(), Vec::new());
+        for h in hostlist.split(',').filter(|h| !h.is_empty()) {
+            let (host, port) = if let Some(r) = h.strip_prefix('[') {
+                let end = r.find(']').ok_or_else(|| Error::ConnInfo(format!("unterminated [ in {}", redact(&self.base))))?;
+                (&r[..end], r[end + 1..].strip_prefix(':').unwrap_or(""))
+            } else {
+                match h.rsplit_once(':') {
+                    Some((a, b)) => (a, b),
+                    None => (h, ""),
+                }
+            };
+            hosts.push(decode(host, &self.base)?);
+            ports.push(port.to_owned());
+        }
+        if !hosts.is_empty() {
+            push("host", hosts.join(","));
+        }
+        if ports.iter().any(|p| !p.is_empty()) {
+            push("port", ports.join(","));
+        }
+        if !path.is_empty() {
+            push("dbname", decode(path, &self.base)?);
+        }
+        let mut ci = ConnInfo { form: Form::KeyValue, base: String::new(), params };
+        for p in &self.params {
+            ci.set(&p.key, &p.value);
+        }
+        Ok(ci)
+    }
+
+    /// The same connection as a `postgres://` URL. Simple host lists go in the authority;
+    /// everything else (socket paths, ports of several hosts) in the query.
+    pub fn to_url(&self) -> ConnInfo {
+        if self.form == Form::Url {
+            return self.clone();
+        }
+        let enc = |s: &str| utf8_percent_encode(s, QUERY_VALUE).to_string();
+        let mut base = String::from("postgres://");
+        let mut rest: Vec<Param> = Vec::new();
+        let user = self.get("user");
+        let password = self.get("password");
+        let host = self.get("host").filter(|h| !h.starts_with('/') && !h.contains(','));
+        let port = self.get("port").filter(|p| !p.contains(',') && host.is_some());
+        if let Some(u) = user {
+            base.push_str(&enc(u));
+            if let Some(p) = password {
+                base.push(':');
+                base.push_str(&enc(p));
+            }
+            base.push('@');
+        }
+        if let Some(h) = host {
+            if h.contains(':') {
+                base.push_str(&format!("[{h}]"));
+            } else {
+                base.push_str(&enc(h));
+            }
+            if let Some(p) = port {
+                base.push(':');
+                base.push_str(p);
+            }
+        }
+        base.push('/');
+        if let Some(d) = self.get("dbname") {
+            base.push_str(&enc(d));
+        }
+        for p in &self.params {
+            let in_base = match p.key.as_str() {
+                "user" => user.is_some(),
+                "password" => user.is_some() && password.is_some(),
+                "host" => host.is_some(),
+                "port" => port.is_some(),
+                "dbname" => true,
+                _ => false,
+            };
+            if !in_base && !rest.iter().any(|r| r.key == p.key) {
+                rest.push(Param { key: p.key.clone(), value: self.get(&p.key).unwrap_or("").to_owned(), raw: None });
+            }
+        }
+        ConnInfo { form: Form::Url, base, params: rest }
+    }
+}
+
+impl std::fmt::Display for ConnInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_string_form())
+    }
+}
+
+/// The application_name given to every session of a schema, so leaked ones can be found.
+pub fn application_name(schema: &str) -> String {
+    format!("pgisolate/{schema}")
+}
+
+/// Scopes a connection string to `schema`: `options=-c search_path=<schema>[,<tail>…]` merged
+/// into existing options and `application_name=pgisolate/<schema>`, in the input's form.
+pub fn scoped(input: &str, schema: &str, tail: &[String]) -> Result<String> {
+    let mut ci = ConnInfo::parse(input)?;
+    let mut path: Vec<&str> = vec![schema];
+    path.extend(tail.iter().map(String::as_str).filter(|t| !t.is_empty() && *t != schema));
+    ci.set_search_path(&path);
+    ci.set("application_name", &application_name(schema));
+    Ok(ci.to_string_form())
+}
+
+/// A Prisma-style URL: the input URL with `?schema=<schema>` (replacing any `schema`) and no
+/// `options`. Only URLs have this form.
+pub fn prisma_url(input: &str, schema: &str) -> Result<String> {
+    let mut ci = ConnInfo::parse(input)?;
+    if ci.form != Form::Url {
+        return Err(Error::ConnInfo(
+            "a Prisma-style ?schema= URL needs a postgres:// URL, not key=value pairs".into(),
+        ));
+    }
+    ci.params.retain(|p| p.key != "options");
+    ci.set("schema", schema);
+    Ok(ci.to_string_form())
+}
+
+/// The connection string with its password replaced by `***`, for messages.
+pub fn redact(input: &str) -> String {
+    if let Some(rest) = input.strip_prefix("postgres://").or_else(|| input.strip_prefix("postgresql://")) {
+        let scheme_len = input.len() - rest.len();
+        let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if let Some(at) = rest[..auth_end].rfind('@') {
+            if let Some(colon) = rest[..at].find(':') {
+                return format!("{}{}:***{}", &input[..scheme_len], &rest[..colon], &rest[at..]);
+            }
+        }
+        return input.to_owned();
+    }
+    match parse_kv(input) {
+        Ok(mut ci) => {
+            for p in ci.params.iter_mut().filter(|p| p.key == "password") {
+                p.value = "***".into();
+                p.raw = None;
+            }
+            ci.to_string_form()
+        }
+        Err(_) => "<unparsable connection string>".into(),
+    }
+}
+
+fn parse_url(input: &str) -> Result<ConnInfo> {
+    let input = input.split('#').next().unwrap_or(input);
+    let (base, query) = match input.find('?') {
+        Some(i) => (&input[..i], &input[i + 1..]),
+        None => (input, ""),
+    };
+    let mut params = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').ok_or_else(|| {
+            Error::ConnInfo(format!("query parameter {pair:?} has no '=' in {}", redact(input)))
+        })?;
+        let key = decode(k, input)?;
+        let value = decode(v, input)?;
+        params.push(Param { key, value, raw: Some(pair.to_owned()) });
+    }
+    Ok(ConnInfo { form: Form::Url, base: base.to_owned(), params })
+}
+
+fn decode(s: &str, whole: &str) -> Result<String> {
+    let b = s.as_bytes();
+    for (i, _) in s.match_indices('%') {
+        if !(i + 2 < b.len() && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit()) {
+            return Err(Error::ConnInfo(format!("invalid percent-encoding in {}", redact(whole))));
+        }
+    }
+    percent_decode_str(s)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| Error::ConnInfo(format!("invalid percent-encoding in {}", redact(whole))))
+}
+
+fn parse_kv(input: &str) -> Result<ConnInfo> {
+    let bad = |why: &str| Error::ConnInfo(format!("cannot parse connection string: {why}"));
+    let chars: Vec<char> = input.chars().collect();
+    let mut i = 0;
+    let mut params = Vec::new();
+    loop {
+        while i < chars.len() && chars[i].is_whitespace() {
+            i += 1;
+        }
+        if i >= chars.len() {
+            break;
+        }
+        let start = i;
+        while i < chars.len() && chars[i] != '=' && !chars[i].is_whitespace() {
+            i += 1;
+        }
+        let key: String = chars[start..i].iter().collect();
+        while i < chars.len() && chars[i].is_whitespace() {
+            i += 1;
+        }
+        if i >= chars.len() || chars[i] != '=' || key.is_empty() {
+            return Err(bad(&format!("expected key=value near {key:?}")));
+        }
+        i += 1;
+        while i < chars.len() && chars[i].is_whitespace() {
+            i += 1;
+        }
+        let mut value = String::new();
+        if i < chars.len() && chars[i] == '\'' {
+            i += 1;
+            loop {
+                match chars.get(i) {
+                    None => return Err(bad(&format!("unterminated quoted value for {key}"))),
+                    Some('\\') => {
+                        if let Some(c) = chars.get(i + 1) {
+                            value.push(*c);
+                        }
+                        i += 2;
+                    }
+                    Some('\'') => {
+                        i += 1;
+                        break;
+                    }
+                    Some(c) => {
+                        value.push(*c);
+                        i += 1;
+                    }
+                }
+            }
+        } else {
+            while i < chars.len() && !chars[i].is_whitespace() {
+                if chars[i] == '\\' && i + 1 < chars.len() {
+                    i += 1;
+                }
+                value.push(chars[i]);
+                i += 1;
+            }
+        }
+        let raw: String = chars[start..i].iter().collect();
+        params.push(Param { key, value, raw: Some(raw) });
+    }
+    if params.is_empty() {
+        return Err(bad("no key=value pairs"));
+    }
+    Ok(ConnInfo { form: Form::KeyValue, base: String::new(), params })
+}
+
+fn quote_kv(v: &str) -> String {
+    if !v.is_empty() && !v.chars().any(|c| c.is_whitespace() || c == '\'' || c == '\\') {
+        return v.to_owned();
+    }
+    let mut s = String::from("'");
+    for c in v.chars() {
+        if c == '\'' || c == '\\' {
+            s.push('\\');
+        }
+        s.push(c);
+    }
+    s.push('\'');
+    s
+}
+
+/// Splits an `options` value the way the server does: on white space, with `\` escaping the
+/// next character.
+pub fn split_options(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_token = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c.is_whitespace() {
+            if in_token {
+                out.push(std::mem::take(&mut cur));
+                in_token = false;
+            }
+        } else if c == '\\' {
+            in_token = true;
+            if let Some(n) = chars.next() {
+                cur.push(n);
+            }
+        } else {
+            in_token = true;
+            cur.push(c);
+        }
+    }
+    if in_token {
+        out.push(cur);
+    }
+    out
+}
+
+fn join_options(tokens: &[String]) -> String {
+    tokens
+        .iter()
+        .map(|t| {
+            let mut s = String::new();
+            for c in t.chars() {
+                if c.is_whitespace() || c == '\\' {
+                    s.push('\\');
+                }
+                s.push(c);
+            }
+            s
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Removes every `-c name=…`, `-cname=…` and `--name=…` for the setting `name`.
+fn remove_setting(tokens: &mut Vec<String>, name: &str) {
+    let is_name = |assign: &str| {
+        let key = assign.split('=').next().unwrap_or("");
+        key.replace('-', "_").eq_ignore_ascii_case(name)
+    };
+    let mut out = Vec::with_capacity(tokens.len());
+    let mut i = 0;
+    while i < tokens.len() {
+        let t = &tokens[i];
+        if t == "-c" && i + 1 < tokens.len() && is_name(&tokens[i + 1]) {
+            i += 2;
+            continue;
+        }
+        if let Some(rest) = t.strip_prefix("--").or_else(|| t.strip_prefix("-c")) {
+            if rest.contains('=') && is_name(rest) {
+                i += 1;
+                continue;
+            }
+        }
+        out.push(t.clone());
+        i += 1;
+    }
+    *tokens = out;
+}
+
+/// An identifier as it must appear in `search_path`: bare when plain, else double-quoted.
+pub fn quote_ident(s: &str) -> String {
+    if crate::naming::is_plain_identifier(s) {
+        s.to_owned()
+    } else {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_round_trip() {
+        let toks = split_options(r"-c a=b\ c  -c\ d");
+        assert_eq!(toks, vec!["-c", "a=b c", "-c d"]);
+        assert_eq!(split_options(&join_options(&toks)), toks);
+    }
+
+    #[test]
+    fn existing_search_path_is_replaced() {
+        let out = scoped("host=h options='-c search_path=x -c statement_timeout=5s --search-path=y'", "s1", &[]).unwrap();
+        let ci = ConnInfo::parse(&out).unwrap();
+        assert_eq!(ci.get("options"), Some("-c statement_timeout=5s -c search_path=s1"));
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact("postgres://u:secret@h:5/db"), "postgres://u:***@h:5/db");
+        assert_eq!(redact("host=h password='a b'"), "host=h password=***");
+    }
+
+    #[test]
+    fn bad_input_is_an_error() {
+        assert!(ConnInfo::parse("").is_err());
+        assert!(ConnInfo::parse("mysql://x").is_err());
+        assert!(ConnInfo::parse("host=h password='open").is_err());
+        assert!(ConnInfo::parse("justtext").is_err());
+        assert!(ConnInfo::parse("postgres://h/db?x=%zz").is_err());
+    }
+}

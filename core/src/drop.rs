@@ -1,0 +1,116 @@
+//! Dropping a schema without hanging and without running out of lock slots.
+//!
+//! Each attempt runs under `lock_timeout`, terminates sessions tagged with the schema's
+//! application_name, drops big schemas' relations in batches (one `DROP SCHEMA … CASCADE` of
+//! thousands of tables exhausts `max_locks_per_transaction`), and retries after a deadlock,
+//! a lock timeout or "out of shared memory" until a deadline.
+
+use std::time::{Duration, Instant};
+
+use tokio_postgres::Client;
+
+use crate::admin::ident;
+use crate::error::{Error, Result};
+
+/// Relations dropped per transaction.
+pub const BATCH: usize = 100;
+
+/// Terminates sessions whose application_name is one of `apps`; returns how many.
+pub async fn terminate(client: &Client, apps: &[String]) -> Result<i64> {
+    let row = client
+        .query_one(
+            "select count(pg_terminate_backend(pid)) from pg_stat_activity \
+             where application_name = any($1) and pid <> pg_backend_pid()",
+            &[&apps],
+        )
+        .await
+        .map_err(|e| Error::db("terminate the schema's sessions", e))?;
+    Ok(row.get(0))
+}
+
+async fn schema_exists(client: &Client, schema: &str) -> Result<bool> {
+    let row = client
+        .query_one("select exists (select 1 from pg_namespace where nspname = $1)", &[&schema])
+        .await
+        .map_err(|e| Error::db("look up a schema", e))?;
+    Ok(row.get(0))
+}
+
+async fn attempt(client: &Client, schema: &str, batch: usize) -> std::result::Result<(), tokio_postgres::Error> {
+    loop {
+        let rows = client
+            .query(
+                "select c.relkind::text, c.relname::text from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+                 where n.nspname = $1 and c.relkind in ('r','p','f','m','v') and not c.relispartition \
+                 order by c.oid limit $2",
+                &[&schema, &(batch as i64 + 1)],
+            )
+            .await?;
+        if rows.len() <= batch {
+            // Few enough relations: one DROP SCHEMA … CASCADE below takes them all.
+            break;
+        }
+        let mut sql = String::from("BEGIN;");
+        for (kind, stmt) in [("r", "TABLE"), ("p", "TABLE"), ("f", "FOREIGN TABLE"), ("m", "MATERIALIZED VIEW"), ("v", "VIEW")] {
+            let names: Vec<String> = rows
+                .iter()
+                .take(batch)
+                .filter(|r| r.get::<_, &str>(0) == kind)
+                .map(|r| format!("{}.{}", ident(schema), ident(r.get::<_, &str>(1))))
+                .collect();
+            if !names.is_empty() {
+                sql.push_str(&format!(" DROP {stmt} IF EXISTS {} CASCADE;", names.join(", ")));
+            }
+        }
+        sql.push_str(" COMMIT;");
+        if let Err(e) = client.batch_execute(&sql).await {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(e);
+        }
+    }
+    let r = client.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", ident(schema))).await;
+    if r.is_err() {
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    r
+}
+
+/// Drops `schema` (batched, under `lock_timeout`), terminating sessions tagged with any of
+/// `apps` before each attempt and retrying transient failures until `deadline`.
+pub async fn drop_schema(client: &Client, schema: &str, apps: &[String], deadline: Instant) -> Result<()> {
+    if crate::naming::is_reserved(schema) {
+        return Err(Error::Refused(format!("refusing to drop reserved schema {schema:?}")));
+    }
+    client
+        .batch_execute("SET lock_timeout = '2s'; SET statement_timeout = '60s'")
+        .await
+        .map_err(|e| Error::db("prepare to drop a schema", e))?;
+    let mut batch = BATCH;
+    let mut tries = 0u32;
+    let result = loop {
+        tries += 1;
+        if !apps.is_empty() {
+            terminate(client, apps).await?;
+        }
+        match attempt(client, schema, batch).await {
+            Ok(()) => break Ok(()),
+            Err(e) => {
+                let code = e.code().map(|c| c.code().to_owned()).unwrap_or_default();
+                let transient = matches!(code.as_str(), "40P01" | "55P03" | "53200" | "40001" | "57014");
+                if code == "53200" {
+                    batch = (batch / 2).max(5);
+                }
+                if code == "3F000" || !schema_exists(client, schema).await.unwrap_or(true) {
+                    break Ok(());
+                }
+                if !transient || Instant::now() >= deadline {
+                    break Err(Error::db(format!("drop schema {schema} (attempt {tries}; gc will retry later)"), e));
+                }
+                let pause = Duration::from_millis((50 * u64::from(tries)).min(500));
+                tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+            }
+        }
+    };
+    let _ = client.batch_execute("RESET lock_timeout; RESET statement_timeout").await;
+    result
+}

@@ -1,0 +1,713 @@
+//! The engine: one per process. Admin connections, the owner lease, templates, acquire,
+//! release and gc.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio_postgres::Client;
+
+use crate::admin::{self, exec, ident, literal, AdminPool};
+use crate::config::{Config, Keep};
+use crate::conninfo::{self, ConnInfo};
+use crate::drop;
+use crate::error::{Error, Result};
+use crate::lease::{self, Lease, TEMPLATE_CLASS};
+use crate::naming::{self, Identity};
+use crate::registry::{self, Kind};
+use crate::schema::Schema;
+use crate::server::{self, Server};
+use crate::template::{self, Migrations, Replay, Template};
+
+/// The isolation engine. Cheap to clone; all clones share one lease and one set of admin
+/// connections. Create one per process with [`Engine::start`].
+#[derive(Clone, Debug)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) cfg: Config,
+    pub(crate) url: String,
+    url_form: ConnInfo,
+    kv_form: ConnInfo,
+    pub(crate) pool: Arc<AdminPool>,
+    lease: Mutex<Option<Lease>>,
+    pub(crate) owner: i32,
+    pub(crate) run_id: String,
+    host: String,
+    server: Option<Server>,
+    pub(crate) runtime: tokio::runtime::Handle,
+    closed: AtomicBool,
+    templates: Mutex<HashMap<String, Template>>,
+    pending: AtomicUsize,
+    idle: Notify,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("url", &conninfo::redact(&self.url))
+            .field("owner", &self.owner)
+            .field("run_id", &self.run_id)
+            .field("embedded", &self.server.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What gc did.
+#[derive(Debug, Default, Clone)]
+pub struct GcReport {
+    /// Schemas dropped.
+    pub dropped: Vec<String>,
+    /// Registry rows deleted whose schema was already gone.
+    pub pruned_rows: u64,
+    /// Schemas gc could not drop this time, with why.
+    pub failed: Vec<(String, String)>,
+}
+
+/// How a release ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Released {
+    /// The schema was dropped.
+    Dropped,
+    /// The keep policy kept it (`pgisolate ls` shows it; `pgisolate gc --kept` drops it).
+    Kept,
+}
+
+/// A template build the caller performs with its own migration tool: run migrations against
+/// [`TemplateBuild::url`], then [`TemplateBuild::commit`]. Dropping it without committing
+/// abandons the build (gc reaps it).
+#[derive(Debug)]
+pub struct TemplateBuild {
+    engine: Engine,
+    fingerprint: String,
+    schema: String,
+    url: String,
+    conninfo: String,
+    locker: Option<Client>,
+}
+
+/// Result of [`Engine::template_begin`].
+#[derive(Debug)]
+pub enum TemplateStart {
+    /// The template already exists: use it.
+    Ready(Template),
+    /// This caller must build it.
+    Build(TemplateBuild),
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+impl Engine {
+    /// Starts an engine: connects to `cfg.url` (or boots/reuses the embedded server), takes an
+    /// owner lease, creates the registry if needed and, unless disabled, runs gc.
+    pub async fn start(cfg: Config) -> Result<Engine> {
+        cfg.validate()?;
+        let progress = cfg.progress.clone();
+        let (url, server, start_lock) = match &cfg.url {
+            Some(u) => (u.clone(), None, None),
+            None => {
+                let bin = cfg.pg_bin.clone();
+                let (srv, lock) = tokio::task::spawn_blocking(move || {
+                    let say = |m: &str| {
+                        if let Some(p) = &progress {
+                            p(m)
+                        }
+                    };
+                    server::ensure(bin.as_deref(), &say)
+                })
+                .await
+                .map_err(|e| Error::Server(format!("embedded server start-up panicked: {e}")))??;
+                (srv.url.clone(), Some(srv), Some(lock))
+            }
+        };
+        let lease = Lease::take(&url).await?;
+        drop(start_lock);
+        let parsed = ConnInfo::parse(&url)?;
+        let url_form = parsed.to_url();
+        let kv_form = parsed.to_keyvalue()?;
+        let pool = AdminPool::new(&url, cfg.max_admin_connections);
+        {
+            let admin = pool.get().await?;
+            registry::ensure(&admin).await?;
+        }
+        let run_id = cfg.run_id.clone().unwrap_or_else(|| lease::random_seed()[..16].to_owned());
+        let inner = Inner {
+            owner: lease.key,
+            lease: Mutex::new(Some(lease)),
+            url,
+            url_form,
+            kv_form,
+            pool,
+            run_id,
+            host: hostname(),
+            server,
+            runtime: tokio::runtime::Handle::current(),
+            closed: AtomicBool::new(false),
+            templates: Mutex::new(HashMap::new()),
+            pending: AtomicUsize::new(0),
+            idle: Notify::new(),
+            cfg,
+        };
+        let engine = Engine { inner: Arc::new(inner) };
+        if engine.inner.cfg.gc_on_start {
+            let report = engine.gc().await?;
+            for (s, why) in report.failed {
+                engine.inner.warn(&format!("gc could not drop {s}: {why}"));
+            }
+        }
+        Ok(engine)
+    }
+
+    /// Starts an engine configured from the environment ([`Config::from_env`]).
+    pub async fn from_env() -> Result<Engine> {
+        Engine::start(Config::from_env()?).await
+    }
+
+    /// The admin connection string (superuser URL of the embedded server, or the configured one).
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// Whether this engine uses the embedded server.
+    pub fn is_embedded(&self) -> bool {
+        self.inner.server.is_some()
+    }
+
+    /// The embedded server, if used.
+    pub fn server(&self) -> Option<&Server> {
+        self.inner.server.as_ref()
+    }
+
+    /// This engine's owner key (its lease).
+    pub fn owner(&self) -> i32 {
+        self.inner.owner
+    }
+
+    /// The run id recorded with every schema.
+    pub fn run_id(&self) -> &str {
+        &self.inner.run_id
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.inner.cfg
+    }
+
+    /// A template from migrations, built once per (server, database, fingerprint) across
+    /// every process and host, and cached in this engine.
+    pub async fn template(&self, migrations: Migrations) -> Result<Template> {
+        self.inner.check_open()?;
+        let steps = migrations.load()?;
+        let fp = template::fingerprint(&steps);
+        if let Some(t) = self.cached(&fp) {
+            return Ok(t);
+        }
+        match self.begin_build(&fp, Some(&steps)).await? {
+            TemplateStart::Ready(t) => Ok(self.remember(t)),
+            TemplateStart::Build(mut b) => {
+                let locker = b.locker.as_ref().ok_or_else(|| Error::Closed("template build lost its connection".into()))?;
+                let path = self.search_path_sql(&b.schema);
+                for (name, sql) in &steps {
+                    let batch = format!("BEGIN; SET LOCAL search_path TO {path};\n{sql}\n;\nCOMMIT;");
+                    if let Err(e) = locker.batch_execute(&batch).await {
+                        let (_, message) = crate::error::describe_pg(&e);
+                        let _ = locker.batch_execute("ROLLBACK").await;
+                        let _ = b.abort_inner().await;
+                        return Err(Error::Migration { source_name: name.clone(), message });
+                    }
+                }
+                let t = b.publish(Some(steps)).await?;
+                Ok(self.remember(t))
+            }
+        }
+    }
+
+    /// Starts a template the caller builds with its own migration tool, identified by `key`
+    /// (for example a hash of the migration files, or a version string). Returns the existing
+    /// template, or a [`TemplateBuild`] holding the build lock.
+    pub async fn template_begin(&self, key: &str) -> Result<TemplateStart> {
+        self.inner.check_open()?;
+        let fp = template::caller_fingerprint(key);
+        if let Some(t) = self.cached(&fp) {
+            return Ok(TemplateStart::Ready(t));
+        }
+        match self.begin_build(&fp, None).await? {
+            TemplateStart::Ready(t) => Ok(TemplateStart::Ready(self.remember(t))),
+            b => Ok(b),
+        }
+    }
+
+    /// Builds (once) a template with an async function that migrates the database at the
+    /// given URL, for migration tools driven from Rust.
+    pub async fn template_with<F, Fut>(&self, key: &str, build: F) -> Result<Template>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>>,
+    {
+        match self.template_begin(key).await? {
+            TemplateStart::Ready(t) => Ok(t),
+            TemplateStart::Build(b) => match build(b.url().to_owned()).await {
+                Ok(()) => b.commit().await,
+                Err(e) => {
+                    b.abort().await?;
+                    Err(Error::Migration { source_name: format!("template {key:?}"), message: e.to_string() })
+                }
+            },
+        }
+    }
+
+    fn cached(&self, fp: &str) -> Option<Template> {
+        self.inner.templates.lock().ok()?.get(fp).cloned()
+    }
+
+    fn remember(&self, t: Template) -> Template {
+        if let Ok(mut m) = self.inner.templates.lock() {
+            m.insert(t.fingerprint.clone(), Template { built_here: false, ..t.clone() });
+        }
+        t
+    }
+
+    fn search_path_sql(&self, schema: &str) -> String {
+        let mut parts = vec![ident(schema)];
+        parts.extend(self.inner.cfg.search_path_tail.iter().filter(|t| *t != schema).map(|t| ident(t)));
+        parts.join(", ")
+    }
+
+    async fn lookup(&self, client: &Client, fp: &str, steps: Option<&[(String, String)]>) -> Result<Option<Template>> {
+        let row = client
+            .query_opt(
+                "select t.schema_name, t.replay_sql from pgisolate.templates t \
+                 where t.fingerprint = $1 and exists (select 1 from pg_namespace n where n.nspname = t.schema_name)",
+                &[&fp],
+            )
+            .await
+            .map_err(|e| Error::db("look up a template", e))?;
+        let Some(row) = row else { return Ok(None) };
+        let replay = match (row.get::<_, Option<String>>(1), steps) {
+            (Some(sql), _) => Replay::Captured(sql),
+            (None, Some(steps)) => Replay::Migrations(steps.to_vec()),
+            (None, None) => {
+                return Err(Error::Server(format!(
+                    "template {} has no captured DDL to copy from (pg_dump was unavailable when it was built): \
+                     install pg_dump or set PGISOLATE_PG_BIN, then drop the template schema so it is rebuilt",
+                    row.get::<_, String>(0)
+                )))
+            }
+        };
+        Ok(Some(Template { fingerprint: fp.to_owned(), schema: row.get(0), replay, built_here: false }))
+    }
+
+    async fn begin_build(&self, fp: &str, steps: Option<&[(String, String)]>) -> Result<TemplateStart> {
+        {
+            let admin = self.inner.pool.get().await?;
+            if let Some(t) = self.lookup(&admin, fp, steps).await? {
+                return Ok(TemplateStart::Ready(t));
+            }
+        }
+        let locker = admin::connect(&self.inner.url, admin::ADMIN_APP).await?;
+        let key = i32::from_str_radix(&fp[..7], 16).unwrap_or(0);
+        locker
+            .execute("select pg_advisory_lock($1::int4, $2::int4)", &[&TEMPLATE_CLASS, &key])
+            .await
+            .map_err(|e| Error::db("take the template build lock", e))?;
+        if let Some(t) = self.lookup(&locker, fp, steps).await? {
+            return Ok(TemplateStart::Ready(t));
+        }
+        if let Some(p) = &self.inner.cfg.progress {
+            p(&format!("building template {}", template::template_schema(fp)));
+        }
+        let build = template::build_schema(fp, self.inner.owner);
+        let sql = format!(
+            "BEGIN; DROP SCHEMA IF EXISTS {b} CASCADE; CREATE SCHEMA {b}; {comment} \
+             INSERT INTO pgisolate.leases (schema_name, identity_hash, identity, owner_key, run_id, host, pid, state) \
+             VALUES ({bl}, {fpl}, {idl}, {owner}, {run}, {host}, {pid}, 'building') \
+             ON CONFLICT (schema_name) DO UPDATE SET state = 'building', created_at = now(); COMMIT;",
+            b = ident(&build),
+            comment = registry::comment_sql(&build, Kind::Build, self.inner.owner),
+            bl = literal(&build),
+            fpl = literal(fp),
+            idl = literal(&format!("template {}", template::template_schema(fp))),
+            owner = self.inner.owner,
+            run = literal(&self.inner.run_id),
+            host = literal(&self.inner.host),
+            pid = std::process::id() as i32,
+        );
+        if let Err(e) = exec(&locker, "create the template build schema", &sql).await {
+            let _ = locker.batch_execute("ROLLBACK").await;
+            return Err(e);
+        }
+        let tail: Vec<String> = self.inner.cfg.search_path_tail.clone();
+        Ok(TemplateStart::Build(TemplateBuild {
+            engine: self.clone(),
+            fingerprint: fp.to_owned(),
+            url: conninfo::scoped(&self.inner.url_form.to_string(), &build, &tail)?,
+            conninfo: conninfo::scoped(&self.inner.kv_form.to_string(), &build, &tail)?,
+            schema: build,
+            locker: Some(locker),
+        }))
+    }
+
+    /// A fresh schema for `identity`, filled from `tpl`. The name is deterministic when
+    /// uncontended and never shared: if it is taken (another identity with the same short
+    /// hash, the same identity elsewhere, or a foreign schema) the name is extended.
+    pub async fn acquire(&self, tpl: &Template, identity: Identity) -> Result<Schema> {
+        self.inner.check_open()?;
+        let hash = identity.hash_hex();
+        let shown = identity.display();
+        let admin = self.inner.pool.get().await?;
+        let mut taken = Vec::new();
+        for name in naming::candidates(&self.inner.cfg.prefix, self.inner.cfg.hash_len, &hash, &self.inner.run_id).take(24) {
+            let sql = format!(
+                "BEGIN; INSERT INTO pgisolate.leases (schema_name, identity_hash, identity, owner_key, run_id, host, pid, template) \
+                 VALUES ({nl}, {hl}, {il}, {owner}, {run}, {host}, {pid}, {tpl}); CREATE SCHEMA {n}; {comment}\n{replay}\n;COMMIT;",
+                nl = literal(&name),
+                hl = literal(&hash),
+                il = literal(&shown),
+                owner = self.inner.owner,
+                run = literal(&self.inner.run_id),
+                host = literal(&self.inner.host),
+                pid = std::process::id() as i32,
+                tpl = literal(&tpl.schema),
+                n = ident(&name),
+                comment = registry::comment_sql(&name, Kind::Schema, self.inner.owner),
+                replay = tpl.replay_sql(&name),
+            );
+            match admin.batch_execute(&sql).await {
+                Ok(()) => {
+                    let tail = &self.inner.cfg.search_path_tail;
+                    return Ok(Schema {
+                        url: conninfo::scoped(&self.inner.url_form.to_string(), &name, tail)?,
+                        conninfo: conninfo::scoped(&self.inner.kv_form.to_string(), &name, tail)?,
+                        cache_prefix: naming::cache_prefix(&self.inner.cfg.prefix, &name),
+                        name,
+                        identity,
+                        engine: Some(self.inner.clone()),
+                    });
+                }
+                Err(e) => {
+                    let _ = admin.batch_execute("ROLLBACK").await;
+                    match e.code().map(|c| c.code()) {
+                        Some("23505") | Some("42P06") => taken.push(name),
+                        _ => return Err(Error::db(format!("create schema {name} from template {}", tpl.schema), e)),
+                    }
+                }
+            }
+        }
+        Err(Error::NameExhausted(format!(
+            "no free schema name for identity {shown:?}: tried {}",
+            taken.join(", ")
+        )))
+    }
+
+    /// Drops every marked schema whose owner is gone and that is older than the grace period.
+    pub async fn gc(&self) -> Result<GcReport> {
+        self.gc_with(self.inner.cfg.gc_grace, false).await
+    }
+
+    /// gc with an explicit grace period; with `include_kept`, kept schemas of dead owners too.
+    pub async fn gc_with(&self, grace: Duration, include_kept: bool) -> Result<GcReport> {
+        self.inner.check_open()?;
+        let admin = self.inner.pool.get().await?;
+        let mut report = GcReport::default();
+        for o in registry::orphans(&admin, grace, include_kept).await? {
+            let apps = vec![conninfo::application_name(&o.schema)];
+            let deadline = Instant::now() + Duration::from_secs(30);
+            match drop::drop_schema(&admin, &o.schema, &apps, deadline).await {
+                Ok(()) => {
+                    let _ = admin.execute("delete from pgisolate.leases where schema_name = $1", &[&o.schema]).await;
+                    report.dropped.push(o.schema);
+                }
+                Err(e) => report.failed.push((o.schema, e.to_string())),
+            }
+        }
+        report.pruned_rows = registry::prune_rows(&admin).await?;
+        Ok(report)
+    }
+
+    /// Live and kept schemas in the registry, with their owners' liveness.
+    pub async fn list(&self) -> Result<Vec<registry::Entry>> {
+        self.inner.check_open()?;
+        let admin = self.inner.pool.get().await?;
+        registry::list(&admin).await
+    }
+
+    /// Drops a schema this engine's registry knows, by name. Refuses reserved and unmarked
+    /// schemas.
+    pub async fn drop_schema(&self, name: &str) -> Result<()> {
+        self.inner.check_open()?;
+        if naming::is_reserved(name) {
+            return Err(Error::Refused(format!("refusing to drop reserved schema {name:?}")));
+        }
+        let admin = self.inner.pool.get().await?;
+        let marker: Option<String> = admin
+            .query_opt("select obj_description(oid, 'pg_namespace') from pg_namespace where nspname = $1", &[&name])
+            .await
+            .map_err(|e| Error::db("look up a schema", e))?
+            .and_then(|r| r.get(0));
+        if marker.as_deref().and_then(registry::parse_marker).is_none() {
+            return Err(Error::Refused(format!("refusing to drop {name:?}: it carries no pgisolate marker")));
+        }
+        let apps = vec![conninfo::application_name(name)];
+        drop::drop_schema(&admin, name, &apps, Instant::now() + self.inner.cfg.release_timeout).await?;
+        let _ = admin.execute("delete from pgisolate.leases where schema_name = $1", &[&name]).await;
+        Ok(())
+    }
+
+    /// Waits for background releases, closes admin connections and gives up the lease.
+    /// Idempotent; later calls on the engine fail with a "closed" error.
+    pub async fn close(&self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let wait = self.inner.cfg.release_timeout + Duration::from_secs(5);
+        let _ = tokio::time::timeout(wait, async {
+            while self.inner.pending.load(Ordering::SeqCst) > 0 {
+                let notified = self.inner.idle.notified();
+                if self.inner.pending.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+                notified.await;
+            }
+        })
+        .await;
+        self.inner.pool.close();
+        if let Ok(mut l) = self.inner.lease.lock() {
+            l.take();
+        }
+        Ok(())
+    }
+}
+
+impl TemplateBuild {
+    /// URL scoped to the build schema: run migrations against it.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Key/value connection string scoped to the build schema.
+    pub fn conninfo(&self) -> &str {
+        &self.conninfo
+    }
+
+    /// The build schema's name.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// Publishes the build as the template (captures it for replay first).
+    pub async fn commit(mut self) -> Result<Template> {
+        let t = self.publish(None).await?;
+        Ok(self.engine.remember(t))
+    }
+
+    /// Abandons the build and drops its schema.
+    pub async fn abort(mut self) -> Result<()> {
+        self.abort_inner().await
+    }
+
+    async fn abort_inner(&mut self) -> Result<()> {
+        if let Some(locker) = self.locker.take() {
+            let apps = vec![conninfo::application_name(&self.schema)];
+            drop::drop_schema(&locker, &self.schema, &apps, Instant::now() + Duration::from_secs(10)).await?;
+            let _ = locker.execute("delete from pgisolate.leases where schema_name = $1", &[&self.schema]).await;
+        }
+        Ok(())
+    }
+
+    async fn publish(&mut self, steps: Option<Vec<(String, String)>>) -> Result<Template> {
+        let inner = &self.engine.inner;
+        let locker = self.locker.take().ok_or_else(|| Error::Closed("template build already finished".into()))?;
+        // Sessions the caller's migration tool left open must not outlive the build.
+        let _ = drop::terminate(&locker, &[conninfo::application_name(&self.schema)]).await;
+        let url = inner.url.clone();
+        let build = self.schema.clone();
+        let bin = inner
+            .cfg
+            .pg_bin
+            .clone()
+            .or_else(|| server::find_binaries(None).ok().map(|b| b.dir));
+        let captured = tokio::task::spawn_blocking(move || template::capture(&url, &build, bin.as_deref()))
+            .await
+            .map_err(|e| Error::Server(format!("template capture panicked: {e}")))?;
+        let tpl_name = template::template_schema(&self.fingerprint);
+        let (replay, replay_sql) = match (captured, steps) {
+            (Ok(sql), _) => (Replay::Captured(sql.clone()), Some(sql)),
+            (Err(why), Some(steps)) => {
+                inner.warn(&format!(
+                    "cannot capture template {tpl_name} for replay ({why}); new schemas will re-run its migrations"
+                ));
+                (Replay::Migrations(steps), None)
+            }
+            (Err(why), None) => {
+                let _ = drop::drop_schema(&locker, &self.schema, &[], Instant::now() + Duration::from_secs(10)).await;
+                return Err(Error::Server(format!(
+                    "cannot capture template {tpl_name} built by the caller's migrations: {why}; \
+                     install pg_dump (PostgreSQL client) or set PGISOLATE_PG_BIN"
+                )));
+            }
+        };
+        let existing: Option<Option<String>> = locker
+            .query_opt("select obj_description(oid, 'pg_namespace') from pg_namespace where nspname = $1", &[&tpl_name])
+            .await
+            .map_err(|e| Error::db("look up the template schema", e))?
+            .map(|r| r.get(0));
+        let replace_old = match existing {
+            None => String::new(),
+            Some(m) if m.as_deref().and_then(registry::parse_marker).is_some_and(|m| m.kind == Kind::Template) => {
+                format!("DROP SCHEMA {} CASCADE;", ident(&tpl_name))
+            }
+            Some(_) => {
+                return Err(Error::Refused(format!(
+                    "schema {tpl_name} exists and is not a pgisolate template: rename or drop it"
+                )))
+            }
+        };
+        let sql = format!(
+            "BEGIN; {replace_old} ALTER SCHEMA {b} RENAME TO {t}; COMMENT ON SCHEMA {t} IS {marker}; \
+             DELETE FROM pgisolate.leases WHERE schema_name = {bl}; \
+             INSERT INTO pgisolate.templates (fingerprint, schema_name, replay_sql, built_by) VALUES ({fpl}, {tl}, {rl}, {owner}) \
+             ON CONFLICT (fingerprint) DO UPDATE SET schema_name = excluded.schema_name, replay_sql = excluded.replay_sql, \
+             built_by = excluded.built_by, built_at = now(); COMMIT;",
+            b = ident(&self.schema),
+            t = ident(&tpl_name),
+            marker = literal(&registry::marker(Kind::Template, 0)),
+            bl = literal(&self.schema),
+            fpl = literal(&self.fingerprint),
+            tl = literal(&tpl_name),
+            rl = replay_sql.as_deref().map(literal).unwrap_or_else(|| "NULL".into()),
+            owner = inner.owner,
+        );
+        if let Err(e) = exec(&locker, "publish the template", &sql).await {
+            let _ = locker.batch_execute("ROLLBACK").await;
+            return Err(e);
+        }
+        Ok(Template { fingerprint: self.fingerprint.clone(), schema: tpl_name, replay, built_here: true })
+    }
+}
+
+impl Drop for TemplateBuild {
+    fn drop(&mut self) {
+        if let Some(locker) = self.locker.take() {
+            let schema = self.schema.clone();
+            let handle = self.engine.inner.runtime.clone();
+            handle.spawn(async move {
+                let _ = drop::drop_schema(&locker, &schema, &[], Instant::now() + Duration::from_secs(10)).await;
+                let _ = locker.execute("delete from pgisolate.leases where schema_name = $1", &[&schema]).await;
+            });
+        }
+    }
+}
+
+impl Inner {
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed("the pgisolate engine is closed".into()));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn warn(&self, msg: &str) {
+        match &self.cfg.on_warning {
+            Some(w) => w(msg),
+            None => eprintln!("pgisolate: warning: {msg}"),
+        }
+    }
+
+    pub(crate) fn begin_background(&self) {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn end_background(&self) {
+        if self.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Releases a schema: keep per policy, or rename to a tombstone, terminate its sessions,
+    /// drop it (batched, bounded) and clear its registry row.
+    pub(crate) async fn release(&self, name: &str, identity: &str, failed: bool) -> Result<Released> {
+        let admin = self.pool.get().await?;
+        if self.cfg.keep.keeps(failed) {
+            let sql = format!(
+                "BEGIN; UPDATE pgisolate.leases SET state = 'kept' WHERE schema_name = {nl}; {comment} COMMIT;",
+                nl = literal(name),
+                comment = registry::comment_sql(name, Kind::Kept, self.owner),
+            );
+            if let Err(e) = exec(&admin, &format!("keep schema {name}"), &sql).await {
+                let _ = admin.batch_execute("ROLLBACK").await;
+                return Err(e);
+            }
+            return Ok(Released::Kept);
+        }
+        let deadline = Instant::now() + self.cfg.release_timeout;
+        let apps = vec![conninfo::application_name(name)];
+        let tomb = format!("pgi_tomb_{}", &lease::random_seed()[..20]);
+        let rename = format!(
+            "SET lock_timeout = '1s'; BEGIN; ALTER SCHEMA {n} RENAME TO {t}; {comment} \
+             UPDATE pgisolate.leases SET schema_name = {tl}, state = 'dropping' WHERE schema_name = {nl}; COMMIT; RESET lock_timeout;",
+            n = ident(name),
+            t = ident(&tomb),
+            comment = registry::comment_sql(&tomb, Kind::Tomb, self.owner),
+            tl = literal(&tomb),
+            nl = literal(name),
+        );
+        let mut target = tomb.clone();
+        loop {
+            match admin.batch_execute(&rename).await {
+                Ok(()) => break,
+                Err(e) => {
+                    let _ = admin.batch_execute("ROLLBACK; RESET lock_timeout").await;
+                    let code = e.code().map(|c| c.code().to_owned()).unwrap_or_default();
+                    if code == "3F000" {
+                        // Dropped behind our back: nothing left but the registry row.
+                        let _ = admin.execute("delete from pgisolate.leases where schema_name = $1", &[&name]).await;
+                        return Ok(Released::Dropped);
+                    }
+                    if !matches!(code.as_str(), "55P03" | "40P01") || Instant::now() >= deadline {
+                        // Could not rename: drop it under its own name.
+                        target = name.to_owned();
+                        break;
+                    }
+                    drop::terminate(&admin, &apps).await?;
+                }
+            }
+        }
+        let leaked = drop::terminate(&admin, &apps).await?;
+        if leaked > 0 {
+            self.warn(&format!(
+                "{leaked} leaked connection(s) to schema {name} (test {identity}) were still open at release and were \
+                 terminated: close every connection before the test ends"
+            ));
+        }
+        drop::drop_schema(&admin, &target, &apps, deadline).await?;
+        admin
+            .execute("delete from pgisolate.leases where schema_name = $1", &[&target])
+            .await
+            .map_err(|e| Error::db("clear the registry row", e))?;
+        Ok(Released::Dropped)
+    }
+}
+
+impl Keep {
+    /// The policy's name as accepted by [`Keep::parse`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Keep::Never => "never",
+            Keep::Failed => "failed",
+            Keep::Always => "always",
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! The owner lease: a session advisory lock held by each engine on a dedicated connection.
+//!
+//! gc treats a schema's owner as alive exactly while that lock is held; PostgreSQL releases it
+//! when the connection goes, so a SIGKILLed owner frees it within milliseconds. The lease
+//! connection also tells the embedded server's keeper that someone still uses the server.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio_postgres::Client;
+
+use crate::error::{Error, Result};
+use crate::naming::sha256_hex;
+
+/// classid of owner-lease advisory locks (`'pgis'`).
+pub const LEASE_CLASS: i32 = 0x7067_6973;
+/// classid of template-build advisory locks.
+pub const TEMPLATE_CLASS: i32 = LEASE_CLASS + 1;
+/// classid of the registry-DDL advisory lock.
+pub const REGISTRY_CLASS: i32 = LEASE_CLASS + 2;
+
+/// A held owner lease.
+#[derive(Debug)]
+pub struct Lease {
+    /// The owner key (objid of the advisory lock), positive.
+    pub key: i32,
+    client: Client,
+}
+
+impl Lease {
+    /// Opens the lease connection and takes a fresh owner key. Refuses poolers that hand
+    /// successive transactions to different backends: a lease there would not be held.
+    pub async fn take(url: &str) -> Result<Lease> {
+        let client = crate::admin::connect(url, crate::server::LEASE_APP).await?;
+        let pid_of = |rows: Vec<tokio_postgres::SimpleQueryMessage>| -> Option<String> {
+            rows.into_iter().find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+        };
+        let p1 = pid_of(client.simple_query("select pg_backend_pid()").await.map_err(|e| Error::db("check the lease connection", e))?);
+        let p2 = pid_of(client.simple_query("select pg_backend_pid()").await.map_err(|e| Error::db("check the lease connection", e))?);
+        if p1 != p2 {
+            return Err(Error::Refused(format!(
+                "the server at {} hands successive transactions to different backends ({p1:?} then {p2:?}): \
+                 it is a transaction-mode pooler such as PgBouncer, where session advisory locks are not held; \
+                 point PGISOLATE_DATABASE_URL at PostgreSQL directly",
+                crate::conninfo::redact(url)
+            )));
+        }
+        let mut salt = random_seed();
+        for _ in 0..64 {
+            let key = key_from(&salt);
+            let row = client
+                .query_one("select pg_try_advisory_lock($1::int4, $2::int4)", &[&LEASE_CLASS, &key])
+                .await
+                .map_err(|e| Error::db("take the owner lease", e))?;
+            if row.get::<_, bool>(0) {
+                return Ok(Lease { key, client });
+            }
+            salt = sha256_hex(salt.as_bytes());
+        }
+        Err(Error::Server("could not take an owner lease: 64 random keys were all held".into()))
+    }
+
+    /// Whether the lease connection is still open (the lock is held while it is).
+    pub fn is_held(&self) -> bool {
+        !self.client.is_closed()
+    }
+}
+
+fn key_from(hex: &str) -> i32 {
+    let v = u32::from_str_radix(&hex[..8], 16).unwrap_or(1) & 0x7fff_ffff;
+    v.max(1) as i32
+}
+
+/// A hex string unique to this process and moment.
+pub fn random_seed() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let local = &n as *const u64 as usize;
+    sha256_hex(format!("{now}:{}:{n}:{local}:{:?}", std::process::id(), std::thread::current().id()).as_bytes())
+}
+
+/// SQL listing the owner keys whose lease is held now, in this database.
+pub const LIVE_OWNERS_SQL: &str = "select objid::int8 from pg_locks \
+     where locktype = 'advisory' and classid = 1885825395 and objsubid = 2 and granted \
+     and database = (select oid from pg_database where datname = current_database())";
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lease_class_matches_sql() {
+        assert!(super::LIVE_OWNERS_SQL.contains(&format!("classid = {}", super::LEASE_CLASS)));
+    }
+}

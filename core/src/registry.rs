@@ -1,0 +1,268 @@
+//! The registry (`pgisolate.leases`, `pgisolate.templates`), schema markers, and gc.
+//!
+//! Every schema the engine creates carries a marker comment
+//! `pgisolate:v1:<kind> owner=<key> t=<unix seconds>` and, while live, a registry row with its
+//! identity and owner. gc drops only schemas whose marker is this version's, whose kind is a
+//! test schema, a build or a tombstone, whose owner lease is free, and that are older than the
+//! grace period. Anything else (no marker, another version's marker, `public`, templates) is
+//! never touched.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio_postgres::Client;
+
+use crate::admin::{exec, literal};
+use crate::error::{Error, Result};
+use crate::lease::{LIVE_OWNERS_SQL, REGISTRY_CLASS};
+
+/// Marker prefix of this engine version.
+pub const MARKER_PREFIX: &str = "pgisolate:v1:";
+
+/// What a marked schema is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A test schema in use.
+    Schema,
+    /// A test schema kept by the keep policy.
+    Kept,
+    /// A template being built.
+    Build,
+    /// A published template.
+    Template,
+    /// A released schema being dropped.
+    Tomb,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Schema => "schema",
+            Kind::Kept => "kept",
+            Kind::Build => "build",
+            Kind::Template => "template",
+            Kind::Tomb => "tomb",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Kind> {
+        Some(match s {
+            "schema" => Kind::Schema,
+            "kept" => Kind::Kept,
+            "build" => Kind::Build,
+            "template" => Kind::Template,
+            "tomb" => Kind::Tomb,
+            _ => return None,
+        })
+    }
+}
+
+/// A parsed marker comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marker {
+    /// The kind of schema.
+    pub kind: Kind,
+    /// Owner key, 0 for templates.
+    pub owner: i64,
+    /// Creation time, unix seconds.
+    pub created: u64,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// The marker text for a new schema of `kind` owned by `owner`.
+pub fn marker(kind: Kind, owner: i32) -> String {
+    format!("{MARKER_PREFIX}{} owner={owner} t={}", kind.as_str(), unix_now())
+}
+
+/// `COMMENT ON SCHEMA` setting a marker.
+pub fn comment_sql(schema: &str, kind: Kind, owner: i32) -> String {
+    format!("COMMENT ON SCHEMA {} IS {};", crate::admin::ident(schema), literal(&marker(kind, owner)))
+}
+
+/// Parses a marker of this version; `None` for anything else.
+pub fn parse_marker(s: &str) -> Option<Marker> {
+    let rest = s.strip_prefix(MARKER_PREFIX)?;
+    let mut parts = rest.split(' ');
+    let kind = Kind::parse(parts.next()?)?;
+    let (mut owner, mut created) = (None, None);
+    for p in parts {
+        match p.split_once('=') {
+            Some(("owner", v)) => owner = v.parse().ok(),
+            Some(("t", v)) => created = v.parse().ok(),
+            _ => {}
+        }
+    }
+    Some(Marker { kind, owner: owner?, created: created? })
+}
+
+const REGISTRY_DDL: &str = "
+CREATE SCHEMA IF NOT EXISTS pgisolate;
+COMMENT ON SCHEMA pgisolate IS 'pgisolate registry (do not edit): live schemas and templates';
+CREATE TABLE IF NOT EXISTS pgisolate.leases (
+    schema_name   text PRIMARY KEY,
+    identity_hash text NOT NULL,
+    identity      text NOT NULL,
+    owner_key     int4 NOT NULL,
+    run_id        text NOT NULL,
+    host          text NOT NULL,
+    pid           int4 NOT NULL,
+    template      text,
+    state         text NOT NULL DEFAULT 'live',
+    created_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS pgisolate.templates (
+    fingerprint text PRIMARY KEY,
+    schema_name text NOT NULL,
+    replay_sql  text,
+    built_by    int4 NOT NULL,
+    built_at    timestamptz NOT NULL DEFAULT now()
+);";
+
+/// Creates the registry once, race-free, under a transaction advisory lock.
+pub async fn ensure(client: &Client) -> Result<()> {
+    let present = client
+        .query_one(
+            "select to_regclass('pgisolate.leases') is not null and to_regclass('pgisolate.templates') is not null",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::db("check the registry", e))?
+        .get::<_, bool>(0);
+    if present {
+        return Ok(());
+    }
+    let sql = format!("BEGIN; SELECT pg_advisory_xact_lock({REGISTRY_CLASS}, 0); {REGISTRY_DDL} COMMIT;");
+    if let Err(e) = exec(client, "create the pgisolate registry", &sql).await {
+        let _ = client.batch_execute("ROLLBACK").await;
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// One live or kept schema, as `ls` shows it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Schema name.
+    pub schema: String,
+    /// The identity text.
+    pub identity: String,
+    /// Owner key.
+    pub owner_key: i32,
+    /// Whether the owner's lease is held now.
+    pub owner_alive: bool,
+    /// Owner host and pid.
+    pub host: String,
+    /// Owner pid.
+    pub pid: i32,
+    /// Run id.
+    pub run_id: String,
+    /// live, kept, dropping or building.
+    pub state: String,
+    /// Age.
+    pub age: Duration,
+}
+
+/// Lists registry rows with their owners' liveness.
+pub async fn list(client: &Client) -> Result<Vec<Entry>> {
+    let live = live_owners(client).await?;
+    let rows = client
+        .query(
+            "select schema_name, identity, owner_key, host, pid, run_id, state, \
+             extract(epoch from (now() - created_at))::float8 from pgisolate.leases order by created_at",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::db("list the registry", e))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let owner_key: i32 = r.get(2);
+            Entry {
+                schema: r.get(0),
+                identity: r.get(1),
+                owner_key,
+                owner_alive: live.contains(&(owner_key as i64)),
+                host: r.get(3),
+                pid: r.get(4),
+                run_id: r.get(5),
+                state: r.get(6),
+                age: Duration::from_secs_f64(r.get::<_, f64>(7).max(0.0)),
+            }
+        })
+        .collect())
+}
+
+/// Owner keys whose lease is held now.
+pub async fn live_owners(client: &Client) -> Result<HashSet<i64>> {
+    let rows = client.query(LIVE_OWNERS_SQL, &[]).await.map_err(|e| Error::db("read owner leases", e))?;
+    Ok(rows.iter().map(|r| r.get::<_, i64>(0)).collect())
+}
+
+/// A marked schema gc may drop.
+#[derive(Debug, Clone)]
+pub struct Orphan {
+    /// Schema name.
+    pub schema: String,
+    /// Its marker.
+    pub marker: Marker,
+}
+
+/// Marked schemas whose owner lease is free and that are older than `grace`. With
+/// `include_kept`, kept schemas of dead owners too.
+pub async fn orphans(client: &Client, grace: Duration, include_kept: bool) -> Result<Vec<Orphan>> {
+    let live = live_owners(client).await?;
+    let rows = client
+        .query(
+            "select nspname::text, obj_description(oid, 'pg_namespace') from pg_namespace \
+             where obj_description(oid, 'pg_namespace') like 'pgisolate:v1:%'",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::db("list marked schemas", e))?;
+    let now = unix_now();
+    let mut out = Vec::new();
+    for r in rows {
+        let schema: String = r.get(0);
+        let Some(m) = r.get::<_, Option<String>>(1).as_deref().and_then(parse_marker) else { continue };
+        let droppable = match m.kind {
+            Kind::Schema | Kind::Build | Kind::Tomb => true,
+            Kind::Kept => include_kept,
+            Kind::Template => false,
+        };
+        if !droppable || crate::naming::is_reserved(&schema) || live.contains(&m.owner) {
+            continue;
+        }
+        if now.saturating_sub(m.created) < grace.as_secs() {
+            continue;
+        }
+        out.push(Orphan { schema, marker: m });
+    }
+    Ok(out)
+}
+
+/// Deletes registry rows of dead owners whose schema no longer exists.
+pub async fn prune_rows(client: &Client) -> Result<u64> {
+    let sql = format!(
+        "delete from pgisolate.leases l where not exists (select 1 from pg_namespace n where n.nspname = l.schema_name) \
+         and l.owner_key::int8 not in ({LIVE_OWNERS_SQL})"
+    );
+    client.execute(&sql, &[]).await.map_err(|e| Error::db("prune the registry", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_round_trip_and_foreign_ones_are_ignored() {
+        let m = parse_marker(&marker(Kind::Tomb, 42)).unwrap();
+        assert_eq!((m.kind, m.owner), (Kind::Tomb, 42));
+        assert!(parse_marker("pgisolate:v0:schema owner=1 t=1").is_none());
+        assert!(parse_marker("pgisolate:v1:schema t=1").is_none());
+        assert!(parse_marker("pgisolate:v1:other owner=1 t=1").is_none());
+        assert!(parse_marker("my own comment").is_none());
+    }
+}

@@ -1,0 +1,85 @@
+//! A schema handed to one test.
+
+use std::sync::Arc;
+
+use crate::engine::{Inner, Released};
+use crate::error::{Error, Result};
+use crate::naming::{self, Identity};
+
+/// An isolated schema: its name, scoped connection strings and cache prefix. Release it with
+/// [`Schema::release`] (or [`Schema::finish`] with the test's outcome); dropping it unreleased
+/// releases it in the background on the engine's runtime.
+#[derive(Debug)]
+pub struct Schema {
+    pub(crate) name: String,
+    pub(crate) url: String,
+    pub(crate) conninfo: String,
+    pub(crate) cache_prefix: String,
+    pub(crate) identity: Identity,
+    pub(crate) engine: Option<Arc<Inner>>,
+}
+
+impl Schema {
+    /// The schema's name (`[a-z0-9_]`, at most 63 bytes).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A `postgres://` URL whose sessions land in this schema (`options=-c search_path=…`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The same connection as a libpq key/value string.
+    pub fn conninfo(&self) -> &str {
+        &self.conninfo
+    }
+
+    /// A Prisma-style URL (`?schema=<name>`).
+    pub fn prisma_url(&self) -> Result<String> {
+        crate::conninfo::prisma_url(&self.url, &self.name)
+    }
+
+    /// The cache-key prefix (`<hex>_`).
+    pub fn cache_prefix(&self) -> &str {
+        &self.cache_prefix
+    }
+
+    /// A cache key in this schema's namespace: `<hex>_<key>`.
+    pub fn cache_key(&self, key: &str) -> String {
+        naming::cache_key(&self.cache_prefix, key)
+    }
+
+    /// What this schema isolates.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Releases the schema after a passing test (dropped unless the keep policy is `always`).
+    pub async fn release(self) -> Result<Released> {
+        self.finish(false).await
+    }
+
+    /// Releases the schema given the test's outcome; the keep policy decides keep or drop.
+    pub async fn finish(mut self, failed: bool) -> Result<Released> {
+        let inner = self.engine.take().ok_or_else(|| Error::Closed("schema already released".into()))?;
+        inner.release(&self.name, &self.identity.display(), failed).await
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let Some(inner) = self.engine.take() else { return };
+        let name = std::mem::take(&mut self.name);
+        let identity = self.identity.display();
+        let failed = std::thread::panicking();
+        inner.begin_background();
+        let rt = inner.runtime.clone();
+        rt.spawn(async move {
+            if let Err(e) = inner.release(&name, &identity, failed).await {
+                inner.warn(&format!("background release of {name} failed: {e}"));
+            }
+            inner.end_background();
+        });
+    }
+}

@@ -1,0 +1,421 @@
+//! The embedded, throwaway PostgreSQL server used when no URL is configured.
+//!
+//! One server per machine user (or per `PGISOLATE_HOME`) is shared by every process of a run:
+//! a file lock serializes start-up, and `server.env` tells later processes where it is. The
+//! server is tuned for tests and listens on 127.0.0.1 with a free port and a private socket
+//! directory. A small keeper, detached from the process that started the server, stops the
+//! server and deletes its data once no engine lease connection (application_name
+//! `pgisolate-lease`) has been open for a few seconds, so the server goes away even when every
+//! client was SIGKILLed. As root, initdb, postgres and the keeper run as an unprivileged user.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// application_name of lease connections; the keeper counts these.
+pub const LEASE_APP: &str = "pgisolate-lease";
+/// Superuser created by initdb.
+const SUPERUSER: &str = "postgres";
+
+/// Settings the embedded server runs with (checked by the reliability suite with `SHOW`).
+pub const SETTINGS: &[(&str, &str)] = &[
+    ("fsync", "off"),
+    ("synchronous_commit", "off"),
+    ("full_page_writes", "off"),
+    ("max_locks_per_transaction", "1024"),
+    ("max_connections", "300"),
+    ("shared_buffers", "128MB"),
+    ("idle_in_transaction_session_timeout", "60s"),
+    ("client_connection_check_interval", "2s"),
+    ("log_min_messages", "warning"),
+    ("log_min_error_statement", "panic"),
+];
+
+/// A running embedded server.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Superuser URL over TCP on 127.0.0.1.
+    pub url: String,
+    /// Port on 127.0.0.1.
+    pub port: u16,
+    /// The server's directory (data, socket, log).
+    pub dir: PathBuf,
+    /// Whether this call started it.
+    pub started: bool,
+}
+
+/// Holds the start-up lock; drop it once the caller's lease connection is open, so the keeper
+/// cannot stop the server between "it is running" and "someone uses it".
+#[derive(Debug)]
+pub struct StartLock {
+    _file: fs::File,
+}
+
+/// Directory holding the server lock and state: `PGISOLATE_HOME` or `/tmp/pgisolate-<euid>`.
+pub fn home() -> PathBuf {
+    match std::env::var_os("PGISOLATE_HOME") {
+        Some(h) if !h.is_empty() => PathBuf::from(h),
+        _ => std::env::temp_dir().join(format!("pgisolate-{}", euid())),
+    }
+}
+
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// PostgreSQL binaries found on this machine.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// Directory holding initdb, pg_ctl, postgres, psql.
+    pub dir: PathBuf,
+}
+
+impl Binaries {
+    /// Path of one tool in the binaries directory.
+    pub fn tool(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+/// Finds initdb/pg_ctl/postgres: `PGISOLATE_PG_BIN`, then `PATH`, then the newest
+/// `/usr/lib/postgresql/*/bin`.
+pub fn find_binaries(explicit: Option<&Path>) -> Result<Binaries> {
+    let has_all = |d: &Path| ["initdb", "pg_ctl", "postgres"].iter().all(|t| d.join(t).is_file());
+    if let Some(d) = explicit {
+        if has_all(d) {
+            return Ok(Binaries { dir: d.to_owned() });
+        }
+        return Err(Error::BinariesNotFound(format!(
+            "PGISOLATE_PG_BIN={} does not contain initdb, pg_ctl and postgres: point it at PostgreSQL's bin directory",
+            d.display()
+        )));
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for d in std::env::split_paths(&path) {
+            let initdb = d.join("initdb");
+            if initdb.is_file() {
+                let real = fs::canonicalize(&initdb).unwrap_or(initdb);
+                if let Some(dir) = real.parent() {
+                    if has_all(dir) {
+                        return Ok(Binaries { dir: dir.to_owned() });
+                    }
+                }
+            }
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            has_all(&bin).then_some((v, bin))
+        })
+        .collect();
+    versions.sort();
+    match versions.pop() {
+        Some((_, dir)) => Ok(Binaries { dir }),
+        None => Err(Error::BinariesNotFound(
+            "PostgreSQL binaries not found (initdb, pg_ctl, postgres): install postgresql \
+             (Debian: apt-get install postgresql), set PGISOLATE_PG_BIN to their directory, \
+             or set PGISOLATE_DATABASE_URL to use an existing server"
+                .into(),
+        )),
+    }
+}
+
+/// The unprivileged account the server runs as when we are root.
+#[derive(Debug, Clone, Copy)]
+struct RunAs {
+    uid: u32,
+    gid: u32,
+}
+
+fn run_as() -> Result<Option<RunAs>> {
+    if euid() != 0 {
+        return Ok(None);
+    }
+    for name in [c"postgres", c"nobody"] {
+        // SAFETY: getpwnam takes a valid NUL-terminated string; the returned record is only
+        // read before any other call to the passwd functions.
+        let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+        if !pw.is_null() {
+            // SAFETY: pw is non-null and points to a valid passwd record.
+            let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+            if uid != 0 {
+                return Ok(Some(RunAs { uid, gid }));
+            }
+        }
+    }
+    Err(Error::Server(
+        "running as root, and neither a 'postgres' nor a 'nobody' account exists to run PostgreSQL as: \
+         create one (useradd postgres) or run as an ordinary user"
+            .into(),
+    ))
+}
+
+fn chown(path: &Path, who: Option<RunAs>) -> Result<()> {
+    if let Some(RunAs { uid, gid }) = who {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+            .map_err(|e| Error::io(format!("chown {}", path.display()), e))?;
+    }
+    Ok(())
+}
+
+fn flock_exclusive(path: &Path) -> Result<fs::File> {
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    let _ = f.set_permissions(fs::Permissions::from_mode(0o644));
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: the fd is valid for the life of `f`.
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+        if rc == 0 {
+            return Ok(f);
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(Error::io(format!("lock {}", path.display()), err));
+        }
+    }
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks for existence and permission.
+    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+}
+
+/// State recorded in `server.env`.
+#[derive(Debug, Default)]
+struct State {
+    port: u16,
+    keeper_pid: i32,
+}
+
+fn read_state(home: &Path) -> Option<State> {
+    let text = fs::read_to_string(home.join("server.env")).ok()?;
+    let mut st = State::default();
+    for line in text.lines() {
+        match line.split_once('=') {
+            Some(("port", v)) => st.port = v.parse().ok()?,
+            Some(("keeper_pid", v)) => st.keeper_pid = v.parse().ok()?,
+            _ => {}
+        }
+    }
+    (st.port != 0).then_some(st)
+}
+
+fn postmaster_pid(data: &Path) -> Option<i32> {
+    fs::read_to_string(data.join("postmaster.pid")).ok()?.lines().next()?.trim().parse().ok()
+}
+
+fn url_for(port: u16) -> String {
+    format!("postgres://{SUPERUSER}@127.0.0.1:{port}/postgres")
+}
+
+fn accepts_tcp(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)).is_ok()
+}
+
+/// Starts the shared embedded server, or finds the one already running. Blocking. The returned
+/// [`StartLock`] must be held until the caller's lease connection is open.
+pub fn ensure(explicit_bin: Option<&Path>, progress: &dyn Fn(&str)) -> Result<(Server, StartLock)> {
+    let home = home();
+    let who = run_as()?;
+    fs::create_dir_all(&home).map_err(|e| Error::io(format!("create {}", home.display()), e))?;
+    let _ = fs::set_permissions(&home, fs::Permissions::from_mode(0o755));
+    chown(&home, who)?;
+    let lock = flock_exclusive(&home.join("server.lock"))?;
+    let data = home.join("data");
+    if let Some(st) = read_state(&home) {
+        let pm = postmaster_pid(&data);
+        if pm.is_some_and(pid_alive) && accepts_tcp(st.port) {
+            if !pid_alive(st.keeper_pid) {
+                let bins = find_binaries(explicit_bin)?;
+                let keeper_pid = spawn_keeper(&home, &bins, st.port, who)?;
+                write_state(&home, st.port, keeper_pid)?;
+            }
+            let server = Server { url: url_for(st.port), port: st.port, dir: home.clone(), started: false };
+            return Ok((server, StartLock { _file: lock }));
+        }
+    }
+    // Nothing usable: clear what a dead server left and start a new one.
+    if let Some(pid) = postmaster_pid(&data).filter(|p| pid_alive(*p)) {
+        // SAFETY: plain signal delivery to a process we verified exists.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = fs::remove_file(home.join("server.env"));
+    let _ = fs::remove_dir_all(&data);
+    let _ = fs::remove_dir_all(home.join("sock"));
+    let bins = find_binaries(explicit_bin)?;
+    progress("initializing PostgreSQL (initdb)");
+    let mut initdb = Command::new(bins.tool("initdb"));
+    initdb.args(["-D"]).arg(&data).args(["-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C", "-N"]);
+    run_checked(initdb, &home, who, "initdb")?;
+    let sock = home.join("sock");
+    fs::create_dir_all(&sock).map_err(|e| Error::io(format!("create {}", sock.display()), e))?;
+    let _ = fs::set_permissions(&sock, fs::Permissions::from_mode(0o700));
+    chown(&sock, who)?;
+    progress("starting PostgreSQL");
+    let mut last_err = None;
+    for _ in 0..5 {
+        let port = free_port()?;
+        let mut opts = format!("-c listen_addresses=127.0.0.1 -p {port} -k {}", sock.display());
+        for (k, v) in SETTINGS {
+            opts.push_str(&format!(" -c {k}={v}"));
+        }
+        let mut pg_ctl = Command::new(bins.tool("pg_ctl"));
+        pg_ctl
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(home.join("server.log"))
+            .args(["-w", "-t", "60", "-s", "-o", &opts, "start"]);
+        match run_checked(pg_ctl, &home, who, "pg_ctl start") {
+            Ok(()) => {
+                let keeper_pid = spawn_keeper(&home, &bins, port, who)?;
+                write_state(&home, port, keeper_pid)?;
+                let server = Server { url: url_for(port), port, dir: home.clone(), started: true };
+                return Ok((server, StartLock { _file: lock }));
+            }
+            Err(e) => last_err = Some(e),
+        }
+    }
+    let log = fs::read_to_string(home.join("server.log")).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(10).collect();
+    Err(Error::Server(format!(
+        "{}; server log {}:\n{}",
+        last_err.map(|e| e.to_string()).unwrap_or_default(),
+        home.join("server.log").display(),
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    )))
+}
+
+fn write_state(home: &Path, port: u16, keeper_pid: i32) -> Result<()> {
+    let tmp = home.join("server.env.tmp");
+    let mut f = fs::File::create(&tmp).map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
+    writeln!(f, "port={port}\nkeeper_pid={keeper_pid}\nurl={}", url_for(port))
+        .map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
+    let _ = f.set_permissions(fs::Permissions::from_mode(0o644));
+    fs::rename(&tmp, home.join("server.env")).map_err(|e| Error::io("publish server.env", e))
+}
+
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(|e| Error::io("find a free port", e))?;
+    Ok(l.local_addr().map_err(|e| Error::io("find a free port", e))?.port())
+}
+
+fn as_user(cmd: &mut Command, home: &Path, who: Option<RunAs>) {
+    cmd.current_dir(home).stdin(Stdio::null());
+    if let Some(RunAs { uid, gid }) = who {
+        // std drops root's supplementary groups (setgroups) before setuid.
+        cmd.uid(uid).gid(gid).env_remove("HOME");
+    }
+}
+
+fn run_checked(mut cmd: Command, home: &Path, who: Option<RunAs>, what: &str) -> Result<()> {
+    as_user(&mut cmd, home, who);
+    let out = cmd.output().map_err(|e| Error::io(format!("run {what}"), e))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(Error::Server(format!(
+        "{what} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim(),
+        String::from_utf8_lossy(&out.stdout).trim()
+    )))
+}
+
+/// The keeper: a detached shell loop that counts lease connections once a second and, after
+/// three empty checks in a row (or if the server is gone), takes the start-up lock, checks
+/// again, stops the server and deletes its data.
+fn spawn_keeper(home: &Path, bins: &Binaries, port: u16, who: Option<RunAs>) -> Result<i32> {
+    let q = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', "'\\''"));
+    let psql = q(&bins.tool("psql"));
+    let pg_ctl = q(&bins.tool("pg_ctl"));
+    let sock = q(&home.join("sock"));
+    let data = q(&home.join("data"));
+    let homeq = q(home);
+    let count = format!(
+        "PGCONNECT_TIMEOUT=3 {psql} -h {sock} -p {port} -U {SUPERUSER} -d postgres -XAtqc \
+         \"select count(*) from pg_stat_activity where application_name = '{LEASE_APP}'\" 2>/dev/null"
+    );
+    let script = format!(
+        r#"echo $$ > {homeq}/keeper.pid
+idle=0
+while sleep 1; do
+  n=$({count}) || n=down
+  if [ "$n" = 0 ] || [ "$n" = down ]; then idle=$((idle+1)); else idle=0; fi
+  if [ "$idle" -ge 3 ]; then
+    exec 9<{homeq}/server.lock
+    flock -x 9
+    n=$({count}) || n=down
+    if [ "$n" = 0 ] || [ "$n" = down ]; then
+      {pg_ctl} -D {data} -m fast -w -t 20 stop >/dev/null 2>&1 || {pg_ctl} -D {data} -m immediate -w -t 10 stop >/dev/null 2>&1
+      rm -f {homeq}/server.env {homeq}/keeper.pid
+      rm -rf {data} {sock}
+      exit 0
+    fi
+    exec 9<&-
+    idle=0
+  fi
+done"#
+    );
+    let mut cmd = Command::new("setsid");
+    cmd.args(["-f", "sh", "-c", &script]);
+    as_user(&mut cmd, home, who);
+    let log = fs::File::create(home.join("keeper.log")).map_err(|e| Error::io("create keeper.log", e))?;
+    chown(&home.join("keeper.log"), who)?;
+    cmd.stdout(Stdio::null()).stderr(log);
+    let _ = fs::remove_file(home.join("keeper.pid"));
+    let status = cmd.status().map_err(|e| Error::io("start the server keeper (setsid)", e))?;
+    if !status.success() {
+        return Err(Error::Server(format!("could not start the server keeper: setsid exited with {status}")));
+    }
+    for _ in 0..100 {
+        if let Some(pid) = fs::read_to_string(home.join("keeper.pid")).ok().and_then(|s| s.trim().parse().ok()) {
+            return Ok(pid);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(Error::Server("the server keeper did not start (no keeper.pid after 2 s)".into()))
+}
+
+/// Blocks until the embedded server under [`home`] has stopped, up to `timeout`. True if it
+/// is stopped.
+pub fn wait_stopped(timeout: Duration) -> bool {
+    let home = home();
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let running = postmaster_pid(&home.join("data")).is_some_and(pid_alive);
+        if !running {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The URL of the embedded server if one is running now (does not start one).
+pub fn running_url() -> Option<String> {
+    let home = home();
+    let st = read_state(&home)?;
+    (postmaster_pid(&home.join("data")).is_some_and(pid_alive) && accepts_tcp(st.port)).then(|| url_for(st.port))
+}

@@ -1,0 +1,208 @@
+//! Templates: the application's schema, built once per (server, database, fingerprint).
+//!
+//! A build runs under a session advisory lock (so many processes on many hosts build it once)
+//! into a `tpl_build_*` schema marked as a build, and is published by one transaction that
+//! renames it to `tpl_<fingerprint>`, marks it as a template and records it in
+//! `pgisolate.templates`: a half-built template is never used, and a builder killed mid-build
+//! leaves only a build schema that gc reaps.
+//!
+//! New schemas are made from a template by replaying its final DDL and rows, captured once with
+//! `pg_dump` and stored in the registry so other processes reuse it. When no `pg_dump` can
+//! capture it, SQL templates fall back to re-running their migrations (and say so).
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::naming::sha256_hex;
+
+/// Placeholder for the target schema in captured DDL.
+pub const PLACEHOLDER: &str = "__pgisolate_target_schema__";
+
+/// Where a template's schema comes from.
+#[derive(Debug, Clone)]
+pub enum Migrations {
+    /// Every `*.sql` file in a directory, applied in lexical order of file name.
+    Dir(PathBuf),
+    /// These files, in this order.
+    Files(Vec<PathBuf>),
+    /// SQL text.
+    Sql(String),
+}
+
+impl Migrations {
+    /// Every `*.sql` file in `dir`, in lexical order.
+    pub fn dir(dir: impl Into<PathBuf>) -> Self {
+        Migrations::Dir(dir.into())
+    }
+
+    /// These files, in order.
+    pub fn files<P: Into<PathBuf>>(files: impl IntoIterator<Item = P>) -> Self {
+        Migrations::Files(files.into_iter().map(Into::into).collect())
+    }
+
+    /// SQL text.
+    pub fn sql(sql: impl Into<String>) -> Self {
+        Migrations::Sql(sql.into())
+    }
+
+    /// The migration steps: (name, SQL).
+    pub fn load(&self) -> Result<Vec<(String, String)>> {
+        let read = |p: &Path| -> Result<(String, String)> {
+            let sql = std::fs::read_to_string(p)
+                .map_err(|e| Error::io(format!("read migration {}", p.display()), e))?;
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            Ok((name, sql))
+        };
+        match self {
+            Migrations::Sql(s) => Ok(vec![("<sql>".to_owned(), s.clone())]),
+            Migrations::Files(fs) => {
+                if fs.is_empty() {
+                    return Err(Error::Config("no migration files given".into()));
+                }
+                fs.iter().map(|p| read(p)).collect()
+            }
+            Migrations::Dir(d) => {
+                let entries = std::fs::read_dir(d).map_err(|e| {
+                    Error::io(format!("read migrations directory {} (set the migrations path)", d.display()), e)
+                })?;
+                let mut files: Vec<PathBuf> = entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "sql"))
+                    .collect();
+                files.sort();
+                if files.is_empty() {
+                    return Err(Error::Config(format!("no *.sql files in migrations directory {}", d.display())));
+                }
+                files.iter().map(|p| read(p)).collect()
+            }
+        }
+    }
+}
+
+/// Fingerprint of migration steps: sha256 over each step's name and SQL, length-prefixed.
+pub fn fingerprint(steps: &[(String, String)]) -> String {
+    let mut buf = Vec::new();
+    buf.extend_from_slice(b"pgisolate/migrations/v1");
+    for (name, sql) in steps {
+        for part in [name.as_bytes(), sql.as_bytes()] {
+            buf.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            buf.extend_from_slice(part);
+        }
+    }
+    sha256_hex(&buf)
+}
+
+/// Fingerprint for a template built by the caller's own migration tool.
+pub fn caller_fingerprint(key: &str) -> String {
+    sha256_hex(format!("pgisolate/caller/v1\0{key}").as_bytes())
+}
+
+/// Name of the published template schema for a fingerprint.
+pub fn template_schema(fingerprint: &str) -> String {
+    format!("tpl_{}", &fingerprint[..16])
+}
+
+/// Name of a build schema for a fingerprint and owner.
+pub fn build_schema(fingerprint: &str, owner: i32) -> String {
+    format!("tpl_build_{}_{owner:x}", &fingerprint[..16])
+}
+
+/// How new schemas are filled from a template.
+#[derive(Debug, Clone)]
+pub enum Replay {
+    /// Captured DDL and rows with [`PLACEHOLDER`] for the target schema.
+    Captured(String),
+    /// Re-run the migrations with the target schema first in `search_path`.
+    Migrations(Vec<(String, String)>),
+}
+
+/// A published template.
+#[derive(Debug, Clone)]
+pub struct Template {
+    /// Fingerprint of its migrations (or of the caller's key).
+    pub fingerprint: String,
+    /// Name of the published template schema.
+    pub schema: String,
+    /// How schemas are made from it.
+    pub replay: Replay,
+    /// Whether this call built it (false when another process or an earlier call had).
+    pub built_here: bool,
+}
+
+impl Template {
+    /// The SQL that fills `target` (already created) from this template, run inside the
+    /// acquiring transaction.
+    pub fn replay_sql(&self, target: &str) -> String {
+        match &self.replay {
+            Replay::Captured(sql) => format!(
+                "SET LOCAL check_function_bodies = off; SELECT pg_catalog.set_config('search_path', '', true);\n{}",
+                sql.replace(PLACEHOLDER, target)
+            ),
+            Replay::Migrations(steps) => {
+                let mut s = format!("SET LOCAL search_path TO {};\n", crate::admin::ident(target));
+                for (_, sql) in steps {
+                    s.push_str(sql);
+                    s.push_str("\n;\n");
+                }
+                s
+            }
+        }
+    }
+}
+
+/// Captures schema `schema` as replayable SQL with `pg_dump` from `bin_dir` (or PATH).
+/// Returns a reason when capture is not possible.
+pub fn capture(url: &str, schema: &str, bin_dir: Option<&Path>) -> std::result::Result<String, String> {
+    let pg_dump = bin_dir.map(|d| d.join("pg_dump")).filter(|p| p.is_file()).unwrap_or_else(|| PathBuf::from("pg_dump"));
+    let out = std::process::Command::new(&pg_dump)
+        .args(["--schema", schema, "--no-owner", "--no-privileges", "--no-comments", "--inserts", "--rows-per-insert=500"])
+        .args(["--no-publications", "--no-subscriptions", "--no-security-labels", "--no-tablespaces"])
+        .arg("--dbname")
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", pg_dump.display()))?;
+    if !out.status.success() {
+        return Err(format!("pg_dump failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    let text = String::from_utf8(out.stdout).map_err(|_| "pg_dump output is not UTF-8".to_owned())?;
+    let create = format!("CREATE SCHEMA {schema};");
+    // Drop the preamble (session SETs, search_path ''), psql meta-commands and the
+    // statements that would outlive the transaction; data lines are kept as they are.
+    let mut sql = String::with_capacity(text.len());
+    let mut preamble = true;
+    for line in text.lines() {
+        if line.starts_with("\\restrict ") || line.starts_with("\\unrestrict ") {
+            continue;
+        }
+        if preamble {
+            let t = line.trim();
+            if t.is_empty() || t.starts_with("--") || t.starts_with("SET ") || t.starts_with("SELECT pg_catalog.set_config(") {
+                continue;
+            }
+            preamble = false;
+        }
+        if line == create || line == "SET default_tablespace = '';" || line == "SET default_table_access_method = heap;" {
+            continue;
+        }
+        sql.push_str(&line.replace(schema, PLACEHOLDER));
+        sql.push('\n');
+    }
+    Ok(sql)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_depends_on_names_and_order() {
+        let a = vec![("1.sql".to_owned(), "x".to_owned()), ("2.sql".to_owned(), "y".to_owned())];
+        let b = vec![("2.sql".to_owned(), "y".to_owned()), ("1.sql".to_owned(), "x".to_owned())];
+        let c = vec![("1.sql".to_owned(), "xy".to_owned())];
+        assert_ne!(fingerprint(&a), fingerprint(&b));
+        assert_ne!(fingerprint(&a), fingerprint(&c));
+        assert_eq!(template_schema(&fingerprint(&a)).len(), 20);
+    }
+}

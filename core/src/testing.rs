@@ -1,0 +1,1 @@
+//! Test glue for cargo test.
