@@ -1,0 +1,77 @@
+//! Runs the shared vectors in tests/vectors/*.json (no server needed).
+
+use serde_json::Value;
+
+fn load(name: &str) -> Vec<Value> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let doc: Value = serde_json::from_str(&text).expect("valid JSON");
+    let cases = doc["cases"].as_array().expect("cases array").clone();
+    assert!(!cases.is_empty(), "{name} has no cases");
+    cases
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Object(o) => o["repeat"].as_str().expect("repeat").repeat(o["times"].as_u64().expect("times") as usize),
+        other => panic!("unexpected text value {other}"),
+    }
+}
+
+#[test]
+fn naming_vectors() {
+    for c in load("naming.json") {
+        let mut id = pgisolate::Identity::new(text(&c["feature"]), text(&c["scenario"]));
+        if let Some(d) = c.get("discriminator") {
+            id = id.with_discriminator(text(d));
+        }
+        let prefix = c["prefix"].as_str().unwrap();
+        let len = c["hash_len"].as_u64().unwrap() as usize;
+        let got = pgisolate::schema_name(prefix, len, &id);
+        if c.get("error").is_some() {
+            assert!(got.is_err(), "{}: expected an error, got {got:?}", c["name"]);
+            continue;
+        }
+        let got = got.unwrap_or_else(|e| panic!("{}: {e}", c["name"]));
+        assert_eq!(id.hash_hex(), c["expected_hash"].as_str().unwrap(), "{}", c["name"]);
+        assert_eq!(got, c["expected_schema"].as_str().unwrap(), "{}", c["name"]);
+        assert_eq!(pgisolate::naming::cache_prefix(prefix, &got), c["expected_cache_prefix"].as_str().unwrap(), "{}", c["name"]);
+        assert!(pgisolate::naming::is_plain_identifier(&got) && got.len() <= 63, "{}: {got}", c["name"]);
+    }
+}
+
+#[test]
+fn cache_key_vectors() {
+    for c in load("cache_key.json") {
+        let got = pgisolate::cache_key(c["cache_prefix"].as_str().unwrap(), c["key"].as_str().unwrap());
+        assert_eq!(got, c["expected"].as_str().unwrap());
+    }
+}
+
+#[test]
+fn conninfo_vectors() {
+    for c in load("conninfo.json") {
+        let tail: Vec<String> = c["tail"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_owned()).collect();
+        let got = pgisolate::conninfo::scoped(c["input"].as_str().unwrap(), c["schema"].as_str().unwrap(), &tail);
+        if c.get("error").is_some() {
+            assert!(got.is_err(), "{}: expected an error, got {got:?}", c["name"]);
+            continue;
+        }
+        let got = got.unwrap_or_else(|e| panic!("{}: {e}", c["name"]));
+        assert_eq!(got, c["expected"].as_str().unwrap(), "{}", c["name"]);
+        assert!(!got.contains('+') || c["input"].as_str().unwrap().contains('+'), "{}: '+' in {got}", c["name"]);
+    }
+}
+
+#[test]
+fn prisma_vectors() {
+    for c in load("prisma.json") {
+        let got = pgisolate::conninfo::prisma_url(c["input"].as_str().unwrap(), c["schema"].as_str().unwrap());
+        if c.get("error").is_some() {
+            assert!(got.is_err(), "expected an error for {}", c["input"]);
+            continue;
+        }
+        assert_eq!(got.unwrap(), c["expected"].as_str().unwrap());
+    }
+}
