@@ -79,9 +79,10 @@ pub fn read_tagged(child: &mut Child, tag: &str, timeout: Duration) -> String {
     let wanted = tag.to_owned();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix(&wanted) {
-                let _ = tx.send(rest.trim().to_owned());
-                return;
+            // libtest may print "test child_entry ... " on the same line first.
+            if let Some(at) = line.find(&wanted) {
+                // Keep draining so the child never writes into a closed pipe.
+                let _ = tx.send(line[at + wanted.len()..].trim().to_owned());
             }
         }
     });

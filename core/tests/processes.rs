@@ -1,0 +1,151 @@
+//! Several processes: template built once (R18/R19 of the issue), a builder killed mid-build,
+//! a SIGKILLed test process reaped by gc while a live run survives (R8), and the embedded
+//! server stopping after every client was SIGKILLed.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use pgisolate::{Identity, Migrations};
+
+/// Entry point for child processes (`PGISOLATE_TEST_CHILD=<mode>`); a no-op in a normal run.
+#[test]
+fn child_entry() {
+    let Ok(mode) = std::env::var("PGISOLATE_TEST_CHILD") else { return };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async move {
+        match mode.as_str() {
+            "build" => {
+                let engine = engine().await;
+                let sql = std::env::var("CHILD_SQL").unwrap();
+                let tpl = engine.template(Migrations::sql(sql)).await.unwrap();
+                println!("BUILT {} {}", tpl.built_here, tpl.schema);
+                engine.close().await.unwrap();
+            }
+            "hold" => {
+                let engine = engine().await;
+                let tpl = engine.template(migrations()).await.unwrap();
+                let mut names = Vec::new();
+                let mut held = Vec::new();
+                for i in 0..3 {
+                    let s = engine.acquire(&tpl, Identity::new("r8 child", format!("scenario {i}"))).await.unwrap();
+                    names.push(s.name().to_owned());
+                    held.push(s);
+                }
+                println!("SCHEMAS {}", names.join(","));
+                tokio::time::sleep(Duration::from_secs(120)).await;
+            }
+            "server" => {
+                let engine = engine().await;
+                let pid = std::fs::read_to_string(engine.server().unwrap().dir.join("data/postmaster.pid")).unwrap();
+                println!("POSTMASTER {}", pid.lines().next().unwrap());
+                tokio::time::sleep(Duration::from_secs(120)).await;
+            }
+            other => panic!("unknown child mode {other}"),
+        }
+    });
+}
+
+#[test]
+fn two_processes_build_one_template_once() {
+    let sql = format!("-- {}\ncreate table once (id int); select pg_sleep(1);", unique());
+    let mut a = spawn_child("build", &[("CHILD_SQL", &sql)]);
+    let mut b = spawn_child("build", &[("CHILD_SQL", &sql)]);
+    let ra = read_tagged(&mut a, "BUILT", Duration::from_secs(60));
+    let rb = read_tagged(&mut b, "BUILT", Duration::from_secs(60));
+    assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
+    let built: Vec<bool> = [&ra, &rb].iter().map(|r| r.starts_with("true")).collect();
+    assert_eq!(built.iter().filter(|b| **b).count(), 1, "exactly one process builds: {ra} / {rb}");
+    assert_eq!(ra.split(' ').nth(1), rb.split(' ').nth(1), "both use the same template");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_builder_killed_mid_build_leaves_nothing_usable_and_the_next_build_succeeds() {
+    let engine = engine().await;
+    let sql = format!("-- {}\ncreate table slow (id int); select pg_sleep(3);", unique());
+    let mut child = spawn_child("build", &[("CHILD_SQL", &sql)]);
+    // Wait until the child's build schema exists, then kill it mid-migration.
+    let admin = connect(engine.url()).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let fp = pgisolate::template::fingerprint(&Migrations::sql(sql.clone()).load().unwrap());
+    let build_like = format!("tpl_build_{}_%", &fp[..16]);
+    loop {
+        let n: i64 = admin.query_one("select count(*) from pg_namespace where nspname like $1", &[&build_like]).await.unwrap().get(0);
+        if n > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "child never started building");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sigkill(&mut child);
+    let tpl = engine.template(Migrations::sql(sql)).await.unwrap();
+    assert!(tpl.built_here, "the killed build must not count as a template");
+    let s = engine.acquire(&tpl, Identity::new("r18", "after kill")).await.unwrap();
+    let c = connect(s.url()).await;
+    c.execute("insert into slow values (1)", &[]).await.unwrap();
+    s.release().await.unwrap();
+    let report = engine.gc_with(Duration::ZERO, false).await.unwrap();
+    let leftover: i64 = admin.query_one("select count(*) from pg_namespace where nspname like $1", &[&build_like]).await.unwrap().get(0);
+    assert_eq!(leftover, 0, "partial build not reaped; gc dropped {:?}", report.dropped);
+    engine.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_reaps_exactly_a_killed_process_schemas_while_a_live_run_keeps_its_own() {
+    let engine = engine().await;
+    let tpl = engine.template(migrations()).await.unwrap();
+    let mine = engine.acquire(&tpl, Identity::new("r8 live", "survivor")).await.unwrap();
+    let mut child = spawn_child("hold", &[]);
+    let theirs: Vec<String> = read_tagged(&mut child, "SCHEMAS", Duration::from_secs(60)).split(',').map(str::to_owned).collect();
+    assert_eq!(theirs.len(), 3);
+    for s in &theirs {
+        assert!(schema_exists(&engine, s).await);
+    }
+    // While the child lives, gc must not touch its schemas.
+    let report = engine.gc_with(Duration::ZERO, false).await.unwrap();
+    assert!(theirs.iter().all(|s| !report.dropped.contains(s)), "gc dropped a live owner's schema");
+    sigkill(&mut child);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let report = engine.gc_with(Duration::ZERO, false).await.unwrap();
+    for s in &theirs {
+        assert!(report.dropped.contains(s), "{s} not reaped: {:?}", report.dropped);
+        assert!(!schema_exists(&engine, s).await);
+        assert_eq!(registry_rows(&engine, s).await, 0);
+    }
+    assert!(!report.dropped.contains(&mine.name().to_owned()));
+    let c = connect(mine.url()).await;
+    c.execute("insert into users (email) values ('still@here')", &[]).await.unwrap();
+    mine.release().await.unwrap();
+    engine.close().await.unwrap();
+}
+
+#[test]
+fn embedded_server_stops_after_every_client_was_killed() {
+    if std::env::var_os("PGISOLATE_DATABASE_URL").is_some() {
+        eprintln!("PGISOLATE_DATABASE_URL is set: no embedded server to watch");
+        return;
+    }
+    let home = std::env::temp_dir().join(format!("pgisolate-stop-test-{}", unique()));
+    let home_s = home.to_string_lossy().into_owned();
+    let mut a = spawn_child("server", &[("PGISOLATE_HOME", &home_s)]);
+    let pid: i32 = read_tagged(&mut a, "POSTMASTER", Duration::from_secs(60)).parse().unwrap();
+    let mut b = spawn_child("server", &[("PGISOLATE_HOME", &home_s)]);
+    let pid_b: i32 = read_tagged(&mut b, "POSTMASTER", Duration::from_secs(60)).parse().unwrap();
+    assert_eq!(pid, pid_b, "both processes share one server");
+    sigkill(&mut a);
+    std::thread::sleep(Duration::from_secs(5));
+    // SAFETY: signal 0 only checks existence.
+    assert_eq!(unsafe { libc::kill(pid, 0) }, 0, "server stopped while a client was still alive");
+    sigkill(&mut b);
+    let t = Instant::now();
+    // SAFETY: as above.
+    while unsafe { libc::kill(pid, 0) } == 0 {
+        assert!(t.elapsed() < Duration::from_secs(10), "server still running 10 s after its last client died");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("server stopped {:?} after the last client was killed", t.elapsed());
+    assert!(!home.join("data").exists(), "data directory left behind");
+    let _ = std::fs::remove_dir_all(&home);
+}
