@@ -130,7 +130,12 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             for (s, why) in &r.failed {
                 println!("could not drop {s}: {why}");
             }
-            println!("gc: {} dropped, {} stale registry rows removed, {} failed", r.dropped.len(), r.pruned_rows, r.failed.len());
+            println!(
+                "gc: {} dropped, {} stale registry rows removed, {} failed",
+                r.dropped.len(),
+                r.pruned_rows,
+                r.failed.len()
+            );
             engine.close().await?;
             Ok(if r.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
@@ -140,7 +145,9 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 Ok(ExitCode::SUCCESS)
             }
             None => {
-                eprintln!("pgisolate: no embedded server is running; start one for a command with `pgisolate run -- CMD`");
+                eprintln!(
+                    "pgisolate: no embedded server is running; start one for a command with `pgisolate run -- CMD`"
+                );
                 Ok(ExitCode::from(1))
             }
         },
@@ -181,13 +188,9 @@ async fn demo(migrations: PathBuf, scenarios: usize) -> Result<ExitCode, BoxErro
             let acquire_ms = t.elapsed().as_secs_f64() * 1000.0;
             let (client, conn) = tokio_postgres::connect(schema.url(), tokio_postgres::NoTls).await?;
             let driver = tokio::spawn(conn);
-            client
-                .execute("insert into users (email, name) values ('alice@example.com', 'Alice')", &[])
-                .await?;
-            let rows: i64 = client
-                .query_one("select count(*) from users where email = 'alice@example.com'", &[])
-                .await?
-                .get(0);
+            client.execute("insert into users (email, name) values ('alice@example.com', 'Alice')", &[]).await?;
+            let rows: i64 =
+                client.query_one("select count(*) from users where email = 'alice@example.com'", &[]).await?.get(0);
             let current: String = client.query_one("select current_schema()::text", &[]).await?.get(0);
             drop(client);
             let _ = driver.await;
@@ -198,7 +201,7 @@ async fn demo(migrations: PathBuf, scenarios: usize) -> Result<ExitCode, BoxErro
         }));
     }
     println!();
-    println!("{:<10} {:<16} {:>11} {:>10}  {}", "scenario", "schema", "acquire ms", "rows seen", "cache key");
+    println!("{:<10} {:<16} {:>11} {:>10}  cache key", "scenario", "schema", "acquire ms", "rows seen");
     let mut ok = true;
     for t in tasks {
         let (i, name, current, ms, rows, key) = t.await??;
@@ -207,13 +210,8 @@ async fn demo(migrations: PathBuf, scenarios: usize) -> Result<ExitCode, BoxErro
         }
         println!("{:<10} {:<16} {:>11.1} {:>10}  {}", i, name, ms, rows, key);
     }
-    let mine: Vec<String> = engine
-        .list()
-        .await?
-        .into_iter()
-        .filter(|e| e.run_id == engine.run_id())
-        .map(|e| e.schema)
-        .collect();
+    let mine: Vec<String> =
+        engine.list().await?.into_iter().filter(|e| e.run_id == engine.run_id()).map(|e| e.schema).collect();
     println!();
     println!("leftover schemas: {}", mine.len());
     engine.close().await?;

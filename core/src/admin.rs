@@ -80,12 +80,8 @@ impl AdminPool {
 
     /// Borrows a connection, opening one if none is idle.
     pub async fn get(self: &Arc<Self>) -> Result<Admin> {
-        let permit = self
-            .slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::Closed("the engine is closed".into()))?;
+        let permit =
+            self.slots.clone().acquire_owned().await.map_err(|_| Error::Closed("the engine is closed".into()))?;
         let reuse = {
             let mut idle = self.idle.lock().map_err(|_| Error::Closed("admin pool poisoned".into()))?;
             let mut found = None;

@@ -119,15 +119,15 @@ impl Config {
     /// and `PGISOLATE_RUN_ID`. Empty variables count as unset.
     pub fn from_env() -> Result<Config> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-        let mut c = Config::default();
-        c.url = var("PGISOLATE_DATABASE_URL");
+        let mut c = Config { url: var("PGISOLATE_DATABASE_URL"), ..Config::default() };
         if let Some(p) = var("PGISOLATE_SCHEMA_PREFIX") {
             c.prefix = p;
         }
         if let Some(l) = var("PGISOLATE_HASH_LEN") {
-            c.hash_len = l.trim().parse().map_err(|_| {
-                Error::Config(format!("PGISOLATE_HASH_LEN={l:?} is not a number: use 8..=32"))
-            })?;
+            c.hash_len = l
+                .trim()
+                .parse()
+                .map_err(|_| Error::Config(format!("PGISOLATE_HASH_LEN={l:?} is not a number: use 8..=32")))?;
         }
         if let Some(k) = var("PGISOLATE_KEEP") {
             c.keep = Keep::parse(&k)?;

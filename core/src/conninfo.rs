@@ -53,9 +53,7 @@ impl ConnInfo {
                 redact(trimmed)
             )))
         } else if trimmed.is_empty() {
-            Err(Error::ConnInfo(
-                "empty connection string: give a postgres:// URL or key=value pairs".into(),
-            ))
+            Err(Error::ConnInfo("empty connection string: give a postgres:// URL or key=value pairs".into()))
         } else {
             parse_kv(trimmed)
         }
@@ -148,7 +146,8 @@ impl ConnInfo {
         let (mut hosts, mut ports) = (Vec::new(), Vec::new());
         for h in hostlist.split(',').filter(|h| !h.is_empty()) {
             let (host, port) = if let Some(r) = h.strip_prefix('[') {
-                let end = r.find(']').ok_or_else(|| Error::ConnInfo(format!("unterminated [ in {}", redact(&self.base))))?;
+                let end =
+                    r.find(']').ok_or_else(|| Error::ConnInfo(format!("unterminated [ in {}", redact(&self.base))))?;
                 (&r[..end], r[end + 1..].strip_prefix(':').unwrap_or(""))
             } else {
                 match h.rsplit_once(':') {
@@ -255,9 +254,7 @@ pub fn scoped(input: &str, schema: &str, tail: &[String]) -> Result<String> {
 pub fn prisma_url(input: &str, schema: &str) -> Result<String> {
     let mut ci = ConnInfo::parse(input)?;
     if ci.form != Form::Url {
-        return Err(Error::ConnInfo(
-            "a Prisma-style ?schema= URL needs a postgres:// URL, not key=value pairs".into(),
-        ));
+        return Err(Error::ConnInfo("a Prisma-style ?schema= URL needs a postgres:// URL, not key=value pairs".into()));
     }
     ci.params.retain(|p| p.key != "options");
     ci.set("schema", schema);
@@ -296,9 +293,9 @@ fn parse_url(input: &str) -> Result<ConnInfo> {
     };
     let mut params = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').ok_or_else(|| {
-            Error::ConnInfo(format!("query parameter {pair:?} has no '=' in {}", redact(input)))
-        })?;
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| Error::ConnInfo(format!("query parameter {pair:?} has no '=' in {}", redact(input))))?;
         let key = decode(k, input)?;
         let value = decode(v, input)?;
         params.push(Param { key, value, raw: Some(pair.to_owned()) });
@@ -495,7 +492,8 @@ mod tests {
 
     #[test]
     fn existing_search_path_is_replaced() {
-        let out = scoped("host=h options='-c search_path=x -c statement_timeout=5s --search-path=y'", "s1", &[]).unwrap();
+        let out =
+            scoped("host=h options='-c search_path=x -c statement_timeout=5s --search-path=y'", "s1", &[]).unwrap();
         let ci = ConnInfo::parse(&out).unwrap();
         assert_eq!(ci.get("options"), Some("-c statement_timeout=5s -c search_path=s1"));
     }

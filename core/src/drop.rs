@@ -51,7 +51,9 @@ async fn attempt(client: &Client, schema: &str, batch: usize) -> std::result::Re
             break;
         }
         let mut sql = String::from("BEGIN;");
-        for (kind, stmt) in [("r", "TABLE"), ("p", "TABLE"), ("f", "FOREIGN TABLE"), ("m", "MATERIALIZED VIEW"), ("v", "VIEW")] {
+        for (kind, stmt) in
+            [("r", "TABLE"), ("p", "TABLE"), ("f", "FOREIGN TABLE"), ("m", "MATERIALIZED VIEW"), ("v", "VIEW")]
+        {
             let names: Vec<String> = rows
                 .iter()
                 .take(batch)

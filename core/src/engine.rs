@@ -218,7 +218,8 @@ impl Engine {
         match self.begin_build(&fp, Some(&steps)).await? {
             TemplateStart::Ready(t) => Ok(self.remember(t)),
             TemplateStart::Build(mut b) => {
-                let locker = b.locker.as_ref().ok_or_else(|| Error::Closed("template build lost its connection".into()))?;
+                let locker =
+                    b.locker.as_ref().ok_or_else(|| Error::Closed("template build lost its connection".into()))?;
                 let path = self.search_path_sql(&b.schema);
                 for (name, sql) in &steps {
                     let batch = format!("BEGIN; SET LOCAL search_path TO {path};\n{sql}\n;\nCOMMIT;");
@@ -369,7 +370,9 @@ impl Engine {
         let shown = identity.display();
         let admin = self.inner.pool.get().await?;
         let mut taken = Vec::new();
-        for name in naming::candidates(&self.inner.cfg.prefix, self.inner.cfg.hash_len, &hash, &self.inner.run_id).take(24) {
+        for name in
+            naming::candidates(&self.inner.cfg.prefix, self.inner.cfg.hash_len, &hash, &self.inner.run_id).take(24)
+        {
             let sql = format!(
                 "BEGIN; INSERT INTO pgisolate.leases (schema_name, identity_hash, identity, owner_key, run_id, host, pid, template) \
                  VALUES ({nl}, {hl}, {il}, {owner}, {run}, {host}, {pid}, {tpl}); CREATE SCHEMA {n}; {comment}\n{replay}\n;COMMIT;",
@@ -406,10 +409,7 @@ impl Engine {
                 }
             }
         }
-        Err(Error::NameExhausted(format!(
-            "no free schema name for identity {shown:?}: tried {}",
-            taken.join(", ")
-        )))
+        Err(Error::NameExhausted(format!("no free schema name for identity {shown:?}: tried {}", taken.join(", "))))
     }
 
     /// Drops every marked schema whose owner is gone and that is older than the grace period.
@@ -534,11 +534,7 @@ impl TemplateBuild {
         let _ = drop::terminate(&locker, &[conninfo::application_name(&self.schema)]).await;
         let url = inner.url.clone();
         let build = self.schema.clone();
-        let bin = inner
-            .cfg
-            .pg_bin
-            .clone()
-            .or_else(|| server::find_binaries(None).ok().map(|b| b.dir));
+        let bin = inner.cfg.pg_bin.clone().or_else(|| server::find_binaries(None).ok().map(|b| b.dir));
         let captured = tokio::task::spawn_blocking(move || template::capture(&url, &build, bin.as_deref()))
             .await
             .map_err(|e| Error::Server(format!("template capture panicked: {e}")))?;

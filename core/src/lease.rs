@@ -37,8 +37,18 @@ impl Lease {
                 _ => None,
             })
         };
-        let p1 = pid_of(client.simple_query("select pg_backend_pid()").await.map_err(|e| Error::db("check the lease connection", e))?);
-        let p2 = pid_of(client.simple_query("select pg_backend_pid()").await.map_err(|e| Error::db("check the lease connection", e))?);
+        let p1 = pid_of(
+            client
+                .simple_query("select pg_backend_pid()")
+                .await
+                .map_err(|e| Error::db("check the lease connection", e))?,
+        );
+        let p2 = pid_of(
+            client
+                .simple_query("select pg_backend_pid()")
+                .await
+                .map_err(|e| Error::db("check the lease connection", e))?,
+        );
         if p1 != p2 {
             return Err(Error::Refused(format!(
                 "the server at {} hands successive transactions to different backends ({p1:?} then {p2:?}): \

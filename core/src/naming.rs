@@ -51,10 +51,11 @@ impl Identity {
     pub fn hash_hex(&self) -> String {
         let mut h = Sha256::new();
         h.update(b"pgisolate/identity/v1");
-        let parts: Vec<&str> = [Some(self.feature.as_str()), Some(self.scenario.as_str()), self.discriminator.as_deref()]
-            .into_iter()
-            .flatten()
-            .collect();
+        let parts: Vec<&str> =
+            [Some(self.feature.as_str()), Some(self.scenario.as_str()), self.discriminator.as_deref()]
+                .into_iter()
+                .flatten()
+                .collect();
         h.update([parts.len() as u8]);
         for p in parts {
             h.update((p.len() as u64).to_be_bytes());

@@ -48,8 +48,8 @@ impl Migrations {
     /// The migration steps: (name, SQL).
     pub fn load(&self) -> Result<Vec<(String, String)>> {
         let read = |p: &Path| -> Result<(String, String)> {
-            let sql = std::fs::read_to_string(p)
-                .map_err(|e| Error::io(format!("read migration {}", p.display()), e))?;
+            let sql =
+                std::fs::read_to_string(p).map_err(|e| Error::io(format!("read migration {}", p.display()), e))?;
             let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             Ok((name, sql))
         };
@@ -154,9 +154,18 @@ impl Template {
 /// Captures schema `schema` as replayable SQL with `pg_dump` from `bin_dir` (or PATH).
 /// Returns a reason when capture is not possible.
 pub fn capture(url: &str, schema: &str, bin_dir: Option<&Path>) -> std::result::Result<String, String> {
-    let pg_dump = bin_dir.map(|d| d.join("pg_dump")).filter(|p| p.is_file()).unwrap_or_else(|| PathBuf::from("pg_dump"));
+    let pg_dump =
+        bin_dir.map(|d| d.join("pg_dump")).filter(|p| p.is_file()).unwrap_or_else(|| PathBuf::from("pg_dump"));
     let out = std::process::Command::new(&pg_dump)
-        .args(["--schema", schema, "--no-owner", "--no-privileges", "--no-comments", "--inserts", "--rows-per-insert=500"])
+        .args([
+            "--schema",
+            schema,
+            "--no-owner",
+            "--no-privileges",
+            "--no-comments",
+            "--inserts",
+            "--rows-per-insert=500",
+        ])
         .args(["--no-publications", "--no-subscriptions", "--no-security-labels", "--no-tablespaces"])
         .arg("--dbname")
         .arg(url)
@@ -178,12 +187,17 @@ pub fn capture(url: &str, schema: &str, bin_dir: Option<&Path>) -> std::result::
         }
         if preamble {
             let t = line.trim();
-            if t.is_empty() || t.starts_with("--") || t.starts_with("SET ") || t.starts_with("SELECT pg_catalog.set_config(") {
+            if t.is_empty()
+                || t.starts_with("--")
+                || t.starts_with("SET ")
+                || t.starts_with("SELECT pg_catalog.set_config(")
+            {
                 continue;
             }
             preamble = false;
         }
-        if line == create || line == "SET default_tablespace = '';" || line == "SET default_table_access_method = heap;" {
+        if line == create || line == "SET default_tablespace = '';" || line == "SET default_table_access_method = heap;"
+        {
             continue;
         }
         sql.push_str(&line.replace(schema, PLACEHOLDER));

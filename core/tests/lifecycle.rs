@@ -1,6 +1,7 @@
 //! Engine lifecycle against the embedded server: templates, acquire/release, naming under
 //! contention, hostile names, scoped connection strings, keep policy, leaked connections,
 //! big schemas.
+#![allow(clippy::unwrap_used)] // tests fail loudly on unexpected errors, on purpose
 
 mod common;
 
@@ -31,7 +32,8 @@ async fn sixty_four_concurrent_acquires_share_no_name_and_leave_nothing() {
                 assert_eq!(n, 1, "worker {worker} saw another test's rows in {}", s.name());
                 held.push(s);
             }
-            let names: Vec<(String, String)> = held.iter().map(|s| (s.name().to_owned(), s.cache_prefix().to_owned())).collect();
+            let names: Vec<(String, String)> =
+                held.iter().map(|s| (s.name().to_owned(), s.cache_prefix().to_owned())).collect();
             barrier.wait().await;
             for s in held {
                 assert_eq!(s.release().await.unwrap(), Released::Dropped);
@@ -105,7 +107,8 @@ async fn hostile_names_are_distinct_valid_and_inject_nothing() {
         held.push(s);
     }
     let admin = connect(engine.url()).await;
-    let public_exists: bool = admin.query_one("select to_regnamespace('public') is not null", &[]).await.unwrap().get(0);
+    let public_exists: bool =
+        admin.query_one("select to_regnamespace('public') is not null", &[]).await.unwrap().get(0);
     assert!(public_exists, "public was dropped");
     for s in held {
         s.release().await.unwrap();
@@ -123,7 +126,10 @@ async fn every_handed_out_string_lands_in_its_schema_with_tokio_postgres_and_psq
     for dsn in [s.url(), s.conninfo()] {
         let c = connect(dsn).await;
         assert_eq!(scalar_string(&c, "select current_schema()::text").await, s.name(), "tokio-postgres with {dsn}");
-        assert_eq!(scalar_string(&c, "select current_setting('application_name')").await, format!("pgisolate/{}", s.name()));
+        assert_eq!(
+            scalar_string(&c, "select current_setting('application_name')").await,
+            format!("pgisolate/{}", s.name())
+        );
         let out = std::process::Command::new("psql")
             .args([dsn, "-XAtqc", "select current_schema()"])
             .output()
@@ -295,14 +301,21 @@ async fn a_schema_with_five_thousand_tables_is_dropped_in_batches() {
         .unwrap();
     }
     let n: i64 = c
-        .query_one("select count(*) from pg_class where relnamespace = current_schema()::regnamespace and relkind = 'r'", &[])
+        .query_one(
+            "select count(*) from pg_class where relnamespace = current_schema()::regnamespace and relkind = 'r'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
     assert_eq!(n, 5001);
     drop(c);
     let admin = connect(engine.url()).await;
-    let before: i64 = admin.query_one("select xact_commit from pg_stat_database where datname = current_database()", &[]).await.unwrap().get(0);
+    let before: i64 = admin
+        .query_one("select xact_commit from pg_stat_database where datname = current_database()", &[])
+        .await
+        .unwrap()
+        .get(0);
     let t = Instant::now();
     s.release().await.unwrap();
     eprintln!("dropped 5,001 tables in {:?}", t.elapsed());
@@ -311,7 +324,11 @@ async fn a_schema_with_five_thousand_tables_is_dropped_in_batches() {
     // Stats are reported with a delay; when they are in, they show many small transactions.
     tokio::time::sleep(Duration::from_millis(700)).await;
     admin.batch_execute("select pg_stat_clear_snapshot()").await.unwrap();
-    let after: i64 = admin.query_one("select xact_commit from pg_stat_database where datname = current_database()", &[]).await.unwrap().get(0);
+    let after: i64 = admin
+        .query_one("select xact_commit from pg_stat_database where datname = current_database()", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert!(after - before >= 50, "expected at least 50 drop transactions, saw {}", after - before);
     engine.close().await.unwrap();
 }

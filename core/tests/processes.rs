@@ -1,6 +1,7 @@
 //! Several processes: template built once (R18/R19 of the issue), a builder killed mid-build,
 //! a SIGKILLed test process reaped by gc while a live run survives (R8), and the embedded
 //! server stopping after every client was SIGKILLed.
+#![allow(clippy::unwrap_used)] // tests fail loudly on unexpected errors, on purpose
 
 mod common;
 
@@ -71,7 +72,11 @@ async fn a_builder_killed_mid_build_leaves_nothing_usable_and_the_next_build_suc
     let fp = pgisolate::template::fingerprint(&Migrations::sql(sql.clone()).load().unwrap());
     let build_like = format!("tpl_build_{}_%", &fp[..16]);
     loop {
-        let n: i64 = admin.query_one("select count(*) from pg_namespace where nspname like $1", &[&build_like]).await.unwrap().get(0);
+        let n: i64 = admin
+            .query_one("select count(*) from pg_namespace where nspname like $1", &[&build_like])
+            .await
+            .unwrap()
+            .get(0);
         if n > 0 {
             break;
         }
@@ -87,7 +92,11 @@ async fn a_builder_killed_mid_build_leaves_nothing_usable_and_the_next_build_suc
     c.execute("insert into slow values (1)", &[]).await.unwrap();
     s.release().await.unwrap();
     let report = engine.gc_with(Duration::ZERO, false).await.unwrap();
-    let leftover: i64 = admin.query_one("select count(*) from pg_namespace where nspname like $1", &[&build_like]).await.unwrap().get(0);
+    let leftover: i64 = admin
+        .query_one("select count(*) from pg_namespace where nspname like $1", &[&build_like])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(leftover, 0, "partial build not reaped; gc dropped {:?}", report.dropped);
     engine.close().await.unwrap();
 }
@@ -98,7 +107,8 @@ async fn gc_reaps_exactly_a_killed_process_schemas_while_a_live_run_keeps_its_ow
     let tpl = engine.template(migrations()).await.unwrap();
     let mine = engine.acquire(&tpl, Identity::new("r8 live", "survivor")).await.unwrap();
     let mut child = spawn_child("hold", &[]);
-    let theirs: Vec<String> = read_tagged(&mut child, "SCHEMAS", Duration::from_secs(60)).split(',').map(str::to_owned).collect();
+    let theirs: Vec<String> =
+        read_tagged(&mut child, "SCHEMAS", Duration::from_secs(60)).split(',').map(str::to_owned).collect();
     assert_eq!(theirs.len(), 3);
     for s in &theirs {
         assert!(schema_exists(&engine, s).await);

@@ -1,4 +1,5 @@
 //! Runs the shared vectors in tests/vectors/*.json (no server needed).
+#![allow(clippy::unwrap_used)] // tests fail loudly on unexpected errors, on purpose
 
 use serde_json::Value;
 
@@ -36,7 +37,12 @@ fn naming_vectors() {
         let got = got.unwrap_or_else(|e| panic!("{}: {e}", c["name"]));
         assert_eq!(id.hash_hex(), c["expected_hash"].as_str().unwrap(), "{}", c["name"]);
         assert_eq!(got, c["expected_schema"].as_str().unwrap(), "{}", c["name"]);
-        assert_eq!(pgisolate::naming::cache_prefix(prefix, &got), c["expected_cache_prefix"].as_str().unwrap(), "{}", c["name"]);
+        assert_eq!(
+            pgisolate::naming::cache_prefix(prefix, &got),
+            c["expected_cache_prefix"].as_str().unwrap(),
+            "{}",
+            c["name"]
+        );
         assert!(pgisolate::naming::is_plain_identifier(&got) && got.len() <= 63, "{}: {got}", c["name"]);
     }
 }

@@ -1,6 +1,7 @@
 //! Helpers shared by the engine's integration tests (all against the embedded server, or
 //! PGISOLATE_DATABASE_URL when set).
 #![allow(dead_code)] // each test binary uses a different subset
+#![allow(clippy::unwrap_used)] // tests fail loudly on unexpected errors, on purpose
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,79 @@
+//! The `pgisolate` binary: run, url, ls, gc, and its errors.
+#![allow(clippy::unwrap_used)] // tests fail loudly on unexpected errors, on purpose
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn pgisolate(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgisolate"));
+    cmd.args(args).env_remove("PGISOLATE_DATABASE_URL");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn run_exports_the_url_and_passes_the_exit_status_through() {
+    let script = r#"psql "$PGISOLATE_DATABASE_URL" -XAtqc "select 'reached ' || current_database()" && test -n "$PGISOLATE_RUN_ID""#;
+    let out = pgisolate(&["run", "--", "sh", "-c", script], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("reached postgres"), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("pgisolate run:"), "summary missing: {}", text(&out.stderr));
+
+    let out = pgisolate(&["run", "--", "sh", "-c", "exit 3"], &[]);
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[test]
+fn url_ls_and_gc_work_inside_a_run() {
+    let me = env!("CARGO_BIN_EXE_pgisolate");
+    let script = format!(
+        r#"set -e; u=$("{me}" url); case "$u" in postgres://*) ;; *) exit 9;; esac; "{me}" ls; "{me}" gc --grace 0"#
+    );
+    let out = pgisolate(&["run", "--", "sh", "-c", &script], &[]);
+    assert!(out.status.success(), "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("gc: "), "{stdout}");
+}
+
+#[test]
+fn bad_configuration_is_a_clear_error() {
+    let out = pgisolate(&["ls"], &[("PGISOLATE_HASH_LEN", "99")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("PGISOLATE_HASH_LEN"), "{}", text(&out.stderr));
+
+    let out = pgisolate(&["ls"], &[("PGISOLATE_KEEP", "sometimes")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("never, failed, always"), "{}", text(&out.stderr));
+
+    let out = pgisolate(&["ls"], &[("PGISOLATE_DATABASE_URL", "mysql://x/y")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("postgres://"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_dead_server_fails_fast_with_advice() {
+    let t = Instant::now();
+    let out = pgisolate(&["gc"], &[("PGISOLATE_DATABASE_URL", "postgres://u:secret@127.0.0.1:1/db")]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("cannot connect") && err.contains("PGISOLATE_DATABASE_URL"), "{err}");
+    assert!(!err.contains("secret"), "password leaked into the message: {err}");
+    assert!(t.elapsed() < Duration::from_secs(15));
+}
+
+#[test]
+fn missing_binaries_are_a_clear_error() {
+    let home = std::env::temp_dir().join(format!("pgisolate-nobin-{}", std::process::id()));
+    let out =
+        pgisolate(&["demo"], &[("PGISOLATE_HOME", home.to_str().unwrap()), ("PGISOLATE_PG_BIN", "/nonexistent/bin")]);
+    let _ = std::fs::remove_dir_all(&home);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("PGISOLATE_PG_BIN") && err.contains("initdb"), "{err}");
+}

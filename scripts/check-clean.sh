@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# After a test run: the embedded server must stop by itself (its keeper stops it a few
+# seconds after the last engine is gone), no pgisolate postgres may be left, and
+# `pgisolate ls` must show nothing.
+set -euo pipefail
+bin=${1:-target/debug/pgisolate}
+home=${PGISOLATE_HOME:-${TMPDIR:-/tmp}/pgisolate-$(id -u)}
+for _ in $(seq 1 150); do
+  if ! pgrep -f "postgres -D .*pgisolate" >/dev/null 2>&1 && [ ! -e "$home/data" ]; then
+    break
+  fi
+  sleep 0.1
+done
+if pgrep -af "postgres -D .*pgisolate" >/dev/null 2>&1; then
+  echo "check-clean: a pgisolate postgres is still running 15 s after the tests:" >&2
+  pgrep -af "postgres -D .*pgisolate" >&2
+  exit 1
+fi
+if [ -e "$home/data" ]; then
+  echo "check-clean: the embedded server left its data directory $home/data" >&2
+  exit 1
+fi
+out=$("$bin" ls)
+echo "pgisolate ls: $out"
+case "$out" in
+  *"nothing to list"*|"no live schemas") ;;
+  *) echo "check-clean: schemas left behind" >&2; exit 1 ;;
+esac
+echo "check-clean: no server, no schemas left"

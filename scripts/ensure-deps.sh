@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what `make demo` and `make test` need on a fresh machine, and says what is missing
+# when it cannot install it. Idempotent and quiet when everything is there.
+set -euo pipefail
+
+need_root() {
+  if [ "$(id -u)" != 0 ]; then
+    echo "ensure-deps: $1 is missing; install it (as root: $2) and run again" >&2
+    exit 1
+  fi
+}
+
+apt_install() {
+  need_root "$*" "apt-get install -y $*"
+  if [ -z "${APT_UPDATED:-}" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" </dev/null >/dev/null
+}
+
+if ! command -v cargo >/dev/null 2>&1; then
+  [ -x "$HOME/.cargo/bin/cargo" ] || { echo "ensure-deps: Rust (cargo) is missing: install it with rustup" >&2; exit 1; }
+fi
+
+have_pg() {
+  [ -n "${PGISOLATE_PG_BIN:-}" ] && [ -x "$PGISOLATE_PG_BIN/initdb" ] && return 0
+  command -v initdb >/dev/null 2>&1 && return 0
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1
+}
+if ! have_pg; then
+  echo "ensure-deps: installing PostgreSQL server binaries" >&2
+  apt_install postgresql
+fi
+command -v psql >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/psql >/dev/null 2>&1 || apt_install postgresql-client
+for tool in setsid flock; do
+  command -v "$tool" >/dev/null 2>&1 || apt_install util-linux
+done
