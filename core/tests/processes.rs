@@ -43,6 +43,14 @@ fn child_entry() {
                 println!("POSTMASTER {}", pid.lines().next().unwrap());
                 tokio::time::sleep(Duration::from_secs(120)).await;
             }
+            "panic_keep" => {
+                let schema = tokio::task::spawn_blocking(|| {
+                    let s = pgisolate::testing::schema_from(migrations());
+                    println!("KEPT {}", s.name());
+                    panic!("deliberate failure: the schema must be kept");
+                });
+                let _ = schema.await;
+            }
             other => panic!("unknown child mode {other}"),
         }
     });
@@ -158,4 +166,18 @@ fn embedded_server_stops_after_every_client_was_killed() {
     eprintln!("server stopped {:?} after the last client was killed", t.elapsed());
     assert!(!home.join("data").exists(), "data directory left behind");
     let _ = std::fs::remove_dir_all(&home);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cargo_test_glue_keeps_a_failed_tests_schema_when_asked() {
+    let engine = engine().await;
+    let mut child = spawn_child("panic_keep", &[("PGISOLATE_KEEP", "failed")]);
+    let name = read_tagged(&mut child, "KEPT", Duration::from_secs(60));
+    let _ = child.wait();
+    assert!(schema_exists(&engine, &name).await, "{name} was dropped although the test failed");
+    let listed = engine.list().await.unwrap();
+    assert!(listed.iter().any(|e| e.schema == name && e.state == "kept"), "{name} not listed as kept");
+    engine.drop_schema(&name).await.unwrap();
+    assert!(!schema_exists(&engine, &name).await);
+    engine.close().await.unwrap();
 }
