@@ -4,7 +4,13 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 BIN := target/debug/pgisolate
 
-.PHONY: help deps build demo test lint fmt clean
+LIB := target/debug/libpgisolate.a
+CTEST := target/c-test
+NATIVE_LIBS := -lpthread -ldl -lm -lutil -lrt
+VALGRIND := valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect \
+	--errors-for-leak-kinds=definite,indirect --error-exitcode=3
+
+.PHONY: help deps build demo test lint fmt clean header header-check c-test
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -25,8 +31,23 @@ lint: ## rustfmt and clippy, warnings as errors
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-test: build lint ## Every suite: unit, vectors, engine, processes, the demo; then check nothing is left
+header: ## Regenerate include/pgisolate.h from ffi/ with the pinned cbindgen
+	cbindgen --config ffi/cbindgen.toml --crate pgisolate-ffi --output include/pgisolate.h ffi
+
+header-check: deps ## Fail if include/pgisolate.h is not what cbindgen generates now
+	@tmp=$$(mktemp) && cbindgen --quiet --config ffi/cbindgen.toml --crate pgisolate-ffi --output $$tmp ffi && \
+	  if ! cmp -s $$tmp include/pgisolate.h; then diff -u include/pgisolate.h $$tmp | head -40; rm -f $$tmp; \
+	  echo "include/pgisolate.h is stale: run 'make header' and commit it" >&2; exit 1; fi; rm -f $$tmp
+	@echo "header-check: include/pgisolate.h is up to date"
+
+c-test: build ## The C test (vectors + an acquire/release cycle) under valgrind
+	cc -Wall -Wextra -Werror -g -o $(CTEST) tests/c/test_pgisolate.c -Iinclude -I/usr/include/postgresql \
+	  $(LIB) -ljansson -lpq $(NATIVE_LIBS)
+	$(VALGRIND) $(CTEST) tests/vectors examples/migrations
+
+test: build lint header-check ## Every suite: Rust, C (valgrind), the demo; then check nothing is left
 	$(CARGO) test --workspace
+	$(MAKE) --no-print-directory c-test
 	$(CARGO) run -q -p pgisolate --example quickstart
 	$(BIN) demo
 	scripts/check-clean.sh $(BIN)

@@ -33,6 +33,17 @@ if ! have_pg; then
   apt_install postgresql
 fi
 command -v psql >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/psql >/dev/null 2>&1 || apt_install postgresql-client
+# The C test: a compiler, libpq and jansson headers, valgrind.
+command -v cc >/dev/null 2>&1 || apt_install gcc libc6-dev
+[ -f /usr/include/postgresql/libpq-fe.h ] || apt_install libpq-dev
+[ -f /usr/include/jansson.h ] || apt_install libjansson-dev
+command -v valgrind >/dev/null 2>&1 || apt_install valgrind
+# The header generator, pinned: the committed include/pgisolate.h must match its output.
+CBINDGEN_VERSION=0.29.4
+if ! cbindgen --version 2>/dev/null | grep -q " $CBINDGEN_VERSION$"; then
+  echo "ensure-deps: installing cbindgen $CBINDGEN_VERSION" >&2
+  cargo install --quiet --locked cbindgen --version "$CBINDGEN_VERSION"
+fi
 for tool in setsid flock; do
   command -v "$tool" >/dev/null 2>&1 || apt_install util-linux
 done

@@ -1,0 +1,833 @@
+//! The pgisolate C ABI.
+//!
+//! Conventions (see CONTRIBUTING.md): opaque handles with `pgi_<noun>_new`/`_free` pairs (free
+//! accepts NULL); a fallible call returns `pgi_error*` (NULL on success) and writes its result
+//! through a trailing out-parameter, left untouched on failure; no thread-local last error;
+//! input pointers are borrowed for the call; strings returned to the caller are freed with
+//! `pgi_string_free` only. Every export is panic-guarded and NULL-checked. Blocking calls run on
+//! one library-owned tokio runtime, re-created in a forked child (handles made before a fork
+//! belong to the parent and must not be used in the child).
+#![allow(non_camel_case_types)] // C type names follow the C ABI's pgi_<noun> convention
+#![allow(clippy::missing_safety_doc)] // every export documents its pointer contract in prose
+
+use std::ffi::{c_char, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use pgisolate::{Config, Engine, Identity, Keep, Migrations, Released, Schema, Template, TemplateBuild, TemplateStart};
+
+/// What kind of failure a `pgi_error` reports.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum pgi_code {
+    /// A configuration value is invalid.
+    Config = 1,
+    /// A connection string could not be parsed or scoped.
+    Conninfo = 2,
+    /// PostgreSQL binaries for the embedded server were not found.
+    Binaries = 3,
+    /// The embedded server could not be started.
+    Server = 4,
+    /// The database server could not be reached.
+    Connect = 5,
+    /// A statement failed on the server.
+    Db = 6,
+    /// A migration failed while building a template.
+    Migration = 7,
+    /// A file could not be read or written.
+    Io = 8,
+    /// An operation did not finish within its deadline.
+    Timeout = 9,
+    /// No unique schema name could be found.
+    Name = 10,
+    /// The engine refused to touch something it does not own.
+    Refused = 11,
+    /// The engine or object is closed or already released.
+    Closed = 12,
+    /// A required pointer argument was NULL.
+    NullArgument = 13,
+    /// A string argument was not valid UTF-8.
+    InvalidUtf8 = 14,
+    /// An internal panic was caught at the ABI boundary (a bug: please report it).
+    Panic = 15,
+    /// Anything else.
+    Other = 16,
+}
+
+/// An error: a code and an owned message. Free with `pgi_error_free`.
+#[derive(Debug)]
+pub struct pgi_error {
+    code: pgi_code,
+    message: CString,
+}
+
+/// A string with an explicit length (may contain any bytes of UTF-8, including NUL). A NULL
+/// `ptr` with `len` 0 is the empty string, or "absent" where a parameter says so.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct pgi_str {
+    /// First byte; may be NULL when `len` is 0.
+    pub ptr: *const c_char,
+    /// Length in bytes.
+    pub len: usize,
+}
+
+/// Engine settings, starting from the `PGISOLATE_*` environment. Free with `pgi_config_free`.
+#[derive(Debug)]
+pub struct pgi_config {
+    cfg: Config,
+}
+
+/// A started engine. Free with `pgi_engine_free` (which closes it).
+#[derive(Debug)]
+pub struct pgi_engine {
+    engine: Engine,
+    pid: u32,
+}
+
+/// A built template. Free with `pgi_template_free`.
+#[derive(Debug)]
+pub struct pgi_template {
+    tpl: Template,
+}
+
+/// A template build run by the caller's migration tool. Free with `pgi_template_build_free`
+/// (which abandons the build unless it was committed).
+#[derive(Debug)]
+pub struct pgi_template_build {
+    build: Option<TemplateBuild>,
+    url: String,
+    conninfo: String,
+}
+
+/// An isolated schema. Free with `pgi_schema_free` (which releases it in the background if
+/// `pgi_schema_release` was not called).
+#[derive(Debug)]
+pub struct pgi_schema {
+    schema: Option<Schema>,
+    name: String,
+    url: String,
+    conninfo: String,
+    cache_prefix: String,
+}
+
+type Res<T> = Result<T, Box<pgi_error>>;
+
+fn err(code: pgi_code, message: impl Into<String>) -> Box<pgi_error> {
+    let text: String = message.into().replace('\0', "\u{FFFD}");
+    let message = CString::new(text).unwrap_or_default();
+    Box::new(pgi_error { code, message })
+}
+
+fn from_core(e: pgisolate::Error) -> Box<pgi_error> {
+    use pgi_code as C;
+    let code = match e.code() {
+        "config" => C::Config,
+        "conninfo" => C::Conninfo,
+        "binaries" => C::Binaries,
+        "server" => C::Server,
+        "connect" => C::Connect,
+        "db" => C::Db,
+        "migration" => C::Migration,
+        "io" => C::Io,
+        "timeout" => C::Timeout,
+        "name" => C::Name,
+        "refused" => C::Refused,
+        "closed" => C::Closed,
+        _ => C::Other,
+    };
+    err(code, e.to_string())
+}
+
+fn guard(f: impl FnOnce() -> Res<()>) -> *mut pgi_error {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => ptr::null_mut(),
+        Ok(Err(e)) => Box::into_raw(e),
+        Err(p) => {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Box::into_raw(err(pgi_code::Panic, format!("internal error in pgisolate (please report): {what}")))
+        }
+    }
+}
+
+struct Rt {
+    pid: u32,
+    rt: &'static tokio::runtime::Runtime,
+}
+
+static RUNTIME: Mutex<Option<Rt>> = Mutex::new(None);
+
+/// The library's runtime; a new one after fork (the parent's threads do not exist in the child,
+/// so its runtime is leaked rather than shut down).
+fn runtime() -> Res<&'static tokio::runtime::Runtime> {
+    let pid = std::process::id();
+    let mut slot = RUNTIME.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(r) = slot.as_ref() {
+        if r.pid == pid {
+            return Ok(r.rt);
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("pgisolate-ffi")
+        .enable_all()
+        .build()
+        .map_err(|e| err(pgi_code::Other, format!("cannot start pgisolate's runtime: {e}")))?;
+    let rt: &'static tokio::runtime::Runtime = Box::leak(Box::new(rt));
+    *slot = Some(Rt { pid, rt });
+    Ok(rt)
+}
+
+fn block_on<T>(fut: impl std::future::Future<Output = pgisolate::Result<T>>) -> Res<T> {
+    runtime()?.block_on(fut).map_err(from_core)
+}
+
+unsafe fn cstr<'a>(p: *const c_char, what: &str) -> Res<&'a str> {
+    if p.is_null() {
+        return Err(err(pgi_code::NullArgument, format!("{what} is NULL")));
+    }
+    // SAFETY: the caller passes a NUL-terminated string valid for the call.
+    unsafe { CStr::from_ptr(p) }.to_str().map_err(|_| err(pgi_code::InvalidUtf8, format!("{what} is not valid UTF-8")))
+}
+
+unsafe fn pstr(s: pgi_str, what: &str) -> Res<Option<String>> {
+    if s.ptr.is_null() {
+        if s.len != 0 {
+            return Err(err(pgi_code::NullArgument, format!("{what}.ptr is NULL but its len is {}", s.len)));
+        }
+        return Ok(None);
+    }
+    // SAFETY: the caller passes `len` readable bytes at `ptr`.
+    let bytes = unsafe { std::slice::from_raw_parts(s.ptr.cast::<u8>(), s.len) };
+    std::str::from_utf8(bytes)
+        .map(|t| Some(t.to_owned()))
+        .map_err(|_| err(pgi_code::InvalidUtf8, format!("{what} is not valid UTF-8")))
+}
+
+fn check_out<T>(out: *mut T, what: &str) -> Res<()> {
+    if out.is_null() {
+        return Err(err(pgi_code::NullArgument, format!("out-parameter {what} is NULL")));
+    }
+    Ok(())
+}
+
+unsafe fn write_string(out: *mut *mut c_char, s: &str) -> Res<()> {
+    let c = CString::new(s).map_err(|_| err(pgi_code::Other, "result contains a NUL byte"))?;
+    // SAFETY: `out` was checked non-NULL by the caller of this helper.
+    unsafe { *out = c.into_raw() };
+    Ok(())
+}
+
+unsafe fn string_out(out: *mut *mut c_char, f: impl FnOnce() -> Res<String>) -> *mut pgi_error {
+    guard(|| {
+        check_out(out, "out")?;
+        let s = f()?;
+        // SAFETY: checked above.
+        unsafe { write_string(out, &s) }
+    })
+}
+
+unsafe fn handle<'a, T>(p: *const T, what: &str) -> Res<&'a T> {
+    // SAFETY: the caller passes a live handle from this library or NULL.
+    unsafe { p.as_ref() }.ok_or_else(|| err(pgi_code::NullArgument, format!("{what} is NULL")))
+}
+
+unsafe fn handle_mut<'a, T>(p: *mut T, what: &str) -> Res<&'a mut T> {
+    // SAFETY: the caller passes a live handle from this library or NULL, used by one thread.
+    unsafe { p.as_mut() }.ok_or_else(|| err(pgi_code::NullArgument, format!("{what} is NULL")))
+}
+
+fn live(engine: &pgi_engine) -> Res<&Engine> {
+    if engine.pid != std::process::id() {
+        return Err(err(
+            pgi_code::Closed,
+            "this engine was created before fork(): create a new engine in the child process",
+        ));
+    }
+    Ok(&engine.engine)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Version, errors, strings
+
+/// The library version (static storage: never free it).
+#[no_mangle]
+pub extern "C" fn pgi_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// The error's code. `err` must be a non-NULL error from this library.
+#[no_mangle]
+pub unsafe extern "C" fn pgi_error_code(err: *const pgi_error) -> pgi_code {
+    // SAFETY: documented contract: a live error or NULL.
+    match unsafe { err.as_ref() } {
+        Some(e) => e.code,
+        None => pgi_code::NullArgument,
+    }
+}
+
+/// The error's message, borrowed: valid until `pgi_error_free(err)`. Never NULL for a
+/// non-NULL `err`.
+#[no_mangle]
+pub unsafe extern "C" fn pgi_error_message(err: *const pgi_error) -> *const c_char {
+    // SAFETY: documented contract: a live error or NULL.
+    match unsafe { err.as_ref() } {
+        Some(e) => e.message.as_ptr(),
+        None => c"(null pgi_error)".as_ptr(),
+    }
+}
+
+/// Frees an error. Accepts NULL.
+#[no_mangle]
+pub unsafe extern "C" fn pgi_error_free(err: *mut pgi_error) {
+    if !err.is_null() {
+        // SAFETY: the pointer came from Box::into_raw in this library and is freed once.
+        drop(unsafe { Box::from_raw(err) });
+    }
+}
+
+/// Frees a string returned by this library. Accepts NULL.
+#[no_mangle]
+pub unsafe extern "C" fn pgi_string_free(s: *mut c_char) {
+    if !s.is_null() {
+        // SAFETY: the pointer came from CString::into_raw in this library and is freed once.
+        drop(unsafe { CString::from_raw(s) });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pure helpers (no server)
+
+/// Writes the deterministic schema name for an identity to `*out` (free with
+/// `pgi_string_free`). `prefix` is NUL-terminated; `discriminator.ptr == NULL` means none.
+#[no_mangle]
+pub unsafe extern "C" fn pgi_naming_schema_name(
+    prefix: *const c_char,
+    hash_len: usize,
+    feature: pgi_str,
+    scenario: pgi_str,
+    discriminator: pgi_str,
+    out: *mut *mut c_char,
+) -> *mut pgi_error {
+    // SAFETY: arguments follow the documented contract.
+    unsafe {
+        string_out(out, || {
+            let id = identity(feature, scenario, discriminator)?;
+            pgisolate::schema_name(cstr(prefix, "prefix")?, hash_len, &id).map_err(from_core)
+        })
+    }
+}
+
+/// Writes the cache-key prefix (`<hex>_`) of a schema name made with `prefix` to `*out`.
+#[no_mangle]
+pub unsafe extern "C" fn pgi_naming_cache_prefix(
+    prefix: *const c_char,
+    schema: *const c_char,
+    out: *mut *mut c_char,
+) -> *mut pgi_error {
+    // SAFETY: arguments follow the documented contract.
+    unsafe { string_out(out, || Ok(pgisolate::naming::cache_prefix(cstr(prefix, "prefix")?, cstr(schema, "schema")?))) }
+}
+
+/// Writes `cache_prefix + key` to `*out`.
+#[no_mangle]
+pub unsafe extern "C" fn pgi_cache_key_for(
+    cache_prefix: *const c_char,
+    key: pgi_str,
+    out: *mut *mut c_char,
+) -> *mut pgi_error {
+    // SAFETY: arguments follow the documented contract.
+    unsafe {
+        string_out(out, || {
+            Ok(pgisolate::cache_key(cstr(cache_prefix, "cache_prefix")?, &pstr(key, "key")?.unwrap_or_default()))
+        })
+    }
+}
+
+/// Writes `url` (URL or key/value) scoped to `schema` to `*out`: `search_path` is `schema`
+/// then the comma-separated `tail_csv` (may be empty), plus `application_name`.
+#[no_mangle]
+pub unsafe extern "C" fn pgi_conninfo_scoped(
+    url: *const c_char,
+    schema: *const c_char,
+    tail_csv: *const c_char,
+    out: *mut *mut c_char,
+) -> *mut pgi_error {
+    // SAFETY: arguments follow the documented contract.
+    unsafe {
+        string_out(out, || {
+            let tail: Vec<String> =
+                cstr(tail_csv, "tail_csv")?.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+            pgisolate::conninfo::scoped(cstr(url, "url")?, cstr(schema, "schema")?, &tail).map_err(from_core)
+        })
+    }
+}
+
+/// Writes a Prisma-style URL (`?schema=<schema>`) for `url` to `*out`.
+#[no_mangle]
+pub unsafe extern "C" fn pgi_conninfo_prisma_url(
+    url: *const c_char,
+    schema: *const c_char,
+    out: *mut *mut c_char,
+) -> *mut pgi_error {
+    // SAFETY: arguments follow the documented contract.
+    unsafe {
+        string_out(out, || {
+            pgisolate::conninfo::prisma_url(cstr(url, "url")?, cstr(schema, "schema")?).map_err(from_core)
+        })
+    }
+}
+
+unsafe fn identity(feature: pgi_str, scenario: pgi_str, discriminator: pgi_str) -> Res<Identity> {
+    // SAFETY: arguments follow the documented contract of the calling export.
+    let (f, s, d) = unsafe {
+        (
+            pstr(feature, "feature")?.unwrap_or_default(),
+            pstr(scenario, "scenario")?.unwrap_or_default(),
+            pstr(discriminator, "discriminator")?,
+        )
+    };
+    let id = Identity::new(f, s);
+    Ok(match d {
+        Some(d) => id.with_discriminator(d),
+        None => id,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Config
+
+/// Writes a new config read from the `PGISOLATE_*` environment to `*out`. Fails if a variable
+/// is invalid.
+#[no_mangle]
+pub unsafe extern "C" fn pgi_config_new(out: *mut *mut pgi_config) -> *mut pgi_error {
+    guard(|| {
+        check_out(out, "out")?;
+        let cfg = Config::from_env().map_err(from_core)?;
+        // SAFETY: checked above.
+        unsafe { *out = Box::into_raw(Box::new(pgi_config { cfg })) };
+        Ok(())
+    })
+}
+
+/// Sets one setting: `url`, `prefix`, `hash_len`, `keep` (never/failed/always),
+/// `search_path_tail` (comma-separated), `pg_bin`, `run_id`, `gc_grace_ms`, `gc_on_start`
+/// (true/false), `max_admin_connections`, `release_timeout_ms`. An empty `url` means the
+/// embedded server.
+#[no_mangle]
+pub unsafe extern "C" fn pgi_config_set(
+    config: *mut pgi_config,
+    key: *const c_char,
+    value: *const c_char,
+) -> *mut pgi_error {
+    guard(|| {
+        // SAFETY: arguments follow the documented contract.
+        let (c, key, value) = unsafe { (handle_mut(config, "config")?, cstr(key, "key")?, cstr(value, "value")?) };
+        let num = |v: &str| -> Res<u64> {
+            v.trim().parse().map_err(|_| err(pgi_code::Config, format!("{key}={v:?} is not a number")))
+        };
+        let mut next = c.cfg.clone();
+        match key {
+            "url" => next.url = (!value.is_empty()).then(|| value.to_owned()),
+            "prefix" => next.prefix = value.to_owned(),
+            "hash_len" => next.hash_len = num(value)? as usize,
+            "keep" => next.keep = Keep::parse(value).map_err(from_core)?,
+            "search_path_tail" => {
+                next.search_path_tail =
+                    value.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()
+            }
+            "pg_bin" => next.pg_bin = (!value.is_empty()).then(|| value.into()),
+            "run_id" => next.run_id = (!value.is_empty()).then(|| value.to_owned()),
+            "gc_grace_ms" => next.gc_grace = Duration::from_millis(num(value)?),
+            "gc_on_start" => {
+                next.gc_on_start = match value {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => return Err(err(pgi_code::Config, format!("gc_on_start={value:?}: use true or false"))),
+                }
+            }
+            "max_admin_connections" => next.max_admin_connections = num(value)? as usize,
+            "release_timeout_ms" => next.release_timeout = Duration::from_millis(num(value)?),
+            other => return Err(err(pgi_code::Config, format!("unknown config key {other:?}"))),
+        }
+        next.validate().map_err(from_core)?;
+        c.cfg = next;
+        Ok(())
+    })
+}
+
+/// Frees a config. Accepts NULL.
+#[no_mangle]
+pub unsafe extern "C" fn pgi_config_free(config: *mut pgi_config) {
+    if !config.is_null() {
+        // SAFETY: from Box::into_raw in this library, freed once.
+        drop(unsafe { Box::from_raw(config) });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Engine
+
+/// Starts an engine with `config` (borrowed; NULL means the environment) and writes it to
+/// `*out`. Boots or reuses the embedded server when no URL is configured. Thread-safe: one
+/// engine may be used from many threads at once.
+#[no_mangle]
+pub unsafe extern "C" fn pgi_engine_new(config: *const pgi_config, out: *mut *mut pgi_engine) -> *mut pgi_error {
+    guard(|| {
+        check_out(out, "out")?;
+        // SAFETY: a live config or NULL.
+        let cfg = match unsafe { config.as_ref() } {
+            Some(c) => c.cfg.clone(),
+            None => Config::from_env().map_err(from_core)?,
+        };
+        let engine = block_on(Engine::start(cfg))?;
+        // SAFETY: checked above.
+        unsafe { *out = Box::into_raw(Box::new(pgi_engine { engine, pid: std::process::id() })) };
+        Ok(())
+    })
+}
+
+/// Waits for background releases, closes connections and gives up the lease. Idempotent.
+#[no_mangle]
+pub unsafe extern "C" fn pgi_engine_close(engine: *mut pgi_engine) -> *mut pgi_error {
+    guard(|| {
+        // SAFETY: a live engine or NULL.
+        let e = unsafe { handle(engine, "engine")? };
+        let engine = live(e)?.clone();
+        block_on(async move { engine.close().await })
+    })
+}
+
+/// Closes (as `pgi_engine_close`) and frees an engine. Accepts NULL.
+#[no_mangle]
+pub unsafe extern "C" fn pgi_engine_free(engine: *mut pgi_engine) {
+    if engine.is_null() {
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: from Box::into_raw in this library, freed once.
+        let e = unsafe { Box::from_raw(engine) };
+        if e.pid != std::process::id() {
+            // The parent's connections: leave them alone in a forked child.
+            std::mem::forget(e);
+            return;
+        }
+        let inner = e.engine.clone();
+        let _ = block_on(async move { inner.close().await });
+        drop(e);
+    }));
+}
+
+/// Writes the engine's admin URL (the embedded server's superuser URL, or the configured one).
+#[no_mangle]
+pub unsafe extern "C" fn pgi_engine_url(engine: *const pgi_engine, out: *mut *mut c_char) -> *mut pgi_error {
+    // SAFETY: arguments follow the documented contract.
+    unsafe { string_out(out, || Ok(live(handle(engine, "engine")?)?.url().to_owned())) }
+}
+
+/// Writes the run id recorded with every schema of this engine.
+#[no_mangle]
+pub unsafe extern "C" fn pgi_engine_run_id(engine: *const pgi_engine, out: *mut *mut c_char) -> *mut pgi_error {
+    // SAFETY: arguments follow the documented contract.
+    unsafe { string_out(out, || Ok(live(handle(engine, "engine")?)?.run_id().to_owned())) }
+}
+
+/// Drops marked schemas whose owner is gone and older than `grace_ms`; writes how many were
+/// dropped to `*dropped_out` (may be NULL).
+#[no_mangle]
+pub unsafe extern "C" fn pgi_engine_gc(
+    engine: *mut pgi_engine,
+    grace_ms: u64,
+    dropped_out: *mut usize,
+) -> *mut pgi_error {
+    guard(|| {
+        // SAFETY: a live engine or NULL.
+        let engine = live(unsafe { handle(engine, "engine")? })?.clone();
+        let report = block_on(async move { engine.gc_with(Duration::from_millis(grace_ms), false).await })?;
+        if !dropped_out.is_null() {
+            // SAFETY: non-NULL out-parameter from the caller.
+            unsafe { *dropped_out = report.dropped.len() };
+        }
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Templates
+
+unsafe fn template_out(
+    engine: *mut pgi_engine,
+    out: *mut *mut pgi_template,
+    m: impl FnOnce() -> Res<Migrations>,
+) -> *mut pgi_error {
+    guard(|| {
+        check_out(out, "out")?;
+        // SAFETY: a live engine or NULL.
+        let engine = live(unsafe { handle(engine, "engine")? })?.clone();
+        let migrations = m()?;
+        let tpl = block_on(async move { engine.template(migrations).await })?;
+        // SAFETY: checked above.
+        unsafe { *out = Box::into_raw(Box::new(pgi_template { tpl })) };
+        Ok(())
+    })
+}
+
+/// Builds (once per server) or finds the template for every `*.sql` file in `dir`, applied in
+/// lexical order, and writes it to `*out`.
+#[no_mangle]
+pub unsafe extern "C" fn pgi_template_from_dir(
+    engine: *mut pgi_engine,
+    dir: *const c_char,
+    out: *mut *mut pgi_template,
+) -> *mut pgi_error {
+    // SAFETY: arguments follow the documented contract.
+    unsafe { template_out(engine, out, || Ok(Migrations::dir(cstr(dir, "dir")?))) }
+}
+
+/// Builds (once per server) or finds the template for SQL text and writes it to `*out`.
+#[no_mangle]
+pub unsafe extern "C" fn pgi_template_from_sql(
+    engine: *mut pgi_engine,
+    sql: *const c_char,
+    out: *mut *mut pgi_template,
+) -> *mut pgi_error {
+    // SAFETY: arguments follow the documented contract.
+    unsafe { template_out(engine, out, || Ok(Migrations::sql(cstr(sql, "sql")?))) }
+}
+
+/// Starts a template the caller builds with its own migration tool, identified by `key`.
+/// Writes exactly one of `*ready_out` (the template exists) or `*build_out` (run migrations
+/// against `pgi_template_build_url`, then `pgi_template_commit`); the other is set to NULL.
+#[no_mangle]
+pub unsafe extern "C" fn pgi_template_begin(
+    engine: *mut pgi_engine,
+    key: *const c_char,
+    ready_out: *mut *mut pgi_template,
+    build_out: *mut *mut pgi_template_build,
+) -> *mut pgi_error {
+    guard(|| {
+        check_out(ready_out, "ready_out")?;
+        check_out(build_out, "build_out")?;
+        // SAFETY: arguments follow the documented contract.
+        let (engine, key) = unsafe { (live(handle(engine, "engine")?)?.clone(), cstr(key, "key")?.to_owned()) };
+        let start = block_on(async move { engine.template_begin(&key).await })?;
+        match start {
+            TemplateStart::Ready(tpl) => {
+                // SAFETY: both checked above.
+                unsafe {
+                    *ready_out = Box::into_raw(Box::new(pgi_template { tpl }));
+                    *build_out = ptr::null_mut();
+                }
+            }
+            TemplateStart::Build(b) => {
+                let h =
+                    pgi_template_build { url: b.url().to_owned(), conninfo: b.conninfo().to_owned(), build: Some(b) };
+                // SAFETY: both checked above.
+                unsafe {
+                    *ready_out = ptr::null_mut();
+                    *build_out = Box::into_raw(Box::new(h));
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Writes the URL scoped to the build schema (run the migrations against it).
+#[no_mangle]
+pub unsafe extern "C" fn pgi_template_build_url(
+    build: *const pgi_template_build,
+    out: *mut *mut c_char,
+) -> *mut pgi_error {
+    // SAFETY: arguments follow the documented contract.
+    unsafe { string_out(out, || Ok(handle(build, "build")?.url.clone())) }
+}
+
+/// Writes the key/value connection string scoped to the build schema.
+#[no_mangle]
+pub unsafe extern "C" fn pgi_template_build_conninfo(
+    build: *const pgi_template_build,
+    out: *mut *mut c_char,
+) -> *mut pgi_error {
+    // SAFETY: arguments follow the documented contract.
+    unsafe { string_out(out, || Ok(handle(build, "build")?.conninfo.clone())) }
+}
+
+/// Publishes the build as the template and writes it to `*out`. The build handle must still
+/// be freed with `pgi_template_build_free`; committing twice is a `CLOSED` error.
+#[no_mangle]
+pub unsafe extern "C" fn pgi_template_commit(
+    build: *mut pgi_template_build,
+    out: *mut *mut pgi_template,
+) -> *mut pgi_error {
+    guard(|| {
+        check_out(out, "out")?;
+        // SAFETY: a live build or NULL.
+        let b = unsafe { handle_mut(build, "build")? };
+        let inner = b.build.take().ok_or_else(|| err(pgi_code::Closed, "template build already committed"))?;
+        let tpl = block_on(inner.commit())?;
+        // SAFETY: checked above.
+        unsafe { *out = Box::into_raw(Box::new(pgi_template { tpl })) };
+        Ok(())
+    })
+}
+
+/// Frees a build handle, abandoning the build if it was not committed. Accepts NULL.
+#[no_mangle]
+pub unsafe extern "C" fn pgi_template_build_free(build: *mut pgi_template_build) {
+    if build.is_null() {
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: from Box::into_raw in this library, freed once.
+        let mut b = unsafe { Box::from_raw(build) };
+        if let Some(inner) = b.build.take() {
+            let _ = block_on(inner.abort());
+        }
+    }));
+}
+
+/// Writes the template schema's name.
+#[no_mangle]
+pub unsafe extern "C" fn pgi_template_name(template: *const pgi_template, out: *mut *mut c_char) -> *mut pgi_error {
+    // SAFETY: arguments follow the documented contract.
+    unsafe { string_out(out, || Ok(handle(template, "template")?.tpl.schema.clone())) }
+}
+
+/// Whether the call that produced this template built it (false when it already existed).
+/// False for NULL.
+#[no_mangle]
+pub unsafe extern "C" fn pgi_template_built_here(template: *const pgi_template) -> bool {
+    // SAFETY: a live template or NULL.
+    unsafe { template.as_ref() }.is_some_and(|t| t.tpl.built_here)
+}
+
+/// Frees a template handle (the template itself stays on the server for reuse). Accepts NULL.
+#[no_mangle]
+pub unsafe extern "C" fn pgi_template_free(template: *mut pgi_template) {
+    if !template.is_null() {
+        // SAFETY: from Box::into_raw in this library, freed once.
+        drop(unsafe { Box::from_raw(template) });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schemas
+
+/// Acquires a fresh schema for the identity (`discriminator.ptr == NULL` means none) from
+/// `template` and writes it to `*out`. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn pgi_schema_acquire(
+    engine: *mut pgi_engine,
+    template: *const pgi_template,
+    feature: pgi_str,
+    scenario: pgi_str,
+    discriminator: pgi_str,
+    out: *mut *mut pgi_schema,
+) -> *mut pgi_error {
+    guard(|| {
+        check_out(out, "out")?;
+        // SAFETY: arguments follow the documented contract.
+        let (engine, tpl, id) = unsafe {
+            (
+                live(handle(engine, "engine")?)?.clone(),
+                handle(template, "template")?.tpl.clone(),
+                identity(feature, scenario, discriminator)?,
+            )
+        };
+        let schema = block_on(async move { engine.acquire(&tpl, id).await })?;
+        let h = pgi_schema {
+            name: schema.name().to_owned(),
+            url: schema.url().to_owned(),
+            conninfo: schema.conninfo().to_owned(),
+            cache_prefix: schema.cache_prefix().to_owned(),
+            schema: Some(schema),
+        };
+        // SAFETY: checked above.
+        unsafe { *out = Box::into_raw(Box::new(h)) };
+        Ok(())
+    })
+}
+
+/// Writes the schema's name.
+#[no_mangle]
+pub unsafe extern "C" fn pgi_schema_name(schema: *const pgi_schema, out: *mut *mut c_char) -> *mut pgi_error {
+    // SAFETY: arguments follow the documented contract.
+    unsafe { string_out(out, || Ok(handle(schema, "schema")?.name.clone())) }
+}
+
+/// Writes the schema's scoped `postgres://` URL.
+#[no_mangle]
+pub unsafe extern "C" fn pgi_schema_url(schema: *const pgi_schema, out: *mut *mut c_char) -> *mut pgi_error {
+    // SAFETY: arguments follow the documented contract.
+    unsafe { string_out(out, || Ok(handle(schema, "schema")?.url.clone())) }
+}
+
+/// Writes the schema's scoped key/value connection string.
+#[no_mangle]
+pub unsafe extern "C" fn pgi_schema_conninfo(schema: *const pgi_schema, out: *mut *mut c_char) -> *mut pgi_error {
+    // SAFETY: arguments follow the documented contract.
+    unsafe { string_out(out, || Ok(handle(schema, "schema")?.conninfo.clone())) }
+}
+
+/// Writes the schema's cache-key prefix (`<hex>_`).
+#[no_mangle]
+pub unsafe extern "C" fn pgi_schema_cache_prefix(schema: *const pgi_schema, out: *mut *mut c_char) -> *mut pgi_error {
+    // SAFETY: arguments follow the documented contract.
+    unsafe { string_out(out, || Ok(handle(schema, "schema")?.cache_prefix.clone())) }
+}
+
+/// Writes a cache key in the schema's namespace (`<hex>_<key>`).
+#[no_mangle]
+pub unsafe extern "C" fn pgi_cache_key(
+    schema: *const pgi_schema,
+    key: pgi_str,
+    out: *mut *mut c_char,
+) -> *mut pgi_error {
+    // SAFETY: arguments follow the documented contract.
+    unsafe {
+        string_out(out, || {
+            Ok(pgisolate::cache_key(&handle(schema, "schema")?.cache_prefix, &pstr(key, "key")?.unwrap_or_default()))
+        })
+    }
+}
+
+/// Releases the schema now: dropped, or kept when the keep policy says so given `failed`.
+/// Writes whether it was kept to `*kept_out` (may be NULL). Accessors keep working afterwards;
+/// a second release is a `CLOSED` error. The handle must still be freed.
+#[no_mangle]
+pub unsafe extern "C" fn pgi_schema_release(
+    schema: *mut pgi_schema,
+    failed: bool,
+    kept_out: *mut bool,
+) -> *mut pgi_error {
+    guard(|| {
+        // SAFETY: a live schema or NULL.
+        let h = unsafe { handle_mut(schema, "schema")? };
+        let s = h.schema.take().ok_or_else(|| err(pgi_code::Closed, format!("schema {} already released", h.name)))?;
+        let released = block_on(s.finish(failed))?;
+        if !kept_out.is_null() {
+            // SAFETY: non-NULL out-parameter from the caller.
+            unsafe { *kept_out = released == Released::Kept };
+        }
+        Ok(())
+    })
+}
+
+/// Frees a schema handle; if it was not released, it is released in the background (as a
+/// passing test). Accepts NULL.
+#[no_mangle]
+pub unsafe extern "C" fn pgi_schema_free(schema: *mut pgi_schema) {
+    if !schema.is_null() {
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            // SAFETY: from Box::into_raw in this library, freed once.
+            drop(unsafe { Box::from_raw(schema) });
+        }));
+    }
+}

@@ -1,0 +1,316 @@
+/*
+ * The C ABI end to end: the shared vectors through the pure helpers, then a real
+ * acquire/release cycle on the embedded server, checked with libpq. Run under valgrind by
+ * `make test` (no leaks, no invalid access).
+ *
+ * usage: test_pgisolate <tests/vectors dir> <migrations dir>
+ */
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pgisolate.h"
+
+static int failures = 0;
+static int checks = 0;
+
+#define CHECK(cond, ...)                                                  \
+  do {                                                                    \
+    checks++;                                                             \
+    if (!(cond)) {                                                        \
+      failures++;                                                         \
+      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                \
+      fprintf(stderr, __VA_ARGS__);                                       \
+      fputc('\n', stderr);                                                \
+    }                                                                     \
+  } while (0)
+
+/* Dies on an unexpected error, printing its code and message. */
+static void ok(pgi_error *err, const char *what) {
+  if (err) {
+    fprintf(stderr, "FATAL %s: [%d] %s\n", what, (int)pgi_error_code(err), pgi_error_message(err));
+    pgi_error_free(err);
+    exit(2);
+  }
+}
+
+/* Expects an error with `code`; frees it. */
+static void expect_error(pgi_error *err, pgi_code code, const char *what) {
+  CHECK(err != NULL, "%s: expected error %d, got success", what, (int)code);
+  if (err) {
+    CHECK(pgi_error_code(err) == code, "%s: expected error %d, got %d (%s)", what, (int)code,
+          (int)pgi_error_code(err), pgi_error_message(err));
+    CHECK(strlen(pgi_error_message(err)) > 0, "%s: empty message", what);
+    pgi_error_free(err);
+  }
+}
+
+/* A vector text value: a string, or {"repeat": s, "times": n}. Caller frees. */
+static char *vector_text(json_t *v, size_t *len) {
+  if (json_is_string(v)) {
+    *len = json_string_length(v);
+    char *s = malloc(*len + 1);
+    memcpy(s, json_string_value(v), *len + 1);
+    return s;
+  }
+  const char *unit = json_string_value(json_object_get(v, "repeat"));
+  size_t times = (size_t)json_integer_value(json_object_get(v, "times"));
+  size_t ul = strlen(unit);
+  *len = ul * times;
+  char *s = malloc(*len + 1);
+  for (size_t i = 0; i < times; i++) memcpy(s + i * ul, unit, ul);
+  s[*len] = 0;
+  return s;
+}
+
+static json_t *load(const char *dir, const char *name) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  json_error_t e;
+  json_t *doc = json_load_file(path, JSON_ALLOW_NUL, &e);
+  if (!doc) {
+    fprintf(stderr, "FATAL cannot load %s: %s\n", path, e.text);
+    exit(2);
+  }
+  return doc;
+}
+
+static void naming_vectors(const char *dir) {
+  json_t *doc = load(dir, "naming.json");
+  size_t i;
+  json_t *c;
+  json_array_foreach(json_object_get(doc, "cases"), i, c) {
+    size_t fl, sl, dl = 0;
+    char *f = vector_text(json_object_get(c, "feature"), &fl);
+    char *s = vector_text(json_object_get(c, "scenario"), &sl);
+    json_t *dj = json_object_get(c, "discriminator");
+    char *d = dj ? vector_text(dj, &dl) : NULL;
+    pgi_str disc = {d, dl};
+    char *name = NULL;
+    pgi_error *err = pgi_naming_schema_name(json_string_value(json_object_get(c, "prefix")),
+                                            (size_t)json_integer_value(json_object_get(c, "hash_len")),
+                                            (pgi_str){f, fl}, (pgi_str){s, sl}, disc, &name);
+    const char *case_name = json_string_value(json_object_get(c, "name"));
+    if (json_object_get(c, "error")) {
+      expect_error(err, PGI_CODE_CONFIG, case_name);
+      CHECK(name == NULL, "%s: out written on failure", case_name);
+    } else {
+      ok(err, case_name);
+      const char *want = json_string_value(json_object_get(c, "expected_schema"));
+      CHECK(strcmp(name, want) == 0, "naming %s: got %s want %s", case_name, name, want);
+      char *cp = NULL;
+      ok(pgi_naming_cache_prefix(json_string_value(json_object_get(c, "prefix")), name, &cp), "cache prefix");
+      CHECK(strcmp(cp, json_string_value(json_object_get(c, "expected_cache_prefix"))) == 0, "cache prefix %s: %s",
+            case_name, cp);
+      pgi_string_free(cp);
+    }
+    pgi_string_free(name);
+    free(f);
+    free(s);
+    free(d);
+  }
+  json_decref(doc);
+}
+
+static void conninfo_vectors(const char *dir) {
+  json_t *doc = load(dir, "conninfo.json");
+  size_t i, j;
+  json_t *c, *t;
+  json_array_foreach(json_object_get(doc, "cases"), i, c) {
+    char tail[1024] = "";
+    json_array_foreach(json_object_get(c, "tail"), j, t) {
+      if (j) strcat(tail, ",");
+      strcat(tail, json_string_value(t));
+    }
+    char *got = NULL;
+    pgi_error *err = pgi_conninfo_scoped(json_string_value(json_object_get(c, "input")),
+                                         json_string_value(json_object_get(c, "schema")), tail, &got);
+    const char *case_name = json_string_value(json_object_get(c, "name"));
+    if (json_object_get(c, "error")) {
+      expect_error(err, PGI_CODE_CONNINFO, case_name);
+    } else {
+      ok(err, case_name);
+      const char *want = json_string_value(json_object_get(c, "expected"));
+      CHECK(strcmp(got, want) == 0, "conninfo %s:\n  got  %s\n  want %s", case_name, got, want);
+    }
+    pgi_string_free(got);
+  }
+  json_decref(doc);
+
+  doc = load(dir, "prisma.json");
+  json_array_foreach(json_object_get(doc, "cases"), i, c) {
+    char *got = NULL;
+    pgi_error *err = pgi_conninfo_prisma_url(json_string_value(json_object_get(c, "input")),
+                                             json_string_value(json_object_get(c, "schema")), &got);
+    if (json_object_get(c, "error")) {
+      expect_error(err, PGI_CODE_CONNINFO, "prisma");
+    } else {
+      ok(err, "prisma");
+      CHECK(strcmp(got, json_string_value(json_object_get(c, "expected"))) == 0, "prisma: %s", got);
+    }
+    pgi_string_free(got);
+  }
+  json_decref(doc);
+
+  doc = load(dir, "cache_key.json");
+  json_array_foreach(json_object_get(doc, "cases"), i, c) {
+    char *got = NULL;
+    const char *key = json_string_value(json_object_get(c, "key"));
+    ok(pgi_cache_key_for(json_string_value(json_object_get(c, "cache_prefix")), PGI_CSTR(key), &got), "cache key");
+    CHECK(strcmp(got, json_string_value(json_object_get(c, "expected"))) == 0, "cache key: %s", got);
+    pgi_string_free(got);
+  }
+  json_decref(doc);
+}
+
+/* Connects with a handed-out string through libpq and returns current_schema() (caller frees). */
+static char *current_schema(const char *dsn) {
+  PGconn *conn = PQconnectdb(dsn);
+  if (PQstatus(conn) != CONNECTION_OK) {
+    fprintf(stderr, "libpq cannot connect with %s: %s\n", dsn, PQerrorMessage(conn));
+    PQfinish(conn);
+    return strdup("<no connection>");
+  }
+  PGresult *r = PQexec(conn, "insert into users (email) values ('c@example.com'); select current_schema()");
+  char *out = strdup(PQresultStatus(r) == PGRES_TUPLES_OK ? PQgetvalue(r, 0, 0) : PQresultErrorMessage(r));
+  PQclear(r);
+  PQfinish(conn);
+  return out;
+}
+
+static void engine_cycle(const char *migrations) {
+  pgi_config *cfg = NULL;
+  ok(pgi_config_new(&cfg), "config");
+  expect_error(pgi_config_set(cfg, "hash_len", "99"), PGI_CODE_CONFIG, "hash_len 99");
+  expect_error(pgi_config_set(cfg, "no_such_key", "1"), PGI_CODE_CONFIG, "unknown key");
+  ok(pgi_config_set(cfg, "gc_on_start", "false"), "gc_on_start");
+
+  pgi_engine *engine = NULL;
+  ok(pgi_engine_new(cfg, &engine), "engine");
+  pgi_config_free(cfg);
+
+  pgi_template *tpl = NULL;
+  ok(pgi_template_from_dir(engine, migrations, &tpl), "template");
+  char *tname = NULL;
+  ok(pgi_template_name(tpl, &tname), "template name");
+  CHECK(strncmp(tname, "tpl_", 4) == 0, "template name %s", tname);
+  pgi_string_free(tname);
+
+  /* Two scenarios, same unique email, their own schemas. */
+  const char disc_with_nul[] = {'r', 'o', 'w', 0, '1'};
+  pgi_schema *a = NULL, *b = NULL;
+  ok(pgi_schema_acquire(engine, tpl, PGI_CSTR("c.feature"), PGI_CSTR("register"), (pgi_str){NULL, 0}, &a), "acquire a");
+  ok(pgi_schema_acquire(engine, tpl, PGI_CSTR("c.feature"), PGI_CSTR("register"),
+                        (pgi_str){disc_with_nul, sizeof disc_with_nul}, &b),
+     "acquire b");
+  char *na = NULL, *nb = NULL, *ua = NULL, *kb = NULL, *key = NULL;
+  ok(pgi_schema_name(a, &na), "name a");
+  ok(pgi_schema_name(b, &nb), "name b");
+  CHECK(strcmp(na, nb) != 0, "two identities share %s", na);
+  ok(pgi_schema_url(a, &ua), "url a");
+  ok(pgi_schema_conninfo(b, &kb), "conninfo b");
+  char *sa = current_schema(ua), *sb = current_schema(kb);
+  CHECK(strcmp(sa, na) == 0, "libpq URL landed in %s, want %s", sa, na);
+  CHECK(strcmp(sb, nb) == 0, "libpq conninfo landed in %s, want %s", sb, nb);
+  ok(pgi_cache_key(a, PGI_CSTR("user:42"), &key), "cache key");
+  CHECK(strncmp(key, na + 5, 8) == 0 && strstr(key, "_user:42") != NULL, "cache key %s for %s", key, na);
+
+  bool kept = true;
+  ok(pgi_schema_release(a, false, &kept), "release a");
+  CHECK(!kept, "a passing test's schema was kept");
+  expect_error(pgi_schema_release(a, false, NULL), PGI_CODE_CLOSED, "second release");
+  char *after = NULL;
+  ok(pgi_schema_name(a, &after), "name after release");
+  CHECK(strcmp(after, na) == 0, "name after release");
+
+  /* NULL checks and out-parameters untouched on failure. */
+  pgi_schema *untouched = (pgi_schema *)0x1;
+  expect_error(pgi_schema_acquire(NULL, tpl, PGI_CSTR("f"), PGI_CSTR("s"), (pgi_str){NULL, 0}, &untouched),
+               PGI_CODE_NULL_ARGUMENT, "NULL engine");
+  CHECK(untouched == (pgi_schema *)0x1, "out-parameter written on failure");
+  expect_error(pgi_schema_acquire(engine, tpl, PGI_CSTR("f"), PGI_CSTR("s"), (pgi_str){NULL, 0}, NULL),
+               PGI_CODE_NULL_ARGUMENT, "NULL out");
+  expect_error(pgi_schema_acquire(engine, tpl, (pgi_str){NULL, 3}, PGI_CSTR("s"), (pgi_str){NULL, 0}, &untouched),
+               PGI_CODE_NULL_ARGUMENT, "NULL ptr with length");
+  const char bad_utf8[] = {(char)0xff, (char)0xfe};
+  expect_error(pgi_schema_acquire(engine, tpl, (pgi_str){bad_utf8, 2}, PGI_CSTR("s"), (pgi_str){NULL, 0}, &untouched),
+               PGI_CODE_INVALID_UTF8, "invalid UTF-8");
+  expect_error(pgi_template_from_dir(engine, "/nonexistent/migrations", (pgi_template **)&untouched),
+               PGI_CODE_IO, "missing migrations dir");
+
+  /* A template built by the caller's own migration tool (here: libpq). */
+  char keybuf[64];
+  snprintf(keybuf, sizeof keybuf, "c-test-%ld", (long)getpid());
+  pgi_template *ready = NULL;
+  pgi_template_build *build = NULL;
+  ok(pgi_template_begin(engine, keybuf, &ready, &build), "template begin");
+  CHECK(ready == NULL && build != NULL, "fresh key must need a build");
+  char *burl = NULL;
+  ok(pgi_template_build_url(build, &burl), "build url");
+  PGconn *m = PQconnectdb(burl);
+  PGresult *r = PQexec(m, "create table users (id serial primary key, email text unique not null)");
+  CHECK(PQresultStatus(r) == PGRES_COMMAND_OK, "migration: %s", PQresultErrorMessage(r));
+  PQclear(r);
+  PQfinish(m);
+  pgi_template *custom = NULL;
+  ok(pgi_template_commit(build, &custom), "commit");
+  CHECK(pgi_template_built_here(custom), "commit built it");
+  pgi_template *again = NULL;
+  expect_error(pgi_template_commit(build, &again), PGI_CODE_CLOSED, "second commit");
+  pgi_template_build_free(build);
+  pgi_schema *c = NULL;
+  ok(pgi_schema_acquire(engine, custom, PGI_CSTR("c.feature"), PGI_CSTR("custom"), (pgi_str){NULL, 0}, &c), "acquire c");
+  char *uc = NULL, *nc = NULL;
+  ok(pgi_schema_url(c, &uc), "url c");
+  ok(pgi_schema_name(c, &nc), "name c");
+  char *sc = current_schema(uc);
+  CHECK(strcmp(sc, nc) == 0, "custom template schema: %s want %s", sc, nc);
+
+  size_t dropped = 99;
+  ok(pgi_engine_gc(engine, 0, &dropped), "gc");
+  CHECK(dropped == 0, "gc dropped %zu schemas of a live engine", dropped);
+
+  pgi_schema_free(a);
+  pgi_schema_free(b); /* never released: released in the background, waited for by close */
+  pgi_schema_free(c);
+  ok(pgi_engine_close(engine), "close");
+  ok(pgi_engine_close(engine), "close again");
+  expect_error(pgi_schema_acquire(engine, tpl, PGI_CSTR("f"), PGI_CSTR("s"), (pgi_str){NULL, 0}, &untouched),
+               PGI_CODE_CLOSED, "acquire after close");
+  pgi_template_free(tpl);
+  pgi_template_free(custom);
+  pgi_engine_free(engine);
+  pgi_engine_free(NULL);
+  pgi_schema_free(NULL);
+  pgi_string_free(NULL);
+  pgi_error_free(NULL);
+  free(sa);
+  free(sb);
+  free(sc);
+  pgi_string_free(na);
+  pgi_string_free(nb);
+  pgi_string_free(nc);
+  pgi_string_free(ua);
+  pgi_string_free(uc);
+  pgi_string_free(kb);
+  pgi_string_free(key);
+  pgi_string_free(after);
+  pgi_string_free(burl);
+}
+
+int main(int argc, char **argv) {
+  if (argc != 3) {
+    fprintf(stderr, "usage: %s <vectors dir> <migrations dir>\n", argv[0]);
+    return 2;
+  }
+  printf("libpgisolate %s\n", pgi_version());
+  naming_vectors(argv[1]);
+  conninfo_vectors(argv[1]);
+  engine_cycle(argv[2]);
+  int passed = checks - failures;
+  printf("%d passed, %d failed\n", passed, failures);
+  return failures ? 1 : 0;
+}
