@@ -223,7 +223,9 @@ fn postmaster_pid(data: &Path) -> Option<i32> {
 }
 
 fn url_for(port: u16) -> String {
-    format!("postgres://{SUPERUSER}@127.0.0.1:{port}/postgres")
+    // The embedded server has no TLS; saying so lets drivers that default to requiring it
+    // (lib/pq) connect.
+    format!("postgres://{SUPERUSER}@127.0.0.1:{port}/postgres?sslmode=disable")
 }
 
 fn accepts_tcp(port: u16) -> bool {

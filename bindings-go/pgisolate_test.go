@@ -1,0 +1,417 @@
+package pgisolate
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/cucumber/godog"
+	_ "github.com/jackc/pgx/v5/stdlib"
+	_ "github.com/lib/pq"
+)
+
+var (
+	shared     *Engine
+	sharedTpl  *Template
+	vectorsDir = filepath.Join("..", "tests", "vectors")
+)
+
+func TestMain(m *testing.M) {
+	var err error
+	shared, err = NewEngine(Config{NoGCOnStart: true})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "engine:", err)
+		os.Exit(1)
+	}
+	sharedTpl, err = shared.Template(filepath.Join("..", "examples", "migrations"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "template:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = shared.Close()
+	os.Exit(code)
+}
+
+func loadCases(t *testing.T, name string) []map[string]any {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(vectorsDir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Cases []map[string]any `json:"cases"`
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.Cases) == 0 {
+		t.Fatalf("%s has no cases", name)
+	}
+	return doc.Cases
+}
+
+func text(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case map[string]any:
+		return strings.Repeat(x["repeat"].(string), int(x["times"].(float64)))
+	}
+	panic(fmt.Sprintf("unexpected text %v", v))
+}
+
+func TestNamingVectors(t *testing.T) {
+	for _, c := range loadCases(t, "naming.json") {
+		var disc *string
+		if d, ok := c["discriminator"]; ok {
+			s := text(d)
+			disc = &s
+		}
+		got, err := SchemaName(c["prefix"].(string), int(c["hash_len"].(float64)), text(c["feature"]), text(c["scenario"]), disc)
+		if _, wantErr := c["error"]; wantErr {
+			var pe *Error
+			if !errors.As(err, &pe) || pe.Code != CodeConfig {
+				t.Errorf("%v: want a config error, got %q, %v", c["name"], got, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%v: %v", c["name"], err)
+		}
+		if got != c["expected_schema"] {
+			t.Errorf("%v: got %s want %s", c["name"], got, c["expected_schema"])
+		}
+		cp, err := CachePrefixOf(c["prefix"].(string), got)
+		if err != nil || cp != c["expected_cache_prefix"] {
+			t.Errorf("%v: cache prefix %q %v", c["name"], cp, err)
+		}
+	}
+}
+
+func TestConnInfoVectors(t *testing.T) {
+	for _, c := range loadCases(t, "conninfo.json") {
+		var tail []string
+		for _, x := range c["tail"].([]any) {
+			tail = append(tail, x.(string))
+		}
+		got, err := ScopedURL(c["input"].(string), c["schema"].(string), tail)
+		if _, wantErr := c["error"]; wantErr {
+			if err == nil {
+				t.Errorf("%v: want an error, got %q", c["name"], got)
+			}
+			continue
+		}
+		if err != nil || got != c["expected"] {
+			t.Errorf("%v:\n got  %s (%v)\n want %s", c["name"], got, err, c["expected"])
+		}
+	}
+	for _, c := range loadCases(t, "prisma.json") {
+		got, err := PrismaURL(c["input"].(string), c["schema"].(string))
+		if _, wantErr := c["error"]; wantErr {
+			if err == nil {
+				t.Errorf("prisma %v: want an error", c["input"])
+			}
+			continue
+		}
+		if err != nil || got != c["expected"] {
+			t.Errorf("prisma %v: got %s %v", c["input"], got, err)
+		}
+	}
+	for _, c := range loadCases(t, "cache_key.json") {
+		got, err := CacheKeyFor(c["cache_prefix"].(string), c["key"].(string))
+		if err != nil || got != c["expected"] {
+			t.Errorf("cache key: got %s %v", got, err)
+		}
+	}
+}
+
+func currentSchema(t *testing.T, driver, dsn string) string {
+	t.Helper()
+	db, err := sql.Open(driver, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var s string
+	if err := db.QueryRow("select current_schema()").Scan(&s); err != nil {
+		t.Fatalf("%s %s: %v", driver, dsn, err)
+	}
+	return s
+}
+
+// R14 for the Go drivers: pgx and lib/pq land in the schema with the URL and the conninfo.
+func TestHandedOutStringsLandInTheSchemaWithPgxAndLibPq(t *testing.T) {
+	s, err := shared.Acquire(sharedTpl, "go.feature", "drivers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Release()
+	for _, driver := range []string{"pgx", "postgres"} {
+		for _, dsn := range []string{s.URL(), s.ConnInfo()} {
+			if got := currentSchema(t, driver, dsn); got != s.Name() {
+				t.Errorf("%s with %s landed in %q, want %q", driver, dsn, got, s.Name())
+			}
+		}
+	}
+	if !strings.HasPrefix(s.CacheKey("user:1"), strings.TrimPrefix(s.Name(), "test_")+"_") {
+		t.Errorf("cache key %s for %s", s.CacheKey("user:1"), s.Name())
+	}
+}
+
+func TestConcurrentAcquireAndRelease(t *testing.T) {
+	// 16 goroutines ask for the same identity at once (R11): 16 distinct schemas, each
+	// isolated, all released.
+	schemas := make([]*Schema, 16)
+	errs := make([]error, 16)
+	var wg sync.WaitGroup
+	for i := range schemas {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			s, err := shared.Acquire(sharedTpl, "go.feature", "same scenario")
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			schemas[i] = s
+			db, err := sql.Open("pgx", s.URL())
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer db.Close()
+			var n int
+			if _, err = db.Exec("insert into users (email) values ('same@example.com')"); err == nil {
+				err = db.QueryRow("select count(*) from users").Scan(&n)
+			}
+			if err == nil && n != 1 {
+				err = fmt.Errorf("%s sees %d users", s.Name(), n)
+			}
+			errs[i] = err
+		}(i)
+	}
+	wg.Wait()
+	names := map[string]bool{}
+	for i, s := range schemas {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		if names[s.Name()] {
+			t.Fatalf("%s handed out twice", s.Name())
+		}
+		names[s.Name()] = true
+	}
+	for _, s := range schemas {
+		wg.Add(1)
+		go func(s *Schema) {
+			defer wg.Done()
+			if err := s.Release(); err != nil {
+				t.Error(err)
+			}
+		}(s)
+	}
+	wg.Wait()
+}
+
+func TestTemplateFuncBuildsOnceWithTheCallersTool(t *testing.T) {
+	key := fmt.Sprintf("go-automigrate-%d", os.Getpid())
+	calls := 0
+	build := func(url string) error {
+		calls++
+		db, err := sql.Open("pgx", url)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		_, err = db.Exec("create table widgets (id bigserial primary key, label text unique not null); insert into widgets (label) values ('seed')")
+		return err
+	}
+	tpl, err := shared.TemplateFunc(key, build)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := shared.TemplateFunc(key, build)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls != 1 || !tpl.BuiltHere() || again.BuiltHere() || again.Name() != tpl.Name() {
+		t.Fatalf("calls=%d built=%v/%v names %s/%s", calls, tpl.BuiltHere(), again.BuiltHere(), tpl.Name(), again.Name())
+	}
+	s, err := shared.Acquire(tpl, "go.feature", "widgets")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Release()
+	db, _ := sql.Open("pgx", s.URL())
+	defer db.Close()
+	var id int
+	if err := db.QueryRow("insert into widgets (label) values ('x') returning id").Scan(&id); err != nil || id != 2 {
+		t.Fatalf("id=%d err=%v", id, err)
+	}
+	_, err = shared.TemplateFunc(key+"-bad", func(string) error { return errors.New("migration exploded") })
+	var pe *Error
+	if !errors.As(err, &pe) || pe.Code != CodeMigration || !strings.Contains(pe.Message, "exploded") {
+		t.Fatalf("want a migration error, got %v", err)
+	}
+}
+
+func TestErrorsCarryCodes(t *testing.T) {
+	_, err := NewEngine(Config{HashLen: 99})
+	var pe *Error
+	if !errors.As(err, &pe) || pe.Code != CodeConfig {
+		t.Fatalf("want config error, got %v", err)
+	}
+	_, err = NewEngine(Config{URL: "postgres://nobody@127.0.0.1:1/x"})
+	if !errors.As(err, &pe) || pe.Code != CodeConnect {
+		t.Fatalf("want connect error, got %v", err)
+	}
+	_, err = shared.Template("/nonexistent/migrations")
+	if !errors.As(err, &pe) || pe.Code != CodeIO {
+		t.Fatalf("want io error, got %v", err)
+	}
+}
+
+func TestCloseIsIdempotentAndLaterCallsFail(t *testing.T) {
+	e, err := NewEngine(Config{NoGCOnStart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpl, err := e.Template(filepath.Join("..", "examples", "migrations"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := e.Acquire(tpl, "go.feature", "close")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(); err != nil {
+		t.Fatal("second release:", err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.Acquire(tpl, "go.feature", "after close")
+	var pe *Error
+	if !errors.As(err, &pe) || pe.Code != CodeClosed {
+		t.Fatalf("want closed error, got %v", err)
+	}
+}
+
+const hooksFeature = `Feature: hooks
+  Background:
+    Given I register "alice@example.com"
+
+  Scenario: same name
+    Then there is 1 user
+
+  Scenario: same name
+    Then there is 1 user
+
+  Scenario Outline: outline
+    When I register "<email>"
+    Then there are <n> users
+
+    Examples:
+      | email            | n |
+      | bob@example.com  | 2 |
+      | carl@example.com | 2 |
+
+  Scenario: a failing step still releases
+    Then this step fails
+
+  Scenario: a panicking step still releases
+    Then this step panics
+`
+
+// The godog glue: every scenario (same-named ones and outline rows included) gets its own
+// schema, running concurrently, and every schema is released, even after a failed or
+// panicking step.
+func TestGodogHooksIsolateEveryScenario(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	ended := 0
+	suite := godog.TestSuite{
+		Name: "hooks",
+		ScenarioInitializer: func(sc *godog.ScenarioContext) {
+			shared.InstallScenarioHooks(sc, ScenarioOptions{
+				Template: sharedTpl,
+				OnStart: func(ctx context.Context, s *Schema) (context.Context, error) {
+					mu.Lock()
+					defer mu.Unlock()
+					if seen[s.Name()] {
+						return ctx, fmt.Errorf("schema %s handed to two scenarios", s.Name())
+					}
+					seen[s.Name()] = true
+					db, err := sql.Open("pgx", s.URL())
+					return context.WithValue(ctx, dbKey{}, db), err
+				},
+				OnEnd: func(ctx context.Context, s *Schema) error {
+					mu.Lock()
+					ended++
+					mu.Unlock()
+					return ctx.Value(dbKey{}).(*sql.DB).Close()
+				},
+			})
+			sc.Step(`^I register "([^"]*)"$`, func(ctx context.Context, email string) error {
+				_, err := ctx.Value(dbKey{}).(*sql.DB).Exec("insert into users (email) values ($1)", email)
+				return err
+			})
+			sc.Step(`^there (?:is|are) (\d+) users?$`, func(ctx context.Context, n int) error {
+				var got int
+				if err := ctx.Value(dbKey{}).(*sql.DB).QueryRow("select count(*) from users").Scan(&got); err != nil {
+					return err
+				}
+				if got != n {
+					return fmt.Errorf("want %d users, got %d", n, got)
+				}
+				return nil
+			})
+			sc.Step(`^this step fails$`, func() error { return errors.New("deliberate failure") })
+			sc.Step(`^this step panics$`, func() error { panic("deliberate panic") })
+		},
+		Options: &godog.Options{
+			Format:          "progress",
+			Output:          &strings.Builder{},
+			Concurrency:     4,
+			Strict:          true,
+			FeatureContents: []godog.Feature{{Name: "hooks.feature", Contents: []byte(hooksFeature)}},
+		},
+	}
+	status := suite.Run()
+	if status == 0 {
+		t.Fatal("the failing and panicking scenarios must fail the suite")
+	}
+	if len(seen) != 6 || ended != 6 {
+		t.Fatalf("%d distinct schemas, %d ends; want 6 and 6: %v", len(seen), ended, seen)
+	}
+	db, err := sql.Open("pgx", shared.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for name := range seen {
+		var exists bool
+		if err := db.QueryRow("select exists (select 1 from pg_namespace where nspname = $1)", name).Scan(&exists); err != nil {
+			t.Fatal(err)
+		}
+		if exists {
+			t.Errorf("schema %s was not released", name)
+		}
+	}
+}
+
+type dbKey struct{}
