@@ -1,6 +1,6 @@
 # pgisolate: a newcomer needs only `make demo` and `make test`.
 SHELL := /bin/bash
-export PATH := $(HOME)/.cargo/bin:$(PATH)
+export PATH := $(HOME)/.cargo/bin:/usr/local/go/bin:$(PATH)
 CARGO ?= cargo
 BIN := target/debug/pgisolate
 
@@ -10,7 +10,7 @@ NATIVE_LIBS := -lpthread -ldl -lm -lutil -lrt
 VALGRIND := valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect \
 	--errors-for-leak-kinds=definite,indirect --error-exitcode=3
 
-.PHONY: help deps build demo test lint fmt clean header header-check c-test
+.PHONY: help deps build demo test lint fmt clean header header-check c-test go-test godog-bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -20,13 +20,17 @@ deps: ## Install what the build and tests need (PostgreSQL binaries, tools)
 
 build: deps ## Build every crate
 	$(CARGO) build --workspace --all-targets
+	$(CARGO) build -p pgisolate-ffi
 
 demo: build ## 8 concurrent scenarios, each in its own schema, on the embedded server
 	$(BIN) demo
 
-lint: ## rustfmt and clippy, warnings as errors
+lint: ## rustfmt, clippy, gofmt and go vet, warnings as errors
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@out=$$(gofmt -l bindings-go examples/godog); if [ -n "$$out" ]; then echo "gofmt needed: $$out" >&2; exit 1; fi
+	cd bindings-go && go vet ./...
+	cd examples/godog && go vet ./...
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
@@ -45,9 +49,17 @@ c-test: build ## The C test (vectors + an acquire/release cycle) under valgrind
 	  $(LIB) -ljansson -lpq $(NATIVE_LIBS)
 	$(VALGRIND) $(CTEST) tests/vectors examples/migrations
 
-test: build lint header-check ## Every suite: Rust, C (valgrind), the demo; then check nothing is left
+go-test: build ## Go binding tests (-race) and the godog example (3 packages in parallel)
+	cd bindings-go && go test -race -count=1 ./...
+	cd examples/godog && go test -count=1 -p 3 ./...
+
+godog-bench: build ## Wall time of the godog example, sequential against parallel
+	examples/godog/bench.sh
+
+test: build lint header-check ## Every suite: Rust, C (valgrind), Go, the demo; then check nothing is left
 	$(CARGO) test --workspace
 	$(MAKE) --no-print-directory c-test
+	$(MAKE) --no-print-directory go-test
 	$(CARGO) run -q -p pgisolate --example quickstart
 	$(BIN) demo
 	scripts/check-clean.sh $(BIN)

@@ -4,7 +4,10 @@
 # `pgisolate ls` must show nothing.
 set -euo pipefail
 bin=${1:-target/debug/pgisolate}
-home=${PGISOLATE_HOME:-${TMPDIR:-/tmp}/pgisolate-$(id -u)}
+# Same rule as the engine's server::home().
+if [ -n "${PGISOLATE_HOME:-}" ]; then home=$PGISOLATE_HOME
+elif [ -d /dev/shm ] && [ -w /dev/shm ]; then home=/dev/shm/pgisolate-$(id -u)
+else home=${TMPDIR:-/tmp}/pgisolate-$(id -u); fi
 for _ in $(seq 1 150); do
   if ! pgrep -f "postgres -D .*pgisolate" >/dev/null 2>&1 && [ ! -e "$home/data" ]; then
     break

@@ -23,6 +23,9 @@ if ! command -v cargo >/dev/null 2>&1; then
   [ -x "$HOME/.cargo/bin/cargo" ] || { echo "ensure-deps: Rust (cargo) is missing: install it with rustup" >&2; exit 1; }
 fi
 
+command -v go >/dev/null 2>&1 || [ -x /usr/local/go/bin/go ] || { echo "ensure-deps: Go is missing: install Go 1.25 or newer" >&2; exit 1; }
+command -v bc >/dev/null 2>&1 || apt_install bc
+
 have_pg() {
   [ -n "${PGISOLATE_PG_BIN:-}" ] && [ -x "$PGISOLATE_PG_BIN/initdb" ] && return 0
   command -v initdb >/dev/null 2>&1 && return 0

@@ -57,12 +57,29 @@ pub struct StartLock {
     _file: fs::File,
 }
 
-/// Directory holding the server lock and state: `PGISOLATE_HOME` or `/tmp/pgisolate-<euid>`.
+/// Directory holding the server lock, data and socket: `PGISOLATE_HOME`, else
+/// `/dev/shm/pgisolate-<euid>` when `/dev/shm` is a writable memory file system (DDL creates
+/// files, and on disk each file creation can cost a millisecond), else
+/// `$TMPDIR/pgisolate-<euid>`.
 pub fn home() -> PathBuf {
     match std::env::var_os("PGISOLATE_HOME") {
         Some(h) if !h.is_empty() => PathBuf::from(h),
-        _ => std::env::temp_dir().join(format!("pgisolate-{}", euid())),
+        _ => {
+            let name = format!("pgisolate-{}", euid());
+            let shm = Path::new("/dev/shm");
+            if writable_dir(shm) {
+                shm.join(name)
+            } else {
+                std::env::temp_dir().join(name)
+            }
+        }
     }
+}
+
+fn writable_dir(p: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else { return false };
+    // SAFETY: access() reads a valid NUL-terminated path.
+    p.is_dir() && unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0
 }
 
 fn euid() -> u32 {
