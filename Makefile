@@ -7,7 +7,7 @@ BIN := target/debug/pgisolate
 LIB := target/debug/libpgisolate.a
 CTEST := target/c-test
 NATIVE_LIBS := -lpthread -ldl -lm -lutil -lrt
-VALGRIND := valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect \
+VALGRIND := valgrind --quiet --child-silent-after-fork=yes --leak-check=full --show-leak-kinds=definite,indirect \
 	--errors-for-leak-kinds=definite,indirect --error-exitcode=3
 
 .PHONY: help deps build demo test lint fmt clean header header-check c-test go-test godog-bench

@@ -162,6 +162,9 @@ struct Rt {
 }
 
 static RUNTIME: Mutex<Option<Rt>> = Mutex::new(None);
+/// Runtimes inherited from a parent process: kept reachable, never shut down (their threads
+/// exist only in the parent).
+static INHERITED: Mutex<Vec<&'static tokio::runtime::Runtime>> = Mutex::new(Vec::new());
 
 /// The library's runtime; a new one after fork (the parent's threads do not exist in the child,
 /// so its runtime is leaked rather than shut down).
@@ -180,7 +183,9 @@ fn runtime() -> Res<&'static tokio::runtime::Runtime> {
         .build()
         .map_err(|e| err(pgi_code::Other, format!("cannot start pgisolate's runtime: {e}")))?;
     let rt: &'static tokio::runtime::Runtime = Box::leak(Box::new(rt));
-    *slot = Some(Rt { pid, rt });
+    if let Some(old) = slot.replace(Rt { pid, rt }) {
+        INHERITED.lock().unwrap_or_else(|p| p.into_inner()).push(old.rt);
+    }
     Ok(rt)
 }
 
