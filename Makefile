@@ -3,6 +3,8 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:/usr/local/go/bin:$(PATH)
 CARGO ?= cargo
 BIN := target/debug/pgisolate
+VENV := .venv
+PY := $(CURDIR)/$(VENV)/bin/python
 
 LIB := target/debug/libpgisolate.a
 CTEST := target/c-test
@@ -10,7 +12,7 @@ NATIVE_LIBS := -lpthread -ldl -lm -lutil -lrt
 VALGRIND := valgrind --quiet --child-silent-after-fork=yes --leak-check=full --show-leak-kinds=definite,indirect \
 	--errors-for-leak-kinds=definite,indirect --error-exitcode=3
 
-.PHONY: help deps build demo test lint fmt clean header header-check c-test go-test godog-bench
+.PHONY: help deps build demo test lint fmt clean header header-check c-test go-test godog-bench build-python py-test
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -56,10 +58,23 @@ go-test: build ## Go binding tests (-race) and the godog example (3 packages in 
 godog-bench: build ## Wall time of the godog example, sequential against parallel
 	examples/godog/bench.sh
 
-test: build lint header-check ## Every suite: Rust, C (valgrind), Go, the demo; then check nothing is left
+build-python: deps ## Build the Python wheel (maturin) into a virtualenv at .venv
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r bindings-python/requirements-test.txt
+	rm -f target/wheels/pgisolate-*.whl
+	$(VENV)/bin/maturin build -q --profile dev -m bindings-python/Cargo.toml -o target/wheels -i $(PY)
+	$(PY) -m pip install -q --disable-pip-version-check --force-reinstall --no-deps target/wheels/pgisolate-*.whl
+
+py-test: build-python ## Python: binding and plugin tests, the 200-test suite with -n 2 three times, the example
+	cd bindings-python && $(PY) -m pytest -q
+	for run in 1 2 3; do (cd bindings-python && $(PY) -m pytest -q -n 2 suite) || exit 1; done
+	cd examples/pytest && $(PY) -m pytest -q -n 2
+
+test: build lint header-check ## Every suite: Rust, C (valgrind), Go, Python, the demo; then check nothing is left
 	$(CARGO) test --workspace
 	$(MAKE) --no-print-directory c-test
 	$(MAKE) --no-print-directory go-test
+	$(MAKE) --no-print-directory py-test
 	$(CARGO) run -q -p pgisolate --example quickstart
 	$(BIN) demo
 	scripts/check-clean.sh $(BIN)

@@ -395,6 +395,11 @@ impl Engine {
                         url: conninfo::scoped(&self.inner.url_form.to_string(), &name, tail)?,
                         conninfo: conninfo::scoped(&self.inner.kv_form.to_string(), &name, tail)?,
                         cache_prefix: naming::cache_prefix(&self.inner.cfg.prefix, &name),
+                        search_path: std::iter::once(name.as_str())
+                            .chain(tail.iter().map(String::as_str).filter(|t| !t.is_empty() && *t != name))
+                            .map(conninfo::quote_ident)
+                            .collect::<Vec<_>>()
+                            .join(", "),
                         name,
                         identity,
                         engine: Some(self.inner.clone()),

@@ -14,6 +14,7 @@
 //! ```
 
 pub mod admin;
+pub mod blocking;
 pub mod config;
 pub mod conninfo;
 pub mod drop;

@@ -15,6 +15,7 @@ pub struct Schema {
     pub(crate) url: String,
     pub(crate) conninfo: String,
     pub(crate) cache_prefix: String,
+    pub(crate) search_path: String,
     pub(crate) identity: Identity,
     pub(crate) engine: Option<Arc<Inner>>,
 }
@@ -48,6 +49,17 @@ impl Schema {
     /// A cache key in this schema's namespace: `<hex>_<key>`.
     pub fn cache_key(&self, key: &str) -> String {
         naming::cache_key(&self.cache_prefix, key)
+    }
+
+    /// The `search_path` its sessions get (`<name>, <tail>…`), for drivers that take settings
+    /// instead of startup `options` (asyncpg's `server_settings`).
+    pub fn search_path(&self) -> &str {
+        &self.search_path
+    }
+
+    /// The `application_name` its sessions get (`pgisolate/<name>`).
+    pub fn application_name(&self) -> String {
+        crate::conninfo::application_name(&self.name)
     }
 
     /// What this schema isolates.

@@ -24,7 +24,7 @@ use once_cell::sync::OnceCell;
 use crate::{Config, Engine, Identity, Migrations, Result, Schema, Template};
 
 struct Global {
-    rt: tokio::runtime::Runtime,
+    rt: &'static tokio::runtime::Runtime,
     engine: Engine,
     templates: Mutex<HashMap<String, Template>>,
 }
@@ -33,12 +33,7 @@ static GLOBAL: OnceCell<std::result::Result<Global, String>> = OnceCell::new();
 
 fn global() -> &'static Global {
     let g = GLOBAL.get_or_init(|| {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("pgisolate")
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start pgisolate's runtime: {e}"))?;
+        let rt = crate::blocking::runtime().map_err(|e| e.to_string())?;
         let engine = rt
             .block_on(async { Engine::start(Config::from_env()?).await })
             .map_err(|e| format!("pgisolate engine: {e}"))?;

@@ -13,7 +13,6 @@
 use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use pgisolate::{Config, Engine, Identity, Keep, Migrations, Released, Schema, Template, TemplateBuild, TemplateStart};
@@ -156,41 +155,8 @@ fn guard(f: impl FnOnce() -> Res<()>) -> *mut pgi_error {
     }
 }
 
-struct Rt {
-    pid: u32,
-    rt: &'static tokio::runtime::Runtime,
-}
-
-static RUNTIME: Mutex<Option<Rt>> = Mutex::new(None);
-/// Runtimes inherited from a parent process: kept reachable, never shut down (their threads
-/// exist only in the parent).
-static INHERITED: Mutex<Vec<&'static tokio::runtime::Runtime>> = Mutex::new(Vec::new());
-
-/// The library's runtime; a new one after fork (the parent's threads do not exist in the child,
-/// so its runtime is leaked rather than shut down).
-fn runtime() -> Res<&'static tokio::runtime::Runtime> {
-    let pid = std::process::id();
-    let mut slot = RUNTIME.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(r) = slot.as_ref() {
-        if r.pid == pid {
-            return Ok(r.rt);
-        }
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("pgisolate-ffi")
-        .enable_all()
-        .build()
-        .map_err(|e| err(pgi_code::Other, format!("cannot start pgisolate's runtime: {e}")))?;
-    let rt: &'static tokio::runtime::Runtime = Box::leak(Box::new(rt));
-    if let Some(old) = slot.replace(Rt { pid, rt }) {
-        INHERITED.lock().unwrap_or_else(|p| p.into_inner()).push(old.rt);
-    }
-    Ok(rt)
-}
-
 fn block_on<T>(fut: impl std::future::Future<Output = pgisolate::Result<T>>) -> Res<T> {
-    runtime()?.block_on(fut).map_err(from_core)
+    pgisolate::blocking::block_on(fut).map_err(from_core)
 }
 
 unsafe fn cstr<'a>(p: *const c_char, what: &str) -> Res<&'a str> {

@@ -1,0 +1,284 @@
+"""The pgisolate pytest plugin: ``isolated_schema`` gives every test its own PostgreSQL schema.
+
+Fixtures
+    isolated_schema          function scope: a fresh schema for this test (name, url, conninfo,
+                             cache_key()); released after the test, kept if it failed and
+                             ``--pgisolate-keep=failed``.
+    isolated_schema_factory  session scope: ``factory(feature, scenario, discriminator=None)``
+                             makes more schemas (several per test, or one per module or worker
+                             in your own wider-scoped fixture); each is a context manager, and
+                             whatever is left is released at the end of the session.
+    pgisolate_engine         session scope: the Engine.
+    pgisolate_template       session scope: the template from ``--pgisolate-migrations`` (ini
+                             ``pgisolate_migrations``). Override it to run Alembic, Django or any
+                             tool: ``return pgisolate_engine.template(build=migrate, key="v3")``.
+
+With pytest-xdist and no URL, the controller starts ONE embedded server for the whole run and
+hands its URL and run id to the workers; the template is built once (the first worker builds,
+the others wait on the engine's lock and reuse it). At the end the controller reaps what crashed
+workers left and prints one summary line.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from typing import Any, Dict, List, Optional
+
+import pytest
+
+import pgisolate
+
+_REPORTS = pytest.StashKey[Dict[str, Any]]()
+_STATE = pytest.StashKey["_State"]()
+
+
+class _State:
+    """Per-process plugin state, kept in the config's stash."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.engine: Optional[pgisolate.Engine] = None
+        self.controller_engine: Optional[pgisolate.Engine] = None
+        self.acquire_ms: List[float] = []
+        self.created = 0
+        self.kept = 0
+        self.worker_stats: List[Dict[str, Any]] = []
+
+    # -- configuration ------------------------------------------------------------------
+    def url(self) -> Optional[str]:
+        opt = self.config.getoption("pgisolate_url")
+        if opt:
+            return opt
+        workerinput = getattr(self.config, "workerinput", None)
+        if workerinput and workerinput.get("pgisolate_url"):
+            return workerinput["pgisolate_url"]
+        return os.environ.get("PGISOLATE_DATABASE_URL") or None
+
+    def run_id(self) -> Optional[str]:
+        workerinput = getattr(self.config, "workerinput", None)
+        if workerinput and workerinput.get("pgisolate_run_id"):
+            return workerinput["pgisolate_run_id"]
+        return os.environ.get("PGISOLATE_RUN_ID") or None
+
+    def keep(self) -> Optional[str]:
+        return self.config.getoption("pgisolate_keep") or None
+
+    def migrations(self) -> Optional[str]:
+        opt = self.config.getoption("pgisolate_migrations") or self.config.getini("pgisolate_migrations")
+        if not opt:
+            return None
+        path = opt if os.path.isabs(opt) else os.path.join(str(self.config.rootpath), opt)
+        return path
+
+    def get_engine(self) -> pgisolate.Engine:
+        if self.engine is None:
+            self.engine = pgisolate.Engine(self.url(), keep=self.keep(), run_id=self.run_id())
+        return self.engine
+
+
+def _state(config: pytest.Config) -> _State:
+    return config.stash[_STATE]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("pgisolate", "one PostgreSQL schema per test")
+    group.addoption(
+        "--pgisolate-url",
+        dest="pgisolate_url",
+        default=None,
+        help="PostgreSQL server to use (default: PGISOLATE_DATABASE_URL, else an embedded server)",
+    )
+    group.addoption(
+        "--pgisolate-migrations",
+        dest="pgisolate_migrations",
+        default=None,
+        help="directory of *.sql migrations the template is built from (ini: pgisolate_migrations)",
+    )
+    group.addoption(
+        "--pgisolate-keep",
+        dest="pgisolate_keep",
+        default=None,
+        choices=["never", "failed", "always"],
+        help="keep schemas after tests: never (default), failed, always (env PGISOLATE_KEEP)",
+    )
+    parser.addini("pgisolate_migrations", "directory of *.sql migrations for the template", default="")
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    return not _is_worker(config) and config.pluginmanager.hasplugin("dsession")
+
+
+@pytest.hookimpl(trylast=True)  # after xdist registered its "dsession" plugin
+def pytest_configure(config: pytest.Config) -> None:
+    state = _State(config)
+    config.stash[_STATE] = state
+    if _is_xdist_controller(config):
+        config.pluginmanager.register(_ControllerHooks(state), "pgisolate-controller")
+
+
+class _ControllerHooks:
+    """xdist controller: one server and one run id for every worker; stats and reaping."""
+
+    def __init__(self, state: _State) -> None:
+        self.state = state
+
+    def _engine(self) -> pgisolate.Engine:
+        if self.state.controller_engine is None:
+            self.state.controller_engine = pgisolate.Engine(self.state.url(), run_id=self.state.run_id())
+        return self.state.controller_engine
+
+    def pytest_configure_node(self, node: Any) -> None:
+        engine = self._engine()  # holds the embedded server up for the whole run
+        node.workerinput["pgisolate_url"] = engine.url
+        node.workerinput["pgisolate_run_id"] = engine.run_id
+
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        stats = getattr(node, "workeroutput", {}).get("pgisolate")
+        if stats:
+            self.state.worker_stats.append(stats)
+
+
+def _record_stats(state: _State) -> Dict[str, Any]:
+    return {"created": state.created, "kept": state.kept, "acquire_ms": state.acquire_ms}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    state = _state(config)
+    if _is_worker(config):
+        config.workeroutput["pgisolate"] = _record_stats(state)  # type: ignore[attr-defined]
+    else:
+        state.worker_stats.append(_record_stats(state))
+    if state.controller_engine is not None:
+        # Workers are gone: reap what crashed ones left (their leases are free).
+        try:
+            state.controller_engine.gc(grace=0)
+        except pgisolate.Error as exc:  # report, never mask the test outcome
+            config.issue_config_time_warning(pytest.PytestWarning(f"pgisolate gc failed: {exc}"), stacklevel=2)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if _is_worker(config):
+        return
+    state = _state(config)
+    samples = [ms for s in state.worker_stats for ms in s.get("acquire_ms", [])]
+    created = sum(s.get("created", 0) for s in state.worker_stats)
+    if not created:
+        return
+    kept = sum(s.get("kept", 0) for s in state.worker_stats)
+    samples.sort()
+    median = statistics.median(samples)
+    p99 = samples[min(len(samples) - 1, int(round(0.99 * (len(samples) - 1))))]
+    engine = state.controller_engine or state.engine
+    leftovers = "?"
+    if engine is not None:
+        try:
+            leftovers = str(
+                sum(1 for e in engine.list() if e["run_id"] == engine.run_id and e["state"] != "kept")
+            )
+        except pgisolate.Error:
+            pass
+    terminalreporter.write_line(
+        f"pgisolate: {created} schemas created, acquire median {median:.1f} ms, p99 {p99:.1f} ms, "
+        f"{kept} kept, {leftovers} leftovers"
+    )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(_STATE, None)
+    if state is None:
+        return
+    for engine in (state.engine, state.controller_engine):
+        if engine is not None:
+            engine.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: Any):
+    report = yield
+    item.stash.setdefault(_REPORTS, {})[report.when] = report
+    return report
+
+
+def _failed(item: pytest.Item) -> bool:
+    reports = item.stash.get(_REPORTS, {})
+    return any(r.failed for r in reports.values())
+
+
+@pytest.fixture(scope="session")
+def pgisolate_engine(pytestconfig: pytest.Config) -> pgisolate.Engine:
+    """The session's Engine (embedded server unless a URL is configured)."""
+    return _state(pytestconfig).get_engine()
+
+
+@pytest.fixture(scope="session")
+def pgisolate_template(pgisolate_engine: pgisolate.Engine, pytestconfig: pytest.Config) -> pgisolate.Template:
+    """The template every schema is made from. Override to run your own migration tool."""
+    migrations = _state(pytestconfig).migrations()
+    if migrations is None:
+        raise pgisolate.ConfigError(
+            "no migrations configured for pgisolate: pass --pgisolate-migrations DIR, set "
+            "pgisolate_migrations in your pytest ini, or override the pgisolate_template fixture"
+        )
+    return pgisolate_engine.template(migrations)
+
+
+def _identity(node: Any) -> tuple:
+    nodeid = node.nodeid
+    module = nodeid.split("::", 1)[0]
+    return module, nodeid
+
+
+class _Factory:
+    """Makes schemas for the session; releases whatever is still held when the session ends."""
+
+    def __init__(self, state: _State, engine: pgisolate.Engine, template: pgisolate.Template) -> None:
+        self.state = state
+        self.engine = engine
+        self.template = template
+        self.held: List[pgisolate.Schema] = []
+
+    def __call__(
+        self, feature: str, scenario: str, discriminator: Optional[str] = None, *, template: Optional[pgisolate.Template] = None
+    ) -> pgisolate.Schema:
+        start = time.perf_counter()
+        schema = self.engine.schema(template or self.template, feature, scenario, discriminator)
+        self.state.acquire_ms.append((time.perf_counter() - start) * 1000.0)
+        self.state.created += 1
+        self.held = [s for s in self.held if not s.released]
+        self.held.append(schema)
+        return schema
+
+    def release(self, schema: pgisolate.Schema, failed: bool) -> None:
+        if schema.release(failed=failed):
+            self.state.kept += 1
+
+    def close(self) -> None:
+        for schema in self.held:
+            if not schema.released:
+                self.release(schema, failed=False)
+        self.held.clear()
+
+
+@pytest.fixture(scope="session")
+def isolated_schema_factory(pytestconfig: pytest.Config, pgisolate_engine, pgisolate_template):
+    """``factory(feature, scenario, discriminator=None)`` → a new Schema (a context manager)."""
+    factory = _Factory(_state(pytestconfig), pgisolate_engine, pgisolate_template)
+    yield factory
+    factory.close()
+
+
+@pytest.fixture
+def isolated_schema(request: pytest.FixtureRequest, isolated_schema_factory: _Factory) -> Any:
+    """A fresh schema for this test: ``.name``, ``.url``, ``.conninfo``, ``.cache_key(k)``."""
+    feature, scenario = _identity(request.node)
+    schema = isolated_schema_factory(feature, scenario)
+    yield schema
+    isolated_schema_factory.release(schema, failed=_failed(request.node))

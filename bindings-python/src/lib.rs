@@ -1,0 +1,529 @@
+//! `pgisolate._pgisolate`: the Python binding. Argument conversion, a call into the core with
+//! the GIL released, error mapping; nothing else. The public API is `pgisolate/__init__.py`.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use pgisolate::{blocking, Config, Engine, Identity, Keep, Migrations, Released, Schema, Template, TemplateStart};
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+pyo3::create_exception!(_pgisolate, Error, PyException, "Base class of every pgisolate error; `.code` names the kind.");
+pyo3::create_exception!(_pgisolate, ConfigError, Error, "A configuration value is invalid.");
+pyo3::create_exception!(_pgisolate, ConnInfoError, Error, "A connection string could not be parsed.");
+pyo3::create_exception!(_pgisolate, ServerError, Error, "The embedded server could not be started.");
+pyo3::create_exception!(_pgisolate, BinariesNotFoundError, ServerError, "PostgreSQL binaries were not found.");
+pyo3::create_exception!(_pgisolate, ConnectError, Error, "The database server could not be reached.");
+pyo3::create_exception!(_pgisolate, DatabaseError, Error, "A statement failed on the server; `.sqlstate` is its code.");
+pyo3::create_exception!(_pgisolate, MigrationError, Error, "A migration failed while building a template.");
+pyo3::create_exception!(_pgisolate, OperationTimeout, Error, "An operation did not finish within its deadline.");
+pyo3::create_exception!(_pgisolate, NameExhaustedError, Error, "No unique schema name could be found.");
+pyo3::create_exception!(_pgisolate, RefusedError, Error, "The engine refused to touch something it does not own.");
+pyo3::create_exception!(_pgisolate, ClosedError, Error, "The engine or object is closed.");
+pyo3::create_exception!(_pgisolate, FileError, Error, "A file could not be read or written.");
+
+fn to_py(py: Python<'_>, e: pgisolate::Error) -> PyErr {
+    let msg = e.to_string();
+    let err = match e.code() {
+        "config" => ConfigError::new_err(msg),
+        "conninfo" => ConnInfoError::new_err(msg),
+        "binaries" => BinariesNotFoundError::new_err(msg),
+        "server" => ServerError::new_err(msg),
+        "connect" => ConnectError::new_err(msg),
+        "db" => DatabaseError::new_err(msg),
+        "migration" => MigrationError::new_err(msg),
+        "timeout" => OperationTimeout::new_err(msg),
+        "name" => NameExhaustedError::new_err(msg),
+        "refused" => RefusedError::new_err(msg),
+        "closed" => ClosedError::new_err(msg),
+        "io" => FileError::new_err(msg),
+        _ => Error::new_err(msg),
+    };
+    let value = err.value(py);
+    let _ = value.setattr("code", e.code());
+    let _ = value.setattr("sqlstate", e.sqlstate());
+    if let pgisolate::Error::Io { source, .. } = &e {
+        let cause = pyo3::exceptions::PyOSError::new_err((source.raw_os_error().unwrap_or(0), source.to_string()));
+        err.set_cause(py, Some(cause));
+    }
+    err
+}
+
+/// Runs a core future with the GIL released.
+fn run<T: Send>(py: Python<'_>, fut: impl std::future::Future<Output = pgisolate::Result<T>> + Send) -> PyResult<T> {
+    py.detach(|| blocking::block_on(fut)).map_err(|e| to_py(py, e))
+}
+
+/// The isolation engine: one per process.
+#[pyclass(module = "pgisolate._pgisolate", name = "Engine", frozen, subclass)]
+struct PyEngine {
+    engine: Engine,
+}
+
+#[pymethods]
+impl PyEngine {
+    #[new]
+    #[pyo3(signature = (url=None, *, prefix=None, hash_len=None, keep=None, search_path_tail=None, pg_bin=None, run_id=None, gc_on_start=true, gc_grace=None))]
+    #[allow(clippy::too_many_arguments)] // mirrors the keyword arguments of Engine(...)
+    fn new(
+        py: Python<'_>,
+        url: Option<String>,
+        prefix: Option<String>,
+        hash_len: Option<usize>,
+        keep: Option<String>,
+        search_path_tail: Option<Vec<String>>,
+        pg_bin: Option<PathBuf>,
+        run_id: Option<String>,
+        gc_on_start: bool,
+        gc_grace: Option<f64>,
+    ) -> PyResult<Self> {
+        let mut cfg = Config::from_env().map_err(|e| to_py(py, e))?;
+        if let Some(u) = url.filter(|u| !u.is_empty()) {
+            cfg.url = Some(u);
+        }
+        if let Some(p) = prefix {
+            cfg.prefix = p;
+        }
+        if let Some(l) = hash_len {
+            cfg.hash_len = l;
+        }
+        if let Some(k) = keep {
+            cfg.keep = Keep::parse(&k).map_err(|e| to_py(py, e))?;
+        }
+        if let Some(t) = search_path_tail {
+            cfg.search_path_tail = t;
+        }
+        if pg_bin.is_some() {
+            cfg.pg_bin = pg_bin;
+        }
+        if run_id.is_some() {
+            cfg.run_id = run_id;
+        }
+        if let Some(g) = gc_grace {
+            cfg.gc_grace = Duration::try_from_secs_f64(g).map_err(|_| ConfigError::new_err("gc_grace must be >= 0"))?;
+        }
+        cfg.gc_on_start = gc_on_start;
+        let engine = run(py, Engine::start(cfg))?;
+        Ok(PyEngine { engine })
+    }
+
+    /// The admin connection string of the server in use.
+    #[getter]
+    fn url(&self) -> String {
+        self.engine.url().to_owned()
+    }
+
+    /// The run identity recorded with every schema.
+    #[getter]
+    fn run_id(&self) -> String {
+        self.engine.run_id().to_owned()
+    }
+
+    /// Whether this engine uses the embedded server.
+    #[getter]
+    fn embedded(&self) -> bool {
+        self.engine.is_embedded()
+    }
+
+    /// The keep policy in force (never, failed, always).
+    #[getter]
+    fn keep(&self) -> &'static str {
+        self.engine.config().keep.as_str()
+    }
+
+    /// A template from a migrations directory, a list of files, or SQL text; built once per server.
+    #[pyo3(signature = (migrations=None, *, files=None, sql=None))]
+    fn template(
+        &self,
+        py: Python<'_>,
+        migrations: Option<PathBuf>,
+        files: Option<Vec<PathBuf>>,
+        sql: Option<String>,
+    ) -> PyResult<PyTemplate> {
+        let m = match (migrations, files, sql) {
+            (Some(d), None, None) => Migrations::dir(d),
+            (None, Some(f), None) => Migrations::files(f),
+            (None, None, Some(s)) => Migrations::sql(s),
+            _ => return Err(ConfigError::new_err("give exactly one of migrations (a directory), files= or sql=")),
+        };
+        let engine = self.engine.clone();
+        let tpl = run(py, async move { engine.template(m).await })?;
+        Ok(PyTemplate { tpl })
+    }
+
+    /// Starts a template built by the caller's own migration tool: returns the Template if it
+    /// exists, else a TemplateBuild (run migrations against its url, then commit()).
+    fn template_begin(&self, py: Python<'_>, key: String) -> PyResult<Py<PyAny>> {
+        let engine = self.engine.clone();
+        match run(py, async move { engine.template_begin(&key).await })? {
+            TemplateStart::Ready(tpl) => Ok(Py::new(py, PyTemplate { tpl })?.into_any()),
+            TemplateStart::Build(b) => Ok(Py::new(
+                py,
+                PyTemplateBuild {
+                    url: b.url().to_owned(),
+                    conninfo: b.conninfo().to_owned(),
+                    schema: b.schema().to_owned(),
+                    build: Mutex::new(Some(b)),
+                },
+            )?
+            .into_any()),
+        }
+    }
+
+    /// A fresh schema for (feature, scenario[, discriminator]) from `template`.
+    #[pyo3(signature = (template, feature, scenario, discriminator=None))]
+    fn acquire(
+        &self,
+        py: Python<'_>,
+        template: &PyTemplate,
+        feature: String,
+        scenario: String,
+        discriminator: Option<String>,
+    ) -> PyResult<PySchema> {
+        let mut id = Identity::new(feature, scenario);
+        if let Some(d) = discriminator {
+            id = id.with_discriminator(d);
+        }
+        let (engine, tpl) = (self.engine.clone(), template.tpl.clone());
+        let schema = run(py, async move { engine.acquire(&tpl, id).await })?;
+        Ok(PySchema::new(schema))
+    }
+
+    /// Drops marked schemas whose owner is gone (older than `grace` seconds, default the
+    /// engine's); returns their names.
+    #[pyo3(signature = (grace=None, include_kept=false))]
+    fn gc(&self, py: Python<'_>, grace: Option<f64>, include_kept: bool) -> PyResult<Vec<String>> {
+        let grace = match grace {
+            Some(g) => Duration::try_from_secs_f64(g).map_err(|_| ConfigError::new_err("grace must be >= 0"))?,
+            None => self.engine.config().gc_grace,
+        };
+        let engine = self.engine.clone();
+        Ok(run(py, async move { engine.gc_with(grace, include_kept).await })?.dropped)
+    }
+
+    /// Live and kept schemas: dicts with schema, identity, state, owner_alive, pid, host, run_id, age.
+    fn list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let engine = self.engine.clone();
+        let entries = run(py, async move { engine.list().await })?;
+        let out = PyList::empty(py);
+        for e in entries {
+            let d = PyDict::new(py);
+            d.set_item("schema", e.schema)?;
+            d.set_item("identity", e.identity)?;
+            d.set_item("state", e.state)?;
+            d.set_item("owner_alive", e.owner_alive)?;
+            d.set_item("pid", e.pid)?;
+            d.set_item("host", e.host)?;
+            d.set_item("run_id", e.run_id)?;
+            d.set_item("age", e.age.as_secs_f64())?;
+            out.append(d)?;
+        }
+        Ok(out)
+    }
+
+    /// Drops a schema carrying a pgisolate marker, by name (refuses anything else).
+    fn drop_schema(&self, py: Python<'_>, name: String) -> PyResult<()> {
+        let engine = self.engine.clone();
+        run(py, async move { engine.drop_schema(&name).await })
+    }
+
+    /// Waits for background releases, closes connections, gives up the lease. Idempotent.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let engine = self.engine.clone();
+        run(py, async move { engine.close().await })
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<pgisolate.Engine {}>", pgisolate::conninfo::redact(self.engine.url()))
+    }
+}
+
+/// A built template.
+#[pyclass(module = "pgisolate._pgisolate", name = "Template", frozen)]
+struct PyTemplate {
+    tpl: Template,
+}
+
+#[pymethods]
+impl PyTemplate {
+    /// The template schema's name.
+    #[getter]
+    fn name(&self) -> String {
+        self.tpl.schema.clone()
+    }
+
+    /// Whether the call that returned it built it.
+    #[getter]
+    fn built_here(&self) -> bool {
+        self.tpl.built_here
+    }
+
+    /// The fingerprint of its migrations.
+    #[getter]
+    fn fingerprint(&self) -> String {
+        self.tpl.fingerprint.clone()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<pgisolate.Template {}>", self.tpl.schema)
+    }
+}
+
+/// A template build run by the caller's migration tool.
+#[pyclass(module = "pgisolate._pgisolate", name = "TemplateBuild", frozen)]
+struct PyTemplateBuild {
+    build: Mutex<Option<pgisolate::TemplateBuild>>,
+    url: String,
+    conninfo: String,
+    schema: String,
+}
+
+#[pymethods]
+impl PyTemplateBuild {
+    /// URL scoped to the build schema: run the migrations against it.
+    #[getter]
+    fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// Key/value connection string scoped to the build schema.
+    #[getter]
+    fn conninfo(&self) -> String {
+        self.conninfo.clone()
+    }
+
+    /// The build schema's name.
+    #[getter]
+    fn schema(&self) -> String {
+        self.schema.clone()
+    }
+
+    /// Publishes the build as the template.
+    fn commit(&self, py: Python<'_>) -> PyResult<PyTemplate> {
+        let b = self.take()?;
+        let tpl = run(py, b.commit())?;
+        Ok(PyTemplate { tpl })
+    }
+
+    /// Abandons the build and drops its schema.
+    fn abort(&self, py: Python<'_>) -> PyResult<()> {
+        let b = self.take()?;
+        run(py, b.abort())
+    }
+}
+
+impl PyTemplateBuild {
+    fn take(&self) -> PyResult<pgisolate::TemplateBuild> {
+        self.build
+            .lock()
+            .map_err(|_| Error::new_err("template build lock poisoned"))?
+            .take()
+            .ok_or_else(|| ClosedError::new_err("template build already committed or aborted"))
+    }
+}
+
+/// One test's schema. A context manager: leaving the block releases it (kept per the keep
+/// policy when the block raised).
+#[pyclass(module = "pgisolate._pgisolate", name = "Schema", frozen)]
+struct PySchema {
+    schema: Mutex<Option<Schema>>,
+    name: String,
+    url: String,
+    conninfo: String,
+    cache_prefix: String,
+    search_path: String,
+    application_name: String,
+}
+
+impl PySchema {
+    fn new(s: Schema) -> Self {
+        PySchema {
+            name: s.name().to_owned(),
+            url: s.url().to_owned(),
+            conninfo: s.conninfo().to_owned(),
+            cache_prefix: s.cache_prefix().to_owned(),
+            search_path: s.search_path().to_owned(),
+            application_name: s.application_name(),
+            schema: Mutex::new(Some(s)),
+        }
+    }
+}
+
+#[pymethods]
+impl PySchema {
+    /// The schema's name.
+    #[getter]
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    /// A postgres:// URL whose sessions land in this schema (psycopg, SQLAlchemy).
+    #[getter]
+    fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// The same connection as a libpq key/value string.
+    #[getter]
+    fn conninfo(&self) -> String {
+        self.conninfo.clone()
+    }
+
+    /// The cache-key prefix (`<hex>_`).
+    #[getter]
+    fn cache_prefix(&self) -> String {
+        self.cache_prefix.clone()
+    }
+
+    /// `search_path` and `application_name` for drivers that take settings (asyncpg's
+    /// `server_settings=`).
+    #[getter]
+    fn server_settings<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("search_path", &self.search_path)?;
+        d.set_item("application_name", &self.application_name)?;
+        Ok(d)
+    }
+
+    /// Whether release() already ran.
+    #[getter]
+    fn released(&self) -> PyResult<bool> {
+        Ok(self.schema.lock().map_err(|_| Error::new_err("schema lock poisoned"))?.is_none())
+    }
+
+    /// A key in this schema's cache namespace: `<hex>_<key>`.
+    fn cache_key(&self, key: &str) -> String {
+        pgisolate::cache_key(&self.cache_prefix, key)
+    }
+
+    /// A Prisma-style URL (`?schema=<name>`).
+    fn prisma_url(&self, py: Python<'_>) -> PyResult<String> {
+        pgisolate::conninfo::prisma_url(&self.url, &self.name).map_err(|e| to_py(py, e))
+    }
+
+    /// Releases the schema: dropped, or kept when the keep policy says so given `failed`.
+    /// Returns whether it was kept. A second call does nothing and returns False.
+    #[pyo3(signature = (failed=false))]
+    fn release(&self, py: Python<'_>, failed: bool) -> PyResult<bool> {
+        let taken = self.schema.lock().map_err(|_| Error::new_err("schema lock poisoned"))?.take();
+        match taken {
+            Some(s) => Ok(run(py, s.finish(failed))? == Released::Kept),
+            None => Ok(false),
+        }
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (exc_type=None, _exc=None, _tb=None))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        exc_type: Option<Bound<'_, PyAny>>,
+        _exc: Option<Bound<'_, PyAny>>,
+        _tb: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        self.release(py, exc_type.is_some_and(|t| !t.is_none()))?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<pgisolate.Schema {}>", self.name)
+    }
+}
+
+/// The deterministic schema name for an identity (no server needed).
+#[pyfunction]
+#[pyo3(signature = (prefix, hash_len, feature, scenario, discriminator=None))]
+fn schema_name(
+    py: Python<'_>,
+    prefix: &str,
+    hash_len: usize,
+    feature: String,
+    scenario: String,
+    discriminator: Option<String>,
+) -> PyResult<String> {
+    let mut id = Identity::new(feature, scenario);
+    if let Some(d) = discriminator {
+        id = id.with_discriminator(d);
+    }
+    pgisolate::schema_name(prefix, hash_len, &id).map_err(|e| to_py(py, e))
+}
+
+/// The cache-key prefix of a schema name made with `prefix`.
+#[pyfunction]
+fn cache_prefix(prefix: &str, schema: &str) -> String {
+    pgisolate::naming::cache_prefix(prefix, schema)
+}
+
+/// `cache_prefix + key`.
+#[pyfunction]
+fn cache_key(cache_prefix: &str, key: &str) -> String {
+    pgisolate::cache_key(cache_prefix, key)
+}
+
+/// A URL or key/value string scoped to `schema` (then `tail`) in search_path.
+#[pyfunction]
+#[pyo3(signature = (url, schema, tail=vec!["public".to_owned()]))]
+fn scoped_url(py: Python<'_>, url: &str, schema: &str, tail: Vec<String>) -> PyResult<String> {
+    pgisolate::conninfo::scoped(url, schema, &tail).map_err(|e| to_py(py, e))
+}
+
+/// `url` with `?schema=<schema>`.
+#[pyfunction]
+fn prisma_url(py: Python<'_>, url: &str, schema: &str) -> PyResult<String> {
+    pgisolate::conninfo::prisma_url(url, schema).map_err(|e| to_py(py, e))
+}
+
+/// The connection string with its password hidden.
+#[pyfunction]
+fn redact(url: &str) -> String {
+    pgisolate::conninfo::redact(url)
+}
+
+#[pymodule]
+fn _pgisolate(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<PyEngine>()?;
+    m.add_class::<PyTemplate>()?;
+    m.add_class::<PyTemplateBuild>()?;
+    m.add_class::<PySchema>()?;
+    for (name, ty) in [
+        ("Error", py.get_type::<Error>()),
+        ("ConfigError", py.get_type::<ConfigError>()),
+        ("ConnInfoError", py.get_type::<ConnInfoError>()),
+        ("ServerError", py.get_type::<ServerError>()),
+        ("BinariesNotFoundError", py.get_type::<BinariesNotFoundError>()),
+        ("ConnectError", py.get_type::<ConnectError>()),
+        ("DatabaseError", py.get_type::<DatabaseError>()),
+        ("MigrationError", py.get_type::<MigrationError>()),
+        ("OperationTimeout", py.get_type::<OperationTimeout>()),
+        ("NameExhaustedError", py.get_type::<NameExhaustedError>()),
+        ("RefusedError", py.get_type::<RefusedError>()),
+        ("ClosedError", py.get_type::<ClosedError>()),
+        ("FileError", py.get_type::<FileError>()),
+    ] {
+        m.add(name, ty)?;
+    }
+    m.add_function(wrap_pyfunction!(schema_name, m)?)?;
+    m.add_function(wrap_pyfunction!(cache_prefix, m)?)?;
+    m.add_function(wrap_pyfunction!(cache_key, m)?)?;
+    m.add_function(wrap_pyfunction!(scoped_url, m)?)?;
+    m.add_function(wrap_pyfunction!(prisma_url, m)?)?;
+    m.add_function(wrap_pyfunction!(redact, m)?)?;
+    Ok(())
+}

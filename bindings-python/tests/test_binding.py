@@ -1,0 +1,176 @@
+"""The native binding: vectors, errors, engine, drivers (R14 for libpq and asyncpg)."""
+
+import asyncio
+import json
+import threading
+import time
+
+import asyncpg
+import psycopg
+import pytest
+import sqlalchemy
+
+import pgisolate
+from conftest import VECTORS
+
+
+def cases(name):
+    doc = json.loads((VECTORS / name).read_text(encoding="utf-8"))
+    assert doc["cases"], name
+    return doc["cases"]
+
+
+def text(v):
+    return v if isinstance(v, str) else v["repeat"] * v["times"]
+
+
+@pytest.mark.parametrize("case", cases("naming.json"), ids=lambda c: c["name"])
+def test_naming_vectors(case):
+    args = (case["prefix"], case["hash_len"], text(case["feature"]), text(case["scenario"]))
+    disc = text(case["discriminator"]) if "discriminator" in case else None
+    if case.get("error"):
+        with pytest.raises(pgisolate.ConfigError) as info:
+            pgisolate.schema_name(*args, disc)
+        assert info.value.code == "config"
+        return
+    name = pgisolate.schema_name(*args, disc)
+    assert name == case["expected_schema"]
+    assert pgisolate.cache_prefix(case["prefix"], name) == case["expected_cache_prefix"]
+
+
+@pytest.mark.parametrize("case", cases("conninfo.json"), ids=lambda c: c["name"])
+def test_conninfo_vectors(case):
+    if case.get("error"):
+        with pytest.raises(pgisolate.ConnInfoError):
+            pgisolate.scoped_url(case["input"], case["schema"], case["tail"])
+        return
+    assert pgisolate.scoped_url(case["input"], case["schema"], case["tail"]) == case["expected"]
+
+
+def test_prisma_and_cache_key_vectors():
+    for c in cases("prisma.json"):
+        if c.get("error"):
+            with pytest.raises(pgisolate.ConnInfoError):
+                pgisolate.prisma_url(c["input"], c["schema"])
+        else:
+            assert pgisolate.prisma_url(c["input"], c["schema"]) == c["expected"]
+    for c in cases("cache_key.json"):
+        assert pgisolate.cache_key(c["cache_prefix"], c["key"]) == c["expected"]
+
+
+def test_error_hierarchy():
+    assert issubclass(pgisolate.BinariesNotFoundError, pgisolate.ServerError)
+    for cls in (pgisolate.ConfigError, pgisolate.ConnectError, pgisolate.DatabaseError, pgisolate.ClosedError):
+        assert issubclass(cls, pgisolate.Error)
+    with pytest.raises(pgisolate.ConfigError, match="PGISOLATE_HASH_LEN|8..=32"):
+        pgisolate.Engine(hash_len=99)
+    with pytest.raises(pgisolate.ConnectError) as info:
+        pgisolate.Engine("postgres://u:hunter2@127.0.0.1:1/db")
+    assert "hunter2" not in str(info.value) and info.value.code == "connect"
+
+
+def test_missing_migrations_keeps_the_os_error_as_cause(engine):
+    with pytest.raises(pgisolate.FileError) as info:
+        engine.template("/nonexistent/migrations")
+    assert isinstance(info.value.__cause__, OSError)
+
+
+def test_failing_migration_is_a_migration_error_naming_the_file(engine, tmp_path, unique):
+    (tmp_path / "001_bad.sql").write_text(f"-- {unique}\ncreate table t (id int references nowhere (id));")
+    with pytest.raises(pgisolate.MigrationError, match="001_bad.sql.*nowhere"):
+        engine.template(tmp_path)
+
+
+def test_schema_lands_with_psycopg_sqlalchemy_and_asyncpg(engine, template):
+    with engine.schema(template, "py.feature", "drivers") as s:
+        for dsn in (s.url, s.conninfo):
+            with psycopg.connect(dsn) as conn:
+                assert conn.execute("select current_schema()").fetchone()[0] == s.name
+        sa = sqlalchemy.create_engine(s.url.replace("postgres://", "postgresql+psycopg://", 1))
+        with sa.connect() as conn:
+            assert conn.execute(sqlalchemy.text("select current_schema()")).scalar() == s.name
+            conn.execute(sqlalchemy.text("insert into users (email) values ('sa@example.com')"))
+            conn.commit()
+        sa.dispose()
+
+        async def via_asyncpg():
+            conn = await asyncpg.connect(engine.url, server_settings=s.server_settings)
+            try:
+                assert await conn.fetchval("select current_schema()") == s.name
+                assert await conn.fetchval("select count(*) from users") == 1
+            finally:
+                await conn.close()
+            conn = await asyncpg.connect(s.url)  # asyncpg passes options= through as well
+            try:
+                assert await conn.fetchval("select current_schema()") == s.name
+            finally:
+                await conn.close()
+
+        asyncio.run(via_asyncpg())
+        assert "+" not in s.url and "%3D" in s.url
+    assert s.released
+
+
+def test_context_manager_keeps_a_failed_block_under_keep_failed(migrations_dir):
+    with pgisolate.Engine(keep="failed", gc_on_start=False) as e:
+        tpl = e.template(migrations_dir)
+        with pytest.raises(RuntimeError):
+            with e.schema(tpl, "py.feature", "fails") as s:
+                raise RuntimeError("boom")
+        kept = [x for x in e.list() if x["schema"] == s.name]
+        assert kept and kept[0]["state"] == "kept"
+        e.drop_schema(s.name)
+        with e.schema(tpl, "py.feature", "passes") as ok:
+            pass
+        assert not [x for x in e.list() if x["schema"] == ok.name]
+
+
+def test_template_built_by_the_callers_tool_once(engine, unique):
+    calls = []
+
+    def migrate(url):
+        calls.append(url)
+        with psycopg.connect(url) as conn:
+            conn.execute("create table widgets (id serial primary key, label text unique)")
+            conn.execute("insert into widgets (label) values ('seed')")
+
+    tpl = engine.template(build=migrate, key=f"py-{unique}")
+    again = engine.template(build=migrate, key=f"py-{unique}")
+    assert len(calls) == 1 and tpl.built_here and not again.built_here and again.name == tpl.name
+    with engine.schema(tpl, "py.feature", "widgets") as s, psycopg.connect(s.url) as conn:
+        assert conn.execute("insert into widgets (label) values ('x') returning id").fetchone()[0] == 2
+    with pytest.raises(pgisolate.MigrationError, match="division by zero") as info:
+        engine.template(build=lambda url: 1 / 0 if url else None, key=f"py-bad-{unique}")
+    assert isinstance(info.value.__cause__, ZeroDivisionError)
+    with pytest.raises(pgisolate.MigrationError, match="exploded"):
+
+        def explode(url):
+            raise ValueError("exploded")
+
+        engine.template(build=explode, key=f"py-bad2-{unique}")
+
+
+def test_the_gil_is_released_while_the_engine_waits(engine, unique):
+    done = threading.Event()
+
+    def slow_build():
+        engine.template(sql=f"-- {unique}\nselect pg_sleep(0.5);")
+        done.set()
+
+    t = threading.Thread(target=slow_build)
+    t.start()
+    spins = 0
+    start = time.monotonic()
+    while not done.is_set() and time.monotonic() - start < 10:
+        spins += 1
+    t.join()
+    assert spins > 10_000, f"main thread barely ran while the engine worked ({spins} spins)"
+
+
+def test_closed_engine_refuses_work(migrations_dir):
+    e = pgisolate.Engine(gc_on_start=False)
+    tpl = e.template(migrations_dir)
+    e.close()
+    e.close()
+    with pytest.raises(pgisolate.ClosedError):
+        e.schema(tpl, "py.feature", "after close")
