@@ -12,7 +12,7 @@ NATIVE_LIBS := -lpthread -ldl -lm -lutil -lrt
 VALGRIND := valgrind --quiet --child-silent-after-fork=yes --leak-check=full --show-leak-kinds=definite,indirect \
 	--errors-for-leak-kinds=definite,indirect --error-exitcode=3
 
-.PHONY: help deps build demo test lint fmt clean header header-check c-test go-test godog-bench build-python py-test
+.PHONY: help deps build demo test lint fmt clean header header-check c-test go-test godog-bench build-python py-test build-node node-test
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -70,11 +70,19 @@ py-test: build-python ## Python: binding and plugin tests, the 200-test suite wi
 	for run in 1 2 3; do (cd bindings-python && $(PY) -m pytest -q -n 2 suite) || exit 1; done
 	cd examples/pytest && $(PY) -m pytest -q -n 2
 
-test: build lint header-check ## Every suite: Rust, C (valgrind), Go, Python, the demo; then check nothing is left
+build-node: deps ## Build the Node addon (napi-rs) after npm ci
+	cd bindings-node && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
+
+node-test: build-node ## Node: vectors, engine, node:test and Vitest suites (pg), the example
+	cd bindings-node && npm test
+	cd examples/node && npm ci --no-audit --no-fund --loglevel=error && npm test
+
+test: build lint header-check ## Every suite: Rust, C (valgrind), Go, Python, Node, the demo; then check nothing is left
 	$(CARGO) test --workspace
 	$(MAKE) --no-print-directory c-test
 	$(MAKE) --no-print-directory go-test
 	$(MAKE) --no-print-directory py-test
+	$(MAKE) --no-print-directory node-test
 	$(CARGO) run -q -p pgisolate --example quickstart
 	$(BIN) demo
 	scripts/check-clean.sh $(BIN)

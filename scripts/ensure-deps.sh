@@ -25,6 +25,8 @@ fi
 
 command -v go >/dev/null 2>&1 || [ -x /usr/local/go/bin/go ] || { echo "ensure-deps: Go is missing: install Go 1.25 or newer" >&2; exit 1; }
 command -v bc >/dev/null 2>&1 || apt_install bc
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv
 
 have_pg() {
   [ -n "${PGISOLATE_PG_BIN:-}" ] && [ -x "$PGISOLATE_PG_BIN/initdb" ] && return 0

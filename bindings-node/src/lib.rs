@@ -1,0 +1,455 @@
+//! The Node binding (napi-rs): argument conversion, a call into the core on napi's tokio
+//! runtime (never blocking the event loop), error mapping. `index.js` turns the coded errors
+//! into `PgIsolateError` subclasses and adds the test helper.
+#![allow(missing_debug_implementations)] // napi classes are opaque handles to JavaScript
+
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use pgisolate::{Config, Identity, Keep, Migrations, TemplateStart};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Errors cross as `[pgisolate:<code>] message`; index.js maps the code to a class.
+fn err(e: pgisolate::Error) -> Error {
+    Error::new(Status::GenericFailure, format!("[pgisolate:{}] {e}", e.code()))
+}
+
+fn closed(what: &str) -> Error {
+    Error::new(Status::GenericFailure, format!("[pgisolate:closed] {what}"))
+}
+
+/// Options of `Engine.start`; unset fields come from the PGISOLATE_* environment.
+#[napi(object)]
+pub struct EngineOptions {
+    /// Server URL; unset: PGISOLATE_DATABASE_URL, else the embedded server.
+    pub url: Option<String>,
+    /// Schema name prefix (test_).
+    pub prefix: Option<String>,
+    /// Hex characters in names, 8..32.
+    pub hash_len: Option<u32>,
+    /// never, failed or always.
+    pub keep: Option<String>,
+    /// Schemas after the test schema in search_path.
+    pub search_path_tail: Option<Vec<String>>,
+    /// PostgreSQL binaries for the embedded server.
+    pub pg_bin: Option<String>,
+    /// Run identity shared by workers.
+    pub run_id: Option<String>,
+    /// Run gc when the engine starts (default true).
+    pub gc_on_start: Option<bool>,
+}
+
+/// A template source: exactly one of `migrations` (a directory of *.sql), `files`, `sql`.
+#[napi(object)]
+pub struct TemplateSource {
+    pub migrations: Option<String>,
+    pub files: Option<Vec<String>>,
+    pub sql: Option<String>,
+}
+
+/// What a schema isolates.
+#[napi(object)]
+pub struct IdentityInput {
+    pub feature: String,
+    pub scenario: String,
+    pub discriminator: Option<String>,
+}
+
+/// A live or kept schema, as `list()` shows it.
+#[napi(object)]
+pub struct Entry {
+    pub schema: String,
+    pub identity: String,
+    pub state: String,
+    pub owner_alive: bool,
+    pub pid: i32,
+    pub host: String,
+    pub run_id: String,
+    pub age_seconds: f64,
+}
+
+/// The isolation engine: one per process.
+#[napi]
+pub struct Engine {
+    inner: pgisolate::Engine,
+}
+
+#[napi]
+impl Engine {
+    /// Starts an engine (booting or reusing the embedded server when no URL is set).
+    #[napi]
+    pub async fn start(options: Option<EngineOptions>) -> Result<Engine> {
+        let mut cfg = Config::from_env().map_err(err)?;
+        if let Some(o) = options {
+            if let Some(u) = o.url.filter(|u| !u.is_empty()) {
+                cfg.url = Some(u);
+            }
+            if let Some(p) = o.prefix {
+                cfg.prefix = p;
+            }
+            if let Some(l) = o.hash_len {
+                cfg.hash_len = l as usize;
+            }
+            if let Some(k) = o.keep {
+                cfg.keep = Keep::parse(&k).map_err(err)?;
+            }
+            if let Some(t) = o.search_path_tail {
+                cfg.search_path_tail = t;
+            }
+            if let Some(b) = o.pg_bin {
+                cfg.pg_bin = Some(b.into());
+            }
+            if o.run_id.is_some() {
+                cfg.run_id = o.run_id;
+            }
+            if let Some(g) = o.gc_on_start {
+                cfg.gc_on_start = g;
+            }
+        }
+        let inner = pgisolate::Engine::start(cfg).await.map_err(err)?;
+        Ok(Engine { inner })
+    }
+
+    /// The admin connection string of the server in use.
+    #[napi(getter)]
+    pub fn url(&self) -> String {
+        self.inner.url().to_owned()
+    }
+
+    /// The run identity recorded with every schema.
+    #[napi(getter)]
+    pub fn run_id(&self) -> String {
+        self.inner.run_id().to_owned()
+    }
+
+    /// Whether this engine uses the embedded server.
+    #[napi(getter)]
+    pub fn embedded(&self) -> bool {
+        self.inner.is_embedded()
+    }
+
+    /// A template from `{migrations}`, `{files}` or `{sql}`; built once per server.
+    #[napi]
+    pub async fn template(&self, source: TemplateSource) -> Result<Template> {
+        let m = match (source.migrations, source.files, source.sql) {
+            (Some(d), None, None) => Migrations::dir(d),
+            (None, Some(f), None) => Migrations::files(f),
+            (None, None, Some(s)) => Migrations::sql(s),
+            _ => {
+                return Err(Error::new(
+                    Status::InvalidArg,
+                    "[pgisolate:config] give exactly one of migrations, files or sql".to_owned(),
+                ))
+            }
+        };
+        let tpl = self.inner.template(m).await.map_err(err)?;
+        Ok(Template { inner: tpl })
+    }
+
+    /// Starts a template built by the caller's own tool: `{template}` when it exists, else
+    /// `{build}` (migrate `build.url`, then `build.commit()`).
+    #[napi]
+    pub async fn template_begin(&self, key: String) -> Result<TemplateBegin> {
+        match self.inner.template_begin(&key).await.map_err(err)? {
+            TemplateStart::Ready(t) => Ok(TemplateBegin { template: Some(Template { inner: t }), build: None }),
+            TemplateStart::Build(b) => Ok(TemplateBegin {
+                template: None,
+                build: Some(TemplateBuild {
+                    url: b.url().to_owned(),
+                    conninfo: b.conninfo().to_owned(),
+                    schema: b.schema().to_owned(),
+                    inner: Mutex::new(Some(b)),
+                }),
+            }),
+        }
+    }
+
+    /// A fresh schema for `{feature, scenario, discriminator?}` from `template`.
+    #[napi]
+    pub async fn acquire(&self, template: &Template, identity: IdentityInput) -> Result<Schema> {
+        let mut id = Identity::new(identity.feature, identity.scenario);
+        if let Some(d) = identity.discriminator {
+            id = id.with_discriminator(d);
+        }
+        let s = self.inner.acquire(&template.inner, id).await.map_err(err)?;
+        Ok(Schema::new(s))
+    }
+
+    /// Drops marked schemas whose owner is gone (older than `graceMs`, default the engine's);
+    /// returns their names.
+    #[napi]
+    pub async fn gc(&self, grace_ms: Option<f64>) -> Result<Vec<String>> {
+        let grace = match grace_ms {
+            Some(ms) if ms >= 0.0 => Duration::from_secs_f64(ms / 1000.0),
+            Some(_) => {
+                return Err(Error::new(Status::InvalidArg, "[pgisolate:config] graceMs must be >= 0".to_owned()))
+            }
+            None => self.inner.config().gc_grace,
+        };
+        Ok(self.inner.gc_with(grace, false).await.map_err(err)?.dropped)
+    }
+
+    /// Live and kept schemas.
+    #[napi]
+    pub async fn list(&self) -> Result<Vec<Entry>> {
+        Ok(self
+            .inner
+            .list()
+            .await
+            .map_err(err)?
+            .into_iter()
+            .map(|e| Entry {
+                schema: e.schema,
+                identity: e.identity,
+                state: e.state,
+                owner_alive: e.owner_alive,
+                pid: e.pid,
+                host: e.host,
+                run_id: e.run_id,
+                age_seconds: e.age.as_secs_f64(),
+            })
+            .collect())
+    }
+
+    /// Drops a schema carrying a pgisolate marker, by name.
+    #[napi]
+    pub async fn drop_schema(&self, name: String) -> Result<()> {
+        self.inner.drop_schema(&name).await.map_err(err)
+    }
+
+    /// Waits for background releases, closes connections, gives up the lease. Idempotent.
+    #[napi]
+    pub async fn close(&self) -> Result<()> {
+        self.inner.close().await.map_err(err)
+    }
+}
+
+/// A built template.
+#[napi]
+pub struct Template {
+    inner: pgisolate::Template,
+}
+
+#[napi]
+impl Template {
+    /// The template schema's name.
+    #[napi(getter)]
+    pub fn name(&self) -> String {
+        self.inner.schema.clone()
+    }
+
+    /// Whether the call that returned it built it.
+    #[napi(getter)]
+    pub fn built_here(&self) -> bool {
+        self.inner.built_here
+    }
+}
+
+/// Result of `templateBegin`: exactly one field is set.
+#[napi]
+pub struct TemplateBegin {
+    template: Option<Template>,
+    build: Option<TemplateBuild>,
+}
+
+#[napi]
+impl TemplateBegin {
+    /// The existing template, if any.
+    #[napi(getter)]
+    pub fn template(&mut self) -> Option<Template> {
+        self.template.take()
+    }
+
+    /// The build to run, if the template does not exist yet.
+    #[napi(getter)]
+    pub fn build(&mut self) -> Option<TemplateBuild> {
+        self.build.take()
+    }
+}
+
+/// A template build run by the caller's migration tool.
+#[napi]
+pub struct TemplateBuild {
+    inner: Mutex<Option<pgisolate::TemplateBuild>>,
+    url: String,
+    conninfo: String,
+    schema: String,
+}
+
+#[napi]
+impl TemplateBuild {
+    /// URL scoped to the build schema: migrate it.
+    #[napi(getter)]
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// Key/value form of the same.
+    #[napi(getter)]
+    pub fn conninfo(&self) -> String {
+        self.conninfo.clone()
+    }
+
+    /// The build schema's name.
+    #[napi(getter)]
+    pub fn schema(&self) -> String {
+        self.schema.clone()
+    }
+
+    /// Publishes the build as the template.
+    #[napi]
+    pub async fn commit(&self) -> Result<Template> {
+        let b = self.take()?;
+        Ok(Template { inner: b.commit().await.map_err(err)? })
+    }
+
+    /// Abandons the build.
+    #[napi]
+    pub async fn abort(&self) -> Result<()> {
+        let b = self.take()?;
+        b.abort().await.map_err(err)
+    }
+}
+
+impl TemplateBuild {
+    fn take(&self) -> Result<pgisolate::TemplateBuild> {
+        self.inner
+            .lock()
+            .map_err(|_| closed("template build lock poisoned"))?
+            .take()
+            .ok_or_else(|| closed("template build already committed or aborted"))
+    }
+}
+
+/// One test's schema.
+#[napi]
+pub struct Schema {
+    inner: Mutex<Option<pgisolate::Schema>>,
+    name: String,
+    url: String,
+    conninfo: String,
+    cache_prefix: String,
+    search_path: String,
+}
+
+impl Schema {
+    fn new(s: pgisolate::Schema) -> Self {
+        Schema {
+            name: s.name().to_owned(),
+            url: s.url().to_owned(),
+            conninfo: s.conninfo().to_owned(),
+            cache_prefix: s.cache_prefix().to_owned(),
+            search_path: s.search_path().to_owned(),
+            inner: Mutex::new(Some(s)),
+        }
+    }
+}
+
+#[napi]
+impl Schema {
+    /// The schema's name.
+    #[napi(getter)]
+    pub fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    /// A postgres:// URL whose sessions land in this schema (node-postgres accepts it).
+    #[napi(getter)]
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// The same as a libpq key/value string.
+    #[napi(getter)]
+    pub fn conninfo(&self) -> String {
+        self.conninfo.clone()
+    }
+
+    /// The cache-key prefix (`<hex>_`).
+    #[napi(getter)]
+    pub fn cache_prefix(&self) -> String {
+        self.cache_prefix.clone()
+    }
+
+    /// The search_path its sessions get.
+    #[napi(getter)]
+    pub fn search_path(&self) -> String {
+        self.search_path.clone()
+    }
+
+    /// A Prisma-style URL (`?schema=<name>`).
+    #[napi(getter)]
+    pub fn prisma_url(&self) -> Result<String> {
+        pgisolate::conninfo::prisma_url(&self.url, &self.name).map_err(err)
+    }
+
+    /// A key in this schema's cache namespace: `<hex>_<key>`.
+    #[napi]
+    pub fn cache_key(&self, key: String) -> String {
+        pgisolate::cache_key(&self.cache_prefix, &key)
+    }
+
+    /// Whether release() already ran.
+    #[napi(getter)]
+    pub fn released(&self) -> bool {
+        self.inner.lock().map(|g| g.is_none()).unwrap_or(true)
+    }
+
+    /// Releases the schema (kept per the keep policy when `failed`); resolves to whether it
+    /// was kept. A second call does nothing and resolves to false.
+    #[napi]
+    pub async fn release(&self, failed: Option<bool>) -> Result<bool> {
+        let taken = self.inner.lock().map_err(|_| closed("schema lock poisoned"))?.take();
+        match taken {
+            Some(s) => Ok(s.finish(failed.unwrap_or(false)).await.map_err(err)? == pgisolate::Released::Kept),
+            None => Ok(false),
+        }
+    }
+}
+
+/// The deterministic schema name for an identity (no server needed).
+#[napi]
+pub fn schema_name(prefix: String, hash_len: u32, identity: IdentityInput) -> Result<String> {
+    let mut id = Identity::new(identity.feature, identity.scenario);
+    if let Some(d) = identity.discriminator {
+        id = id.with_discriminator(d);
+    }
+    pgisolate::schema_name(&prefix, hash_len as usize, &id).map_err(err)
+}
+
+/// The cache-key prefix of a schema name made with `prefix`.
+#[napi]
+pub fn cache_prefix(prefix: String, schema: String) -> String {
+    pgisolate::naming::cache_prefix(&prefix, &schema)
+}
+
+/// `cachePrefix + key`.
+#[napi]
+pub fn cache_key(cache_prefix: String, key: String) -> String {
+    pgisolate::cache_key(&cache_prefix, &key)
+}
+
+/// A URL or key/value string scoped to `schema` (then `tail`, default ["public"]).
+#[napi]
+pub fn scoped_url(url: String, schema: String, tail: Option<Vec<String>>) -> Result<String> {
+    let tail = tail.unwrap_or_else(|| vec!["public".to_owned()]);
+    pgisolate::conninfo::scoped(&url, &schema, &tail).map_err(err)
+}
+
+/// `url` with `?schema=<schema>`.
+#[napi]
+pub fn prisma_url(url: String, schema: String) -> Result<String> {
+    pgisolate::conninfo::prisma_url(&url, &schema).map_err(err)
+}
+
+/// The connection string with its password hidden.
+#[napi]
+pub fn redact(url: String) -> String {
+    pgisolate::conninfo::redact(&url)
+}
+
+/// The package version.
+#[napi]
+pub fn version() -> String {
+    env!("CARGO_PKG_VERSION").to_owned()
+}

@@ -1,0 +1,74 @@
+'use strict'
+const { test, after } = require('node:test')
+const assert = require('node:assert/strict')
+const path = require('node:path')
+const { Client } = require('pg')
+const pgi = require('pgisolate')
+const { engine, template } = require('pgisolate/test')
+
+after(async () => (await engine()).close())
+
+async function query(url, sql, params) {
+  const c = new Client({ connectionString: url })
+  await c.connect()
+  try {
+    return (await c.query(sql, params)).rows
+  } finally {
+    await c.end()
+  }
+}
+
+test('node-postgres lands in the schema (R14) and the event loop keeps running', async () => {
+  const e = await engine()
+  const s = await e.acquire(await template(), { feature: 'node.feature', scenario: 'r14' })
+  let ticks = 0
+  const timer = setInterval(() => ticks++, 1)
+  const rows = await query(s.url, 'select current_schema() as s, current_setting($1) as app', ['application_name'])
+  assert.deepEqual(rows[0], { s: s.name, app: `pgisolate/${s.name}` })
+  assert.ok(!s.url.includes('+') && s.url.includes('%3D'))
+  assert.equal(s.cacheKey('user:1'), `${s.name.slice(5)}_user:1`)
+  assert.equal(await s.release(), false)
+  assert.equal(await s.release(), false)
+  clearInterval(timer)
+  assert.ok(ticks > 0, 'the event loop was blocked')
+})
+
+test('errors are PgIsolateError subclasses with a code', async () => {
+  await assert.rejects(pgi.Engine.start({ hashLen: 99 }), (e) => e instanceof pgi.ConfigError && e.code === 'config')
+  await assert.rejects(
+    pgi.Engine.start({ url: 'postgres://u:hunter2@127.0.0.1:1/db' }),
+    (e) => e instanceof pgi.ConnectError && e instanceof pgi.PgIsolateError && !e.message.includes('hunter2'),
+  )
+  const e = await engine()
+  await assert.rejects(e.template({ migrations: '/nonexistent/dir' }), pgi.FileError)
+  await assert.rejects(e.template({}), pgi.ConfigError)
+})
+
+test('a template built once by the caller\'s own migration', async () => {
+  const e = await engine()
+  const fingerprint = `node-${process.pid}-${Date.now()}`
+  let calls = 0
+  const build = async (url) => {
+    calls++
+    await query(url, 'create table widgets (id serial primary key, label text unique not null)')
+  }
+  const tpl = await e.template({ fingerprint, build })
+  const again = await e.template({ fingerprint, build })
+  assert.equal(calls, 1)
+  assert.ok(tpl.builtHere && !again.builtHere && tpl.name === again.name)
+  const s = await e.acquire(tpl, { feature: 'node.feature', scenario: 'widgets' })
+  assert.deepEqual(await query(s.url, "insert into widgets (label) values ('x') returning id"), [{ id: 1 }])
+  await s.release()
+  await assert.rejects(
+    e.template({ fingerprint: fingerprint + '-bad', build: () => { throw new Error('exploded') } }),
+    (err) => err instanceof pgi.MigrationError && err.cause.message === 'exploded',
+  )
+})
+
+test('a closed engine refuses work; close is idempotent', async () => {
+  const e = await pgi.Engine.start({ gcOnStart: false })
+  const tpl = await e.template({ migrations: path.join(__dirname, '..', '..', '..', 'examples', 'migrations') })
+  await e.close()
+  await e.close()
+  await assert.rejects(e.acquire(tpl, { feature: 'f', scenario: 's' }), pgi.ClosedError)
+})
