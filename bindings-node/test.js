@@ -137,7 +137,9 @@ function isFailed(ctx, result) {
 /** beforeEach/afterEach hooks giving each test a schema; `.schema` in the test. */
 function useIsolatedSchema({ beforeEach, afterEach }) {
   let current
-  beforeEach(async (ctx) => {
+  // `...args` keeps the function's length 0: Jest treats a declared parameter as `done`.
+  beforeEach(async (...args) => {
+    const ctx = args[0]
     current = await isolatedSchema(ctx && (ctx.task || ctx.name) ? { task: ctx.task, name: ctx.name } : undefined)
   })
   afterEach(async () => {
