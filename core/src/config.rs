@@ -71,6 +71,12 @@ pub struct Config {
     pub max_admin_connections: usize,
     /// How long a release may take before it gives up and leaves the rest to gc.
     pub release_timeout: Duration,
+    /// Ready schemas kept per template (`PGISOLATE_POOL_SIZE`, default 2; 0 turns the pool off).
+    pub pool_size: usize,
+    /// Reset and reuse released schemas whose DDL did not change (`PGISOLATE_RECYCLE`, default on).
+    pub recycle: bool,
+    /// Drop released schemas in the background after renaming them away (default on).
+    pub defer_drop: bool,
     /// Told about slow steps.
     pub progress: Option<Progress>,
     /// Told about warnings (leaked connections, fallbacks); `None` prints them to stderr.
@@ -107,6 +113,9 @@ impl Default for Config {
             gc_on_start: true,
             max_admin_connections: 8,
             release_timeout: Duration::from_secs(8),
+            pool_size: 2,
+            recycle: true,
+            defer_drop: true,
             progress: None,
             on_warning: None,
         }
@@ -136,6 +145,18 @@ impl Config {
             c.search_path_tail = t.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
         }
         c.pg_bin = var("PGISOLATE_PG_BIN").map(PathBuf::from);
+        if let Some(n) = var("PGISOLATE_POOL_SIZE") {
+            c.pool_size = n.trim().parse().map_err(|_| {
+                Error::Config(format!("PGISOLATE_POOL_SIZE={n:?} is not a number: use 0 (off) or more"))
+            })?;
+        }
+        if let Some(r) = var("PGISOLATE_RECYCLE") {
+            c.recycle = match r.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "on" | "yes" => true,
+                "0" | "false" | "off" | "no" => false,
+                _ => return Err(Error::Config(format!("PGISOLATE_RECYCLE={r:?}: use on or off"))),
+            };
+        }
         c.run_id = var("PGISOLATE_RUN_ID");
         c.validate()?;
         Ok(c)

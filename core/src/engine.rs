@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio_postgres::Client;
 
 use crate::admin::{self, exec, ident, literal, AdminPool};
@@ -16,6 +16,7 @@ use crate::drop;
 use crate::error::{Error, Result};
 use crate::lease::{self, Lease, TEMPLATE_CLASS};
 use crate::naming::{self, Identity};
+use crate::pool::PoolState;
 use crate::registry::{self, Kind};
 use crate::schema::Schema;
 use crate::server::{self, Server};
@@ -42,8 +43,11 @@ pub(crate) struct Inner {
     pub(crate) runtime: tokio::runtime::Handle,
     closed: AtomicBool,
     templates: Mutex<HashMap<String, Template>>,
-    pending: AtomicUsize,
-    idle: Notify,
+    pending: Arc<AtomicUsize>,
+    idle: Arc<Notify>,
+    pub(crate) pools: Mutex<HashMap<String, PoolState>>,
+    pub(crate) drop_slots: Arc<Semaphore>,
+    pub(crate) superuser: bool,
 }
 
 impl std::fmt::Debug for Inner {
@@ -71,8 +75,10 @@ pub struct GcReport {
 /// How a release ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Released {
-    /// The schema was dropped.
+    /// The schema was dropped (or renamed away and queued for a background drop).
     Dropped,
+    /// Its DDL was unchanged: its data was reset and it went back to the warm pool.
+    Recycled,
     /// The keep policy kept it (`pgisolate ls` shows it; `pgisolate gc --kept` drops it).
     Kept,
 }
@@ -139,10 +145,15 @@ impl Engine {
         let url_form = parsed.to_url();
         let kv_form = parsed.to_keyvalue()?;
         let pool = AdminPool::new(&url, cfg.max_admin_connections);
-        {
+        let superuser = {
             let admin = pool.get().await?;
             registry::ensure(&admin).await?;
-        }
+            admin
+                .query_one("select rolsuper from pg_roles where rolname = current_user", &[])
+                .await
+                .map(|r| r.get::<_, bool>(0))
+                .unwrap_or(false)
+        };
         let run_id = cfg.run_id.clone().unwrap_or_else(|| lease::random_seed()[..16].to_owned());
         let inner = Inner {
             owner: lease.key,
@@ -157,8 +168,11 @@ impl Engine {
             runtime: tokio::runtime::Handle::current(),
             closed: AtomicBool::new(false),
             templates: Mutex::new(HashMap::new()),
-            pending: AtomicUsize::new(0),
-            idle: Notify::new(),
+            pending: Arc::new(AtomicUsize::new(0)),
+            idle: Arc::new(Notify::new()),
+            pools: Mutex::new(HashMap::new()),
+            drop_slots: Arc::new(Semaphore::new(2)),
+            superuser,
             cfg,
         };
         let engine = Engine { inner: Arc::new(inner) };
@@ -215,6 +229,13 @@ impl Engine {
         if let Some(t) = self.cached(&fp) {
             return Ok(t);
         }
+        let t = self.template_uncached(&fp, steps).await?;
+        self.inner.ensure_pool(&t);
+        Ok(t)
+    }
+
+    async fn template_uncached(&self, fp: &str, steps: Vec<(String, String)>) -> Result<Template> {
+        let fp = fp.to_owned();
         match self.begin_build(&fp, Some(&steps)).await? {
             TemplateStart::Ready(t) => Ok(self.remember(t)),
             TemplateStart::Build(mut b) => {
@@ -246,7 +267,11 @@ impl Engine {
             return Ok(TemplateStart::Ready(t));
         }
         match self.begin_build(&fp, None).await? {
-            TemplateStart::Ready(t) => Ok(TemplateStart::Ready(self.remember(t))),
+            TemplateStart::Ready(t) => {
+                let t = self.remember(t);
+                self.inner.ensure_pool(&t);
+                Ok(TemplateStart::Ready(t))
+            }
             b => Ok(b),
         }
     }
@@ -290,7 +315,7 @@ impl Engine {
     async fn lookup(&self, client: &Client, fp: &str, steps: Option<&[(String, String)]>) -> Result<Option<Template>> {
         let row = client
             .query_opt(
-                "select t.schema_name, t.replay_sql from pgisolate.templates t \
+                "select t.schema_name, t.replay_sql, t.seed_sql from pgisolate.templates t \
                  where t.fingerprint = $1 and exists (select 1 from pg_namespace n where n.nspname = t.schema_name)",
                 &[&fp],
             )
@@ -308,7 +333,24 @@ impl Engine {
                 )))
             }
         };
-        Ok(Some(Template { fingerprint: fp.to_owned(), schema: row.get(0), replay, built_here: false }))
+        let schema: String = row.get(0);
+        let tables = template_tables(client, &schema).await?;
+        let mut seed_sql: Option<String> = row.get(2);
+        if seed_sql.is_none() && matches!(replay, Replay::Captured(_)) {
+            // Built by an engine that did not capture rows yet: capture them now, once.
+            let (url, tpl) = (self.inner.url.clone(), schema.clone());
+            let bin = self.inner.cfg.pg_bin.clone().or_else(|| server::find_binaries(None).ok().map(|b| b.dir));
+            seed_sql = tokio::task::spawn_blocking(move || template::capture(&url, &tpl, bin.as_deref(), true).ok())
+                .await
+                .ok()
+                .flatten();
+            if let Some(seed) = &seed_sql {
+                let _ = client
+                    .execute("update pgisolate.templates set seed_sql = $2 where fingerprint = $1", &[&fp, seed])
+                    .await;
+            }
+        }
+        Ok(Some(Template { fingerprint: fp.to_owned(), schema, replay, built_here: false, seed_sql, tables }))
     }
 
     async fn begin_build(&self, fp: &str, steps: Option<&[(String, String)]>) -> Result<TemplateStart> {
@@ -370,12 +412,47 @@ impl Engine {
         let shown = identity.display();
         let admin = self.inner.pool.get().await?;
         let mut taken = Vec::new();
+        if let Some(ready) = self.inner.take_ready(tpl) {
+            for name in
+                naming::candidates(&self.inner.cfg.prefix, self.inner.cfg.hash_len, &hash, &self.inner.run_id).take(24)
+            {
+                let sql = format!(
+                    "BEGIN; INSERT INTO pgisolate.leases (schema_name, identity_hash, identity, owner_key, run_id, host, pid, template) \
+                     VALUES ({nl}, {hl}, {il}, {owner}, {run}, {host}, {pid}, {tpl}); ALTER SCHEMA {from} RENAME TO {n}; {comment} COMMIT;",
+                    nl = literal(&name),
+                    hl = literal(&hash),
+                    il = literal(&shown),
+                    owner = self.inner.owner,
+                    run = literal(&self.inner.run_id),
+                    host = literal(&self.inner.host),
+                    pid = std::process::id() as i32,
+                    tpl = literal(&tpl.schema),
+                    from = ident(&ready.name),
+                    n = ident(&name),
+                    comment = registry::comment_sql(&name, Kind::Schema, self.inner.owner),
+                );
+                match admin.batch_execute(&sql).await {
+                    Ok(()) => return self.handed_out(name, identity, tpl, Some(ready.stamp)),
+                    Err(e) => {
+                        let _ = admin.batch_execute("ROLLBACK").await;
+                        match e.code().map(|c| c.code()) {
+                            Some("23505") | Some("42P06") => taken.push(name),
+                            _ => {
+                                self.inner.defer_drop(ready.name.clone(), Vec::new());
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            taken.clear();
+        }
         for name in
             naming::candidates(&self.inner.cfg.prefix, self.inner.cfg.hash_len, &hash, &self.inner.run_id).take(24)
         {
             let sql = format!(
                 "BEGIN; INSERT INTO pgisolate.leases (schema_name, identity_hash, identity, owner_key, run_id, host, pid, template) \
-                 VALUES ({nl}, {hl}, {il}, {owner}, {run}, {host}, {pid}, {tpl}); CREATE SCHEMA {n}; {comment}\n{replay}\n;COMMIT;",
+                 VALUES ({nl}, {hl}, {il}, {owner}, {run}, {host}, {pid}, {tpl}); CREATE SCHEMA {n}; {comment}\n{replay}\n;COMMIT; {stamp}",
                 nl = literal(&name),
                 hl = literal(&hash),
                 il = literal(&shown),
@@ -387,23 +464,13 @@ impl Engine {
                 n = ident(&name),
                 comment = registry::comment_sql(&name, Kind::Schema, self.inner.owner),
                 replay = tpl.replay_sql(&name),
+                stamp = crate::catalog::stamp_sql(&literal(&name)),
             );
-            match admin.batch_execute(&sql).await {
-                Ok(()) => {
-                    let tail = &self.inner.cfg.search_path_tail;
-                    return Ok(Schema {
-                        url: conninfo::scoped(&self.inner.url_form.to_string(), &name, tail)?,
-                        conninfo: conninfo::scoped(&self.inner.kv_form.to_string(), &name, tail)?,
-                        cache_prefix: naming::cache_prefix(&self.inner.cfg.prefix, &name),
-                        search_path: std::iter::once(name.as_str())
-                            .chain(tail.iter().map(String::as_str).filter(|t| !t.is_empty() && *t != name))
-                            .map(conninfo::quote_ident)
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        name,
-                        identity,
-                        engine: Some(self.inner.clone()),
-                    });
+            match admin.simple_query(&sql).await {
+                Ok(rows) => {
+                    let stamp = crate::catalog::last_value(rows);
+                    self.inner.ensure_pool(tpl);
+                    return self.handed_out(name, identity, tpl, stamp);
                 }
                 Err(e) => {
                     let _ = admin.batch_execute("ROLLBACK").await;
@@ -415,6 +482,31 @@ impl Engine {
             }
         }
         Err(Error::NameExhausted(format!("no free schema name for identity {shown:?}: tried {}", taken.join(", "))))
+    }
+
+    fn handed_out(&self, name: String, identity: Identity, tpl: &Template, stamp: Option<String>) -> Result<Schema> {
+        let tail = &self.inner.cfg.search_path_tail;
+        Ok(Schema {
+            url: conninfo::scoped(&self.inner.url_form.to_string(), &name, tail)?,
+            conninfo: conninfo::scoped(&self.inner.kv_form.to_string(), &name, tail)?,
+            cache_prefix: naming::cache_prefix(&self.inner.cfg.prefix, &name),
+            search_path: std::iter::once(name.as_str())
+                .chain(tail.iter().map(String::as_str).filter(|t| !t.is_empty() && *t != name))
+                .map(conninfo::quote_ident)
+                .collect::<Vec<_>>()
+                .join(", "),
+            name,
+            identity,
+            template_fp: Some(tpl.fingerprint.clone()),
+            stamp,
+            engine: Some(self.inner.clone()),
+        })
+    }
+
+    /// Waits (up to the release timeout plus 5 s) for background work: pool refills and
+    /// deferred drops.
+    pub async fn flush(&self) {
+        self.inner.wait_idle(self.inner.cfg.release_timeout + Duration::from_secs(5)).await;
     }
 
     /// Drops every marked schema whose owner is gone and that is older than the grace period.
@@ -477,17 +569,8 @@ impl Engine {
         if self.inner.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        let wait = self.inner.cfg.release_timeout + Duration::from_secs(5);
-        let _ = tokio::time::timeout(wait, async {
-            while self.inner.pending.load(Ordering::SeqCst) > 0 {
-                let notified = self.inner.idle.notified();
-                if self.inner.pending.load(Ordering::SeqCst) == 0 {
-                    break;
-                }
-                notified.await;
-            }
-        })
-        .await;
+        self.inner.wait_idle(self.inner.cfg.release_timeout + Duration::from_secs(5)).await;
+        self.inner.drain_pools().await;
         self.inner.pool.close();
         if let Ok(mut l) = self.inner.lease.lock() {
             l.take();
@@ -515,7 +598,9 @@ impl TemplateBuild {
     /// Publishes the build as the template (captures it for replay first).
     pub async fn commit(mut self) -> Result<Template> {
         let t = self.publish(None).await?;
-        Ok(self.engine.remember(t))
+        let t = self.engine.remember(t);
+        self.engine.inner.ensure_pool(&t);
+        Ok(t)
     }
 
     /// Abandons the build and drops its schema.
@@ -540,9 +625,13 @@ impl TemplateBuild {
         let url = inner.url.clone();
         let build = self.schema.clone();
         let bin = inner.cfg.pg_bin.clone().or_else(|| server::find_binaries(None).ok().map(|b| b.dir));
-        let captured = tokio::task::spawn_blocking(move || template::capture(&url, &build, bin.as_deref()))
-            .await
-            .map_err(|e| Error::Server(format!("template capture panicked: {e}")))?;
+        let (captured, seed) = tokio::task::spawn_blocking(move || {
+            let ddl = template::capture(&url, &build, bin.as_deref(), false);
+            let seed = ddl.as_ref().ok().and_then(|_| template::capture(&url, &build, bin.as_deref(), true).ok());
+            (ddl, seed)
+        })
+        .await
+        .map_err(|e| Error::Server(format!("template capture panicked: {e}")))?;
         let tpl_name = template::template_schema(&self.fingerprint);
         let (replay, replay_sql) = match (captured, steps) {
             (Ok(sql), _) => (Replay::Captured(sql.clone()), Some(sql)),
@@ -579,9 +668,10 @@ impl TemplateBuild {
         let sql = format!(
             "BEGIN; {replace_old} ALTER SCHEMA {b} RENAME TO {t}; COMMENT ON SCHEMA {t} IS {marker}; \
              DELETE FROM pgisolate.leases WHERE schema_name = {bl}; \
-             INSERT INTO pgisolate.templates (fingerprint, schema_name, replay_sql, built_by) VALUES ({fpl}, {tl}, {rl}, {owner}) \
+             INSERT INTO pgisolate.templates (fingerprint, schema_name, replay_sql, seed_sql, built_by) \
+             VALUES ({fpl}, {tl}, {rl}, {sl}, {owner}) \
              ON CONFLICT (fingerprint) DO UPDATE SET schema_name = excluded.schema_name, replay_sql = excluded.replay_sql, \
-             built_by = excluded.built_by, built_at = now(); COMMIT;",
+             seed_sql = excluded.seed_sql, built_by = excluded.built_by, built_at = now(); COMMIT;",
             b = ident(&self.schema),
             t = ident(&tpl_name),
             marker = literal(&registry::marker(Kind::Template, 0)),
@@ -589,13 +679,22 @@ impl TemplateBuild {
             fpl = literal(&self.fingerprint),
             tl = literal(&tpl_name),
             rl = replay_sql.as_deref().map(literal).unwrap_or_else(|| "NULL".into()),
+            sl = seed.as_deref().map(literal).unwrap_or_else(|| "NULL".into()),
             owner = inner.owner,
         );
         if let Err(e) = exec(&locker, "publish the template", &sql).await {
             let _ = locker.batch_execute("ROLLBACK").await;
             return Err(e);
         }
-        Ok(Template { fingerprint: self.fingerprint.clone(), schema: tpl_name, replay, built_here: true })
+        let tables = template_tables(&locker, &tpl_name).await?;
+        Ok(Template {
+            fingerprint: self.fingerprint.clone(),
+            schema: tpl_name,
+            replay,
+            built_here: true,
+            seed_sql: seed,
+            tables,
+        })
     }
 }
 
@@ -627,6 +726,10 @@ impl Inner {
         }
     }
 
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
     pub(crate) fn begin_background(&self) {
         self.pending.fetch_add(1, Ordering::SeqCst);
     }
@@ -637,9 +740,38 @@ impl Inner {
         }
     }
 
+    /// A callback ending one unit of background work, for tasks that do not hold the engine.
+    pub(crate) fn background_done(&self) -> impl FnOnce() + Send + 'static {
+        let (pending, idle) = (self.pending.clone(), self.idle.clone());
+        move || {
+            if pending.fetch_sub(1, Ordering::SeqCst) == 1 {
+                idle.notify_waiters();
+            }
+        }
+    }
+
+    pub(crate) async fn wait_idle(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, async {
+            loop {
+                let notified = self.idle.notified();
+                if self.pending.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+                notified.await;
+            }
+        })
+        .await;
+    }
+
     /// Releases a schema: keep per policy, or rename to a tombstone, terminate its sessions,
     /// drop it (batched, bounded) and clear its registry row.
-    pub(crate) async fn release(&self, name: &str, identity: &str, failed: bool) -> Result<Released> {
+    pub(crate) async fn release(
+        &self,
+        name: &str,
+        identity: &str,
+        failed: bool,
+        recycle: Option<(&str, &str)>,
+    ) -> Result<Released> {
         let admin = self.pool.get().await?;
         if self.cfg.keep.keeps(failed) {
             let sql = format!(
@@ -655,6 +787,14 @@ impl Inner {
         }
         let deadline = Instant::now() + self.cfg.release_timeout;
         let apps = vec![conninfo::application_name(name)];
+        if let Some((fp, stamp)) = recycle {
+            if self.cfg.recycle && self.superuser && self.cfg.pool_size > 0 {
+                self.end_sessions(&admin, &apps, name, identity).await?;
+                if self.try_recycle(&admin, name, fp, stamp).await {
+                    return Ok(Released::Recycled);
+                }
+            }
+        }
         let tomb = format!("pgi_tomb_{}", &lease::random_seed()[..20]);
         let rename = format!(
             "SET lock_timeout = '1s'; BEGIN; ALTER SCHEMA {n} RENAME TO {t}; {comment} \
@@ -686,10 +826,27 @@ impl Inner {
                 }
             }
         }
-        // A client that closed just before release leaves a backend that exits a moment later:
-        // give it that moment before calling anything a leak.
-        let leaked = if drop::lingering(&admin, &apps, Duration::from_millis(150)).await? > 0 {
-            drop::terminate(&admin, &apps).await?
+        self.end_sessions(&admin, &apps, name, identity).await?;
+        if target != name && self.cfg.defer_drop {
+            self.defer_drop(target, apps);
+            return Ok(Released::Dropped);
+        }
+        drop::drop_schema(&admin, &target, &apps, deadline).await?;
+        admin
+            .execute("delete from pgisolate.leases where schema_name = $1", &[&target])
+            .await
+            .map_err(|e| Error::db("clear the registry row", e))?;
+        Ok(Released::Dropped)
+    }
+}
+
+impl Inner {
+    /// Terminates the schema's sessions, warning (with the test's name) when a test leaked
+    /// some. A client that closed just before release leaves a backend that exits a moment
+    /// later: it gets that moment before anything is called a leak.
+    async fn end_sessions(&self, admin: &Client, apps: &[String], name: &str, identity: &str) -> Result<()> {
+        let leaked = if drop::lingering(admin, apps, Duration::from_millis(150)).await? > 0 {
+            drop::terminate(admin, apps).await?
         } else {
             0
         };
@@ -699,13 +856,21 @@ impl Inner {
                  terminated: close every connection before the test ends"
             ));
         }
-        drop::drop_schema(&admin, &target, &apps, deadline).await?;
-        admin
-            .execute("delete from pgisolate.leases where schema_name = $1", &[&target])
-            .await
-            .map_err(|e| Error::db("clear the registry row", e))?;
-        Ok(Released::Dropped)
+        Ok(())
     }
+}
+
+/// The tables of a template schema (quoted), emptied when a copy is recycled.
+async fn template_tables(client: &Client, schema: &str) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            "select quote_ident(c.relname) from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+             where n.nspname = $1 and c.relkind in ('r', 'p') and not c.relispartition order by c.oid",
+            &[&schema],
+        )
+        .await
+        .map_err(|e| Error::db("list the template's tables", e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 impl Keep {

@@ -15,6 +15,7 @@
 
 pub mod admin;
 pub mod blocking;
+pub mod catalog;
 pub mod config;
 pub mod conninfo;
 pub mod drop;
@@ -22,6 +23,7 @@ pub mod engine;
 pub mod error;
 pub mod lease;
 pub mod naming;
+mod pool;
 pub mod registry;
 pub mod schema;
 pub mod server;

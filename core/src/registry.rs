@@ -32,6 +32,8 @@ pub enum Kind {
     Template,
     /// A released schema being dropped.
     Tomb,
+    /// A ready schema in an engine's warm pool.
+    Pool,
 }
 
 impl Kind {
@@ -42,6 +44,7 @@ impl Kind {
             Kind::Build => "build",
             Kind::Template => "template",
             Kind::Tomb => "tomb",
+            Kind::Pool => "pool",
         }
     }
 
@@ -52,6 +55,7 @@ impl Kind {
             "build" => Kind::Build,
             "template" => Kind::Template,
             "tomb" => Kind::Tomb,
+            "pool" => Kind::Pool,
             _ => return None,
         })
     }
@@ -119,13 +123,15 @@ CREATE TABLE IF NOT EXISTS pgisolate.templates (
     replay_sql  text,
     built_by    int4 NOT NULL,
     built_at    timestamptz NOT NULL DEFAULT now()
-);";
+);
+ALTER TABLE pgisolate.templates ADD COLUMN IF NOT EXISTS seed_sql text;";
 
 /// Creates the registry once, race-free, under a transaction advisory lock.
 pub async fn ensure(client: &Client) -> Result<()> {
     let present = client
         .query_one(
-            "select to_regclass('pgisolate.leases') is not null and to_regclass('pgisolate.templates') is not null",
+            "select to_regclass('pgisolate.leases') is not null and exists (select 1 from pg_attribute \
+             where attrelid = to_regclass('pgisolate.templates') and attname = 'seed_sql' and not attisdropped)",
             &[],
         )
         .await
@@ -228,7 +234,7 @@ pub async fn orphans(client: &Client, grace: Duration, include_kept: bool) -> Re
         let schema: String = r.get(0);
         let Some(m) = r.get::<_, Option<String>>(1).as_deref().and_then(parse_marker) else { continue };
         let droppable = match m.kind {
-            Kind::Schema | Kind::Build | Kind::Tomb => true,
+            Kind::Schema | Kind::Build | Kind::Tomb | Kind::Pool => true,
             Kind::Kept => include_kept,
             Kind::Template => false,
         };

@@ -128,6 +128,11 @@ pub struct Template {
     pub replay: Replay,
     /// Whether this call built it (false when another process or an earlier call had).
     pub built_here: bool,
+    /// Its rows and sequence positions as SQL ([`PLACEHOLDER`] for the target schema), for
+    /// resetting a recycled schema; `None` when it could not be captured.
+    pub seed_sql: Option<String>,
+    /// Its tables (quoted identifiers), emptied when a schema is recycled.
+    pub tables: Vec<String>,
 }
 
 impl Template {
@@ -151,12 +156,22 @@ impl Template {
     }
 }
 
-/// Captures schema `schema` as replayable SQL with `pg_dump` from `bin_dir` (or PATH).
-/// Returns a reason when capture is not possible.
-pub fn capture(url: &str, schema: &str, bin_dir: Option<&Path>) -> std::result::Result<String, String> {
+/// Captures schema `schema` as replayable SQL with `pg_dump` from `bin_dir` (or PATH): its DDL
+/// and rows, or with `data_only` its rows and sequence positions. Returns a reason when capture
+/// is not possible.
+pub fn capture(
+    url: &str,
+    schema: &str,
+    bin_dir: Option<&Path>,
+    data_only: bool,
+) -> std::result::Result<String, String> {
     let pg_dump =
         bin_dir.map(|d| d.join("pg_dump")).filter(|p| p.is_file()).unwrap_or_else(|| PathBuf::from("pg_dump"));
-    let out = std::process::Command::new(&pg_dump)
+    let mut cmd = std::process::Command::new(&pg_dump);
+    if data_only {
+        cmd.arg("--data-only");
+    }
+    let out = cmd
         .args([
             "--schema",
             schema,

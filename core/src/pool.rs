@@ -1,0 +1,245 @@
+//! Getting ahead of the tests: a warm pool of ready schemas per template, recycling released
+//! schemas whose DDL did not change, and dropping the rest off the critical path.
+//!
+//! - Pool: `pool_size` schemas per template (`pgi_pool_*`, marked as this engine's), made in the
+//!   background by replaying the template. Acquire renames one to the test's deterministic name
+//!   in the transaction that registers it: one round trip.
+//! - Recycle: on release, if the schema's DDL stamp (see [`crate::catalog`]) is unchanged, one
+//!   transaction deletes its rows with triggers and foreign keys off, restores the template's
+//!   rows and sequence positions, and renames it back into the pool. Any DDL, a lock it cannot
+//!   get, or a server where we are not superuser: it is dropped instead.
+//! - Deferred drop: a released schema is renamed to a tombstone (so nothing reconnects into it)
+//!   and dropped by a background task; `Engine::flush` and `Engine::close` wait for it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::admin::{ident, literal};
+use crate::catalog;
+use crate::conninfo;
+use crate::drop;
+use crate::engine::Inner;
+use crate::error::{Error, Result};
+use crate::lease;
+use crate::registry::{self, Kind};
+use crate::template::{Template, PLACEHOLDER};
+
+/// A ready schema in the pool.
+#[derive(Debug, Clone)]
+pub(crate) struct Ready {
+    pub(crate) name: String,
+    pub(crate) stamp: String,
+}
+
+/// One template's pool.
+#[derive(Debug)]
+pub(crate) struct PoolState {
+    pub(crate) template: Template,
+    pub(crate) ready: Vec<Ready>,
+    pub(crate) filling: bool,
+}
+
+fn pool_name() -> String {
+    format!("pgi_pool_{}", &lease::random_seed()[..20])
+}
+
+impl Inner {
+    /// Starts keeping `pool_size` ready schemas for `tpl` (no-op when pooling is off).
+    pub(crate) fn ensure_pool(self: &Arc<Self>, tpl: &Template) {
+        if self.cfg.pool_size == 0 || self.is_closed() {
+            return;
+        }
+        let start = {
+            let Ok(mut pools) = self.pools.lock() else { return };
+            let st = pools.entry(tpl.fingerprint.clone()).or_insert_with(|| PoolState {
+                template: tpl.clone(),
+                ready: Vec::new(),
+                filling: false,
+            });
+            if !st.filling && st.ready.len() < self.cfg.pool_size {
+                st.filling = true;
+                true
+            } else {
+                false
+            }
+        };
+        if start {
+            let me = self.clone();
+            let fp = tpl.fingerprint.clone();
+            self.begin_background();
+            self.runtime.spawn(async move {
+                me.refill(&fp).await;
+                me.end_background();
+            });
+        }
+    }
+
+    async fn refill(&self, fp: &str) {
+        loop {
+            let tpl = {
+                let Ok(mut pools) = self.pools.lock() else { return };
+                let Some(st) = pools.get_mut(fp) else { return };
+                if self.is_closed() || st.ready.len() >= self.cfg.pool_size {
+                    st.filling = false;
+                    return;
+                }
+                st.template.clone()
+            };
+            match self.make_pool_schema(&tpl).await {
+                Ok(ready) => {
+                    let Ok(mut pools) = self.pools.lock() else { return };
+                    if let Some(st) = pools.get_mut(fp) {
+                        st.ready.push(ready);
+                    }
+                }
+                Err(e) => {
+                    self.warn(&format!("could not fill the pool for {}: {e}", tpl.schema));
+                    if let Ok(mut pools) = self.pools.lock() {
+                        if let Some(st) = pools.get_mut(fp) {
+                            st.filling = false;
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn make_pool_schema(&self, tpl: &Template) -> Result<Ready> {
+        let admin = self.pool.get().await?;
+        let name = pool_name();
+        let sql = format!(
+            "BEGIN; CREATE SCHEMA {n}; {comment}\n{replay}\n;COMMIT; {stamp}",
+            n = ident(&name),
+            comment = registry::comment_sql(&name, Kind::Pool, self.owner),
+            replay = tpl.replay_sql(&name),
+            stamp = catalog::stamp_sql(&literal(&name)),
+        );
+        match admin.simple_query(&sql).await {
+            Ok(rows) => {
+                let stamp = catalog::last_value(rows).unwrap_or_default();
+                Ok(Ready { name, stamp })
+            }
+            Err(e) => {
+                let _ = admin.batch_execute("ROLLBACK").await;
+                Err(Error::db(format!("fill the pool from template {}", tpl.schema), e))
+            }
+        }
+    }
+
+    /// Takes a ready schema of `fp`'s pool, if any, and starts refilling.
+    pub(crate) fn take_ready(self: &Arc<Self>, tpl: &Template) -> Option<Ready> {
+        let taken = self.pools.lock().ok()?.get_mut(&tpl.fingerprint)?.ready.pop();
+        self.ensure_pool(tpl);
+        taken
+    }
+
+    /// Puts a recycled schema back; false when the pool is full (the caller drops it).
+    fn give_back(&self, fp: &str, ready: Ready) -> std::result::Result<(), Ready> {
+        let Ok(mut pools) = self.pools.lock() else { return Err(ready) };
+        match pools.get_mut(fp) {
+            Some(st) if st.ready.len() < self.cfg.pool_size.max(1) * 2 && !self.is_closed() => {
+                st.ready.push(ready);
+                Ok(())
+            }
+            _ => Err(ready),
+        }
+    }
+
+    /// The template of a pool, if this engine pools it.
+    fn pooled_template(&self, fp: &str) -> Option<Template> {
+        self.pools.lock().ok()?.get(fp).map(|st| st.template.clone())
+    }
+
+    /// Tries to recycle `name` back into its template's pool. True when it did.
+    pub(crate) async fn try_recycle(&self, client: &tokio_postgres::Client, name: &str, fp: &str, stamp: &str) -> bool {
+        if !self.cfg.recycle || !self.superuser || self.cfg.pool_size == 0 || self.is_closed() {
+            return false;
+        }
+        let Some(tpl) = self.pooled_template(fp) else { return false };
+        let Some(seed) = tpl.seed_sql.as_deref() else { return false };
+        let fresh = pool_name();
+        let mut sql = format!(
+            "BEGIN; SET LOCAL lock_timeout = '1s'; SET LOCAL session_replication_role = replica; \
+             DO $pgi$ BEGIN IF ({stamp_now}) IS DISTINCT FROM {expected} THEN \
+             RAISE EXCEPTION 'pgisolate: DDL changed' USING ERRCODE = 'P0001'; END IF; END $pgi$;\n",
+            stamp_now = catalog::stamp_sql(&literal(name)),
+            expected = literal(stamp),
+        );
+        for t in &tpl.tables {
+            sql.push_str(&format!("DELETE FROM {}.{t};\n", ident(name)));
+        }
+        sql.push_str("SELECT pg_catalog.set_config('search_path', '', true);\n");
+        sql.push_str(&seed.replace(PLACEHOLDER, name));
+        sql.push_str(&format!(
+            "\n;ALTER SCHEMA {n} RENAME TO {f}; {comment} DELETE FROM pgisolate.leases WHERE schema_name = {nl}; COMMIT;",
+            n = ident(name),
+            f = ident(&fresh),
+            comment = registry::comment_sql(&fresh, Kind::Pool, self.owner),
+            nl = literal(name),
+        ));
+        if let Err(e) = client.batch_execute(&sql).await {
+            let _ = client.batch_execute("ROLLBACK").await;
+            // P0001 is our own "DDL changed" guard: dropping is the expected outcome then.
+            if e.code().map(|c| c.code()) != Some("P0001") {
+                self.warn(&format!(
+                    "could not recycle {name}, dropping it instead: {}",
+                    crate::error::describe_pg(&e).1
+                ));
+            }
+            return false;
+        }
+        if let Err(back) = self.give_back(fp, Ready { name: fresh, stamp: stamp.to_owned() }) {
+            self.defer_drop(back.name, Vec::new());
+        }
+        true
+    }
+
+    /// Drops `schema` in the background (bounded, batched, retried; gc finishes what fails).
+    pub(crate) fn defer_drop(&self, schema: String, apps: Vec<String>) {
+        self.begin_background();
+        let pool = self.pool.clone();
+        let slots = self.drop_slots.clone();
+        let timeout = self.cfg.release_timeout.max(Duration::from_secs(30));
+        let inner_warn = self.cfg.on_warning.clone();
+        let done = self.background_done();
+        self.runtime.spawn(async move {
+            let _slot = slots.acquire_owned().await;
+            let result = async {
+                let admin = pool.get().await?;
+                drop::drop_schema(&admin, &schema, &apps, Instant::now() + timeout).await?;
+                admin
+                    .execute("delete from pgisolate.leases where schema_name = $1", &[&schema])
+                    .await
+                    .map_err(|e| Error::db("clear the registry row", e))?;
+                Ok::<_, Error>(())
+            }
+            .await;
+            if let Err(e) = result {
+                let msg = format!("background drop of {schema} failed (gc will retry): {e}");
+                match &inner_warn {
+                    Some(w) => w(&msg),
+                    None => eprintln!("pgisolate: warning: {msg}"),
+                }
+            }
+            done();
+        });
+    }
+
+    /// Drops every ready schema of every pool (at close).
+    pub(crate) async fn drain_pools(&self) {
+        let names: Vec<String> = match self.pools.lock() {
+            Ok(mut pools) => pools.values_mut().flat_map(|st| std::mem::take(&mut st.ready)).map(|r| r.name).collect(),
+            Err(_) => return,
+        };
+        if names.is_empty() {
+            return;
+        }
+        if let Ok(admin) = self.pool.get().await {
+            for n in names {
+                let apps = vec![conninfo::application_name(&n)];
+                let _ = drop::drop_schema(&admin, &n, &apps, Instant::now() + Duration::from_secs(10)).await;
+            }
+        }
+    }
+}

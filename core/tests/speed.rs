@@ -1,0 +1,160 @@
+//! Template replay (clone ≡ template), the warm pool, recycling and deferred drops.
+#![allow(clippy::unwrap_used)] // tests fail loudly on unexpected errors, on purpose
+
+mod common;
+
+use common::*;
+use pgisolate::{catalog, Identity, Migrations, Released};
+
+const RICH: &str = "
+create type mood as enum ('sad', 'ok', 'happy');
+create domain email as text check (value like '%@%');
+create type pair as (a int, b text);
+create sequence ticket_seq start 100 increment 5;
+create table people (
+  id int generated always as identity primary key,
+  mail email not null unique,
+  feeling mood default 'ok',
+  ticket bigint default nextval('ticket_seq'),
+  born date check (born > '1900-01-01')
+);
+create table events (id bigserial, at timestamptz not null default now(), who int references people (id) on delete cascade)
+  partition by range (at);
+create table events_2026 partition of events for values from ('2026-01-01') to ('2027-01-01');
+create index people_feeling on people (feeling) where feeling <> 'ok';
+create view happy_people as select id, mail from people where feeling = 'happy';
+create materialized view people_count as select count(*) as n from people;
+create function shout(t text) returns text language sql immutable as $$ select upper(t) || '!' $$;
+create function touch() returns trigger language plpgsql as $$ begin new.born := coalesce(new.born, '2000-01-01'); return new; end $$;
+create trigger people_touch before insert on people for each row execute function touch();
+insert into people (mail, feeling) values ('seed@example.com', 'happy');
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_schema_equals_its_template_by_catalog_fingerprint() {
+    let engine = engine().await;
+    let admin = connect(engine.url()).await;
+    for migrations in [migrations(), Migrations::sql(format!("-- {}\n{RICH}", unique()))] {
+        let tpl = engine.template(migrations).await.unwrap();
+        let s = engine.acquire(&tpl, Identity::new("replay", "equals template")).await.unwrap();
+        let (want, want_lines) = catalog::fingerprint(&admin, &tpl.schema).await.unwrap();
+        let (got, got_lines) = catalog::fingerprint(&admin, s.name()).await.unwrap();
+        assert!(want_lines.len() > 20, "fingerprint saw too little: {want_lines:?}");
+        assert_eq!(got, want, "copy differs from template:\n{}", diff(&want_lines, &got_lines));
+        s.release().await.unwrap();
+    }
+    engine.close().await.unwrap();
+}
+
+fn diff(a: &[String], b: &[String]) -> String {
+    let only_a: Vec<&String> = a.iter().filter(|l| !b.contains(l)).collect();
+    let only_b: Vec<&String> = b.iter().filter(|l| !a.contains(l)).collect();
+    format!("template only: {only_a:#?}\ncopy only: {only_b:#?}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acquire_takes_a_ready_schema_from_the_warm_pool() {
+    let engine = engine().await;
+    let tpl = engine.template(migrations()).await.unwrap();
+    engine.flush().await; // the pool is full
+    let admin = connect(engine.url()).await;
+    let newest: i64 = admin.query_one("select max(oid)::int8 from pg_namespace", &[]).await.unwrap().get(0);
+    let s = engine.acquire(&tpl, Identity::new("pool", "ready")).await.unwrap();
+    let oid: i64 =
+        admin.query_one("select oid::int8 from pg_namespace where nspname = $1", &[&s.name()]).await.unwrap().get(0);
+    assert!(oid <= newest, "{} was created at acquire time, not taken from the pool", s.name());
+    let c = connect(s.url()).await;
+    assert_eq!(scalar_string(&c, "select current_schema()::text").await, s.name());
+    let roles: i64 = c.query_one("select count(*) from roles", &[]).await.unwrap().get(0);
+    assert_eq!(roles, 3);
+    drop(c);
+    s.release().await.unwrap();
+    engine.close().await.unwrap();
+    let left: i64 = admin
+        .query_one(
+            "select count(*) from pg_namespace where obj_description(oid, 'pg_namespace') like $1",
+            &[&format!("pgisolate:v1:% owner={} %", engine.owner())],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "close left pool schemas or tombstones behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_schema_is_reset_and_recycled_unless_its_ddl_changed() {
+    let (engine, warnings) = engine_with_warnings().await;
+    let tpl = engine.template(migrations()).await.unwrap();
+    engine.flush().await;
+    let admin = connect(engine.url()).await;
+    let (want, _) = catalog::fingerprint(&admin, &tpl.schema).await.unwrap();
+
+    let s = engine.acquire(&tpl, Identity::new("recycle", "dirty data")).await.unwrap();
+    let name = s.name().to_owned();
+    let c = connect(s.url()).await;
+    c.batch_execute(
+        "insert into users (email) values ('a@x'), ('b@x'); delete from roles where name = 'viewer'; \
+         insert into products (category_id, name, price_cents) values (1, 'x', 1); insert into orders (user_id) values (1); \
+         select nextval('sku_seq'), nextval('sku_seq');",
+    )
+    .await
+    .unwrap();
+    drop(c);
+    assert_eq!(s.release().await.unwrap(), Released::Recycled);
+    assert!(!schema_exists(&engine, &name).await);
+    assert_eq!(registry_rows(&engine, &name).await, 0);
+
+    // The next schema comes from the pool, possibly the recycled one: it must look new.
+    for i in 0..3 {
+        let s = engine.acquire(&tpl, Identity::new("recycle", format!("clean {i}"))).await.unwrap();
+        let c = connect(s.url()).await;
+        let n: i64 = c.query_one("select count(*) from users", &[]).await.unwrap().get(0);
+        assert_eq!(n, 0, "rows of an earlier test survived in {}", s.name());
+        let roles: i64 = c.query_one("select count(*) from roles", &[]).await.unwrap().get(0);
+        assert_eq!(roles, 3, "seed rows were not restored");
+        let id: i64 = c.query_one("insert into users (email) values ('a@x') returning id", &[]).await.unwrap().get(0);
+        assert_eq!(id, 1, "sequence not restarted");
+        let sku: i64 = c
+            .query_one("insert into products (category_id, name, price_cents) values (1, 'y', 1) returning sku", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(sku, 1002, "explicit sequence not reset to the template's position");
+        c.execute("insert into orders (user_id) values (1)", &[]).await.unwrap();
+        let audited: i64 = c.query_one("select count(*) from audit_log", &[]).await.unwrap().get(0);
+        assert_eq!(audited, 1, "the trigger must fire again after a reset");
+        assert!(
+            c.execute("insert into orders (user_id) values (999)", &[]).await.is_err(),
+            "foreign keys are enforced"
+        );
+        drop(c);
+        let (got, _) = catalog::fingerprint(&admin, s.name()).await.unwrap();
+        assert_eq!(got, want);
+        assert_eq!(s.release().await.unwrap(), Released::Recycled);
+    }
+
+    // DDL in the test: never recycled.
+    let s = engine.acquire(&tpl, Identity::new("recycle", "ddl")).await.unwrap();
+    let c = connect(s.url()).await;
+    c.batch_execute("alter table users add column nickname text").await.unwrap();
+    drop(c);
+    assert_eq!(s.release().await.unwrap(), Released::Dropped);
+    let s = engine.acquire(&tpl, Identity::new("recycle", "after ddl")).await.unwrap();
+    let c = connect(s.url()).await;
+    assert!(c.execute("select nickname from users", &[]).await.is_err(), "a changed schema came back");
+    drop(c);
+    s.release().await.unwrap();
+    assert!(warnings.lock().unwrap().is_empty(), "{:?}", warnings.lock().unwrap());
+    engine.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recycling_can_be_turned_off() {
+    let mut cfg = config();
+    cfg.recycle = false;
+    let engine = pgisolate::Engine::start(cfg).await.unwrap();
+    let tpl = engine.template(migrations()).await.unwrap();
+    let s = engine.acquire(&tpl, Identity::new("recycle", "off")).await.unwrap();
+    assert_eq!(s.release().await.unwrap(), Released::Dropped);
+    engine.close().await.unwrap();
+}
