@@ -12,7 +12,7 @@ NATIVE_LIBS := -lpthread -ldl -lm -lutil -lrt
 VALGRIND := valgrind --quiet --child-silent-after-fork=yes --leak-check=full --show-leak-kinds=definite,indirect \
 	--errors-for-leak-kinds=definite,indirect --error-exitcode=3
 
-.PHONY: help deps build demo test lint fmt clean header header-check c-test go-test godog-bench build-python py-test build-node node-test
+.PHONY: help deps build demo test lint fmt clean header header-check c-test go-test godog-bench build-python py-test build-node node-test bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -55,6 +55,10 @@ go-test: build ## Go binding tests (-race) and the godog example (3 packages in 
 	cd bindings-go && go test -race -count=1 ./...
 	cd examples/godog && go test -count=1 -p 3 ./...
 
+bench: deps ## Every isolation strategy side by side (release build); writes docs/bench/bench.csv and .svg
+	$(CARGO) build --release -p pgisolate-cli
+	target/release/pgisolate bench --out docs/bench
+
 godog-bench: build ## Wall time of the godog example, sequential against parallel
 	examples/godog/bench.sh
 
@@ -83,6 +87,7 @@ test: build lint header-check ## Every suite: Rust, C (valgrind), Go, Python, No
 	$(MAKE) --no-print-directory go-test
 	$(MAKE) --no-print-directory py-test
 	$(MAKE) --no-print-directory node-test
+	$(BIN) bench --tests 20 --suite-tests 40 --out target/bench-smoke
 	$(CARGO) run -q -p pgisolate --example quickstart
 	$(BIN) demo
 	scripts/check-clean.sh $(BIN)

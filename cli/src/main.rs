@@ -1,5 +1,6 @@
 //! `pgisolate`: demo, run, ls, gc, url.
 
+mod bench;
 mod progress;
 
 use std::path::PathBuf;
@@ -51,6 +52,25 @@ enum Command {
     },
     /// Print the server URL (configured, or the running embedded server's).
     Url,
+    /// Every isolation strategy on the same server: acquire p50/p99, server time per test,
+    /// ratios; writes bench.csv and bench.svg.
+    Bench {
+        /// Migrations directory.
+        #[arg(long, default_value = "examples/migrations")]
+        migrations: PathBuf,
+        /// Tests per strategy.
+        #[arg(long, default_value_t = 300)]
+        tests: usize,
+        /// Tests in the two-worker synthetic suite.
+        #[arg(long, default_value_t = 1000)]
+        suite_tests: usize,
+        /// Where to write bench.csv and bench.svg.
+        #[arg(long, default_value = "docs/bench")]
+        out: PathBuf,
+        /// Exit with status 3 when a target is not met.
+        #[arg(long)]
+        strict: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -138,6 +158,10 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             );
             engine.close().await?;
             Ok(if r.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Bench { migrations, tests, suite_tests, out, strict } => {
+            let met = bench::run(migrations, tests.max(10), suite_tests.max(2), out).await?;
+            Ok(if met || !strict { ExitCode::SUCCESS } else { ExitCode::from(3) })
         }
         Command::Url => match existing_server()? {
             Some(cfg) => {

@@ -1,52 +1,11 @@
-//! What a schema's DDL looks like, read from the catalogs.
-//!
-//! - [`fingerprint`]: a name-independent digest of everything a migration creates (tables,
-//!   columns, defaults, constraints, indexes, views, sequences, functions, triggers, types), to
-//!   prove a copy equals its template.
-//! - [`stamp_sql`]: a cheap DDL change detector (how many catalog rows belong to the schema and
-//!   the newest transaction that wrote one). Row changes (INSERT/UPDATE/DELETE, setval) leave it
-//!   alone; any DDL changes it. Recycling compares stamps.
+//! What a schema's DDL looks like, read from the catalogs: [`fingerprint`] is a
+//! name-independent digest of everything a migration creates (tables, columns, defaults,
+//! constraints, indexes, views, sequences, functions, triggers, types), to prove a copy equals
+//! its template.
 
 use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
-
-/// SQL computing the stamp of the schema whose name is the literal `schema_literal`.
-pub fn stamp_sql(schema_literal: &str) -> String {
-    format!(
-        "with ns as (select oid from pg_namespace where nspname = {s}), \
-         rels as (select oid, xmin from pg_class where relnamespace = (select oid from ns)) \
-         select count(*)::text || ':' || coalesce(max(x::text::int8), 0)::text from ( \
-           select xmin as x from rels \
-           union all select a.xmin from pg_attribute a where a.attrelid in (select oid from rels) \
-           union all select d.xmin from pg_attrdef d where d.adrelid in (select oid from rels) \
-           union all select i.xmin from pg_index i where i.indrelid in (select oid from rels) \
-           union all select t.xmin from pg_trigger t where t.tgrelid in (select oid from rels) \
-           union all select r.xmin from pg_rewrite r where r.ev_class in (select oid from rels) \
-           union all select c.xmin from pg_constraint c where c.connamespace = (select oid from ns) \
-           union all select p.xmin from pg_proc p where p.pronamespace = (select oid from ns) \
-           union all select y.xmin from pg_type y where y.typnamespace = (select oid from ns) \
-         ) s",
-        s = schema_literal
-    )
-}
-
-/// The DDL stamp of `schema`.
-pub async fn stamp(client: &Client, schema: &str) -> Result<String> {
-    let rows = client
-        .simple_query(&stamp_sql(&crate::admin::literal(schema)))
-        .await
-        .map_err(|e| Error::db("read the schema's DDL stamp", e))?;
-    last_value(rows).ok_or_else(|| Error::Server("the DDL stamp query returned no row".into()))
-}
-
-/// The first column of the last row of a simple-query result (the batch's final SELECT).
-pub fn last_value(rows: Vec<tokio_postgres::SimpleQueryMessage>) -> Option<String> {
-    rows.into_iter().rev().find_map(|m| match m {
-        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
-        _ => None,
-    })
-}
 
 /// A digest of `schema`'s DDL that does not depend on the schema's name, with the lines it
 /// was computed from (for diagnostics).

@@ -32,6 +32,7 @@ pub async fn terminate(client: &Client, apps: &[String]) -> Result<i64> {
 /// just disconnected up to `grace` to finish exiting on their own.
 pub async fn lingering(client: &Client, apps: &[String], grace: Duration) -> Result<i64> {
     let deadline = Instant::now() + grace;
+    let mut pause = Duration::from_millis(1);
     loop {
         let row = client
             .query_one(
@@ -44,7 +45,9 @@ pub async fn lingering(client: &Client, apps: &[String], grace: Duration) -> Res
         if n == 0 || Instant::now() >= deadline {
             return Ok(n);
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // A backend whose client just said goodbye is usually gone within a millisecond.
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
 

@@ -148,11 +148,12 @@ impl Engine {
         let superuser = {
             let admin = pool.get().await?;
             registry::ensure(&admin).await?;
-            admin
+            let su = admin
                 .query_one("select rolsuper from pg_roles where rolname = current_user", &[])
                 .await
                 .map(|r| r.get::<_, bool>(0))
-                .unwrap_or(false)
+                .unwrap_or(false);
+            su && cfg.recycle && cfg.pool_size > 0 && registry::ensure_ddl_watch(&admin).await?
         };
         let run_id = cfg.run_id.clone().unwrap_or_else(|| lease::random_seed()[..16].to_owned());
         let inner = Inner {
@@ -417,8 +418,10 @@ impl Engine {
                 naming::candidates(&self.inner.cfg.prefix, self.inner.cfg.hash_len, &hash, &self.inner.run_id).take(24)
             {
                 let sql = format!(
-                    "BEGIN; INSERT INTO pgisolate.leases (schema_name, identity_hash, identity, owner_key, run_id, host, pid, template) \
-                     VALUES ({nl}, {hl}, {il}, {owner}, {run}, {host}, {pid}, {tpl}); ALTER SCHEMA {from} RENAME TO {n}; {comment} COMMIT;",
+                    "BEGIN; {internal} INSERT INTO pgisolate.leases (schema_name, identity_hash, identity, owner_key, run_id, host, pid, template) \
+                     VALUES ({nl}, {hl}, {il}, {owner}, {run}, {host}, {pid}, {tpl}); ALTER SCHEMA {from} RENAME TO {n}; {comment} {untouch} COMMIT;",
+                    internal = registry::INTERNAL,
+                    untouch = self.untouch_sql(&name),
                     nl = literal(&name),
                     hl = literal(&hash),
                     il = literal(&shown),
@@ -432,13 +435,13 @@ impl Engine {
                     comment = registry::comment_sql(&name, Kind::Schema, self.inner.owner),
                 );
                 match admin.batch_execute(&sql).await {
-                    Ok(()) => return self.handed_out(name, identity, tpl, Some(ready.stamp)),
+                    Ok(()) => return self.handed_out(name, identity, tpl),
                     Err(e) => {
                         let _ = admin.batch_execute("ROLLBACK").await;
                         match e.code().map(|c| c.code()) {
                             Some("23505") | Some("42P06") => taken.push(name),
                             _ => {
-                                self.inner.defer_drop(ready.name.clone(), Vec::new());
+                                self.inner.defer_drop(ready.name.clone(), None);
                                 break;
                             }
                         }
@@ -452,7 +455,9 @@ impl Engine {
         {
             let sql = format!(
                 "BEGIN; INSERT INTO pgisolate.leases (schema_name, identity_hash, identity, owner_key, run_id, host, pid, template) \
-                 VALUES ({nl}, {hl}, {il}, {owner}, {run}, {host}, {pid}, {tpl}); CREATE SCHEMA {n}; {comment}\n{replay}\n;COMMIT; {stamp}",
+                 VALUES ({nl}, {hl}, {il}, {owner}, {run}, {host}, {pid}, {tpl}); {internal} CREATE SCHEMA {n}; {comment}\n{replay}\n;{untouch} COMMIT;",
+                internal = registry::INTERNAL,
+                untouch = self.untouch_sql(&name),
                 nl = literal(&name),
                 hl = literal(&hash),
                 il = literal(&shown),
@@ -464,13 +469,11 @@ impl Engine {
                 n = ident(&name),
                 comment = registry::comment_sql(&name, Kind::Schema, self.inner.owner),
                 replay = tpl.replay_sql(&name),
-                stamp = crate::catalog::stamp_sql(&literal(&name)),
             );
-            match admin.simple_query(&sql).await {
-                Ok(rows) => {
-                    let stamp = crate::catalog::last_value(rows);
+            match admin.batch_execute(&sql).await {
+                Ok(()) => {
                     self.inner.ensure_pool(tpl);
-                    return self.handed_out(name, identity, tpl, stamp);
+                    return self.handed_out(name, identity, tpl);
                 }
                 Err(e) => {
                     let _ = admin.batch_execute("ROLLBACK").await;
@@ -484,7 +487,16 @@ impl Engine {
         Err(Error::NameExhausted(format!("no free schema name for identity {shown:?}: tried {}", taken.join(", "))))
     }
 
-    fn handed_out(&self, name: String, identity: Identity, tpl: &Template, stamp: Option<String>) -> Result<Schema> {
+    /// Clears a stale "DDL ran here" record for a name being handed out again.
+    fn untouch_sql(&self, name: &str) -> String {
+        if self.inner.superuser {
+            format!("DELETE FROM pgisolate.ddl_touched WHERE nspname = {};", literal(name))
+        } else {
+            String::new()
+        }
+    }
+
+    fn handed_out(&self, name: String, identity: Identity, tpl: &Template) -> Result<Schema> {
         let tail = &self.inner.cfg.search_path_tail;
         Ok(Schema {
             url: conninfo::scoped(&self.inner.url_form.to_string(), &name, tail)?,
@@ -498,7 +510,6 @@ impl Engine {
             name,
             identity,
             template_fp: Some(tpl.fingerprint.clone()),
-            stamp,
             engine: Some(self.inner.clone()),
         })
     }
@@ -766,11 +777,11 @@ impl Inner {
     /// Releases a schema: keep per policy, or rename to a tombstone, terminate its sessions,
     /// drop it (batched, bounded) and clear its registry row.
     pub(crate) async fn release(
-        &self,
+        self: &Arc<Self>,
         name: &str,
         identity: &str,
         failed: bool,
-        recycle: Option<(&str, &str)>,
+        recycle: Option<&str>,
     ) -> Result<Released> {
         let admin = self.pool.get().await?;
         if self.cfg.keep.keeps(failed) {
@@ -787,28 +798,35 @@ impl Inner {
         }
         let deadline = Instant::now() + self.cfg.release_timeout;
         let apps = vec![conninfo::application_name(name)];
-        if let Some((fp, stamp)) = recycle {
-            if self.cfg.recycle && self.superuser && self.cfg.pool_size > 0 {
-                self.end_sessions(&admin, &apps, name, identity).await?;
-                if self.try_recycle(&admin, name, fp, stamp).await {
-                    return Ok(Released::Recycled);
-                }
+        if let Some(fp) = recycle {
+            if self.cfg.recycle
+                && self.superuser
+                && self.cfg.pool_size > 0
+                && self.try_recycle(&admin, name, identity, fp).await
+            {
+                return Ok(Released::Recycled);
             }
         }
         let tomb = format!("pgi_tomb_{}", &lease::random_seed()[..20]);
         let rename = format!(
-            "SET lock_timeout = '1s'; BEGIN; ALTER SCHEMA {n} RENAME TO {t}; {comment} \
-             UPDATE pgisolate.leases SET schema_name = {tl}, state = 'dropping' WHERE schema_name = {nl}; COMMIT; RESET lock_timeout;",
+            "SET lock_timeout = '1s'; BEGIN; {internal} ALTER SCHEMA {n} RENAME TO {t}; {comment} \
+             UPDATE pgisolate.leases SET schema_name = {tl}, state = 'dropping' WHERE schema_name = {nl}; COMMIT; RESET lock_timeout; {sessions}",
+            sessions = sessions_sql(name),
             n = ident(name),
             t = ident(&tomb),
             comment = registry::comment_sql(&tomb, Kind::Tomb, self.owner),
+            internal = registry::INTERNAL,
             tl = literal(&tomb),
             nl = literal(name),
         );
         let mut target = tomb.clone();
+        let mut pids = Vec::new();
         loop {
-            match admin.batch_execute(&rename).await {
-                Ok(()) => break,
+            match admin.simple_query(&rename).await {
+                Ok(rows) => {
+                    pids = parse_pids(rows);
+                    break;
+                }
                 Err(e) => {
                     let _ = admin.batch_execute("ROLLBACK; RESET lock_timeout").await;
                     let code = e.code().map(|c| c.code().to_owned()).unwrap_or_default();
@@ -826,11 +844,13 @@ impl Inner {
                 }
             }
         }
-        self.end_sessions(&admin, &apps, name, identity).await?;
         if target != name && self.cfg.defer_drop {
-            self.defer_drop(target, apps);
+            // The name is free now and may be handed out again before the drop runs: the
+            // background work ends exactly the sessions seen at release, never by name.
+            self.defer_drop(target, Some(Settle { pids, name: name.to_owned(), identity: identity.to_owned() }));
             return Ok(Released::Dropped);
         }
+        self.settle(&admin, &pids, name, identity).await;
         drop::drop_schema(&admin, &target, &apps, deadline).await?;
         admin
             .execute("delete from pgisolate.leases where schema_name = $1", &[&target])
@@ -840,23 +860,69 @@ impl Inner {
     }
 }
 
+/// Sessions a release saw, to be ended in the background.
+#[derive(Debug)]
+pub(crate) struct Settle {
+    pub(crate) pids: Vec<i32>,
+    pub(crate) name: String,
+    pub(crate) identity: String,
+}
+
+/// SQL listing the backends of a schema's sessions (comma-separated pids), for the end of a
+/// release batch.
+pub(crate) fn sessions_sql(name: &str) -> String {
+    format!(
+        "SELECT coalesce(string_agg(pid::text, ','), '') FROM pg_stat_activity \
+         WHERE application_name = {} AND pid <> pg_backend_pid();",
+        literal(&conninfo::application_name(name))
+    )
+}
+
+/// The pids printed by [`sessions_sql`] (the batch's last row).
+pub(crate) fn parse_pids(rows: Vec<tokio_postgres::SimpleQueryMessage>) -> Vec<i32> {
+    let last = rows.into_iter().rev().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+        _ => None,
+    });
+    last.unwrap_or_default().split(',').filter_map(|p| p.trim().parse().ok()).collect()
+}
+
 impl Inner {
-    /// Terminates the schema's sessions, warning (with the test's name) when a test leaked
-    /// some. A client that closed just before release leaves a backend that exits a moment
-    /// later: it gets that moment before anything is called a leak.
-    async fn end_sessions(&self, admin: &Client, apps: &[String], name: &str, identity: &str) -> Result<()> {
-        let leaked = if drop::lingering(admin, apps, Duration::from_millis(150)).await? > 0 {
-            drop::terminate(admin, apps).await?
-        } else {
-            0
-        };
+    /// Ends the sessions a release saw: a client that closed just before release leaves a
+    /// backend that exits a few milliseconds later, so each gets up to 150 ms; whatever is
+    /// still there then was leaked by the test, is terminated, and is reported by name.
+    pub(crate) async fn settle(&self, admin: &Client, pids: &[i32], name: &str, identity: &str) {
+        if pids.is_empty() {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_millis(150);
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let alive: i64 =
+                match admin.query_one("select count(*) from pg_stat_activity where pid = any($1)", &[&pids]).await {
+                    Ok(r) => r.get(0),
+                    Err(_) => return,
+                };
+            if alive == 0 {
+                return;
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+        let leaked: i64 = admin
+            .query_one("select count(pg_terminate_backend(pid)) from pg_stat_activity where pid = any($1)", &[&pids])
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(0);
         if leaked > 0 {
             self.warn(&format!(
                 "{leaked} leaked connection(s) to schema {name} (test {identity}) were still open at release and were \
                  terminated: close every connection before the test ends"
             ));
         }
-        Ok(())
     }
 }
 

@@ -4,10 +4,11 @@
 //! - Pool: `pool_size` schemas per template (`pgi_pool_*`, marked as this engine's), made in the
 //!   background by replaying the template. Acquire renames one to the test's deterministic name
 //!   in the transaction that registers it: one round trip.
-//! - Recycle: on release, if the schema's DDL stamp (see [`crate::catalog`]) is unchanged, one
-//!   transaction deletes its rows with triggers and foreign keys off, restores the template's
-//!   rows and sequence positions, and renames it back into the pool. Any DDL, a lock it cannot
-//!   get, or a server where we are not superuser: it is dropped instead.
+//! - Recycle: on release, if no DDL ran in the schema (event triggers record it, see
+//!   [`crate::registry`]), one transaction deletes its rows with triggers and foreign keys off,
+//!   restores the template's rows and sequence positions, and renames it back into the pool.
+//!   Any DDL, a lock it cannot get, or a server where we are not superuser: it is dropped
+//!   instead.
 //! - Deferred drop: a released schema is renamed to a tombstone (so nothing reconnects into it)
 //!   and dropped by a background task; `Engine::flush` and `Engine::close` wait for it.
 
@@ -15,10 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::admin::{ident, literal};
-use crate::catalog;
 use crate::conninfo;
 use crate::drop;
-use crate::engine::Inner;
+use crate::engine::{parse_pids, sessions_sql, Inner, Settle};
 use crate::error::{Error, Result};
 use crate::lease;
 use crate::registry::{self, Kind};
@@ -28,7 +28,6 @@ use crate::template::{Template, PLACEHOLDER};
 #[derive(Debug, Clone)]
 pub(crate) struct Ready {
     pub(crate) name: String,
-    pub(crate) stamp: String,
 }
 
 /// One template's pool.
@@ -109,17 +108,14 @@ impl Inner {
         let admin = self.pool.get().await?;
         let name = pool_name();
         let sql = format!(
-            "BEGIN; CREATE SCHEMA {n}; {comment}\n{replay}\n;COMMIT; {stamp}",
+            "BEGIN; {internal} CREATE SCHEMA {n}; {comment}\n{replay}\n;COMMIT;",
+            internal = registry::INTERNAL,
             n = ident(&name),
             comment = registry::comment_sql(&name, Kind::Pool, self.owner),
             replay = tpl.replay_sql(&name),
-            stamp = catalog::stamp_sql(&literal(&name)),
         );
-        match admin.simple_query(&sql).await {
-            Ok(rows) => {
-                let stamp = catalog::last_value(rows).unwrap_or_default();
-                Ok(Ready { name, stamp })
-            }
+        match admin.batch_execute(&sql).await {
+            Ok(()) => Ok(Ready { name }),
             Err(e) => {
                 let _ = admin.batch_execute("ROLLBACK").await;
                 Err(Error::db(format!("fill the pool from template {}", tpl.schema), e))
@@ -151,53 +147,101 @@ impl Inner {
         self.pools.lock().ok()?.get(fp).map(|st| st.template.clone())
     }
 
-    /// Tries to recycle `name` back into its template's pool. True when it did.
-    pub(crate) async fn try_recycle(&self, client: &tokio_postgres::Client, name: &str, fp: &str, stamp: &str) -> bool {
+    /// Tries to recycle `name` into its template's pool: if no DDL ran in it, one quick
+    /// transaction renames it away (freeing the name) and a background task ends the sessions
+    /// the release saw, resets its rows and puts it back in the pool. True when the schema was
+    /// taken over that way.
+    pub(crate) async fn try_recycle(
+        self: &Arc<Self>,
+        client: &tokio_postgres::Client,
+        name: &str,
+        identity: &str,
+        fp: &str,
+    ) -> bool {
         if !self.cfg.recycle || !self.superuser || self.cfg.pool_size == 0 || self.is_closed() {
             return false;
         }
         let Some(tpl) = self.pooled_template(fp) else { return false };
-        let Some(seed) = tpl.seed_sql.as_deref() else { return false };
-        let fresh = pool_name();
-        let mut sql = format!(
-            "BEGIN; SET LOCAL lock_timeout = '1s'; SET LOCAL session_replication_role = replica; \
-             DO $pgi$ BEGIN IF ({stamp_now}) IS DISTINCT FROM {expected} THEN \
-             RAISE EXCEPTION 'pgisolate: DDL changed' USING ERRCODE = 'P0001'; END IF; END $pgi$;\n",
-            stamp_now = catalog::stamp_sql(&literal(name)),
-            expected = literal(stamp),
-        );
-        for t in &tpl.tables {
-            sql.push_str(&format!("DELETE FROM {}.{t};\n", ident(name)));
+        if tpl.seed_sql.is_none() {
+            return false;
         }
-        sql.push_str("SELECT pg_catalog.set_config('search_path', '', true);\n");
-        sql.push_str(&seed.replace(PLACEHOLDER, name));
-        sql.push_str(&format!(
-            "\n;ALTER SCHEMA {n} RENAME TO {f}; {comment} DELETE FROM pgisolate.leases WHERE schema_name = {nl}; COMMIT;",
+        let fresh = pool_name();
+        let sql = format!(
+            "BEGIN; {internal} SET LOCAL lock_timeout = '1s'; SELECT pgisolate.check_untouched({nl}); \
+             ALTER SCHEMA {n} RENAME TO {f}; {comment} DELETE FROM pgisolate.leases WHERE schema_name = {nl}; COMMIT; {sessions}",
+            internal = registry::INTERNAL,
+            nl = literal(name),
             n = ident(name),
             f = ident(&fresh),
             comment = registry::comment_sql(&fresh, Kind::Pool, self.owner),
-            nl = literal(name),
-        ));
-        if let Err(e) = client.batch_execute(&sql).await {
-            let _ = client.batch_execute("ROLLBACK").await;
-            // P0001 is our own "DDL changed" guard: dropping is the expected outcome then.
-            if e.code().map(|c| c.code()) != Some("P0001") {
-                self.warn(&format!(
-                    "could not recycle {name}, dropping it instead: {}",
-                    crate::error::describe_pg(&e).1
-                ));
+            sessions = sessions_sql(name),
+        );
+        let pids = match client.simple_query(&sql).await {
+            Ok(rows) => parse_pids(rows),
+            Err(e) => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                // P0001 is the "DDL ran here" check: dropping is the expected outcome then.
+                if e.code().map(|c| c.code()) != Some("P0001") {
+                    self.warn(&format!(
+                        "could not recycle {name}, dropping it instead: {}",
+                        crate::error::describe_pg(&e).1
+                    ));
+                }
+                return false;
             }
-            return false;
-        }
-        if let Err(back) = self.give_back(fp, Ready { name: fresh, stamp: stamp.to_owned() }) {
-            self.defer_drop(back.name, Vec::new());
-        }
+        };
+        let me = self.clone();
+        let (fp, name, identity) = (fp.to_owned(), name.to_owned(), identity.to_owned());
+        self.begin_background();
+        self.runtime.spawn(async move {
+            if let Ok(admin) = me.pool.get().await {
+                me.settle(&admin, &pids, &name, &identity).await;
+            }
+            if me.reset(&tpl, &fresh).await {
+                if let Err(back) = me.give_back(&fp, Ready { name: fresh }) {
+                    me.defer_drop(back.name, None);
+                }
+            } else {
+                me.defer_drop(fresh, None);
+            }
+            me.end_background();
+        });
         true
     }
 
-    /// Drops `schema` in the background (bounded, batched, retried; gc finishes what fails).
-    pub(crate) fn defer_drop(&self, schema: String, apps: Vec<String>) {
+    /// Deletes every row of `schema` (triggers and foreign keys off) and restores the
+    /// template's rows and sequence positions, in one transaction.
+    async fn reset(&self, tpl: &Template, schema: &str) -> bool {
+        let Some(seed) = tpl.seed_sql.as_deref() else { return false };
+        let Ok(admin) = self.pool.get().await else { return false };
+        let mut sql = format!(
+            "BEGIN; {internal} SET LOCAL lock_timeout = '2s'; SET LOCAL session_replication_role = replica;\n",
+            internal = registry::INTERNAL
+        );
+        for t in &tpl.tables {
+            sql.push_str(&format!("DELETE FROM {}.{t};\n", ident(schema)));
+        }
+        sql.push_str("SELECT pg_catalog.set_config('search_path', '', true);\n");
+        sql.push_str(&seed.replace(PLACEHOLDER, schema));
+        sql.push_str("\n;COMMIT;");
+        match admin.batch_execute(&sql).await {
+            Ok(()) => true,
+            Err(e) => {
+                let _ = admin.batch_execute("ROLLBACK").await;
+                self.warn(&format!(
+                    "could not reset {schema} for reuse, dropping it: {}",
+                    crate::error::describe_pg(&e).1
+                ));
+                false
+            }
+        }
+    }
+
+    /// Drops `schema` in the background (bounded, batched, retried; gc finishes what fails),
+    /// after ending the sessions its release saw.
+    pub(crate) fn defer_drop(self: &Arc<Self>, schema: String, settle: Option<Settle>) {
         self.begin_background();
+        let me = self.clone();
         let pool = self.pool.clone();
         let slots = self.drop_slots.clone();
         let timeout = self.cfg.release_timeout.max(Duration::from_secs(30));
@@ -207,7 +251,10 @@ impl Inner {
             let _slot = slots.acquire_owned().await;
             let result = async {
                 let admin = pool.get().await?;
-                drop::drop_schema(&admin, &schema, &apps, Instant::now() + timeout).await?;
+                if let Some(s) = &settle {
+                    me.settle(&admin, &s.pids, &s.name, &s.identity).await;
+                }
+                drop::drop_schema(&admin, &schema, &[], Instant::now() + timeout).await?;
                 admin
                     .execute("delete from pgisolate.leases where schema_name = $1", &[&schema])
                     .await

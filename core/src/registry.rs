@@ -126,6 +126,72 @@ CREATE TABLE IF NOT EXISTS pgisolate.templates (
 );
 ALTER TABLE pgisolate.templates ADD COLUMN IF NOT EXISTS seed_sql text;";
 
+/// The DDL watch (superuser only): event triggers record every schema in which a live test
+/// ran DDL, so recycling can tell in one index lookup whether a schema still matches its
+/// template. The engine's own statements run with `pgisolate.internal = on` and are skipped.
+const DDL_WATCH: &str = "
+CREATE TABLE IF NOT EXISTS pgisolate.ddl_touched (nspname text PRIMARY KEY);
+CREATE OR REPLACE FUNCTION pgisolate.note_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $pgi$
+BEGIN
+    IF current_setting('pgisolate.internal', true) = 'on' THEN RETURN; END IF;
+    -- GRANT/REVOKE report no schema: count them against the session's own schema.
+    INSERT INTO pgisolate.ddl_touched (nspname)
+        SELECT DISTINCT s.n FROM (
+            SELECT coalesce(c.schema_name, current_schema()) AS n FROM pg_event_trigger_ddl_commands() c
+        ) s
+        WHERE s.n IS NOT NULL
+          AND EXISTS (SELECT 1 FROM pgisolate.leases l WHERE l.schema_name = s.n AND l.state = 'live')
+        ON CONFLICT DO NOTHING;
+END $pgi$;
+CREATE OR REPLACE FUNCTION pgisolate.note_drop() RETURNS event_trigger LANGUAGE plpgsql AS $pgi$
+BEGIN
+    IF current_setting('pgisolate.internal', true) = 'on' THEN RETURN; END IF;
+    INSERT INTO pgisolate.ddl_touched (nspname)
+        SELECT DISTINCT d.schema_name FROM pg_event_trigger_dropped_objects() d
+        WHERE d.schema_name IS NOT NULL
+          AND EXISTS (SELECT 1 FROM pgisolate.leases l WHERE l.schema_name = d.schema_name AND l.state = 'live')
+        ON CONFLICT DO NOTHING;
+END $pgi$;
+CREATE OR REPLACE FUNCTION pgisolate.check_untouched(n text) RETURNS void LANGUAGE plpgsql AS $pgi$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pgisolate.ddl_touched WHERE nspname = n) THEN
+        RAISE EXCEPTION 'pgisolate: DDL ran in schema %', n USING ERRCODE = 'P0001';
+    END IF;
+END $pgi$;
+DO $pgi$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pgisolate_ddl') THEN
+        CREATE EVENT TRIGGER pgisolate_ddl ON ddl_command_end EXECUTE FUNCTION pgisolate.note_ddl();
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pgisolate_drop') THEN
+        CREATE EVENT TRIGGER pgisolate_drop ON sql_drop EXECUTE FUNCTION pgisolate.note_drop();
+    END IF;
+END $pgi$;";
+
+/// Installs the DDL watch once (needs superuser); false when it could not.
+pub async fn ensure_ddl_watch(client: &Client) -> Result<bool> {
+    let present = client
+        .query_one(
+            "select count(*) = 2 and to_regprocedure('pgisolate.check_untouched(text)') is not null \
+             from pg_event_trigger where evtname in ('pgisolate_ddl', 'pgisolate_drop') and evtenabled <> 'D'",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::db("check the DDL watch", e))?
+        .get::<_, bool>(0);
+    if present {
+        return Ok(true);
+    }
+    let sql = format!("BEGIN; SELECT pg_advisory_xact_lock({REGISTRY_CLASS}, 1); {DDL_WATCH} COMMIT;");
+    if client.batch_execute(&sql).await.is_err() {
+        let _ = client.batch_execute("ROLLBACK").await;
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// Statement that marks the rest of a transaction as the engine's own DDL.
+pub const INTERNAL: &str = "SET LOCAL pgisolate.internal = 'on';";
+
 /// Creates the registry once, race-free, under a transaction advisory lock.
 pub async fn ensure(client: &Client) -> Result<()> {
     let present = client
@@ -251,6 +317,13 @@ pub async fn orphans(client: &Client, grace: Duration, include_kept: bool) -> Re
 
 /// Deletes registry rows of dead owners whose schema no longer exists.
 pub async fn prune_rows(client: &Client) -> Result<u64> {
+    let _ = client
+        .execute(
+            "delete from pgisolate.ddl_touched t where to_regclass('pgisolate.ddl_touched') is not null \
+             and not exists (select 1 from pg_namespace n where n.nspname = t.nspname)",
+            &[],
+        )
+        .await;
     let sql = format!(
         "delete from pgisolate.leases l where not exists (select 1 from pg_namespace n where n.nspname = l.schema_name) \
          and l.owner_key::int8 not in ({LIVE_OWNERS_SQL})"

@@ -18,7 +18,6 @@ pub struct Schema {
     pub(crate) search_path: String,
     pub(crate) identity: Identity,
     pub(crate) template_fp: Option<String>,
-    pub(crate) stamp: Option<String>,
     pub(crate) engine: Option<Arc<Inner>>,
 }
 
@@ -77,7 +76,7 @@ impl Schema {
     /// Releases the schema given the test's outcome; the keep policy decides keep or drop.
     pub async fn finish(mut self, failed: bool) -> Result<Released> {
         let inner = self.engine.take().ok_or_else(|| Error::Closed("schema already released".into()))?;
-        let recycle = self.template_fp.as_deref().zip(self.stamp.as_deref());
+        let recycle = self.template_fp.as_deref();
         inner.release(&self.name, &self.identity.display(), failed, recycle).await
     }
 }
@@ -87,12 +86,12 @@ impl Drop for Schema {
         let Some(inner) = self.engine.take() else { return };
         let name = std::mem::take(&mut self.name);
         let identity = self.identity.display();
-        let recycle = self.template_fp.take().zip(self.stamp.take());
+        let recycle = self.template_fp.take();
         let failed = std::thread::panicking();
         inner.begin_background();
         let rt = inner.runtime.clone();
         rt.spawn(async move {
-            let r = recycle.as_ref().map(|(f, s)| (f.as_str(), s.as_str()));
+            let r = recycle.as_deref();
             if let Err(e) = inner.release(&name, &identity, failed, r).await {
                 inner.warn(&format!("background release of {name} failed: {e}"));
             }

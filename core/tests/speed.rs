@@ -133,12 +133,22 @@ async fn a_released_schema_is_reset_and_recycled_unless_its_ddl_changed() {
         assert_eq!(s.release().await.unwrap(), Released::Recycled);
     }
 
-    // DDL in the test: never recycled.
-    let s = engine.acquire(&tpl, Identity::new("recycle", "ddl")).await.unwrap();
-    let c = connect(s.url()).await;
-    c.batch_execute("alter table users add column nickname text").await.unwrap();
-    drop(c);
-    assert_eq!(s.release().await.unwrap(), Released::Dropped);
+    // DDL in the test: never recycled, whatever the statement.
+    for ddl in [
+        "create function hello() returns int language sql as 'select 1'",
+        "drop view order_totals",
+        "create index users_name on users (name)",
+        "alter table roles rename column name to title",
+        "create type color as enum ('red')",
+        "grant select on users to public",
+        "alter table users add column nickname text",
+    ] {
+        let s = engine.acquire(&tpl, Identity::new("recycle", "ddl")).await.unwrap();
+        let c = connect(s.url()).await;
+        c.batch_execute(ddl).await.unwrap();
+        drop(c);
+        assert_eq!(s.release().await.unwrap(), Released::Dropped, "recycled after: {ddl}");
+    }
     let s = engine.acquire(&tpl, Identity::new("recycle", "after ddl")).await.unwrap();
     let c = connect(s.url()).await;
     assert!(c.execute("select nickname from users", &[]).await.is_err(), "a changed schema came back");

@@ -1,0 +1,527 @@
+//! `pgisolate bench`: every isolation strategy on the same server, side by side.
+//!
+//! For each strategy, N tests run one after another; each test acquires an isolated database
+//! object, writes a row, and releases it. Measured: acquire latency (p50/p99), release latency,
+//! wall time per test including background work (the run ends with a flush), and server time
+//! per test: CPU seconds the PostgreSQL processes spent, read from /proc (postmaster plus its
+//! children, exited ones included), when the server is the local embedded one.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use pgisolate::{Config, Engine, Identity, Migrations, Template};
+use tokio_postgres::{Client, NoTls};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One strategy's numbers.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub strategy: &'static str,
+    pub what: &'static str,
+    pub tests: usize,
+    pub acquire_p50: f64,
+    pub acquire_p99: f64,
+    pub release_p50: f64,
+    pub wall_per_test: f64,
+    pub server_per_test: Option<f64>,
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return 0.0;
+    }
+    v[((p * (v.len() - 1) as f64).round() as usize).min(v.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// CPU time (ms) used so far by the server whose data directory is `data`: the postmaster,
+/// its exited children (cutime/cstime) and its live children.
+fn server_cpu_ms(data: &Path) -> Option<f64> {
+    let pm: u32 = std::fs::read_to_string(data.join("postmaster.pid")).ok()?.lines().next()?.trim().parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let fields = |pid: u32| -> Option<Vec<String>> {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = &s[s.rfind(')')? + 2..];
+        Some(rest.split_whitespace().map(str::to_owned).collect())
+    };
+    // After ")": state(0) ppid(1) … utime(11) stime(12) cutime(13) cstime(14).
+    let f = fields(pm)?;
+    let num = |f: &[String], i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let mut ticks = num(&f, 11) + num(&f, 12) + num(&f, 13) + num(&f, 14);
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        if let Some(c) = fields(pid) {
+            if c.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pm) {
+                ticks += num(&c, 11) + num(&c, 12);
+            }
+        }
+    }
+    Some(ticks * 1000.0 / hz)
+}
+
+async fn connect(url: &str) -> Result<Client, BoxError> {
+    let (c, conn) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(conn);
+    Ok(c)
+}
+
+struct Sample {
+    acquire: Vec<f64>,
+    release: Vec<f64>,
+}
+
+/// Runs `tests` cycles of (acquire, body, release) and returns the row.
+async fn measure<A, R, FA, FR, T>(
+    strategy: &'static str,
+    what: &'static str,
+    tests: usize,
+    data: Option<&Path>,
+    mut acquire: A,
+    mut release: R,
+    flush: impl std::future::Future<Output = ()>,
+) -> Result<Row, BoxError>
+where
+    A: FnMut(usize) -> FA,
+    R: FnMut(T) -> FR,
+    FA: std::future::Future<Output = Result<T, BoxError>>,
+    FR: std::future::Future<Output = Result<(), BoxError>>,
+{
+    let mut s = Sample { acquire: Vec::with_capacity(tests), release: Vec::with_capacity(tests) };
+    let cpu0 = data.and_then(server_cpu_ms);
+    let t0 = Instant::now();
+    for i in 0..tests {
+        let t = Instant::now();
+        let h = acquire(i).await?;
+        s.acquire.push(ms(t.elapsed()));
+        let t = Instant::now();
+        release(h).await?;
+        s.release.push(ms(t.elapsed()));
+    }
+    flush.await;
+    let wall = ms(t0.elapsed());
+    let cpu1 = data.and_then(server_cpu_ms);
+    Ok(Row {
+        strategy,
+        what,
+        tests,
+        acquire_p50: pct(&mut s.acquire.clone(), 0.5),
+        acquire_p99: pct(&mut s.acquire, 0.99),
+        release_p50: pct(&mut s.release, 0.5),
+        wall_per_test: wall / tests as f64,
+        server_per_test: cpu0.zip(cpu1).map(|(a, b)| (b - a) / tests as f64),
+    })
+}
+
+fn engine_cfg(base: &Config, pool: usize, recycle: bool, defer: bool) -> Config {
+    let mut c = base.clone();
+    c.pool_size = pool;
+    c.recycle = recycle;
+    c.defer_drop = defer;
+    c.gc_on_start = false;
+    c
+}
+
+/// An engine strategy: acquire/release through pgisolate with the given settings.
+async fn engine_strategy(
+    strategy: &'static str,
+    what: &'static str,
+    cfg: Config,
+    migrations: &Path,
+    tests: usize,
+    data: Option<&Path>,
+) -> Result<Row, BoxError> {
+    let engine = Engine::start(cfg).await?;
+    let tpl = engine.template(Migrations::dir(migrations)).await?;
+    engine.flush().await;
+    let admin = connect(engine.url()).await?;
+    let warm = |engine: Engine, tpl: Template| async move {
+        for i in 0..5 {
+            let s = engine.acquire(&tpl, Identity::new("bench warm-up", i.to_string())).await?;
+            s.release().await?;
+        }
+        engine.flush().await;
+        Ok::<_, BoxError>(())
+    };
+    warm(engine.clone(), tpl.clone()).await?;
+    let (e1, e2, e3) = (engine.clone(), engine.clone(), engine.clone());
+    let admin = &admin;
+    let row = measure(
+        strategy,
+        what,
+        tests,
+        data,
+        |i| {
+            let (e, t) = (e1.clone(), tpl.clone());
+            async move {
+                let s = e.acquire(&t, Identity::new("bench", format!("test {i}"))).await?;
+                Ok::<_, BoxError>(s)
+            }
+        },
+        |s| {
+            let _ = &e2;
+            async move {
+                admin
+                    .execute(&format!("insert into \"{}\".users (email) values ('bench@example.com')", s.name()), &[])
+                    .await?;
+                s.release().await?;
+                Ok(())
+            }
+        },
+        async move { e3.flush().await },
+    )
+    .await?;
+    engine.close().await?;
+    Ok(row)
+}
+
+/// Runs every strategy and the two-worker suite; writes CSV and SVG to `out_dir`.
+pub async fn run(migrations: PathBuf, tests: usize, suite_tests: usize, out_dir: PathBuf) -> Result<bool, BoxError> {
+    let base = Config::from_env()?;
+    let probe = Engine::start(engine_cfg(&base, 0, false, false)).await?;
+    let url = probe.url().to_owned();
+    let data = probe.server().map(|s| s.dir.join("data"));
+    let data = data.as_deref();
+    let steps = Migrations::dir(&migrations).load()?;
+    let migration_sql: String = steps.iter().map(|(_, sql)| format!("{sql}\n;\n")).collect();
+    let admin = connect(&url).await?;
+    let mut rows = Vec::new();
+    eprintln!("pgisolate bench: {tests} tests per strategy on {}", pgisolate::conninfo::redact(&url));
+
+    // 1. Fresh schema + migrations, then DROP SCHEMA … CASCADE.
+    let admin_ref = &admin;
+    let sql_ref = &migration_sql;
+    rows.push(
+        measure(
+            "fresh",
+            "CREATE SCHEMA + migrations; DROP SCHEMA CASCADE",
+            tests,
+            data,
+            |i| async move {
+                let name = format!("bench_fresh_{i}");
+                admin_ref
+                    .batch_execute(&format!(
+                        "BEGIN; CREATE SCHEMA {name}; SET LOCAL search_path TO {name}, public;\n{sql_ref}\nCOMMIT;"
+                    ))
+                    .await?;
+                Ok::<_, BoxError>(name)
+            },
+            |name| async move {
+                admin_ref
+                    .execute(&format!("insert into {name}.users (email) values ('bench@example.com')"), &[])
+                    .await?;
+                admin_ref.batch_execute(&format!("DROP SCHEMA {name} CASCADE")).await?;
+                Ok(())
+            },
+            async {},
+        )
+        .await?,
+    );
+
+    // 2–4. The engine: replay only, warm pool, pool + recycling.
+    rows.push(
+        engine_strategy(
+            "replay",
+            "pgisolate, captured DDL replayed, synchronous drop",
+            engine_cfg(&base, 0, false, false),
+            &migrations,
+            tests,
+            data,
+        )
+        .await?,
+    );
+    rows.push(
+        engine_strategy(
+            "pool",
+            "pgisolate, warm pool (4), deferred drop",
+            engine_cfg(&base, 4, false, true),
+            &migrations,
+            tests,
+            data,
+        )
+        .await?,
+    );
+    rows.push(
+        engine_strategy(
+            "recycle",
+            "pgisolate, warm pool (4) + recycling (default)",
+            engine_cfg(&base, 4, true, true),
+            &migrations,
+            tests,
+            data,
+        )
+        .await?,
+    );
+
+    // 5. CREATE DATABASE … TEMPLATE + DROP DATABASE (pgtestdb, pytest-postgresql, IntegreSQL).
+    admin.batch_execute("DROP DATABASE IF EXISTS pgi_bench_tpl").await?;
+    admin.batch_execute("CREATE DATABASE pgi_bench_tpl").await?;
+    {
+        let mut tpl_url = pgisolate::conninfo::ConnInfo::parse(&url)?.to_keyvalue()?;
+        tpl_url.set("dbname", "pgi_bench_tpl");
+        let c = connect(&tpl_url.to_string()).await?;
+        c.batch_execute(&migration_sql).await?;
+    }
+    rows.push(
+        measure(
+            "template-db",
+            "CREATE DATABASE … TEMPLATE; DROP DATABASE",
+            tests.min(100),
+            data,
+            |i| async move {
+                let name = format!("pgi_bench_db_{i}");
+                admin_ref.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE pgi_bench_tpl")).await?;
+                Ok::<_, BoxError>(name)
+            },
+            |name| async move {
+                admin_ref.batch_execute(&format!("DROP DATABASE {name}")).await?;
+                Ok(())
+            },
+            async {},
+        )
+        .await?,
+    );
+    admin.batch_execute("DROP DATABASE IF EXISTS pgi_bench_tpl").await?;
+
+    // 6. The floor: one transaction rolled back (no isolation of committed data).
+    let tx_schema = format!("bench_rollback_{}", std::process::id());
+    admin
+        .batch_execute(&format!(
+            "CREATE SCHEMA {tx_schema}; SET search_path TO {tx_schema};\n{migration_sql}\nRESET search_path;"
+        ))
+        .await?;
+    let ts = &tx_schema;
+    rows.push(
+        measure(
+            "rollback",
+            "BEGIN; INSERT; ROLLBACK (the floor)",
+            tests,
+            data,
+            |_| async move {
+                admin_ref.batch_execute("BEGIN").await?;
+                Ok::<_, BoxError>(())
+            },
+            |_| async move {
+                admin_ref.execute(&format!("insert into {ts}.users (email) values ('bench@example.com')"), &[]).await?;
+                admin_ref.batch_execute("ROLLBACK").await?;
+                Ok(())
+            },
+            async {},
+        )
+        .await?,
+    );
+    admin.batch_execute(&format!("DROP SCHEMA {tx_schema} CASCADE")).await?;
+
+    let suite = two_worker_suite(&base, &migrations, suite_tests).await?;
+    probe.close().await?;
+
+    print_and_write(&rows, &suite, &out_dir)
+}
+
+/// The synthetic suite: `n` tests on 2 workers, each connecting, writing and reading; once
+/// without isolation (one shared schema, unique rows), once with a schema per test.
+pub struct Suite {
+    pub tests: usize,
+    pub base_ms: f64,
+    pub isolated_ms: f64,
+}
+
+async fn two_worker_suite(base: &Config, migrations: &Path, n: usize) -> Result<Suite, BoxError> {
+    let mut cfg = base.clone();
+    cfg.gc_on_start = false;
+    cfg.pool_size = 4;
+    let engine = Engine::start(cfg).await?;
+    let tpl = engine.template(Migrations::dir(migrations)).await?;
+    let shared = engine.acquire(&tpl, Identity::new("bench suite", "shared")).await?;
+    let shared_url = shared.url().to_owned();
+    engine.flush().await;
+
+    async fn body(url: &str, email: &str) -> Result<(), BoxError> {
+        let c = connect(url).await?;
+        c.execute("insert into users (email) values ($1)", &[&email]).await?;
+        let _: i64 = c.query_one("select count(*) from users where email = $1", &[&email]).await?.get(0);
+        Ok(())
+    }
+
+    let per_worker = n / 2;
+    // Without isolation.
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..2 {
+        let url = shared_url.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per_worker {
+                body(&url, &format!("w{w}-{i}@example.com")).await?;
+            }
+            Ok::<_, BoxError>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let base_ms = ms(t.elapsed());
+    // With a schema per test.
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..2 {
+        let (engine, tpl) = (engine.clone(), tpl.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut times = Vec::with_capacity(per_worker);
+            for i in 0..per_worker {
+                let t = Instant::now();
+                let s = engine.acquire(&tpl, Identity::new(format!("suite worker {w}"), format!("test {i}"))).await?;
+                let acquired = ms(t.elapsed());
+                body(s.url(), "alice@example.com").await?;
+                let t = Instant::now();
+                s.release().await?;
+                times.push((acquired, ms(t.elapsed())));
+            }
+            Ok::<_, BoxError>(times)
+        }));
+    }
+    let mut acq = Vec::new();
+    let mut rel = Vec::new();
+    for t in tasks {
+        for (a, r) in t.await?? {
+            acq.push(a);
+            rel.push(r);
+        }
+    }
+    engine.flush().await;
+    let isolated_ms = ms(t.elapsed());
+    eprintln!(
+        "suite with isolation: acquire p50 {:.2} ms p99 {:.2} ms, release p50 {:.2} ms p99 {:.2} ms",
+        pct(&mut acq.clone(), 0.5),
+        pct(&mut acq, 0.99),
+        pct(&mut rel.clone(), 0.5),
+        pct(&mut rel, 0.99)
+    );
+    shared.release().await?;
+    engine.close().await?;
+    Ok(Suite { tests: per_worker * 2, base_ms, isolated_ms })
+}
+
+fn print_and_write(rows: &[Row], suite: &Suite, out_dir: &Path) -> Result<bool, BoxError> {
+    let get = |s: &str| rows.iter().find(|r| r.strategy == s);
+    let cost = |r: &Row| r.server_per_test.unwrap_or(r.wall_per_test);
+    let fresh = get("fresh").map(cost).unwrap_or(f64::NAN);
+    let tdb = get("template-db").map(cost).unwrap_or(f64::NAN);
+    let basis = if rows.iter().all(|r| r.server_per_test.is_some()) { "server CPU" } else { "wall" };
+    println!();
+    println!(
+        "{:<12} {:>7} {:>10} {:>10} {:>10} {:>12} {:>12} {:>9} {:>9}",
+        "strategy", "tests", "acq p50", "acq p99", "rel p50", "wall/test", "server/test", "÷fresh", "÷tpl-db"
+    );
+    let mut csv = String::from(
+        "strategy,description,tests,acquire_p50_ms,acquire_p99_ms,release_p50_ms,wall_ms_per_test,server_ms_per_test,ratio_to_fresh,ratio_to_template_db\n",
+    );
+    for r in rows {
+        let c = cost(r);
+        println!(
+            "{:<12} {:>7} {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>10.2}ms {:>10}ms {:>9.3} {:>9.3}",
+            r.strategy,
+            r.tests,
+            r.acquire_p50,
+            r.acquire_p99,
+            r.release_p50,
+            r.wall_per_test,
+            r.server_per_test.map(|v| format!("{v:.2}")).unwrap_or_else(|| "n/a".into()),
+            c / fresh,
+            c / tdb
+        );
+        csv.push_str(&format!(
+            "{},\"{}\",{},{:.3},{:.3},{:.3},{:.3},{},{:.4},{:.4}\n",
+            r.strategy,
+            r.what,
+            r.tests,
+            r.acquire_p50,
+            r.acquire_p99,
+            r.release_p50,
+            r.wall_per_test,
+            r.server_per_test.map(|v| format!("{v:.3}")).unwrap_or_default(),
+            c / fresh,
+            c / tdb
+        ));
+    }
+    let overhead = (suite.isolated_ms - suite.base_ms) / (suite.tests as f64 / 2.0);
+    println!();
+    println!(
+        "suite: {} tests on 2 workers: {:.0} ms without isolation, {:.0} ms with a schema per test: +{:.2} ms per test",
+        suite.tests, suite.base_ms, suite.isolated_ms, overhead
+    );
+    csv.push_str(&format!(
+        "suite-2-workers,{} tests without / with isolation,{},,,,{:.3},{:.3},,\n",
+        suite.tests, suite.tests, suite.base_ms, suite.isolated_ms
+    ));
+
+    let recycle = get("recycle");
+    let pool = get("pool");
+    let mut ok = true;
+    let mut check = |name: &str, pass: bool, detail: String| {
+        println!("target {name}: {} ({detail})", if pass { "met" } else { "NOT met" });
+        ok &= pass;
+    };
+    if let Some(p) = recycle {
+        check("acquire p50 <= 1 ms", p.acquire_p50 <= 1.0, format!("{:.2} ms", p.acquire_p50));
+        check("acquire p99 <= 10 ms", p.acquire_p99 <= 10.0, format!("{:.2} ms", p.acquire_p99));
+        check(
+            "server time <= 1/4 fresh",
+            cost(p) * 4.0 <= fresh,
+            format!("{:.3} of fresh, by {basis}", cost(p) / fresh),
+        );
+        check(
+            "server time <= 1/8 template-db",
+            cost(p) * 8.0 <= tdb,
+            format!("{:.3} of template-db, by {basis}", cost(p) / tdb),
+        );
+    }
+    if let Some(p) = pool {
+        println!("(pool without recycling: acquire p50 {:.2} ms, {:.3} of fresh)", p.acquire_p50, cost(p) / fresh);
+    }
+    check("suite overhead <= 2 ms per test", overhead <= 2.0, format!("{overhead:.2} ms"));
+
+    std::fs::create_dir_all(out_dir)?;
+    std::fs::write(out_dir.join("bench.csv"), &csv)?;
+    std::fs::write(out_dir.join("bench.svg"), svg(rows, basis))?;
+    println!("wrote {} and {}", out_dir.join("bench.csv").display(), out_dir.join("bench.svg").display());
+    Ok(ok)
+}
+
+/// A horizontal bar chart of server time per test (log-free, labelled).
+fn svg(rows: &[Row], basis: &str) -> String {
+    let cost = |r: &Row| r.server_per_test.unwrap_or(r.wall_per_test);
+    let max = rows.iter().map(cost).fold(0.0_f64, f64::max).max(0.001);
+    let (w, bar_h, left, top) = (760.0, 34.0, 130.0, 50.0);
+    let h = top + rows.len() as f64 * (bar_h + 12.0) + 40.0;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"13\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{left}\" y=\"28\" font-size=\"16\" font-weight=\"bold\">{basis} time per test (ms), lower is better</text>\n"
+    );
+    for (i, r) in rows.iter().enumerate() {
+        let y = top + i as f64 * (bar_h + 12.0);
+        let v = cost(r);
+        let bw = ((w - left - 140.0) * v / max).max(1.0);
+        let color = match r.strategy {
+            "recycle" | "pool" | "replay" => "#2b7bb9",
+            "rollback" => "#999999",
+            _ => "#d9822b",
+        };
+        s.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\n<rect x=\"{left}\" y=\"{y}\" width=\"{bw:.1}\" height=\"{bar_h}\" fill=\"{color}\"/>\n<text x=\"{}\" y=\"{}\">{v:.2} ms (acquire p50 {:.2} ms)</text>\n",
+            left - 8.0,
+            y + bar_h * 0.65,
+            r.strategy,
+            left + bw + 6.0,
+            y + bar_h * 0.65,
+            r.acquire_p50
+        ));
+    }
+    s.push_str("</svg>\n");
+    s
+}
