@@ -413,52 +413,23 @@ impl Engine {
         let shown = identity.display();
         let admin = self.inner.pool.get().await?;
         let mut taken = Vec::new();
-        if let Some(ready) = self.inner.take_ready(tpl) {
-            for name in
-                naming::candidates(&self.inner.cfg.prefix, self.inner.cfg.hash_len, &hash, &self.inner.run_id).take(24)
-            {
-                let sql = format!(
-                    "BEGIN; {internal} INSERT INTO pgisolate.leases (schema_name, identity_hash, identity, owner_key, run_id, host, pid, template) \
-                     VALUES ({nl}, {hl}, {il}, {owner}, {run}, {host}, {pid}, {tpl}); ALTER SCHEMA {from} RENAME TO {n}; {comment} {untouch} COMMIT;",
-                    internal = registry::INTERNAL,
-                    untouch = self.untouch_sql(&name),
-                    nl = literal(&name),
-                    hl = literal(&hash),
-                    il = literal(&shown),
-                    owner = self.inner.owner,
-                    run = literal(&self.inner.run_id),
-                    host = literal(&self.inner.host),
-                    pid = std::process::id() as i32,
-                    tpl = literal(&tpl.schema),
-                    from = ident(&ready.name),
-                    n = ident(&name),
-                    comment = registry::comment_sql(&name, Kind::Schema, self.inner.owner),
-                );
-                match admin.batch_execute(&sql).await {
-                    Ok(()) => return self.handed_out(name, identity, tpl),
-                    Err(e) => {
-                        let _ = admin.batch_execute("ROLLBACK").await;
-                        match e.code().map(|c| c.code()) {
-                            Some("23505") | Some("42P06") => taken.push(name),
-                            _ => {
-                                self.inner.defer_drop(ready.name.clone(), None);
-                                break;
-                            }
-                        }
-                    }
-                }
-            }
-            taken.clear();
-        }
-        for name in
-            naming::candidates(&self.inner.cfg.prefix, self.inner.cfg.hash_len, &hash, &self.inner.run_id).take(24)
-        {
+        // A ready schema from the pool is renamed to the name; without one, the template is
+        // replayed into a new schema. Either way in the transaction that registers the name.
+        let mut ready = self.inner.take_ready(tpl);
+        let mut names =
+            naming::candidates(&self.inner.cfg.prefix, self.inner.cfg.hash_len, &hash, &self.inner.run_id).take(24);
+        let mut name = names.next();
+        while let Some(n) = name.clone() {
+            let make = match &ready {
+                Some(r) => format!("ALTER SCHEMA {} RENAME TO {};", ident(&r.name), ident(&n)),
+                None => format!("CREATE SCHEMA {};\n{}\n;", ident(&n), tpl.replay_sql(&n)),
+            };
             let sql = format!(
-                "BEGIN; INSERT INTO pgisolate.leases (schema_name, identity_hash, identity, owner_key, run_id, host, pid, template) \
-                 VALUES ({nl}, {hl}, {il}, {owner}, {run}, {host}, {pid}, {tpl}); {internal} CREATE SCHEMA {n}; {comment}\n{replay}\n;{untouch} COMMIT;",
+                "BEGIN; {internal} INSERT INTO pgisolate.leases (schema_name, identity_hash, identity, owner_key, run_id, host, pid, template) \
+                 VALUES ({nl}, {hl}, {il}, {owner}, {run}, {host}, {pid}, {tpl}); {make} {comment} {untouch} COMMIT;",
                 internal = registry::INTERNAL,
-                untouch = self.untouch_sql(&name),
-                nl = literal(&name),
+                untouch = self.untouch_sql(&n),
+                nl = literal(&n),
                 hl = literal(&hash),
                 il = literal(&shown),
                 owner = self.inner.owner,
@@ -466,23 +437,35 @@ impl Engine {
                 host = literal(&self.inner.host),
                 pid = std::process::id() as i32,
                 tpl = literal(&tpl.schema),
-                n = ident(&name),
-                comment = registry::comment_sql(&name, Kind::Schema, self.inner.owner),
-                replay = tpl.replay_sql(&name),
+                comment = registry::comment_sql(&n, Kind::Schema, self.inner.owner),
             );
             match admin.batch_execute(&sql).await {
                 Ok(()) => {
-                    self.inner.ensure_pool(tpl);
-                    return self.handed_out(name, identity, tpl);
+                    if ready.is_none() {
+                        self.inner.ensure_pool(tpl);
+                    }
+                    return self.handed_out(n, identity, tpl);
                 }
                 Err(e) => {
                     let _ = admin.batch_execute("ROLLBACK").await;
                     match e.code().map(|c| c.code()) {
-                        Some("23505") | Some("42P06") => taken.push(name),
-                        _ => return Err(Error::db(format!("create schema {name} from template {}", tpl.schema), e)),
+                        Some("23505") | Some("42P06") => {
+                            taken.push(n);
+                            name = names.next();
+                        }
+                        _ => match ready.take() {
+                            // The pooled schema is unusable: drop it, try the same name by replay.
+                            Some(r) => self.inner.defer_drop(r.name, None),
+                            None => {
+                                return Err(Error::db(format!("create schema {n} from template {}", tpl.schema), e))
+                            }
+                        },
                     }
                 }
             }
+        }
+        if let Some(r) = ready {
+            self.inner.defer_drop(r.name, None);
         }
         Err(Error::NameExhausted(format!("no free schema name for identity {shown:?}: tried {}", taken.join(", "))))
     }
