@@ -77,6 +77,12 @@ pub struct Config {
     pub recycle: bool,
     /// Drop released schemas in the background after renaming them away (default on).
     pub defer_drop: bool,
+    /// Extensions created once per database in the `extensions` schema, which then joins every
+    /// schema's `search_path` (`PGISOLATE_EXTENSIONS`, comma-separated).
+    pub extensions: Vec<String>,
+    /// Test hook: accept hash lengths below 8 (to force name collisions).
+    #[doc(hidden)]
+    pub unchecked_hash_len: bool,
     /// Told about slow steps.
     pub progress: Option<Progress>,
     /// Told about warnings (leaked connections, fallbacks); `None` prints them to stderr.
@@ -116,6 +122,8 @@ impl Default for Config {
             pool_size: 2,
             recycle: true,
             defer_drop: true,
+            extensions: Vec::new(),
+            unchecked_hash_len: false,
             progress: None,
             on_warning: None,
         }
@@ -150,6 +158,9 @@ impl Config {
                 Error::Config(format!("PGISOLATE_POOL_SIZE={n:?} is not a number: use 0 (off) or more"))
             })?;
         }
+        if let Some(x) = var("PGISOLATE_EXTENSIONS") {
+            c.extensions = x.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+        }
         if let Some(r) = var("PGISOLATE_RECYCLE") {
             c.recycle = match r.trim().to_ascii_lowercase().as_str() {
                 "1" | "true" | "on" | "yes" => true,
@@ -165,7 +176,14 @@ impl Config {
     /// Checks every value, with a message naming the setting.
     pub fn validate(&self) -> Result<()> {
         naming::validate_prefix(&self.prefix)?;
-        naming::validate_hash_len(self.hash_len)?;
+        if !(self.unchecked_hash_len && (1..=32).contains(&self.hash_len)) {
+            naming::validate_hash_len(self.hash_len)?;
+        }
+        for x in &self.extensions {
+            if x.is_empty() || !x.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                return Err(Error::Config(format!("extension name {x:?} is not valid (PGISOLATE_EXTENSIONS)")));
+            }
+        }
         for t in &self.search_path_tail {
             if t.contains('\0') || t.len() > naming::MAX_IDENTIFIER {
                 return Err(Error::Config(format!(

@@ -119,8 +119,11 @@ fn hostname() -> String {
 impl Engine {
     /// Starts an engine: connects to `cfg.url` (or boots/reuses the embedded server), takes an
     /// owner lease, creates the registry if needed and, unless disabled, runs gc.
-    pub async fn start(cfg: Config) -> Result<Engine> {
+    pub async fn start(mut cfg: Config) -> Result<Engine> {
         cfg.validate()?;
+        if !cfg.extensions.is_empty() && !cfg.search_path_tail.iter().any(|t| t == "extensions") {
+            cfg.search_path_tail.push("extensions".to_owned());
+        }
         let progress = cfg.progress.clone();
         let (url, server, start_lock) = match &cfg.url {
             Some(u) => (u.clone(), None, None),
@@ -148,6 +151,7 @@ impl Engine {
         let superuser = {
             let admin = pool.get().await?;
             registry::ensure(&admin).await?;
+            registry::ensure_extensions(&admin, &cfg.extensions).await?;
             let su = admin
                 .query_one("select rolsuper from pg_roles where rolname = current_user", &[])
                 .await

@@ -189,6 +189,39 @@ pub async fn ensure_ddl_watch(client: &Client) -> Result<bool> {
     Ok(true)
 }
 
+/// Creates `extensions` once per database, race-free: under a transaction advisory lock, in
+/// one schema, skipped when every one is already installed (anywhere).
+pub async fn ensure_extensions(client: &Client, names: &[String]) -> Result<()> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let present: i64 = client
+        .query_one("select count(*) from pg_extension where extname = any($1)", &[&names])
+        .await
+        .map_err(|e| Error::db("look up extensions", e))?
+        .get(0);
+    if present as usize == names.len() {
+        return Ok(());
+    }
+    let mut sql =
+        format!("BEGIN; SELECT pg_advisory_xact_lock({REGISTRY_CLASS}, 2); CREATE SCHEMA IF NOT EXISTS extensions;");
+    for n in names {
+        sql.push_str(&format!(" CREATE EXTENSION IF NOT EXISTS {} SCHEMA extensions;", crate::admin::ident(n)));
+    }
+    sql.push_str(" COMMIT;");
+    if let Err(e) = client.batch_execute(&sql).await {
+        let _ = client.batch_execute("ROLLBACK").await;
+        return Err(Error::db(
+            format!(
+                "create extensions {} (install them on the server, or create them as a superuser first)",
+                names.join(", ")
+            ),
+            e,
+        ));
+    }
+    Ok(())
+}
+
 /// Statement that marks the rest of a transaction as the engine's own DDL.
 pub const INTERNAL: &str = "SET LOCAL pgisolate.internal = 'on';";
 

@@ -438,3 +438,55 @@ pub fn running_url() -> Option<String> {
     let st = read_state(&home)?;
     (postmaster_pid(&home.join("data")).is_some_and(pid_alive) && accepts_tcp(st.port)).then(|| url_for(st.port))
 }
+
+/// A server of its own for tests that need other settings (the reliability suite): initdb and
+/// start in `dir` with `settings` (PostgreSQL defaults otherwise) on a free port, no keeper.
+/// Stopped and deleted when dropped.
+#[derive(Debug)]
+pub struct PrivateServer {
+    /// Superuser URL.
+    pub url: String,
+    /// Its directory.
+    pub dir: PathBuf,
+    bins: Binaries,
+    who: Option<RunAs>,
+}
+
+/// Starts a [`PrivateServer`] in `dir` (created; must not hold one already). Blocking.
+pub fn start_private(dir: &Path, settings: &[(&str, &str)]) -> Result<PrivateServer> {
+    let who = run_as()?;
+    let bins = find_binaries(std::env::var_os("PGISOLATE_PG_BIN").as_deref().map(Path::new))?;
+    fs::create_dir_all(dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o755));
+    chown(dir, who)?;
+    let data = dir.join("data");
+    let mut initdb = Command::new(bins.tool("initdb"));
+    initdb.arg("-D").arg(&data).args(["-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C", "-N"]);
+    run_checked(initdb, dir, who, "initdb")?;
+    let sock = dir.join("sock");
+    fs::create_dir_all(&sock).map_err(|e| Error::io("create the socket directory", e))?;
+    chown(&sock, who)?;
+    let port = free_port()?;
+    let mut opts = format!("-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off", sock.display());
+    for (k, v) in settings {
+        opts.push_str(&format!(" -c {k}={v}"));
+    }
+    let mut pg_ctl = Command::new(bins.tool("pg_ctl"));
+    pg_ctl
+        .arg("-D")
+        .arg(&data)
+        .arg("-l")
+        .arg(dir.join("server.log"))
+        .args(["-w", "-t", "60", "-s", "-o", &opts, "start"]);
+    run_checked(pg_ctl, dir, who, "pg_ctl start")?;
+    Ok(PrivateServer { url: url_for(port), dir: dir.to_owned(), bins, who })
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        let mut stop = Command::new(self.bins.tool("pg_ctl"));
+        stop.arg("-D").arg(self.dir.join("data")).args(["-m", "immediate", "-w", "-s", "stop"]);
+        let _ = run_checked(stop, &self.dir, self.who, "pg_ctl stop");
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,298 @@
+//! Acceptance suite for the faults in RELIABILITY.md, against real PostgreSQL 15. Each case
+//! runs under a hard deadline and asserts its expected outcome; the suite prints a table
+//! (case, outcome, time) and fails if any case failed.
+#![allow(clippy::unwrap_used)] // tests fail loudly on unexpected errors, on purpose
+
+use std::future::Future;
+use std::io::Write;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use pgisolate::{Config, Engine, Identity, Migrations};
+use tokio_postgres::{Client, NoTls};
+
+type Outcome = Result<String, String>;
+type Case = (&'static str, &'static str, u64, fn() -> Pin<Box<dyn Future<Output = Outcome> + Send>>);
+
+fn migrations() -> Migrations {
+    Migrations::dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/migrations"))
+}
+
+fn config(url: Option<String>) -> Config {
+    let mut c = Config::from_env().unwrap();
+    if url.is_some() {
+        c.url = url;
+    }
+    c.gc_on_start = false;
+    c
+}
+
+async fn connect(url: &str) -> Result<Client, String> {
+    let (c, conn) = tokio_postgres::connect(url, NoTls).await.map_err(|e| format!("connect: {e}"))?;
+    tokio::spawn(conn);
+    Ok(c)
+}
+
+fn check(cond: bool, what: impl Into<String>) -> Result<(), String> {
+    if cond {
+        Ok(())
+    } else {
+        Err(what.into())
+    }
+}
+
+async fn exists(c: &Client, schema: &str) -> bool {
+    c.query_one("select exists (select 1 from pg_namespace where nspname = $1)", &[&schema])
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or(true)
+}
+
+fn private(settings: &'static [(&'static str, &'static str)]) -> Result<pgisolate::server::PrivateServer, String> {
+    let dir = std::env::temp_dir().join(format!(
+        "pgisolate-rel-{}-{}",
+        std::process::id(),
+        pgisolate::lease::random_seed()[..8].to_owned()
+    ));
+    pgisolate::server::start_private(&dir, settings).map_err(|e| e.to_string())
+}
+
+/// R1: 5,000 plain + 2,000 serial/text tables (about 33k locks) on default max_locks_per_transaction.
+fn r1() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+    Box::pin(async {
+        let srv = tokio::task::spawn_blocking(|| private(&[])).await.unwrap()?;
+        let engine = Engine::start(config(Some(srv.url.clone()))).await.map_err(|e| e.to_string())?;
+        let admin = connect(&srv.url).await?;
+        let locks: String = admin.query_one("show max_locks_per_transaction", &[]).await.unwrap().get(0);
+        check(locks == "64", format!("expected the default 64 locks, got {locks}"))?;
+        let tpl = engine.template(Migrations::sql("create table seed (id int);")).await.map_err(|e| e.to_string())?;
+        let s = engine.acquire(&tpl, Identity::new("R1", "many tables")).await.map_err(|e| e.to_string())?;
+        let name = s.name().to_owned();
+        let c = connect(s.url()).await?;
+        for chunk in 0..10 {
+            c.batch_execute(&format!(
+                "do $$ begin for i in {} .. {} loop execute format('create table p%s (id int)', i); end loop; end $$;",
+                chunk * 500,
+                chunk * 500 + 499
+            ))
+            .await
+            .map_err(|e| format!("create plain tables: {e}"))?;
+        }
+        for chunk in 0..8 {
+            c.batch_execute(&format!(
+                "do $$ begin for i in {} .. {} loop execute format('create table s%s (id serial primary key, t text)', i); end loop; end $$;",
+                chunk * 250,
+                chunk * 250 + 249
+            ))
+            .await
+            .map_err(|e| format!("create serial tables: {e}"))?;
+        }
+        drop(c);
+        let t = Instant::now();
+        s.release().await.map_err(|e| format!("release: {e}"))?;
+        engine.flush().await;
+        check(!exists(&admin, &name).await, "schema survived")?;
+        let tombs: i64 = admin
+            .query_one("select count(*) from pg_namespace where nspname like 'pgi_tomb_%'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        check(tombs == 0, format!("{tombs} tombstones left: a batch failed"))?;
+        let rows: i64 = admin.query_one("select count(*) from pgisolate.leases", &[]).await.unwrap().get(0);
+        check(rows == 0, format!("{rows} registry rows left"))?;
+        engine.close().await.map_err(|e| e.to_string())?;
+        drop(admin);
+        drop(srv);
+        Ok(format!("7,000 tables dropped in batches in {:.1} s, no 53200", t.elapsed().as_secs_f64()))
+    })
+}
+
+/// R3: the embedded server's settings.
+fn r3() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+    Box::pin(async {
+        let engine = Engine::start(config(None)).await.map_err(|e| e.to_string())?;
+        if !engine.is_embedded() {
+            return Ok("skipped: PGISOLATE_DATABASE_URL is set".into());
+        }
+        let c = connect(engine.url()).await?;
+        let mut seen = Vec::new();
+        for k in
+            ["max_locks_per_transaction", "idle_in_transaction_session_timeout", "client_connection_check_interval"]
+        {
+            let v: String = c.query_one(&format!("show {k}"), &[]).await.unwrap().get(0);
+            let ok = if k == "max_locks_per_transaction" { v.parse::<i64>().unwrap_or(0) >= 1024 } else { v != "0" };
+            check(ok, format!("{k} = {v}"))?;
+            seen.push(format!("{k}={v}"));
+        }
+        engine.close().await.map_err(|e| e.to_string())?;
+        Ok(seen.join(", "))
+    })
+}
+
+/// R9: foreign schemas are never dropped; dropping public is refused.
+fn r9() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+    Box::pin(async {
+        let engine = Engine::start(config(None)).await.map_err(|e| e.to_string())?;
+        let c = connect(engine.url()).await?;
+        c.batch_execute(
+            "create schema if not exists test_deadbeef; create schema if not exists \"Test_X\"; \
+             create schema if not exists tpl_users_own; create schema if not exists test_v2marker; \
+             comment on schema test_v2marker is 'pgisolate:v2:schema owner=1 t=1'",
+        )
+        .await
+        .unwrap();
+        let report = engine.gc_with(Duration::ZERO, true).await.map_err(|e| e.to_string())?;
+        for s in ["test_deadbeef", "Test_X", "tpl_users_own", "test_v2marker", "public", "information_schema"] {
+            check(!report.dropped.iter().any(|d| d == s) && exists(&c, s).await, format!("{s} was dropped"))?;
+        }
+        check(engine.drop_schema("public").await.is_err(), "drop(\"public\") was not refused")?;
+        c.batch_execute("drop schema test_deadbeef, \"Test_X\", tpl_users_own, test_v2marker").await.unwrap();
+        engine.close().await.map_err(|e| e.to_string())?;
+        Ok("none of 6 foreign schemas dropped; drop(public) refused".into())
+    })
+}
+
+/// R10: 64 concurrent engines needing pgcrypto and uuid-ossp on a fresh database.
+fn r10() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+    Box::pin(async {
+        let srv = tokio::task::spawn_blocking(|| private(&[("max_connections", "400")])).await.unwrap()?;
+        let mut tasks = Vec::new();
+        for i in 0..64 {
+            let url = srv.url.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut cfg = config(Some(url));
+                cfg.extensions = vec!["pgcrypto".into(), "uuid-ossp".into()];
+                cfg.pool_size = 0;
+                cfg.max_admin_connections = 2;
+                let engine = Engine::start(cfg).await.map_err(|e| format!("engine {i}: {e}"))?;
+                let tpl = engine
+                    .template(Migrations::sql("create table ids (id uuid primary key default uuid_generate_v4(), h text default encode(digest('x', 'sha256'), 'hex'));"))
+                    .await
+                    .map_err(|e| format!("template {i}: {e}"))?;
+                let s = engine.acquire(&tpl, Identity::new("R10", i.to_string())).await.map_err(|e| format!("acquire {i}: {e}"))?;
+                let c = connect(s.url()).await?;
+                c.execute("insert into ids default values", &[]).await.map_err(|e| format!("uuid in {}: {e}", s.name()))?;
+                let _: String = c.query_one("select uuid_generate_v4()::text", &[]).await.map_err(|e| e.to_string())?.get(0);
+                drop(c);
+                s.release().await.map_err(|e| e.to_string())?;
+                engine.close().await.map_err(|e| e.to_string())?;
+                Ok::<_, String>(())
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap()?;
+        }
+        let admin = connect(&srv.url).await?;
+        let where_: Vec<String> = admin
+            .query("select e.extname || '@' || n.nspname from pg_extension e join pg_namespace n on n.oid = e.extnamespace where e.extname in ('pgcrypto', 'uuid-ossp') order by 1", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        check(where_ == ["pgcrypto@extensions", "uuid-ossp@extensions"], format!("extensions at {where_:?}"))?;
+        drop(admin);
+        drop(srv);
+        Ok("64 engines, no 23505/XX000; both extensions once, in schema extensions".into())
+    })
+}
+
+/// R13: forced collisions (1 hex character) never share a schema.
+fn r13() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+    Box::pin(async {
+        let mut cfg = config(None);
+        cfg.unchecked_hash_len = true;
+        cfg.hash_len = 1;
+        let engine = Engine::start(cfg).await.map_err(|e| e.to_string())?;
+        let tpl = engine.template(migrations()).await.map_err(|e| e.to_string())?;
+        let mut held = Vec::new();
+        for i in 0..40 {
+            held.push(
+                engine.acquire(&tpl, Identity::new("R13", format!("identity {i}"))).await.map_err(|e| e.to_string())?,
+            );
+        }
+        let mut names: Vec<&str> = held.iter().map(|s| s.name()).collect();
+        names.sort();
+        names.dedup();
+        check(names.len() == 40, format!("{} distinct names for 40 identities", names.len()))?;
+        let short = held.iter().filter(|s| s.name().len() == "test_".len() + 1).count();
+        for s in held {
+            s.release().await.map_err(|e| e.to_string())?;
+        }
+        engine.close().await.map_err(|e| e.to_string())?;
+        Ok(format!("40 identities on 16 one-character names: 40 distinct schemas ({short} kept the short name, the rest disambiguated)"))
+    })
+}
+
+/// R12: hostile names give distinct valid names and inject nothing.
+fn r12() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+    Box::pin(async {
+        let engine = Engine::start(config(None)).await.map_err(|e| e.to_string())?;
+        let tpl = engine.template(migrations()).await.map_err(|e| e.to_string())?;
+        let ids = [
+            Identity::new("", ""),
+            Identity::new("f", "x".repeat(10_240)),
+            Identity::new("f", "🐘✨"),
+            Identity::new("f", "caf\u{e9}"),
+            Identity::new("f", "cafe\u{301}"),
+            Identity::new("f", "'\";DROP SCHEMA public;--"),
+            Identity::new("f", "x -c default_transaction_read_only=on"),
+            Identity::new("a:b", "c"),
+            Identity::new("a", "b:c"),
+            Identity::new("o", "outline").with_discriminator("1"),
+            Identity::new("o", "outline").with_discriminator("2"),
+            Identity::new("one", "same title"),
+            Identity::new("two", "same title"),
+        ];
+        let mut held = Vec::new();
+        for id in ids {
+            let s = engine.acquire(&tpl, id).await.map_err(|e| e.to_string())?;
+            let ok = s.name().len() <= 63
+                && s.name().bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            check(ok, format!("invalid name {}", s.name()))?;
+            let c = connect(s.url()).await?;
+            let ro: String = c.query_one("show default_transaction_read_only", &[]).await.unwrap().get(0);
+            check(ro == "off", "options injection")?;
+            held.push(s);
+        }
+        let mut names: Vec<String> = held.iter().map(|s| s.name().to_owned()).collect();
+        names.sort();
+        names.dedup();
+        check(names.len() == 13, "two hostile identities shared a name")?;
+        for s in held {
+            s.release().await.map_err(|e| e.to_string())?;
+        }
+        engine.close().await.map_err(|e| e.to_string())?;
+        Ok("13 hostile identities: 13 distinct valid names, read_only stays off".into())
+    })
+}
+
+#[test]
+fn acceptance() {
+    let cases: Vec<Case> = vec![
+        ("R1", "batched drop of 7,000 tables on max_locks_per_transaction=64", 300, r1),
+        ("R3", "embedded server settings", 60, r3),
+        ("R9", "foreign schemas survive gc", 60, r9),
+        ("R10", "extensions once, in extensions, 64 concurrent engines", 180, r10),
+        ("R12", "hostile scenario names", 60, r12),
+        ("R13", "forced hash collisions", 60, r13),
+    ];
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+    let mut table = String::from("\nreliability acceptance suite\ncase  outcome  time     detail\n");
+    let mut failed = 0;
+    for (id, what, deadline, f) in cases {
+        let t = Instant::now();
+        let r = rt.block_on(async { tokio::time::timeout(Duration::from_secs(deadline), f()).await });
+        let (outcome, detail) = match r {
+            Ok(Ok(d)) => ("pass", d),
+            Ok(Err(e)) => ("FAIL", e),
+            Err(_) => ("FAIL", format!("deadline of {deadline} s exceeded")),
+        };
+        if outcome != "pass" {
+            failed += 1;
+        }
+        table.push_str(&format!("{id:<5} {outcome:<8} {:>6.1}s  {what}: {detail}\n", t.elapsed().as_secs_f64()));
+    }
+    let _ = std::io::stderr().write_all(table.as_bytes());
+    assert_eq!(failed, 0, "{failed} reliability case(s) failed:{table}");
+}
