@@ -49,6 +49,8 @@ if ! cbindgen --version 2>/dev/null | grep -q " $CBINDGEN_VERSION$"; then
   echo "ensure-deps: installing cbindgen $CBINDGEN_VERSION" >&2
   cargo install --quiet --locked cbindgen --version "$CBINDGEN_VERSION"
 fi
+# The reliability suite starts its own Redis.
+command -v redis-server >/dev/null 2>&1 || apt_install redis-server
 for tool in setsid flock; do
   command -v "$tool" >/dev/null 2>&1 || apt_install util-linux
 done

@@ -80,6 +80,9 @@ pub struct Config {
     /// Extensions created once per database in the `extensions` schema, which then joins every
     /// schema's `search_path` (`PGISOLATE_EXTENSIONS`, comma-separated).
     pub extensions: Vec<String>,
+    /// Redis whose keys under each schema's cache prefix are deleted on release and by gc
+    /// (`PGISOLATE_REDIS_URL`, `redis://[:password@]host[:port][/db]`).
+    pub redis_url: Option<String>,
     /// Test hook: accept hash lengths below 8 (to force name collisions).
     #[doc(hidden)]
     pub unchecked_hash_len: bool,
@@ -123,6 +126,7 @@ impl Default for Config {
             recycle: true,
             defer_drop: true,
             extensions: Vec::new(),
+            redis_url: None,
             unchecked_hash_len: false,
             progress: None,
             on_warning: None,
@@ -158,6 +162,7 @@ impl Config {
                 Error::Config(format!("PGISOLATE_POOL_SIZE={n:?} is not a number: use 0 (off) or more"))
             })?;
         }
+        c.redis_url = var("PGISOLATE_REDIS_URL");
         if let Some(x) = var("PGISOLATE_EXTENSIONS") {
             c.extensions = x.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
         }
@@ -190,6 +195,9 @@ impl Config {
                     "search_path tail entry {t:?} is not a valid schema name (PGISOLATE_SEARCH_PATH_TAIL)"
                 )));
             }
+        }
+        if let Some(r) = &self.redis_url {
+            crate::cache_key::RedisTarget::parse(r)?;
         }
         if self.max_admin_connections == 0 {
             return Err(Error::Config("max_admin_connections must be at least 1".into()));

@@ -48,6 +48,7 @@ pub(crate) struct Inner {
     pub(crate) pools: Mutex<HashMap<String, PoolState>>,
     pub(crate) drop_slots: Arc<Semaphore>,
     pub(crate) superuser: bool,
+    redis: Option<crate::cache_key::RedisTarget>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -178,6 +179,7 @@ impl Engine {
             pools: Mutex::new(HashMap::new()),
             drop_slots: Arc::new(Semaphore::new(2)),
             superuser,
+            redis: cfg.redis_url.as_deref().map(crate::cache_key::RedisTarget::parse).transpose()?,
             cfg,
         };
         let engine = Engine { inner: Arc::new(inner) };
@@ -518,6 +520,9 @@ impl Engine {
         let admin = self.inner.pool.get().await?;
         let mut report = GcReport::default();
         for o in registry::orphans(&admin, grace, include_kept).await? {
+            if matches!(o.marker.kind, Kind::Schema | Kind::Kept) {
+                self.inner.delete_cache_keys(&o.schema).await;
+            }
             let apps = vec![conninfo::application_name(&o.schema)];
             let deadline = Instant::now() + Duration::from_secs(30);
             match drop::drop_schema(&admin, &o.schema, &apps, deadline).await {
@@ -785,6 +790,8 @@ impl Inner {
         }
         let deadline = Instant::now() + self.cfg.release_timeout;
         let apps = vec![conninfo::application_name(name)];
+        // Before the name (and so the cache prefix) can be handed out again.
+        self.delete_cache_keys(name).await;
         if let Some(fp) = recycle {
             if self.cfg.recycle
                 && self.superuser
@@ -844,6 +851,18 @@ impl Inner {
             .await
             .map_err(|e| Error::db("clear the registry row", e))?;
         Ok(Released::Dropped)
+    }
+}
+
+impl Inner {
+    /// Deletes the Redis keys under `schema`'s cache prefix, when Redis is configured; a
+    /// failure is a warning, never a failed release.
+    pub(crate) async fn delete_cache_keys(&self, schema: &str) {
+        let Some(target) = &self.redis else { return };
+        let prefix = naming::cache_prefix(&self.cfg.prefix, schema);
+        if let Err(e) = crate::cache_key::delete_prefix(target, &prefix).await {
+            self.warn(&format!("could not delete the Redis keys {prefix}* of {schema}: {e}"));
+        }
     }
 }
 

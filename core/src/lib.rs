@@ -15,6 +15,7 @@
 
 pub mod admin;
 pub mod blocking;
+pub mod cache_key;
 pub mod catalog;
 pub mod config;
 pub mod conninfo;

@@ -267,6 +267,91 @@ fn r12() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
     })
 }
 
+/// A redis-server of the test's own on a free port, killed when dropped.
+struct Redis {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn redis() -> Result<Redis, String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("start redis-server (apt-get install redis-server): {e}"))?;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(Redis { child, url: format!("redis://127.0.0.1:{port}") });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err("redis-server did not start".into())
+}
+
+/// Cache isolation: same logical key in two concurrent scenarios; release and gc delete keys.
+fn cache() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+    Box::pin(async {
+        let r = tokio::task::spawn_blocking(redis).await.unwrap()?;
+        let target = pgisolate::cache_key::RedisTarget::parse(&r.url).map_err(|e| e.to_string())?;
+        let mut cfg = config(None);
+        cfg.redis_url = Some(r.url.clone());
+        let engine = Engine::start(cfg.clone()).await.map_err(|e| e.to_string())?;
+        let tpl = engine.template(migrations()).await.map_err(|e| e.to_string())?;
+        let cmd = |args: Vec<String>| {
+            let t = target.clone();
+            async move {
+                let a: Vec<&str> = args.iter().map(String::as_str).collect();
+                pgisolate::cache_key::command(&t, &a).await.map_err(|e| e.to_string())
+            }
+        };
+        // Two concurrent scenarios with the same identity write the same logical key.
+        let a = engine.acquire(&tpl, Identity::new("cache", "same scenario")).await.map_err(|e| e.to_string())?;
+        let b = engine.acquire(&tpl, Identity::new("cache", "same scenario")).await.map_err(|e| e.to_string())?;
+        let (ka, kb) = (a.cache_key("user:alice"), b.cache_key("user:alice"));
+        check(ka != kb, "two live schemas share a cache prefix")?;
+        let (wa, wb) = (
+            tokio::spawn(cmd(vec!["SET".into(), ka.clone(), "from a".into()])),
+            tokio::spawn(cmd(vec!["SET".into(), kb.clone(), "from b".into()])),
+        );
+        wa.await.unwrap()?;
+        wb.await.unwrap()?;
+        check(cmd(vec!["GET".into(), ka.clone()]).await? == Some("from a".into()), "a saw b's value")?;
+        check(cmd(vec!["GET".into(), kb.clone()]).await? == Some("from b".into()), "b saw a's value")?;
+        for i in 0..1200 {
+            cmd(vec!["SET".into(), a.cache_key(&format!("bulk:{i}")), "x".into()]).await?;
+        }
+        a.release().await.map_err(|e| e.to_string())?;
+        check(cmd(vec!["GET".into(), ka.clone()]).await?.is_none(), "release left a's key")?;
+        let left = cmd(vec!["DBSIZE".into()]).await?;
+        check(left == Some("1".into()), format!("after releasing a, {left:?} keys remain (want b's 1)"))?;
+        check(cmd(vec!["GET".into(), kb.clone()]).await? == Some("from b".into()), "releasing a touched b's key")?;
+        b.release().await.map_err(|e| e.to_string())?;
+        // A dead owner's keys go with its schemas when gc reaps them.
+        let dead = Engine::start(cfg).await.map_err(|e| e.to_string())?;
+        let ds = dead.acquire(&tpl, Identity::new("cache", "owner dies")).await.map_err(|e| e.to_string())?;
+        cmd(vec!["SET".into(), ds.cache_key("session"), "stale".into()]).await?;
+        let dk = ds.cache_key("session");
+        std::mem::forget(ds); // never released: its owner goes away holding it
+        dead.close().await.map_err(|e| e.to_string())?;
+        drop(dead);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let report = engine.gc_with(Duration::ZERO, false).await.map_err(|e| e.to_string())?;
+        check(!report.dropped.is_empty(), "gc found nothing to reap")?;
+        check(cmd(vec!["GET".into(), dk]).await?.is_none(), "gc left the dead owner's key")?;
+        engine.close().await.map_err(|e| e.to_string())?;
+        drop(r);
+        Ok("concurrent same-key writes isolated; release deleted 1,201 keys by SCAN+UNLINK; gc deleted a dead owner's keys".into())
+    })
+}
+
 #[test]
 fn acceptance() {
     let cases: Vec<Case> = vec![
@@ -276,6 +361,7 @@ fn acceptance() {
         ("R10", "extensions once, in extensions, 64 concurrent engines", 180, r10),
         ("R12", "hostile scenario names", 60, r12),
         ("R13", "forced hash collisions", 60, r13),
+        ("cache", "Redis keys isolated and deleted (real redis-server)", 120, cache),
     ];
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
     let mut table = String::from("\nreliability acceptance suite\ncase  outcome  time     detail\n");
