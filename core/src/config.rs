@@ -83,6 +83,9 @@ pub struct Config {
     /// Redis whose keys under each schema's cache prefix are deleted on release and by gc
     /// (`PGISOLATE_REDIS_URL`, `redis://[:password@]host[:port][/db]`).
     pub redis_url: Option<String>,
+    /// Run the hand-out check ([`crate::Schema::verify`]) on every acquire (`PGISOLATE_VERIFY`,
+    /// default off: it costs a connection).
+    pub verify_handout: bool,
     /// Test hook: accept hash lengths below 8 (to force name collisions).
     #[doc(hidden)]
     pub unchecked_hash_len: bool,
@@ -127,6 +130,7 @@ impl Default for Config {
             defer_drop: true,
             extensions: Vec::new(),
             redis_url: None,
+            verify_handout: false,
             unchecked_hash_len: false,
             progress: None,
             on_warning: None,
@@ -163,6 +167,8 @@ impl Config {
             })?;
         }
         c.redis_url = var("PGISOLATE_REDIS_URL");
+        c.verify_handout =
+            matches!(var("PGISOLATE_VERIFY").as_deref().map(str::trim), Some("1" | "on" | "true" | "yes"));
         if let Some(x) = var("PGISOLATE_EXTENSIONS") {
             c.extensions = x.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
         }

@@ -450,7 +450,11 @@ impl Engine {
                     if ready.is_none() {
                         self.inner.ensure_pool(tpl);
                     }
-                    return self.handed_out(n, identity, tpl);
+                    let schema = self.handed_out(n, identity, tpl)?;
+                    if self.inner.cfg.verify_handout {
+                        schema.verify().await?;
+                    }
+                    return Ok(schema);
                 }
                 Err(e) => {
                     let _ = admin.batch_execute("ROLLBACK").await;
@@ -487,7 +491,7 @@ impl Engine {
 
     fn handed_out(&self, name: String, identity: Identity, tpl: &Template) -> Result<Schema> {
         let tail = &self.inner.cfg.search_path_tail;
-        Ok(Schema {
+        let schema = Schema {
             url: conninfo::scoped(&self.inner.url_form.to_string(), &name, tail)?,
             conninfo: conninfo::scoped(&self.inner.kv_form.to_string(), &name, tail)?,
             cache_prefix: naming::cache_prefix(&self.inner.cfg.prefix, &name),
@@ -500,7 +504,8 @@ impl Engine {
             identity,
             template_fp: Some(tpl.fingerprint.clone()),
             engine: Some(self.inner.clone()),
-        })
+        };
+        Ok(schema)
     }
 
     /// Waits (up to the release timeout plus 5 s) for background work: pool refills and

@@ -68,6 +68,29 @@ impl Schema {
         &self.identity
     }
 
+    /// The hand-out check: connects with [`Schema::url`] the way a test would and confirms
+    /// that `current_schema()` is this schema. Fails fast with a clear message when the schema
+    /// is gone or the connection lands elsewhere (a pooler that drops startup options, a
+    /// search_path override), instead of letting the test write into `public`.
+    pub async fn verify(&self) -> Result<()> {
+        let client = crate::admin::connect(&self.url, &crate::conninfo::application_name(&self.name)).await?;
+        let current: Option<String> = client
+            .query_one("select current_schema()::text", &[])
+            .await
+            .map_err(|e| Error::db("check where the handed-out connection lands", e))?
+            .get(0);
+        if current.as_deref() == Some(self.name.as_str()) {
+            return Ok(());
+        }
+        Err(Error::Refused(format!(
+            "hand-out check failed: a connection with the URL of schema {} lands in {} (the schema was dropped, \
+             or something between the test and PostgreSQL ignores the startup options, such as PgBouncer); \
+             refusing to let the test write elsewhere",
+            self.name,
+            current.map(|c| format!("schema {c:?}")).unwrap_or_else(|| "no schema at all".into())
+        )))
+    }
+
     /// Releases the schema after a passing test (dropped unless the keep policy is `always`).
     pub async fn release(self) -> Result<Released> {
         self.finish(false).await

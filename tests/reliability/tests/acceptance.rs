@@ -267,6 +267,160 @@ fn r12() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
     })
 }
 
+/// R4: a leaked idle-in-transaction connection holding AccessShare does not hang teardown.
+fn r4() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+    Box::pin(async {
+        let warnings = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let w = warnings.clone();
+        let mut cfg = config(None);
+        cfg.on_warning = Some(std::sync::Arc::new(move |m: &str| w.lock().unwrap().push(m.to_owned())));
+        let engine = Engine::start(cfg).await.map_err(|e| e.to_string())?;
+        let tpl = engine.template(migrations()).await.map_err(|e| e.to_string())?;
+        let s = engine.acquire(&tpl, Identity::new("R4", "leaks a transaction")).await.map_err(|e| e.to_string())?;
+        let leaked = connect(s.url()).await?;
+        leaked.batch_execute("begin; select count(*) from users").await.map_err(|e| e.to_string())?;
+        // Another test is not blocked meanwhile.
+        let other = engine.acquire(&tpl, Identity::new("R4", "bystander")).await.map_err(|e| e.to_string())?;
+        let t = Instant::now();
+        s.release().await.map_err(|e| e.to_string())?;
+        engine.flush().await;
+        let took = t.elapsed();
+        check(took < Duration::from_secs(10), format!("teardown took {took:?}"))?;
+        check(leaked.simple_query("select 1").await.is_err(), "the leaked backend is still alive")?;
+        let w = warnings.lock().unwrap().join(" ");
+        check(
+            w.contains("leaked connection") && w.contains("leaks a transaction"),
+            format!("no warning naming the test: {w:?}"),
+        )?;
+        other.release().await.map_err(|e| e.to_string())?;
+        engine.close().await.map_err(|e| e.to_string())?;
+        Ok(format!("teardown in {} ms, leaked backend terminated, warning names the test", took.as_millis()))
+    })
+}
+
+/// R11: the same scenario acquired twice at once gets two schemas and two cache prefixes.
+fn r11() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+    Box::pin(async {
+        let engine = Engine::start(config(None)).await.map_err(|e| e.to_string())?;
+        let tpl = engine.template(migrations()).await.map_err(|e| e.to_string())?;
+        let id = Identity::new("R11", "repeated");
+        let (a, b) = tokio::join!(engine.acquire(&tpl, id.clone()), engine.acquire(&tpl, id.clone()));
+        let (a, b) = (a.map_err(|e| e.to_string())?, b.map_err(|e| e.to_string())?);
+        check(a.name() != b.name() && a.cache_prefix() != b.cache_prefix(), "shared a schema or prefix")?;
+        let cb = connect(b.url()).await?;
+        cb.execute("insert into users (email) values ('b@x')", &[]).await.map_err(|e| e.to_string())?;
+        let (an, bn) = (a.name().to_owned(), b.name().to_owned());
+        a.release().await.map_err(|e| e.to_string())?;
+        let n: i64 = cb.query_one("select count(*) from users", &[]).await.map_err(|e| e.to_string())?.get(0);
+        check(n == 1, "releasing one touched the other")?;
+        drop(cb);
+        b.release().await.map_err(|e| e.to_string())?;
+        engine.close().await.map_err(|e| e.to_string())?;
+        Ok(format!("{an} and {bn}; releasing one left the other intact"))
+    })
+}
+
+/// R14: every handed-out URL and key/value string lands in its schema with libpq (psql) and
+/// tokio-postgres; the URL carries %3D/%20 and never '+'. (pgx, lib/pq, psycopg, asyncpg and
+/// node-postgres are checked by their bindings' suites.)
+fn r14() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+    Box::pin(async {
+        let engine = Engine::start(config(None)).await.map_err(|e| e.to_string())?;
+        let tpl = engine.template(migrations()).await.map_err(|e| e.to_string())?;
+        let s = engine.acquire(&tpl, Identity::new("R14", "drivers")).await.map_err(|e| e.to_string())?;
+        check(
+            s.url().contains("%3D") && s.url().contains("%20") && !s.url().contains('+'),
+            format!("URL encoding: {}", s.url()),
+        )?;
+        for dsn in [s.url(), s.conninfo()] {
+            let c = connect(dsn).await?;
+            let got: String =
+                c.query_one("select current_schema()::text", &[]).await.map_err(|e| e.to_string())?.get(0);
+            check(got == s.name(), format!("tokio-postgres landed in {got}"))?;
+            let out = std::process::Command::new("psql")
+                .args([dsn, "-XAtqc", "select current_schema()"])
+                .output()
+                .map_err(|e| e.to_string())?;
+            let got = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            check(got == s.name(), format!("psql landed in {got:?}: {}", String::from_utf8_lossy(&out.stderr)))?;
+        }
+        s.release().await.map_err(|e| e.to_string())?;
+        engine.close().await.map_err(|e| e.to_string())?;
+        Ok("URL and key/value land in the schema with psql and tokio-postgres".into())
+    })
+}
+
+/// R15: the schema is dropped behind the engine's back before hand-out.
+fn r15() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+    Box::pin(async {
+        let engine = Engine::start(config(None)).await.map_err(|e| e.to_string())?;
+        let tpl = engine.template(migrations()).await.map_err(|e| e.to_string())?;
+        let s =
+            engine.acquire(&tpl, Identity::new("R15", "dropped behind our back")).await.map_err(|e| e.to_string())?;
+        s.verify().await.map_err(|e| format!("a healthy schema failed the check: {e}"))?;
+        let admin = connect(engine.url()).await?;
+        admin.batch_execute(&format!("drop schema {} cascade", s.name())).await.unwrap();
+        let t = Instant::now();
+        let err = match s.verify().await {
+            Ok(()) => return Err("the hand-out check passed for a dropped schema".into()),
+            Err(e) => e.to_string(),
+        };
+        check(err.contains("hand-out check failed") && err.contains(s.name()), format!("unclear message: {err}"))?;
+        let in_public: bool =
+            admin.query_one("select to_regclass('public.users') is not null", &[]).await.unwrap().get(0);
+        check(!in_public, "something landed in public")?;
+        s.release().await.map_err(|e| e.to_string())?;
+        engine.close().await.map_err(|e| e.to_string())?;
+        Ok(format!("refused in {} ms: {}", t.elapsed().as_millis(), err.chars().take(90).collect::<String>()))
+    })
+}
+
+/// R21: max_connections nearly exhausted: a new engine fails fast with an actionable 53300
+/// message; a running engine still tears down and reaps with the connections it holds.
+fn r21() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+    Box::pin(async {
+        let srv = tokio::task::spawn_blocking(|| {
+            private(&[("max_connections", "12"), ("superuser_reserved_connections", "1")])
+        })
+        .await
+        .unwrap()?;
+        let mut cfg = config(Some(srv.url.clone()));
+        cfg.pool_size = 0;
+        let engine = Engine::start(cfg.clone()).await.map_err(|e| e.to_string())?;
+        let tpl = engine.template(migrations()).await.map_err(|e| e.to_string())?;
+        let s = engine.acquire(&tpl, Identity::new("R21", "crowded")).await.map_err(|e| e.to_string())?;
+        let mut hogs = Vec::new();
+        loop {
+            match tokio_postgres::connect(&srv.url, NoTls).await {
+                Ok((c, conn)) => {
+                    tokio::spawn(conn);
+                    hogs.push(c);
+                }
+                Err(_) => break,
+            }
+            check(hogs.len() < 20, "max_connections was not reached")?;
+        }
+        let t = Instant::now();
+        let err = Engine::start(cfg).await.err().map(|e| e.to_string()).unwrap_or_default();
+        let fast = t.elapsed();
+        check(
+            err.contains("no free connection slots") && err.contains("max_connections"),
+            format!("not actionable: {err}"),
+        )?;
+        check(fast < Duration::from_secs(5), format!("took {fast:?} to fail"))?;
+        s.release().await.map_err(|e| format!("teardown with a full server: {e}"))?;
+        engine.flush().await;
+        engine.gc_with(Duration::ZERO, false).await.map_err(|e| format!("reaping with a full server: {e}"))?;
+        drop(hogs);
+        engine.close().await.map_err(|e| e.to_string())?;
+        drop(srv);
+        Ok(format!(
+            "new engine refused in {} ms with 53300 advice; running engine released and reaped",
+            fast.as_millis()
+        ))
+    })
+}
+
 /// A redis-server of the test's own on a free port, killed when dropped.
 struct Redis {
     child: std::process::Child,
@@ -357,10 +511,15 @@ fn acceptance() {
     let cases: Vec<Case> = vec![
         ("R1", "batched drop of 7,000 tables on max_locks_per_transaction=64", 300, r1),
         ("R3", "embedded server settings", 60, r3),
+        ("R4", "leaked idle-in-transaction connection at teardown", 60, r4),
         ("R9", "foreign schemas survive gc", 60, r9),
         ("R10", "extensions once, in extensions, 64 concurrent engines", 180, r10),
+        ("R11", "same scenario acquired twice at once", 60, r11),
         ("R12", "hostile scenario names", 60, r12),
         ("R13", "forced hash collisions", 60, r13),
+        ("R14", "handed-out strings with libpq and tokio-postgres", 60, r14),
+        ("R15", "schema dropped before hand-out", 60, r15),
+        ("R21", "max_connections nearly exhausted", 120, r21),
         ("cache", "Redis keys isolated and deleted (real redis-server)", 120, cache),
     ];
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
