@@ -421,6 +421,214 @@ fn r21() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
     })
 }
 
+/// Child processes: this test binary re-run with `PGI_REL_CHILD=<mode>` (see `child_entry`).
+fn spawn_child(mode: &str, env: &[(&str, &str)]) -> std::process::Child {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(["child_entry", "--exact", "--nocapture", "--test-threads=1"])
+        .env("PGI_REL_CHILD", mode)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// The rest of the first stdout line containing `tag` (stdout keeps being drained).
+fn read_tagged(child: &mut std::process::Child, tag: &str, timeout: Duration) -> Result<String, String> {
+    use std::io::BufRead;
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let wanted = tag.to_owned();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(at) = line.find(&wanted) {
+                let _ = tx.send(line[at + wanted.len()..].trim().to_owned());
+            }
+        }
+    });
+    rx.recv_timeout(timeout).map_err(|_| format!("child did not print {tag}"))
+}
+
+fn sigkill(child: &mut std::process::Child) {
+    let _ = child.kill(); // SIGKILL
+    let _ = child.wait();
+}
+
+/// Entry point of child processes; a no-op in a normal run.
+#[test]
+fn child_entry() {
+    let Ok(mode) = std::env::var("PGI_REL_CHILD") else { return };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async move {
+        let engine = Engine::start(config(None)).await.unwrap();
+        match mode.as_str() {
+            "hold" => {
+                let tpl = engine.template(migrations()).await.unwrap();
+                let mut names = Vec::new();
+                let mut held = Vec::new();
+                for i in 0..3 {
+                    let s = engine.acquire(&tpl, Identity::new("R8 doomed run", i.to_string())).await.unwrap();
+                    names.push(s.name().to_owned());
+                    held.push(s);
+                }
+                println!("SCHEMAS {}", names.join(","));
+                tokio::time::sleep(Duration::from_secs(120)).await;
+            }
+            "build" => {
+                let sql = std::env::var("PGI_REL_SQL").unwrap();
+                let t = engine.template(Migrations::sql(sql)).await.unwrap();
+                println!("BUILT {} {}", t.built_here, t.schema);
+                engine.close().await.unwrap();
+            }
+            other => panic!("unknown child mode {other}"),
+        }
+    });
+}
+
+/// R8: a test process SIGKILLed mid-test while another run is live: gc reaps only the dead
+/// run's schemas.
+fn r8() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+    Box::pin(async {
+        let engine = Engine::start(config(None)).await.map_err(|e| e.to_string())?;
+        let tpl = engine.template(migrations()).await.map_err(|e| e.to_string())?;
+        let mine = engine.acquire(&tpl, Identity::new("R8 live run", "survives")).await.map_err(|e| e.to_string())?;
+        let mut child = spawn_child("hold", &[]);
+        let theirs = tokio::task::spawn_blocking(move || {
+            let r = read_tagged(&mut child, "SCHEMAS", Duration::from_secs(60));
+            (r, child)
+        })
+        .await
+        .unwrap();
+        let (names, mut child) = theirs;
+        let names: Vec<String> = names?.split(',').map(str::to_owned).collect();
+        let before = engine.gc_with(Duration::ZERO, false).await.map_err(|e| e.to_string())?;
+        check(names.iter().all(|n| !before.dropped.contains(n)), "gc reaped a live owner's schema")?;
+        sigkill(&mut child);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let after = engine.gc_with(Duration::ZERO, false).await.map_err(|e| e.to_string())?;
+        check(
+            names.iter().all(|n| after.dropped.contains(n)),
+            format!("not reaped: {names:?} vs {:?}", after.dropped),
+        )?;
+        check(!after.dropped.contains(&mine.name().to_owned()), "the live run's schema was reaped")?;
+        let c = connect(mine.url()).await?;
+        c.execute("insert into users (email) values ('alive@x')", &[]).await.map_err(|e| e.to_string())?;
+        drop(c);
+        mine.release().await.map_err(|e| e.to_string())?;
+        engine.close().await.map_err(|e| e.to_string())?;
+        Ok(format!("reaped exactly the killed run's {} schemas; the live run's schema kept working", names.len()))
+    })
+}
+
+/// R18: the template builder SIGKILLed halfway; then 8 processes race to build it.
+fn r18() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+    Box::pin(async {
+        let engine = Engine::start(config(None)).await.map_err(|e| e.to_string())?;
+        let sql = format!("-- {}\ncreate table t (id int); select pg_sleep(1);", pgisolate::lease::random_seed());
+        let mut first = spawn_child("build", &[("PGI_REL_SQL", &sql)]);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        sigkill(&mut first);
+        let mut racers: Vec<std::process::Child> =
+            (0..8).map(|_| spawn_child("build", &[("PGI_REL_SQL", &sql)])).collect();
+        let results = tokio::task::spawn_blocking(move || {
+            racers
+                .iter_mut()
+                .map(|c| {
+                    let r = read_tagged(c, "BUILT", Duration::from_secs(90));
+                    let _ = c.wait();
+                    r
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap();
+        let mut built = 0;
+        let mut names = Vec::new();
+        for r in results {
+            let r = r?;
+            if r.starts_with("true") {
+                built += 1;
+            }
+            names.push(r.split(' ').nth(1).unwrap_or("").to_owned());
+        }
+        names.dedup();
+        check(built == 1, format!("{built} processes built the template"))?;
+        check(names.len() == 1, format!("racers used different templates: {names:?}"))?;
+        engine.gc_with(Duration::ZERO, false).await.map_err(|e| e.to_string())?;
+        let admin = connect(engine.url()).await?;
+        let partial: i64 = admin
+            .query_one("select count(*) from pg_namespace where nspname like 'tpl_build_%'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        check(partial == 0, format!("{partial} partial builds left"))?;
+        engine.close().await.map_err(|e| e.to_string())?;
+        Ok("builder killed mid-build; of 8 racers exactly 1 built; partial build reaped".into())
+    })
+}
+
+async fn catalog_size(admin: &Client) -> i64 {
+    admin
+        .query_one(
+            "select sum(pg_total_relation_size(c.oid))::int8 from pg_class c \
+             where c.relnamespace = 'pg_catalog'::regnamespace and c.relkind = 'r'",
+            &[],
+        )
+        .await
+        .map(|r| r.get::<_, i64>(0))
+        .unwrap_or(0)
+}
+
+/// R20: a soak run of acquire/release cycles on the engine-owned server.
+fn r20() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+    Box::pin(async {
+        let cycles: usize = std::env::var("PGI_SOAK_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+        let engine = Engine::start(config(None)).await.map_err(|e| e.to_string())?;
+        let tpl = engine.template(migrations()).await.map_err(|e| e.to_string())?;
+        engine.flush().await;
+        let admin = connect(engine.url()).await?;
+        let start_size = catalog_size(&admin).await;
+        let mut times = Vec::with_capacity(cycles);
+        for i in 0..cycles {
+            let t = Instant::now();
+            let s = engine
+                .acquire(&tpl, Identity::new("R20 soak", (i % 50).to_string()))
+                .await
+                .map_err(|e| e.to_string())?;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            admin
+                .execute(&format!("insert into {}.users (email) values ('soak@x')", s.name()), &[])
+                .await
+                .map_err(|e| e.to_string())?;
+            s.release().await.map_err(|e| e.to_string())?;
+        }
+        engine.flush().await;
+        let end_size = catalog_size(&admin).await;
+        let p95 = |v: &[f64]| {
+            let mut v = v.to_vec();
+            v.sort_by(|a, b| a.total_cmp(b));
+            v[(v.len() as f64 * 0.95) as usize]
+        };
+        let window = (cycles / 10).max(1);
+        let (first, last) = (p95(&times[..window]), p95(&times[cycles - window..]));
+        let orphans: i64 = admin
+            .query_one("select count(*) from pgisolate.leases where identity like 'R20 soak%'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        check(orphans == 0, format!("{orphans} orphan registry rows"))?;
+        check(end_size < 300 * 1024 * 1024, format!("catalog grew to {} MB", end_size / 1024 / 1024))?;
+        check(last <= 2.5 * first.max(0.2), format!("p95 acquire went from {first:.2} to {last:.2} ms"))?;
+        engine.close().await.map_err(|e| e.to_string())?;
+        Ok(format!(
+            "{cycles} cycles, 0 orphans, catalog {:.1} -> {:.1} MB, p95 acquire {first:.2} -> {last:.2} ms",
+            start_size as f64 / 1048576.0,
+            end_size as f64 / 1048576.0
+        ))
+    })
+}
+
 /// A redis-server of the test's own on a free port, killed when dropped.
 struct Redis {
     child: std::process::Child,
@@ -512,6 +720,7 @@ fn acceptance() {
         ("R1", "batched drop of 7,000 tables on max_locks_per_transaction=64", 300, r1),
         ("R3", "embedded server settings", 60, r3),
         ("R4", "leaked idle-in-transaction connection at teardown", 60, r4),
+        ("R8", "test process SIGKILLed while another run is live", 90, r8),
         ("R9", "foreign schemas survive gc", 60, r9),
         ("R10", "extensions once, in extensions, 64 concurrent engines", 180, r10),
         ("R11", "same scenario acquired twice at once", 60, r11),
@@ -519,6 +728,8 @@ fn acceptance() {
         ("R13", "forced hash collisions", 60, r13),
         ("R14", "handed-out strings with libpq and tokio-postgres", 60, r14),
         ("R15", "schema dropped before hand-out", 60, r15),
+        ("R18", "template builder SIGKILLed, then 8 racers", 120, r18),
+        ("R20", "soak: acquire/release cycles", 600, r20),
         ("R21", "max_connections nearly exhausted", 120, r21),
         ("cache", "Redis keys isolated and deleted (real redis-server)", 120, cache),
     ];
