@@ -28,29 +28,6 @@ pub async fn terminate(client: &Client, apps: &[String]) -> Result<i64> {
     Ok(row.get(0))
 }
 
-/// Sessions whose application_name is one of `apps`, after giving sessions whose client has
-/// just disconnected up to `grace` to finish exiting on their own.
-pub async fn lingering(client: &Client, apps: &[String], grace: Duration) -> Result<i64> {
-    let deadline = Instant::now() + grace;
-    let mut pause = Duration::from_millis(1);
-    loop {
-        let row = client
-            .query_one(
-                "select count(*) from pg_stat_activity where application_name = any($1) and pid <> pg_backend_pid()",
-                &[&apps],
-            )
-            .await
-            .map_err(|e| Error::db("look for the schema's sessions", e))?;
-        let n: i64 = row.get(0);
-        if n == 0 || Instant::now() >= deadline {
-            return Ok(n);
-        }
-        // A backend whose client just said goodbye is usually gone within a millisecond.
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(20));
-    }
-}
-
 async fn schema_exists(client: &Client, schema: &str) -> Result<bool> {
     let row = client
         .query_one("select exists (select 1 from pg_namespace where nspname = $1)", &[&schema])

@@ -116,7 +116,13 @@ impl Drop for Schema {
         rt.spawn(async move {
             let r = recycle.as_deref();
             if let Err(e) = inner.release(&name, &identity, failed, r).await {
-                inner.warn(&format!("background release of {name} failed: {e}"));
+                if inner.is_closed() {
+                    inner.warn(&format!(
+                        "schema {name} was still held when the engine closed; gc will drop it once this process is gone"
+                    ));
+                } else {
+                    inner.warn(&format!("background release of {name} failed (gc will retry): {e}"));
+                }
             }
             inner.end_background();
         });
