@@ -51,6 +51,8 @@ if ! cbindgen --version 2>/dev/null | grep -q " $CBINDGEN_VERSION$"; then
 fi
 # The reliability suite starts its own Redis.
 command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || apt_install pgbouncer
+command -v setpriv >/dev/null 2>&1 || apt_install util-linux
 for tool in setsid flock; do
   command -v "$tool" >/dev/null 2>&1 || apt_install util-linux
 done

@@ -27,6 +27,11 @@ pub async fn connect(url: &str, application_name: &str) -> Result<Client> {
             Some("53300") => format!(
                 "{message}: the server has no free connection slots; raise max_connections or run fewer workers"
             ),
+            _ if message.contains("unsupported startup parameter") => format!(
+                "{message}: a connection pooler (PgBouncer) rejected a startup parameter; pgisolate scopes sessions \
+                 with the `options` startup parameter, so tests must connect to PostgreSQL directly \
+                 (or the pooler must pass `options` through)"
+            ),
             _ => message,
         };
         Error::Connect { target: redact(url), message }

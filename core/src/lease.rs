@@ -57,6 +57,28 @@ impl Lease {
                 crate::conninfo::redact(url)
             )));
         }
+        // A transaction pooler hands our session's state to other clients: a setting made here
+        // shows up in a second connection. Session advisory locks are not ours to hold there.
+        let probe = random_seed()[..16].to_owned();
+        client
+            .query_one("select set_config('pgisolate.lease_probe', $1, false)", &[&probe])
+            .await
+            .map_err(|e| Error::db("check the lease connection", e))?;
+        let other = crate::admin::connect(url, crate::admin::ADMIN_APP).await?;
+        let seen: Option<String> = other
+            .query_one("select current_setting('pgisolate.lease_probe', true)", &[])
+            .await
+            .map_err(|e| Error::db("check the lease connection", e))?
+            .get(0);
+        drop(other);
+        if seen.as_deref() == Some(probe.as_str()) {
+            return Err(Error::Refused(format!(
+                "the server at {} shares one PostgreSQL session between clients (a transaction-mode pooler such as \
+                 PgBouncer): pgisolate's ownership leases and search_path scoping need sessions of their own; \
+                 point PGISOLATE_DATABASE_URL at PostgreSQL directly (or at a session-mode pool)",
+                crate::conninfo::redact(url)
+            )));
+        }
         let mut salt = random_seed();
         for _ in 0..64 {
             let key = key_from(&salt);

@@ -629,6 +629,145 @@ fn r20() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
     })
 }
 
+/// A pgbouncer 1.18 of the test's own in front of `pg_url`, killed when dropped.
+struct Bouncer {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    url: String,
+}
+
+impl Drop for Bouncer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn bouncer(pg_url: &str, extra: &str) -> Result<Bouncer, String> {
+    let pg_port = pg_url.rsplit(':').next().and_then(|p| p.split('/').next()).unwrap_or("5432").to_owned();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = std::env::temp_dir().join(format!("pgisolate-bouncer-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("users.txt"), "\"postgres\" \"\"\n").map_err(|e| e.to_string())?;
+    std::fs::write(
+        dir.join("pgbouncer.ini"),
+        format!(
+            "[databases]\n* = host=127.0.0.1 port={pg_port}\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n\
+             unix_socket_dir =\nauth_type = trust\nauth_file = {}\npool_mode = transaction\ndefault_pool_size = 2\n\
+             logfile = {}\npidfile =\n{extra}\n",
+            dir.join("users.txt").display(),
+            dir.join("pgbouncer.log").display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let exe = if std::path::Path::new("/usr/sbin/pgbouncer").exists() { "/usr/sbin/pgbouncer" } else { "pgbouncer" };
+    // pgbouncer refuses to run as root.
+    let mut cmd = if is_root() {
+        let _ = std::process::Command::new("chown").args(["-R", "postgres", dir.to_str().unwrap()]).status();
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=postgres", "--regid=postgres", "--clear-groups", exe]);
+        c
+    } else {
+        std::process::Command::new(exe)
+    };
+    let child = cmd
+        .arg(dir.join("pgbouncer.ini"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("start pgbouncer (apt-get install pgbouncer): {e}"))?;
+    let b = Bouncer { child, dir, url: format!("postgres://postgres@127.0.0.1:{port}/postgres?sslmode=disable") };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(b);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err("pgbouncer did not start".into())
+}
+
+fn is_root() -> bool {
+    std::env::var("USER").map(|u| u == "root").unwrap_or(false)
+        || std::process::Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false)
+}
+
+/// R17 and R19: PgBouncer 1.18 in transaction mode.
+fn r17() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+    Box::pin(async {
+        let srv = tokio::task::spawn_blocking(|| private(&[])).await.unwrap()?;
+        // A schema made directly on the server, handed to tests that go through the pooler.
+        let engine = Engine::start(config(Some(srv.url.clone()))).await.map_err(|e| e.to_string())?;
+        let tpl = engine.template(migrations()).await.map_err(|e| e.to_string())?;
+        let s = engine.acquire(&tpl, Identity::new("R17", "through pgbouncer")).await.map_err(|e| e.to_string())?;
+        let direct_port = srv.url.rsplit(':').next().and_then(|p| p.split('/').next()).unwrap().to_owned();
+        let pg_url = srv.url.clone();
+
+        // (a) default config: the startup option is rejected, with a clear message.
+        let b = {
+            let u = pg_url.clone();
+            tokio::task::spawn_blocking(move || bouncer(&u, "")).await.unwrap()?
+        };
+        let via = s.url().replace(
+            &format!(":{direct_port}/"),
+            &format!(":{}/", b.url.rsplit(':').next().unwrap().split('/').next().unwrap()),
+        );
+        let err = match pgisolate::admin::connect(&via, "probe").await {
+            Ok(_) => return Err("pgbouncer accepted the options startup parameter".into()),
+            Err(e) => e.to_string(),
+        };
+        check(err.contains("unsupported startup parameter") && err.contains("pooler"), format!("unclear: {err}"))?;
+        // R19: an engine refuses to take leases through the transaction pooler.
+        let lease_err = match Engine::start(config(Some(b.url.clone()))).await {
+            Ok(_) => return Err("an engine took a lease through a transaction pooler".into()),
+            Err(e) => e.to_string(),
+        };
+        check(lease_err.contains("transaction-mode pooler"), format!("unclear: {lease_err}"))?;
+        drop(b);
+
+        // (b) ignore_startup_parameters=options: the hand-out check refuses; nothing lands in public.
+        let b = {
+            let u = pg_url.clone();
+            tokio::task::spawn_blocking(move || bouncer(&u, "ignore_startup_parameters = options")).await.unwrap()?
+        };
+        let port_b = b.url.rsplit(':').next().unwrap().split('/').next().unwrap().to_owned();
+        let via = s.url().replace(&format!(":{direct_port}/"), &format!(":{port_b}/"));
+        let c = connect(&via).await?;
+        let landed: Option<String> =
+            c.query_one("select current_schema()::text", &[]).await.map_err(|e| e.to_string())?.get(0);
+        check(landed.as_deref() != Some(s.name()), "the pooler kept search_path?")?;
+        drop(c);
+        let probe = s.verify().await;
+        check(probe.is_ok(), "the direct URL must pass the check")?;
+        // Emulate the test's view through the pooler: verify a schema whose URL points at it.
+        let verr = verify_url(&via, s.name()).await;
+        check(verr.is_err(), "the hand-out check passed through a pooler that drops options")?;
+        let admin = connect(&srv.url).await?;
+        let in_public: bool =
+            admin.query_one("select to_regclass('public.users') is not null", &[]).await.unwrap().get(0);
+        check(!in_public, "something landed in public")?;
+        drop(b);
+        s.release().await.map_err(|e| e.to_string())?;
+        engine.close().await.map_err(|e| e.to_string())?;
+        drop(admin);
+        drop(srv);
+        Ok("(a) options rejected with pooler advice; R19 lease refused; (b) hand-out check refuses the dropped options"
+            .into())
+    })
+}
+
+/// The hand-out check against an arbitrary URL (what `Schema::verify` does with its own).
+async fn verify_url(url: &str, expected: &str) -> Result<(), String> {
+    let c = connect(url).await?;
+    let got: Option<String> =
+        c.query_one("select current_schema()::text", &[]).await.map_err(|e| e.to_string())?.get(0);
+    if got.as_deref() == Some(expected) {
+        Ok(())
+    } else {
+        Err(format!("lands in {got:?}"))
+    }
+}
+
 /// A redis-server of the test's own on a free port, killed when dropped.
 struct Redis {
     child: std::process::Child,
@@ -728,6 +867,7 @@ fn acceptance() {
         ("R13", "forced hash collisions", 60, r13),
         ("R14", "handed-out strings with libpq and tokio-postgres", 60, r14),
         ("R15", "schema dropped before hand-out", 60, r15),
+        ("R17", "PgBouncer transaction mode (a) default (b) ignore options; R19 leases", 120, r17),
         ("R18", "template builder SIGKILLed, then 8 racers", 120, r18),
         ("R20", "soak: acquire/release cycles", 600, r20),
         ("R21", "max_connections nearly exhausted", 120, r21),
