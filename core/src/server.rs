@@ -282,29 +282,12 @@ pub fn ensure(explicit_bin: Option<&Path>, progress: &dyn Fn(&str)) -> Result<(S
     let _ = fs::remove_dir_all(home.join("sock"));
     let bins = find_binaries(explicit_bin)?;
     progress("initializing PostgreSQL (initdb)");
-    let mut initdb = Command::new(bins.tool("initdb"));
-    initdb.args(["-D"]).arg(&data).args(["-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C", "-N"]);
-    run_checked(initdb, &home, who, "initdb")?;
-    let sock = home.join("sock");
-    fs::create_dir_all(&sock).map_err(|e| Error::io(format!("create {}", sock.display()), e))?;
-    let _ = fs::set_permissions(&sock, fs::Permissions::from_mode(0o700));
-    chown(&sock, who)?;
+    init_cluster(&bins, &home, who)?;
     progress("starting PostgreSQL");
     let mut last_err = None;
     for _ in 0..5 {
         let port = free_port()?;
-        let mut opts = format!("-c listen_addresses=127.0.0.1 -p {port} -k {}", sock.display());
-        for (k, v) in SETTINGS {
-            opts.push_str(&format!(" -c {k}={v}"));
-        }
-        let mut pg_ctl = Command::new(bins.tool("pg_ctl"));
-        pg_ctl
-            .arg("-D")
-            .arg(&data)
-            .arg("-l")
-            .arg(home.join("server.log"))
-            .args(["-w", "-t", "60", "-s", "-o", &opts, "start"]);
-        match run_checked(pg_ctl, &home, who, "pg_ctl start") {
+        match start_cluster(&bins, &home, who, port, SETTINGS) {
             Ok(()) => {
                 let keeper_pid = spawn_keeper(&home, &bins, port, who)?;
                 write_state(&home, port, keeper_pid)?;
@@ -322,6 +305,34 @@ pub fn ensure(explicit_bin: Option<&Path>, progress: &dyn Fn(&str)) -> Result<(S
         home.join("server.log").display(),
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     )))
+}
+
+/// initdb into `<dir>/data` and a private socket directory `<dir>/sock`, as the server's user.
+fn init_cluster(bins: &Binaries, dir: &Path, who: Option<RunAs>) -> Result<()> {
+    let mut initdb = Command::new(bins.tool("initdb"));
+    initdb.arg("-D").arg(dir.join("data")).args(["-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C", "-N"]);
+    run_checked(initdb, dir, who, "initdb")?;
+    let sock = dir.join("sock");
+    fs::create_dir_all(&sock).map_err(|e| Error::io(format!("create {}", sock.display()), e))?;
+    let _ = fs::set_permissions(&sock, fs::Permissions::from_mode(0o700));
+    chown(&sock, who)
+}
+
+/// Starts the cluster in `<dir>/data` on 127.0.0.1:`port` with `settings`, waiting until it
+/// accepts connections; logs to `<dir>/server.log`.
+fn start_cluster(bins: &Binaries, dir: &Path, who: Option<RunAs>, port: u16, settings: &[(&str, &str)]) -> Result<()> {
+    let mut opts = format!("-c listen_addresses=127.0.0.1 -p {port} -k {}", dir.join("sock").display());
+    for (k, v) in settings {
+        opts.push_str(&format!(" -c {k}={v}"));
+    }
+    let mut pg_ctl = Command::new(bins.tool("pg_ctl"));
+    pg_ctl
+        .arg("-D")
+        .arg(dir.join("data"))
+        .arg("-l")
+        .arg(dir.join("server.log"))
+        .args(["-w", "-t", "60", "-s", "-o", &opts, "start"]);
+    run_checked(pg_ctl, dir, who, "pg_ctl start")
 }
 
 fn write_state(home: &Path, port: u16, keeper_pid: i32) -> Result<()> {
@@ -459,26 +470,11 @@ pub fn start_private(dir: &Path, settings: &[(&str, &str)]) -> Result<PrivateSer
     fs::create_dir_all(dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
     let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o755));
     chown(dir, who)?;
-    let data = dir.join("data");
-    let mut initdb = Command::new(bins.tool("initdb"));
-    initdb.arg("-D").arg(&data).args(["-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C", "-N"]);
-    run_checked(initdb, dir, who, "initdb")?;
-    let sock = dir.join("sock");
-    fs::create_dir_all(&sock).map_err(|e| Error::io("create the socket directory", e))?;
-    chown(&sock, who)?;
+    init_cluster(&bins, dir, who)?;
     let port = free_port()?;
-    let mut opts = format!("-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off", sock.display());
-    for (k, v) in settings {
-        opts.push_str(&format!(" -c {k}={v}"));
-    }
-    let mut pg_ctl = Command::new(bins.tool("pg_ctl"));
-    pg_ctl
-        .arg("-D")
-        .arg(&data)
-        .arg("-l")
-        .arg(dir.join("server.log"))
-        .args(["-w", "-t", "60", "-s", "-o", &opts, "start"]);
-    run_checked(pg_ctl, dir, who, "pg_ctl start")?;
+    let mut all = vec![("fsync", "off")];
+    all.extend_from_slice(settings);
+    start_cluster(&bins, dir, who, port, &all)?;
     Ok(PrivateServer { url: url_for(port), dir: dir.to_owned(), bins, who })
 }
 
