@@ -183,6 +183,7 @@ impl Engine {
             cfg,
         };
         let engine = Engine { inner: Arc::new(inner) };
+        engine.warn_if_public_writable().await;
         if engine.inner.cfg.gc_on_start {
             let report = engine.gc().await?;
             for (s, why) in report.failed {
@@ -190,6 +191,31 @@ impl Engine {
             }
         }
         Ok(engine)
+    }
+
+    /// R16: with `public` in the search_path tail, a `public` every role may CREATE in (the
+    /// pre-PostgreSQL-15 default) is where a test's tables would go if its schema vanished.
+    async fn warn_if_public_writable(&self) {
+        if !self.inner.cfg.search_path_tail.iter().any(|t| t == "public") {
+            return;
+        }
+        let Ok(admin) = self.inner.pool.get().await else { return };
+        let writable = admin
+            .query_one(
+                "select exists (select 1 from pg_namespace n, aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a \
+                 where n.nspname = 'public' and a.grantee = 0 and a.privilege_type = 'CREATE')",
+                &[],
+            )
+            .await
+            .map(|r| r.get::<_, bool>(0))
+            .unwrap_or(false);
+        if writable {
+            self.inner.warn(
+                "schema public is writable by every role and is in each test's search_path: a test whose schema \
+                 vanished would create its tables there; run REVOKE CREATE ON SCHEMA public FROM PUBLIC, or set \
+                 PGISOLATE_SEARCH_PATH_TAIL without public",
+            );
+        }
     }
 
     /// Starts an engine configured from the environment ([`Config::from_env`]).

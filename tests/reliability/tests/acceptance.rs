@@ -692,6 +692,40 @@ fn is_root() -> bool {
         || std::process::Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false)
 }
 
+/// R16: `public` writable by every role; a test's unqualified CREATE TABLE.
+fn r16() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+    Box::pin(async {
+        let srv = tokio::task::spawn_blocking(|| private(&[])).await.unwrap()?;
+        let admin = connect(&srv.url).await?;
+        admin.batch_execute("GRANT CREATE ON SCHEMA public TO PUBLIC").await.unwrap();
+        let warnings = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let w = warnings.clone();
+        let mut cfg = config(Some(srv.url.clone()));
+        cfg.on_warning = Some(std::sync::Arc::new(move |m: &str| w.lock().unwrap().push(m.to_owned())));
+        let engine = Engine::start(cfg).await.map_err(|e| e.to_string())?;
+        let w = warnings.lock().unwrap().join(" ");
+        check(w.contains("public is writable"), format!("no warning: {w:?}"))?;
+        let tpl = engine.template(migrations()).await.map_err(|e| e.to_string())?;
+        let s = engine.acquire(&tpl, Identity::new("R16", "unqualified create")).await.map_err(|e| e.to_string())?;
+        let c = connect(s.url()).await?;
+        c.batch_execute("create table scratch (id int)").await.map_err(|e| e.to_string())?;
+        drop(c);
+        let here: bool = admin
+            .query_one("select to_regclass(quote_ident($1) || '.scratch') is not null", &[&s.name()])
+            .await
+            .unwrap()
+            .get(0);
+        let public: bool =
+            admin.query_one("select to_regclass('public.scratch') is not null", &[]).await.unwrap().get(0);
+        check(here && !public, "the table did not land in the test schema")?;
+        s.release().await.map_err(|e| e.to_string())?;
+        engine.close().await.map_err(|e| e.to_string())?;
+        drop(admin);
+        drop(srv);
+        Ok("warned that public is writable; unqualified CREATE TABLE landed in the test schema (public stays in the default tail, as DESIGN says)".into())
+    })
+}
+
 /// R17 and R19: PgBouncer 1.18 in transaction mode.
 fn r17() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
     Box::pin(async {
@@ -867,6 +901,7 @@ fn acceptance() {
         ("R13", "forced hash collisions", 60, r13),
         ("R14", "handed-out strings with libpq and tokio-postgres", 60, r14),
         ("R15", "schema dropped before hand-out", 60, r15),
+        ("R16", "public writable by every role", 60, r16),
         ("R17", "PgBouncer transaction mode (a) default (b) ignore options; R19 leases", 120, r17),
         ("R18", "template builder SIGKILLed, then 8 racers", 120, r18),
         ("R20", "soak: acquire/release cycles", 600, r20),
