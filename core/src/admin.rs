@@ -42,26 +42,40 @@ pub async fn connect(url: &str, application_name: &str) -> Result<Client> {
     Ok(client)
 }
 
-/// A bounded set of reusable admin connections.
+/// A bounded set of reusable admin connections, plus one reserved connection (the owner
+/// lease's) that teardown and gc fall back to when no new connection can be opened.
 #[derive(Debug)]
 pub struct AdminPool {
     url: String,
     idle: Mutex<Vec<Client>>,
     slots: Arc<Semaphore>,
+    reserved: Mutex<Option<Arc<tokio::sync::Mutex<Client>>>>,
 }
 
 /// An admin connection borrowed from the pool; goes back when dropped (unless broken).
 #[derive(Debug)]
 pub struct Admin {
     client: Option<Client>,
+    reserved: Option<tokio::sync::OwnedMutexGuard<Client>>,
     pool: Arc<AdminPool>,
-    _permit: OwnedSemaphorePermit,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Admin {
+    /// Whether this is the reserved connection (teardown fell back to it).
+    pub fn is_reserved(&self) -> bool {
+        self.reserved.is_some()
+    }
 }
 
 impl std::ops::Deref for Admin {
     type Target = Client;
     fn deref(&self) -> &Client {
-        self.client.as_ref().expect("admin client is present until drop")
+        match (&self.client, &self.reserved) {
+            (Some(c), _) => c,
+            (None, Some(r)) => r,
+            (None, None) => unreachable!("an admin connection holds a client until drop"),
+        }
     }
 }
 
@@ -80,7 +94,41 @@ impl Drop for Admin {
 impl AdminPool {
     /// A pool of at most `max` connections to `url`.
     pub fn new(url: &str, max: usize) -> Arc<AdminPool> {
-        Arc::new(AdminPool { url: url.to_owned(), idle: Mutex::new(Vec::new()), slots: Arc::new(Semaphore::new(max)) })
+        Arc::new(AdminPool {
+            url: url.to_owned(),
+            idle: Mutex::new(Vec::new()),
+            slots: Arc::new(Semaphore::new(max)),
+            reserved: Mutex::new(None),
+        })
+    }
+
+    /// Sets the reserved connection [`AdminPool::get_teardown`] falls back to.
+    pub fn set_reserved(&self, client: Arc<tokio::sync::Mutex<Client>>) {
+        if let Ok(mut r) = self.reserved.lock() {
+            *r = Some(client);
+        }
+    }
+
+    /// A connection for teardown and gc: a pooled one when possible; when none can be opened
+    /// (no free slot on the server, 53300), the reserved connection, shared in turn.
+    pub async fn get_teardown(self: &Arc<Self>) -> Result<Admin> {
+        match self.get().await {
+            Ok(a) => Ok(a),
+            Err(e @ Error::Connect { .. }) => {
+                let reserved = self.reserved.lock().ok().and_then(|r| r.clone());
+                match reserved {
+                    Some(r) => {
+                        let guard = r.lock_owned().await;
+                        if guard.is_closed() {
+                            return Err(e);
+                        }
+                        Ok(Admin { client: None, reserved: Some(guard), pool: self.clone(), _permit: None })
+                    }
+                    None => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Borrows a connection, opening one if none is idle.
@@ -102,7 +150,7 @@ impl AdminPool {
             Some(c) => c,
             None => connect(&self.url, ADMIN_APP).await?,
         };
-        Ok(Admin { client: Some(client), pool: self.clone(), _permit: permit })
+        Ok(Admin { client: Some(client), reserved: None, pool: self.clone(), _permit: Some(permit) })
     }
 
     /// Closes idle connections and refuses new borrowers.
@@ -110,6 +158,9 @@ impl AdminPool {
         self.slots.close();
         if let Ok(mut idle) = self.idle.lock() {
             idle.clear();
+        }
+        if let Ok(mut r) = self.reserved.lock() {
+            r.take();
         }
     }
 

@@ -149,6 +149,7 @@ impl Engine {
         let url_form = parsed.to_url();
         let kv_form = parsed.to_keyvalue()?;
         let pool = AdminPool::new(&url, cfg.max_admin_connections);
+        pool.set_reserved(lease.reserved());
         let superuser = {
             let admin = pool.get().await?;
             registry::ensure(&admin).await?;
@@ -548,7 +549,7 @@ impl Engine {
     /// gc with an explicit grace period; with `include_kept`, kept schemas of dead owners too.
     pub async fn gc_with(&self, grace: Duration, include_kept: bool) -> Result<GcReport> {
         self.inner.check_open()?;
-        let admin = self.inner.pool.get().await?;
+        let admin = self.inner.pool.get_teardown().await?;
         let mut report = GcReport::default();
         for o in registry::orphans(&admin, grace, include_kept).await? {
             if matches!(o.marker.kind, Kind::Schema | Kind::Kept) {
@@ -582,7 +583,7 @@ impl Engine {
         if naming::is_reserved(name) {
             return Err(Error::Refused(format!("refusing to drop reserved schema {name:?}")));
         }
-        let admin = self.inner.pool.get().await?;
+        let admin = self.inner.pool.get_teardown().await?;
         let marker: Option<String> = admin
             .query_opt("select obj_description(oid, 'pg_namespace') from pg_namespace where nspname = $1", &[&name])
             .await
@@ -806,7 +807,7 @@ impl Inner {
         failed: bool,
         recycle: Option<&str>,
     ) -> Result<Released> {
-        let admin = self.pool.get().await?;
+        let admin = self.pool.get_teardown().await?;
         if self.cfg.keep.keeps(failed) {
             let sql = format!(
                 "BEGIN; UPDATE pgisolate.leases SET state = 'kept' WHERE schema_name = {nl}; {comment} COMMIT;",

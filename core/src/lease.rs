@@ -23,7 +23,7 @@ pub const REGISTRY_CLASS: i32 = LEASE_CLASS + 2;
 pub struct Lease {
     /// The owner key (objid of the advisory lock), positive.
     pub key: i32,
-    client: Client,
+    client: std::sync::Arc<tokio::sync::Mutex<Client>>,
 }
 
 impl Lease {
@@ -87,7 +87,7 @@ impl Lease {
                 .await
                 .map_err(|e| Error::db("take the owner lease", e))?;
             if row.get::<_, bool>(0) {
-                return Ok(Lease { key, client });
+                return Ok(Lease { key, client: std::sync::Arc::new(tokio::sync::Mutex::new(client)) });
             }
             salt = sha256_hex(salt.as_bytes());
         }
@@ -96,7 +96,15 @@ impl Lease {
 
     /// Whether the lease connection is still open (the lock is held while it is).
     pub fn is_held(&self) -> bool {
-        !self.client.is_closed()
+        self.client.try_lock().map(|c| !c.is_closed()).unwrap_or(true)
+    }
+
+    /// The lease connection, shared as the engine's reserved admin connection: always open
+    /// while the engine lives, so teardown and gc work even when the server has no free
+    /// connection slot left (R21). Session state it must keep (the advisory lock) is never
+    /// touched by the statements run on it.
+    pub(crate) fn reserved(&self) -> std::sync::Arc<tokio::sync::Mutex<Client>> {
+        self.client.clone()
     }
 }
 

@@ -194,7 +194,7 @@ impl Inner {
         let (fp, name, identity) = (fp.to_owned(), name.to_owned(), identity.to_owned());
         self.begin_background();
         self.runtime.spawn(async move {
-            if let Ok(admin) = me.pool.get().await {
+            if let Ok(admin) = me.pool.get_teardown().await {
                 me.settle(&admin, &pids, &name, &identity).await;
             }
             if me.reset(&tpl, &fresh).await {
@@ -250,7 +250,7 @@ impl Inner {
         self.runtime.spawn(async move {
             let _slot = slots.acquire_owned().await;
             let result = async {
-                let admin = pool.get().await?;
+                let admin = pool.get_teardown().await?;
                 if let Some(s) = &settle {
                     me.settle(&admin, &s.pids, &s.name, &s.identity).await;
                 }
@@ -282,7 +282,7 @@ impl Inner {
         if names.is_empty() {
             return;
         }
-        if let Ok(admin) = self.pool.get().await {
+        if let Ok(admin) = self.pool.get_teardown().await {
             for n in names {
                 let apps = vec![conninfo::application_name(&n)];
                 let _ = drop::drop_schema(&admin, &n, &apps, Instant::now() + Duration::from_secs(10)).await;

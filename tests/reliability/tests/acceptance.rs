@@ -389,6 +389,21 @@ fn r21() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         let engine = Engine::start(cfg.clone()).await.map_err(|e| e.to_string())?;
         let tpl = engine.template(migrations()).await.map_err(|e| e.to_string())?;
         let s = engine.acquire(&tpl, Identity::new("R21", "crowded")).await.map_err(|e| e.to_string())?;
+        let name = s.name().to_owned();
+        // The engine's pooled admin connections go away: only its reserved one is left.
+        {
+            let c = connect(&srv.url).await?;
+            let n: i64 = c
+                .query_one(
+                    "select count(pg_terminate_backend(pid)) from pg_stat_activity where application_name = 'pgisolate-admin'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            check(n >= 1, "the engine held no pooled admin connection")?;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let mut hogs = Vec::new();
         loop {
             match tokio_postgres::connect(&srv.url, NoTls).await {
@@ -411,11 +426,20 @@ fn r21() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         s.release().await.map_err(|e| format!("teardown with a full server: {e}"))?;
         engine.flush().await;
         engine.gc_with(Duration::ZERO, false).await.map_err(|e| format!("reaping with a full server: {e}"))?;
+        let gone: bool = hogs[0]
+            .query_one(
+                "select not exists (select 1 from pg_namespace where nspname = $1 or nspname like 'pgi_tomb_%')",
+                &[&name],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        check(gone, "the schema was not dropped through the reserved connection")?;
         drop(hogs);
         engine.close().await.map_err(|e| e.to_string())?;
         drop(srv);
         Ok(format!(
-            "new engine refused in {} ms with 53300 advice; running engine released and reaped",
+            "new engine refused in {} ms with 53300 advice; pooled admin connections killed, the reserved one released, dropped and reaped",
             fast.as_millis()
         ))
     })
@@ -911,7 +935,13 @@ fn acceptance() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
     let mut table = String::from("\nreliability acceptance suite\ncase  outcome  time     detail\n");
     let mut failed = 0;
+    // PGI_REL_CASES=R5,R7 runs only those cases (while working on them).
+    let only: Option<Vec<String>> =
+        std::env::var("PGI_REL_CASES").ok().map(|v| v.split(',').map(|c| c.trim().to_owned()).collect());
     for (id, what, deadline, f) in cases {
+        if only.as_ref().is_some_and(|o| !o.iter().any(|c| c == id)) {
+            continue;
+        }
         let t = Instant::now();
         let r = rt.block_on(async { tokio::time::timeout(Duration::from_secs(deadline), f()).await });
         let (outcome, detail) = match r {
