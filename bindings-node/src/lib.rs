@@ -95,6 +95,7 @@ impl Engine {
             }
             if let Some(t) = o.search_path_tail {
                 cfg.search_path_tail = t;
+                cfg.search_path_tail_set = true;
             }
             if let Some(b) = o.pg_bin {
                 cfg.pg_bin = Some(b.into());

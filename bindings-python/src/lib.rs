@@ -94,6 +94,7 @@ impl PyEngine {
         }
         if let Some(t) = search_path_tail {
             cfg.search_path_tail = t;
+            cfg.search_path_tail_set = true;
         }
         if pg_bin.is_some() {
             cfg.pg_bin = pg_bin;

@@ -57,8 +57,14 @@ pub struct Config {
     pub hash_len: usize,
     /// Keep policy for released schemas.
     pub keep: Keep,
-    /// Schemas placed after the test schema in `search_path` (default `public`).
+    /// Schemas placed after the test schema in `search_path` (default `public`; see
+    /// [`Config::search_path_tail_set`]).
     pub search_path_tail: Vec<String>,
+    /// Whether `search_path_tail` was chosen by the user. The default tail leaves `public` out
+    /// when the engine's role can create in it and no extension lives there (R16): a test
+    /// whose schema vanished, or a leaked connection reconnecting after release, would
+    /// otherwise write there silently. A tail the user sets is used as given.
+    pub search_path_tail_set: bool,
     /// Directory of PostgreSQL binaries for the embedded server.
     pub pg_bin: Option<PathBuf>,
     /// Run identity shared by the processes of one run; generated when unset.
@@ -103,6 +109,7 @@ impl std::fmt::Debug for Config {
             .field("hash_len", &self.hash_len)
             .field("keep", &self.keep)
             .field("search_path_tail", &self.search_path_tail)
+            .field("search_path_tail_set", &self.search_path_tail_set)
             .field("pg_bin", &self.pg_bin)
             .field("run_id", &self.run_id)
             .field("gc_grace", &self.gc_grace)
@@ -119,6 +126,7 @@ impl Default for Config {
             hash_len: naming::DEFAULT_HASH_LEN,
             keep: Keep::Never,
             search_path_tail: vec!["public".to_owned()],
+            search_path_tail_set: false,
             pg_bin: None,
             run_id: None,
             gc_grace: Duration::from_secs(5),
@@ -159,6 +167,7 @@ impl Config {
         }
         if let Ok(t) = std::env::var("PGISOLATE_SEARCH_PATH_TAIL") {
             c.search_path_tail = t.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+            c.search_path_tail_set = true;
         }
         c.pg_bin = var("PGISOLATE_PG_BIN").map(PathBuf::from);
         if let Some(n) = var("PGISOLATE_POOL_SIZE") {

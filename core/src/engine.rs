@@ -47,6 +47,10 @@ pub(crate) struct Inner {
     idle: Arc<Notify>,
     pub(crate) pools: Mutex<HashMap<String, PoolState>>,
     pub(crate) drop_slots: Arc<Semaphore>,
+    /// Per identity hash, the first name candidate not yet handed out by this engine: a name
+    /// is never handed out twice by a live engine, so a leaked pool of an earlier test that
+    /// reconnects with its URL finds no schema instead of the next test's (R5).
+    next_candidate: Mutex<HashMap<String, usize>>,
     pub(crate) superuser: bool,
     redis: Option<crate::cache_key::RedisTarget>,
 }
@@ -150,6 +154,7 @@ impl Engine {
         let kv_form = parsed.to_keyvalue()?;
         let pool = AdminPool::new(&url, cfg.max_admin_connections);
         pool.set_reserved(lease.reserved());
+        let public_warning;
         let superuser = {
             let admin = pool.get().await?;
             registry::ensure(&admin).await?;
@@ -159,6 +164,7 @@ impl Engine {
                 .await
                 .map(|r| r.get::<_, bool>(0))
                 .unwrap_or(false);
+            public_warning = Engine::guard_public(&mut cfg, &admin, server.is_some()).await;
             su && cfg.recycle && cfg.pool_size > 0 && registry::ensure_ddl_watch(&admin).await?
         };
         let run_id = cfg.run_id.clone().unwrap_or_else(|| lease::random_seed()[..16].to_owned());
@@ -179,12 +185,15 @@ impl Engine {
             idle: Arc::new(Notify::new()),
             pools: Mutex::new(HashMap::new()),
             drop_slots: Arc::new(Semaphore::new(2)),
+            next_candidate: Mutex::new(HashMap::new()),
             superuser,
             redis: cfg.redis_url.as_deref().map(crate::cache_key::RedisTarget::parse).transpose()?,
             cfg,
         };
         let engine = Engine { inner: Arc::new(inner) };
-        engine.warn_if_public_writable().await;
+        if let Some(w) = public_warning {
+            engine.inner.warn(&w);
+        }
         if engine.inner.cfg.gc_on_start {
             let report = engine.gc().await?;
             for (s, why) in report.failed {
@@ -194,29 +203,46 @@ impl Engine {
         Ok(engine)
     }
 
-    /// R16: with `public` in the search_path tail, a `public` every role may CREATE in (the
-    /// pre-PostgreSQL-15 default) is where a test's tables would go if its schema vanished.
-    async fn warn_if_public_writable(&self) {
-        if !self.inner.cfg.search_path_tail.iter().any(|t| t == "public") {
-            return;
+    /// R16: `public` in the search_path tail is where a test's unqualified CREATE TABLE goes
+    /// when its schema is gone (dropped behind our back, or a leaked connection reconnecting
+    /// after release) if the role can create there. The default tail leaves such a `public`
+    /// out unless an extension lives in it; a tail the user chose is kept, with a warning.
+    async fn guard_public(cfg: &mut Config, admin: &Client, embedded: bool) -> Option<String> {
+        if !cfg.search_path_tail.iter().any(|t| t == "public") {
+            return None;
         }
-        let Ok(admin) = self.inner.pool.get().await else { return };
-        let writable = admin
+        let row = admin
             .query_one(
-                "select exists (select 1 from pg_namespace n, aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a \
-                 where n.nspname = 'public' and a.grantee = 0 and a.privilege_type = 'CREATE')",
+                "select coalesce(has_schema_privilege('public', 'CREATE'), false), \
+                 exists (select 1 from pg_namespace n, aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a \
+                         where n.nspname = 'public' and a.grantee = 0 and a.privilege_type = 'CREATE'), \
+                 exists (select 1 from pg_extension e join pg_namespace n on n.oid = e.extnamespace where n.nspname = 'public')",
                 &[],
             )
             .await
-            .map(|r| r.get::<_, bool>(0))
-            .unwrap_or(false);
-        if writable {
-            self.inner.warn(
-                "schema public is writable by every role and is in each test's search_path: a test whose schema \
-                 vanished would create its tables there; run REVOKE CREATE ON SCHEMA public FROM PUBLIC, or set \
-                 PGISOLATE_SEARCH_PATH_TAIL without public",
-            );
+            .ok()?;
+        let (writable, by_everyone, has_extensions): (bool, bool, bool) = (row.get(0), row.get(1), row.get(2));
+        if !writable {
+            return None;
         }
+        let who = if by_everyone { "every role" } else { "this role" };
+        if !cfg.search_path_tail_set && !has_extensions {
+            cfg.search_path_tail.retain(|t| t != "public");
+            if embedded {
+                return None;
+            }
+            return Some(format!(
+                "schema public is writable by {who}, so it is left out of each test's search_path (a test whose \
+                 schema vanished would otherwise create its tables there); set PGISOLATE_SEARCH_PATH_TAIL=public to \
+                 keep it, or REVOKE CREATE ON SCHEMA public FROM PUBLIC"
+            ));
+        }
+        Some(format!(
+            "schema public is writable by {who} and is in each test's search_path{why}: a test whose schema vanished \
+             would create its tables there; REVOKE CREATE ON SCHEMA public FROM PUBLIC, or set \
+             PGISOLATE_SEARCH_PATH_TAIL without public (PGISOLATE_EXTENSIONS installs extensions into schema extensions)",
+            why = if cfg.search_path_tail_set { "" } else { " (extensions are installed there)" },
+        ))
     }
 
     /// Starts an engine configured from the environment ([`Config::from_env`]).
@@ -449,10 +475,13 @@ impl Engine {
         // A ready schema from the pool is renamed to the name; without one, the template is
         // replayed into a new schema. Either way in the transaction that registers the name.
         let mut ready = self.inner.take_ready(tpl);
+        let start = self.inner.next_candidate.lock().ok().and_then(|m| m.get(&hash).copied()).unwrap_or(0);
         let mut names =
-            naming::candidates(&self.inner.cfg.prefix, self.inner.cfg.hash_len, &hash, &self.inner.run_id).take(24);
-        let mut name = names.next();
-        while let Some(n) = name.clone() {
+            naming::candidates_from(&self.inner.cfg.prefix, self.inner.cfg.hash_len, &hash, &self.inner.run_id, start)
+                .take(24)
+                .zip(start..);
+        let mut next = names.next();
+        while let Some((n, index)) = next.clone() {
             let make = match &ready {
                 Some(r) => format!("ALTER SCHEMA {} RENAME TO {};", ident(&r.name), ident(&n)),
                 None => format!("CREATE SCHEMA {};\n{}\n;", ident(&n), tpl.replay_sql(&n)),
@@ -474,6 +503,10 @@ impl Engine {
             );
             match admin.batch_execute(&sql).await {
                 Ok(()) => {
+                    if let Ok(mut m) = self.inner.next_candidate.lock() {
+                        let e = m.entry(hash.clone()).or_insert(0);
+                        *e = (*e).max(index + 1);
+                    }
                     if ready.is_none() {
                         self.inner.ensure_pool(tpl);
                     }
@@ -488,7 +521,7 @@ impl Engine {
                     match e.code().map(|c| c.code()) {
                         Some("23505") | Some("42P06") => {
                             taken.push(n);
-                            name = names.next();
+                            next = names.next();
                         }
                         _ => match ready.take() {
                             // The pooled schema is unusable: drop it, try the same name by replay.
@@ -836,7 +869,9 @@ impl Inner {
         let tomb = format!("pgi_tomb_{}", &lease::random_seed()[..20]);
         let rename = format!(
             "SET lock_timeout = '1s'; BEGIN; {internal} ALTER SCHEMA {n} RENAME TO {t}; {comment} \
-             UPDATE pgisolate.leases SET schema_name = {tl}, state = 'dropping' WHERE schema_name = {nl}; COMMIT; RESET lock_timeout; {sessions}",
+             UPDATE pgisolate.leases SET schema_name = {tl}, state = 'dropping' WHERE schema_name = {nl}; {released} \
+             COMMIT; RESET lock_timeout; {sessions}",
+            released = registry::released_sql(name, &tomb),
             sessions = sessions_sql(name),
             n = ident(name),
             t = ident(&tomb),

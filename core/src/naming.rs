@@ -139,6 +139,17 @@ pub fn cache_key(cache_prefix: &str, key: &str) -> String {
 /// then longer hashes in steps of 8 up to 32, then 32 hex characters plus a salt derived from
 /// the run id and an attempt counter. Deterministic for a given (identity, run id).
 pub fn candidates(prefix: &str, hash_len: usize, identity_hash: &str, run_id: &str) -> impl Iterator<Item = String> {
+    candidates_from(prefix, hash_len, identity_hash, run_id, 0)
+}
+
+/// [`candidates`] from index `start` on (without computing the ones skipped).
+pub fn candidates_from(
+    prefix: &str,
+    hash_len: usize,
+    identity_hash: &str,
+    run_id: &str,
+    start: usize,
+) -> impl Iterator<Item = String> {
     let prefix = prefix.to_owned();
     let full = identity_hash[..32].to_owned();
     let run_id = run_id.to_owned();
@@ -148,8 +159,9 @@ pub fn candidates(prefix: &str, hash_len: usize, identity_hash: &str, run_id: &s
         l = (l + 8).min(32);
         lens.push(l);
     }
-    let fixed: Vec<String> = lens.into_iter().map(|l| format!("{prefix}{}", &full[..l])).collect();
-    let salted = (0u32..).map(move |i| {
+    let skip_salted = start.saturating_sub(lens.len()) as u32;
+    let fixed: Vec<String> = lens.into_iter().skip(start).map(|l| format!("{prefix}{}", &full[..l])).collect();
+    let salted = (skip_salted..).map(move |i| {
         let salt = sha256_hex(format!("{run_id}\0{full}\0{i}").as_bytes());
         format!("{prefix}{full}_{}", &salt[..8])
     });
@@ -191,6 +203,10 @@ mod tests {
         assert!(c[4].starts_with(&c[3]) && c[4].len() == c[3].len() + 9);
         assert_ne!(c[4], c[5]);
         assert!(c.iter().all(|n| is_plain_identifier(n)));
+        for start in 0..6 {
+            let from: Vec<String> = candidates_from("test_", 8, &h, "run", start).take(6 - start).collect();
+            assert_eq!(from, c[start..], "start {start}");
+        }
     }
 
     #[test]

@@ -168,7 +168,8 @@ impl Inner {
         let fresh = pool_name();
         let sql = format!(
             "BEGIN; {internal} SET LOCAL lock_timeout = '1s'; SELECT pgisolate.check_untouched({nl}); \
-             ALTER SCHEMA {n} RENAME TO {f}; {comment} DELETE FROM pgisolate.leases WHERE schema_name = {nl}; COMMIT; {sessions}",
+             ALTER SCHEMA {n} RENAME TO {f}; {comment} UPDATE pgisolate.leases SET state = 'released' WHERE schema_name = {nl}; \
+             COMMIT; {sessions}",
             internal = registry::INTERNAL,
             nl = literal(name),
             n = ident(name),

@@ -222,6 +222,20 @@ pub async fn ensure_extensions(client: &Client, names: &[String]) -> Result<()> 
     Ok(())
 }
 
+/// Statement (inside a release transaction, after the row moved to `moved_to`) keeping a
+/// `released` row for the old name: no other engine takes the name while the releasing owner
+/// lives, since a leaked pool of the released test could still reconnect with its URL. gc
+/// prunes the row once the owner is gone.
+pub fn released_sql(name: &str, moved_to: &str) -> String {
+    format!(
+        "INSERT INTO pgisolate.leases (schema_name, identity_hash, identity, owner_key, run_id, host, pid, template, state) \
+         SELECT {nl}, identity_hash, identity, owner_key, run_id, host, pid, template, 'released' \
+         FROM pgisolate.leases WHERE schema_name = {ml};",
+        nl = crate::admin::literal(name),
+        ml = crate::admin::literal(moved_to),
+    )
+}
+
 /// Statement that marks the rest of a transaction as the engine's own DDL.
 pub const INTERNAL: &str = "SET LOCAL pgisolate.internal = 'on';";
 
@@ -264,7 +278,7 @@ pub struct Entry {
     pub pid: i32,
     /// Run id.
     pub run_id: String,
-    /// live, kept, dropping or building.
+    /// live, kept, dropping or building (released names are not listed).
     pub state: String,
     /// Age.
     pub age: Duration,
@@ -276,7 +290,8 @@ pub async fn list(client: &Client) -> Result<Vec<Entry>> {
     let rows = client
         .query(
             "select schema_name, identity, owner_key, host, pid, run_id, state, \
-             extract(epoch from (now() - created_at))::float8 from pgisolate.leases order by created_at",
+             extract(epoch from (now() - created_at))::float8 from pgisolate.leases where state <> 'released' \
+             order by created_at",
             &[],
         )
         .await

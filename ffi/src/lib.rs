@@ -411,7 +411,8 @@ pub unsafe extern "C" fn pgi_config_set(
             "keep" => next.keep = Keep::parse(value).map_err(from_core)?,
             "search_path_tail" => {
                 next.search_path_tail =
-                    value.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()
+                    value.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+                next.search_path_tail_set = true;
             }
             "pg_bin" => next.pg_bin = (!value.is_empty()).then(|| value.into()),
             "run_id" => next.run_id = (!value.is_empty()).then(|| value.to_owned()),

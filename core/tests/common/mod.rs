@@ -55,7 +55,10 @@ pub async fn schema_exists(engine: &Engine, name: &str) -> bool {
 
 pub async fn registry_rows(engine: &Engine, name: &str) -> i64 {
     let c = connect(engine.url()).await;
-    c.query_one("select count(*) from pgisolate.leases where schema_name = $1", &[&name]).await.unwrap().get(0)
+    c.query_one("select count(*) from pgisolate.leases where schema_name = $1 and state <> 'released'", &[&name])
+        .await
+        .unwrap()
+        .get(0)
 }
 
 /// Re-runs this test binary's `child_entry` test with `PGISOLATE_TEST_CHILD=<mode>`.

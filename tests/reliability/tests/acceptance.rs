@@ -98,7 +98,11 @@ fn r1() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
             .unwrap()
             .get(0);
         check(tombs == 0, format!("{tombs} tombstones left: a batch failed"))?;
-        let rows: i64 = admin.query_one("select count(*) from pgisolate.leases", &[]).await.unwrap().get(0);
+        let rows: i64 = admin
+            .query_one("select count(*) from pgisolate.leases where state <> 'released'", &[])
+            .await
+            .unwrap()
+            .get(0);
         check(rows == 0, format!("{rows} registry rows left"))?;
         engine.close().await.map_err(|e| e.to_string())?;
         drop(admin);
@@ -295,6 +299,94 @@ fn r4() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         other.release().await.map_err(|e| e.to_string())?;
         engine.close().await.map_err(|e| e.to_string())?;
         Ok(format!("teardown in {} ms, leaked backend terminated, warning names the test", took.as_millis()))
+    })
+}
+
+/// R5: a leaked pool keeps reconnecting with the test's URL during and after teardown: teardown
+/// completes, and the reconnections never reach the next run's schema of the same scenario.
+fn r5() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+    Box::pin(async {
+        let engine = Engine::start(config(None)).await.map_err(|e| e.to_string())?;
+        let tpl = engine.template(migrations()).await.map_err(|e| e.to_string())?;
+        let id = Identity::new("R5", "leaked pool reconnects");
+        let s = engine.acquire(&tpl, id.clone()).await.map_err(|e| e.to_string())?;
+        let (first, url) = (s.name().to_owned(), s.url().to_owned());
+        let held = connect(&url).await?;
+        held.execute("insert into users (email) values ('first@run')", &[]).await.map_err(|e| e.to_string())?;
+        // The leaked pool: reconnects and queries in a loop, recording where it landed.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Result<String, String>>::new()));
+        let leak = {
+            let (stop, seen, url) = (stop.clone(), seen.clone(), url.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let r = match tokio_postgres::connect(&url, NoTls).await {
+                        Ok((c, conn)) => {
+                            tokio::spawn(conn);
+                            c.query_one(
+                                "select current_schema()::text, (select string_agg(email, ',') from users)",
+                                &[],
+                            )
+                            .await
+                            .map(|r| format!("{:?}:{:?}", r.get::<_, Option<String>>(0), r.get::<_, Option<String>>(1)))
+                            .map_err(|e| e.as_db_error().map(|d| d.message().to_owned()).unwrap_or(e.to_string()))
+                        }
+                        Err(e) => Err(e.to_string()),
+                    };
+                    seen.lock().unwrap().push(r);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let t = Instant::now();
+        s.release().await.map_err(|e| e.to_string())?;
+        let release_ms = t.elapsed().as_millis();
+        let before_next = seen.lock().unwrap().len();
+        // The next run of the same scenario, in this engine and in another live one.
+        let next = engine.acquire(&tpl, id.clone()).await.map_err(|e| e.to_string())?;
+        let other = Engine::start(config(None)).await.map_err(|e| e.to_string())?;
+        let next_other = other.acquire(&tpl, id.clone()).await.map_err(|e| e.to_string())?;
+        for n in [&next, &next_other] {
+            let c = connect(n.url()).await?;
+            c.execute("insert into users (email) values ('next@run')", &[]).await.map_err(|e| e.to_string())?;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        leak.await.unwrap();
+        check(held.simple_query("select 1").await.is_err(), "the leaked connection held at release is still alive")?;
+        check(next.name() != first && next_other.name() != first, format!("{first} was handed out again"))?;
+        let seen = seen.lock().unwrap().clone();
+        let after: Vec<&Result<String, String>> = seen[before_next..].iter().collect();
+        check(after.len() >= 10, format!("the leaked pool reconnected only {} times", after.len()))?;
+        for r in &after {
+            match r {
+                Ok(v) => return Err(format!("a reconnection after release landed somewhere: {v}")),
+                Err(e) => check(e.contains("does not exist"), format!("unexpected error: {e}"))?,
+            }
+        }
+        check(
+            !seen.iter().any(|r| r.as_ref().is_ok_and(|v| v.contains("next@run"))),
+            "the leaked pool saw the next run",
+        )?;
+        engine.flush().await;
+        let admin = connect(engine.url()).await?;
+        check(!exists(&admin, &first).await, "the released schema is still there")?;
+        let tombs: i64 = admin
+            .query_one("select count(*) from pg_namespace where nspname like 'pgi_tomb_%'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        check(tombs == 0, "the tombstone was not dropped")?;
+        let (n1, n2) = (next.name().to_owned(), next_other.name().to_owned());
+        next.release().await.map_err(|e| e.to_string())?;
+        next_other.release().await.map_err(|e| e.to_string())?;
+        other.close().await.map_err(|e| e.to_string())?;
+        engine.close().await.map_err(|e| e.to_string())?;
+        Ok(format!(
+            "release in {release_ms} ms; {} reconnections after it all got \"relation does not exist\"; next runs got {n1} and {n2}, not {first}",
+            after.len()
+        ))
     })
 }
 
@@ -637,7 +729,10 @@ fn r20() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         let window = (cycles / 10).max(1);
         let (first, last) = (p95(&times[..window]), p95(&times[cycles - window..]));
         let orphans: i64 = admin
-            .query_one("select count(*) from pgisolate.leases where identity like 'R20 soak%'", &[])
+            .query_one(
+                "select count(*) from pgisolate.leases where identity like 'R20 soak%' and state <> 'released'",
+                &[],
+            )
             .await
             .unwrap()
             .get(0);
@@ -726,12 +821,18 @@ fn r16() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         let w = warnings.clone();
         let mut cfg = config(Some(srv.url.clone()));
         cfg.on_warning = Some(std::sync::Arc::new(move |m: &str| w.lock().unwrap().push(m.to_owned())));
-        let engine = Engine::start(cfg).await.map_err(|e| e.to_string())?;
+        let engine = Engine::start(cfg.clone()).await.map_err(|e| e.to_string())?;
         let w = warnings.lock().unwrap().join(" ");
-        check(w.contains("public is writable"), format!("no warning: {w:?}"))?;
+        check(w.contains("public is writable by every role"), format!("no warning: {w:?}"))?;
         let tpl = engine.template(migrations()).await.map_err(|e| e.to_string())?;
         let s = engine.acquire(&tpl, Identity::new("R16", "unqualified create")).await.map_err(|e| e.to_string())?;
+        check(
+            !s.search_path().contains("public"),
+            format!("public is in the default search_path: {}", s.search_path()),
+        )?;
         let c = connect(s.url()).await?;
+        let shown: String = c.query_one("show search_path", &[]).await.unwrap().get(0);
+        check(!shown.contains("public"), format!("the session's search_path has public: {shown}"))?;
         c.batch_execute("create table scratch (id int)").await.map_err(|e| e.to_string())?;
         drop(c);
         let here: bool = admin
@@ -742,11 +843,34 @@ fn r16() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         let public: bool =
             admin.query_one("select to_regclass('public.scratch') is not null", &[]).await.unwrap().get(0);
         check(here && !public, "the table did not land in the test schema")?;
+        // A schema gone from under a session: its CREATE TABLE fails instead of landing in public.
+        let name = s.name().to_owned();
+        let url = s.url().to_owned();
         s.release().await.map_err(|e| e.to_string())?;
+        let straggler = connect(&url).await?;
+        let err = straggler.batch_execute("create table stray (id int)").await.err().map(|e| e.to_string());
+        check(err.is_some(), format!("a straggler of {name} created a table after release"))?;
+        // A tail the user chose keeps public, with a warning.
+        warnings.lock().unwrap().clear();
+        let mut explicit = cfg.clone();
+        explicit.search_path_tail = vec!["public".into()];
+        explicit.search_path_tail_set = true;
+        let e2 = Engine::start(explicit).await.map_err(|e| e.to_string())?;
+        let w2 = warnings.lock().unwrap().join(" ");
+        check(w2.contains("is in each test's search_path"), format!("no warning for an explicit tail: {w2:?}"))?;
+        let s2 = e2.acquire(&tpl, Identity::new("R16", "explicit tail")).await.map_err(|e| e.to_string())?;
+        check(s2.search_path().contains("public"), "an explicit tail was not used as given")?;
+        s2.release().await.map_err(|e| e.to_string())?;
+        e2.close().await.map_err(|e| e.to_string())?;
+        let stray: bool = admin.query_one("select to_regclass('public.stray') is not null", &[]).await.unwrap().get(0);
+        check(!stray, "a table landed in public")?;
         engine.close().await.map_err(|e| e.to_string())?;
+        drop(straggler);
         drop(admin);
         drop(srv);
-        Ok("warned that public is writable; unqualified CREATE TABLE landed in the test schema (public stays in the default tail, as DESIGN says)".into())
+        Ok("warned; public left out of the default search_path; unqualified CREATE TABLE landed in the test schema, \
+            a straggler's after release failed; an explicit tail keeps public, with a warning"
+            .into())
     })
 }
 
@@ -917,6 +1041,7 @@ fn acceptance() {
         ("R1", "batched drop of 7,000 tables on max_locks_per_transaction=64", 300, r1),
         ("R3", "embedded server settings", 60, r3),
         ("R4", "leaked idle-in-transaction connection at teardown", 60, r4),
+        ("R5", "leaked pool reconnecting during teardown", 60, r5),
         ("R8", "test process SIGKILLed while another run is live", 90, r8),
         ("R9", "foreign schemas survive gc", 60, r9),
         ("R10", "extensions once, in extensions, 64 concurrent engines", 180, r10),
