@@ -228,7 +228,9 @@ impl Engine {
         let who = if by_everyone { "every role" } else { "this role" };
         if !cfg.search_path_tail_set && !has_extensions {
             cfg.search_path_tail.retain(|t| t != "public");
-            if embedded {
+            // Only a grant to every role is a misconfiguration worth a word; the owner or a
+            // superuser can always create there.
+            if embedded || !by_everyone {
                 return None;
             }
             return Some(format!(

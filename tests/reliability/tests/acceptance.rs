@@ -591,6 +591,19 @@ fn child_entry() {
                 println!("SCHEMAS {}", names.join(","));
                 tokio::time::sleep(Duration::from_secs(120)).await;
             }
+            "release_blocked" => {
+                // R7: acquire, wait for the go file, release (its drop then waits on a lock held
+                // by the parent), and idle until SIGKILLed.
+                let tpl = engine.template(migrations()).await.unwrap();
+                let s = engine.acquire(&tpl, Identity::new("R7", "ghost drop")).await.unwrap();
+                println!("SCHEMA {}", s.name());
+                let go = std::path::PathBuf::from(std::env::var("PGI_REL_GO").unwrap());
+                while !go.exists() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                s.release().await.unwrap();
+                tokio::time::sleep(Duration::from_secs(120)).await;
+            }
             "build" => {
                 let sql = std::env::var("PGI_REL_SQL").unwrap();
                 let t = engine.template(Migrations::sql(sql)).await.unwrap();
@@ -634,6 +647,383 @@ fn r8() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         mine.release().await.map_err(|e| e.to_string())?;
         engine.close().await.map_err(|e| e.to_string())?;
         Ok(format!("reaped exactly the killed run's {} schemas; the live run's schema kept working", names.len()))
+    })
+}
+
+/// The server's deadlock count for the current database.
+async fn deadlocks(c: &Client) -> i64 {
+    c.query_one("select deadlocks from pg_stat_database where datname = current_database()", &[])
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or(0)
+}
+
+/// Waits until a backend matching `filter` (a WHERE clause on pg_stat_activity) exists; its pid.
+async fn wait_backend(c: &Client, filter: &str, timeout: Duration) -> Result<i32, String> {
+    let t = Instant::now();
+    while t.elapsed() < timeout {
+        if let Some(r) = c
+            .query_opt(&format!("select pid from pg_stat_activity where {filter} limit 1"), &[])
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            return Ok(r.get(0));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(format!("no backend with {filter} within {timeout:?}"))
+}
+
+/// Waits until backend `pid` is gone; how long that took.
+async fn wait_gone(c: &Client, pid: i32, timeout: Duration) -> Result<Duration, String> {
+    let t = Instant::now();
+    while t.elapsed() < timeout {
+        let alive: bool = c
+            .query_one("select exists (select 1 from pg_stat_activity where pid = $1)", &[&pid])
+            .await
+            .map_err(|e| e.to_string())?
+            .get(0);
+        if !alive {
+            return Ok(t.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(format!("backend {pid} still there after {timeout:?}"))
+}
+
+/// R2: 4 workers tear down at once, each schema with 400 serial-PK tables, every DROP delayed
+/// 1 s before commit; meanwhile an unrelated test creates 1,000 tables in one transaction.
+fn r2() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+    Box::pin(async {
+        let srv = tokio::task::spawn_blocking(|| private(&[])).await.unwrap()?;
+        let admin = connect(&srv.url).await?;
+        let locks: String = admin.query_one("show max_locks_per_transaction", &[]).await.unwrap().get(0);
+        check(locks == "64", format!("expected the default 64 locks, got {locks}"))?;
+        // The injected commit delay: every DROP of a test schema's objects sleeps 1 s before
+        // its transaction can commit, so the 4 teardowns hold their locks at the same time.
+        admin
+            .batch_execute(
+                "create function slow_drop() returns event_trigger language plpgsql as $$ begin \
+                   if exists (select 1 from pg_event_trigger_dropped_objects() where schema_name like 'pgi_tomb_%' \
+                              or schema_name like 'test_%') then perform pg_sleep(1); end if; end $$; \
+                 create event trigger r2_slow_drop on sql_drop execute function slow_drop();",
+            )
+            .await
+            .unwrap();
+        let warnings = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let mut cfg = config(Some(srv.url.clone()));
+        let w = warnings.clone();
+        cfg.on_warning = Some(std::sync::Arc::new(move |m: &str| w.lock().unwrap().push(m.to_owned())));
+        cfg.pool_size = 0;
+        let tpl_sql = "create table seed (id serial primary key);";
+        let mut workers = Vec::new();
+        for i in 0..4 {
+            let engine = Engine::start(cfg.clone()).await.map_err(|e| e.to_string())?;
+            let tpl = engine.template(Migrations::sql(tpl_sql)).await.map_err(|e| e.to_string())?;
+            let s =
+                engine.acquire(&tpl, Identity::new("R2", format!("worker {i}"))).await.map_err(|e| e.to_string())?;
+            let c = connect(s.url()).await?;
+            for chunk in 0..4 {
+                c.batch_execute(&format!(
+                    "do $$ begin for i in {} .. {} loop execute format('create table s%s (id serial primary key)', i); end loop; end $$;",
+                    chunk * 100,
+                    chunk * 100 + 99
+                ))
+                .await
+                .map_err(|e| format!("worker {i} creates its tables: {e}"))?;
+            }
+            drop(c);
+            workers.push((engine, s));
+        }
+        let bystander_engine = Engine::start(cfg.clone()).await.map_err(|e| e.to_string())?;
+        let btpl = bystander_engine.template(Migrations::sql(tpl_sql)).await.map_err(|e| e.to_string())?;
+        let bystander =
+            bystander_engine.acquire(&btpl, Identity::new("R2", "bystander")).await.map_err(|e| e.to_string())?;
+        let bc = connect(bystander.url()).await?;
+        let names: Vec<String> = workers.iter().map(|(_, s)| s.name().to_owned()).collect();
+        let t = Instant::now();
+        let mut teardowns = Vec::new();
+        for (engine, s) in workers {
+            teardowns.push(tokio::spawn(async move {
+                s.release().await.map_err(|e| format!("release: {e}"))?;
+                engine.flush().await;
+                let took = Instant::now();
+                engine.close().await.map_err(|e| e.to_string())?;
+                Ok::<_, String>(took)
+            }));
+        }
+        // While the teardowns hold their locks: 1,000 tables in one transaction.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let waiting: i64 = admin
+            .query_one("select count(*) from pg_stat_activity where query ilike '%drop%' and state = 'active' and application_name = 'pgisolate-admin'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let tb = Instant::now();
+        bc.batch_execute(
+            "begin; do $$ begin for i in 1 .. 1000 loop execute format('create table b%s (id int)', i); end loop; end $$; commit;",
+        )
+        .await
+        .map_err(|e| format!("the unrelated test failed while 4 teardowns ran: {e}"))?;
+        let bystander_ms = tb.elapsed().as_millis();
+        for td in teardowns {
+            td.await.unwrap()?;
+        }
+        let total = t.elapsed();
+        let left: i64 = admin
+            .query_one(
+                "select count(*) from pg_namespace where nspname = any($1) or nspname like 'pgi_tomb_%'",
+                &[&names],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        check(left == 0, format!("{left} schemas left after the 4 teardowns"))?;
+        let w = warnings.lock().unwrap().join(" | ");
+        check(w.is_empty(), format!("warnings: {w}"))?;
+        check(waiting >= 2, format!("only {waiting} teardowns were running at once"))?;
+        drop(bc);
+        bystander.release().await.map_err(|e| e.to_string())?;
+        bystander_engine.close().await.map_err(|e| e.to_string())?;
+        drop(admin);
+        drop(srv);
+        Ok(format!(
+            "4 teardowns of 400 serial tables each ({waiting} dropping at once, 1 s delay per DROP) done in {:.1} s; \
+             1,000 tables created meanwhile in {bystander_ms} ms; no 53200",
+            total.as_secs_f64()
+        ))
+    })
+}
+
+/// R6: a background thread of the test (its own connection, not tagged with the schema's
+/// application_name) holds a lock on `b` while teardown drops `a` then `b`.
+/// (a) Release renames first: the thread's next statement on `a` fails with "does not exist"
+/// (by name it can no longer reach the schema, so no deadlock can form) and teardown finishes
+/// when the thread's transaction ends. (b) A drop under the schema's own name (what gc,
+/// `pgisolate gc` and a release whose rename timed out do): the thread then asks for `a`, a
+/// real deadlock; the engine retries after 40P01 and the drop succeeds.
+fn r6() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+    Box::pin(async {
+        let warnings = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let w = warnings.clone();
+        let mut cfg = config(None);
+        cfg.on_warning = Some(std::sync::Arc::new(move |m: &str| w.lock().unwrap().push(m.to_owned())));
+        cfg.pool_size = 0;
+        cfg.keep = pgisolate::Keep::Always;
+        let engine = Engine::start(cfg.clone()).await.map_err(|e| e.to_string())?;
+        let tpl = engine
+            .template(Migrations::sql("create table a (id int primary key); create table b (id int);"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let admin = connect(engine.url()).await?;
+        let background = |s: &pgisolate::Schema| {
+            let dsn = format!("{} application_name=app-background", s.conninfo());
+            async move {
+                let (c, conn) = tokio_postgres::connect(&dsn, NoTls).await.map_err(|e| e.to_string())?;
+                tokio::spawn(conn);
+                c.batch_execute("begin; lock table b in access share mode").await.map_err(|e| e.to_string())?;
+                Ok::<_, String>(c)
+            }
+        };
+        let oids = |name: String| {
+            let admin = &admin;
+            async move {
+                let r = admin
+                    .query_one(
+                        "select to_regclass(quote_ident($1) || '.a')::oid, to_regclass(quote_ident($1) || '.b')::oid",
+                        &[&name],
+                    )
+                    .await
+                    .unwrap();
+                (r.get::<_, u32>(0), r.get::<_, u32>(1))
+            }
+        };
+        let waiting_on_b_holding_a = |(a, b): (u32, u32)| {
+            format!(
+                "application_name = 'pgisolate-admin' and wait_event_type = 'Lock' and pid in \
+                 (select pid from pg_locks where relation = {b} and not granted) and pid in \
+                 (select pid from pg_locks where relation = {a} and granted)"
+            )
+        };
+
+        // (a) release, with the default (drop) policy.
+        let mut drop_cfg = cfg.clone();
+        drop_cfg.keep = pgisolate::Keep::Never;
+        let releaser = Engine::start(drop_cfg).await.map_err(|e| e.to_string())?;
+        let s = releaser.acquire(&tpl, Identity::new("R6", "release")).await.map_err(|e| e.to_string())?;
+        let ids = oids(s.name().to_owned()).await;
+        let bg = background(&s).await?;
+        let t = Instant::now();
+        let released = s.release().await.map_err(|e| format!("the background thread failed the release: {e}"))?;
+        wait_backend(&admin, &waiting_on_b_holding_a(ids), Duration::from_secs(10)).await?;
+        let err = bg
+            .batch_execute("select count(*) from a")
+            .await
+            .err()
+            .map(|e| e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_else(|| e.to_string()));
+        check(
+            err.as_deref().is_some_and(|e| e.contains("does not exist")),
+            format!("the thread's statement on a: {err:?}"),
+        )?;
+        let _ = bg.batch_execute("rollback").await;
+        releaser.flush().await;
+        let a_ms = t.elapsed().as_millis();
+        let tombs: i64 = admin
+            .query_one("select count(*) from pg_namespace where nspname like 'pgi_tomb_%'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        check(tombs == 0, "teardown (a) did not finish")?;
+        drop(bg);
+        releaser.close().await.map_err(|e| e.to_string())?;
+
+        // (b) a drop under the schema's own name: a real deadlock.
+        let s = engine.acquire(&tpl, Identity::new("R6", "drop by name")).await.map_err(|e| e.to_string())?;
+        let name = s.name().to_owned();
+        let ids = oids(name.clone()).await;
+        let bg = background(&s).await?;
+        check(s.release().await.map_err(|e| e.to_string())? == pgisolate::Released::Kept, "not kept")?;
+        let before = deadlocks(&admin).await;
+        let dropper = {
+            let (engine, name) = (engine.clone(), name.clone());
+            tokio::spawn(async move { engine.drop_schema(&name).await })
+        };
+        wait_backend(&admin, &waiting_on_b_holding_a(ids), Duration::from_secs(10)).await?;
+        let bg_result = bg.batch_execute("lock table a in access share mode").await;
+        let victim = match &bg_result {
+            Err(e) if e.code().map(|c| c.code()) == Some("40P01") => "the background thread",
+            Err(e) => return Err(format!("background thread: {e:?}")),
+            Ok(()) => "the drop, which retried",
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = bg.batch_execute("rollback").await;
+        drop(bg);
+        dropper.await.unwrap().map_err(|e| format!("the deadlock failed the drop: {e}"))?;
+        let after = deadlocks(&admin).await;
+        check(after > before, "no deadlock happened")?;
+        check(!exists(&admin, &name).await, "the schema survived")?;
+        let w = warnings.lock().unwrap().join(" | ");
+        check(!w.contains("failed"), format!("teardown reported a failure: {w}"))?;
+        engine.close().await.map_err(|e| e.to_string())?;
+        Ok(format!(
+            "(a) release {released:?}; the thread's next statement got \"relation does not exist\"; teardown done in \
+             {a_ms} ms; (b) deadlock detected, victim: {victim}; drop succeeded"
+        ))
+    })
+}
+
+/// R7: the teardown process is SIGKILLed while its DROP waits on a lock; a new run of the same
+/// scenario starts at once.
+fn r7() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+    Box::pin(async {
+        let engine = Engine::start(config(None)).await.map_err(|e| e.to_string())?;
+        let tpl = engine.template(migrations()).await.map_err(|e| e.to_string())?;
+        let admin = connect(engine.url()).await?;
+        let interval: String = admin.query_one("show client_connection_check_interval", &[]).await.unwrap().get(0);
+        check(interval != "0", "client_connection_check_interval is off")?;
+        let go = std::env::temp_dir().join(format!("pgisolate-r7-go-{}", std::process::id()));
+        let _ = std::fs::remove_file(&go);
+        let mut child =
+            spawn_child("release_blocked", &[("PGI_REL_GO", go.to_str().unwrap()), ("PGISOLATE_RECYCLE", "0")]);
+        let (old, mut child) = tokio::task::spawn_blocking(move || {
+            let r = read_tagged(&mut child, "SCHEMA", Duration::from_secs(60));
+            (r, child)
+        })
+        .await
+        .unwrap();
+        let old = match old {
+            Ok(o) => o,
+            Err(e) => {
+                sigkill(&mut child);
+                return Err(e);
+            }
+        };
+        let old_oid: u32 =
+            admin.query_one("select oid from pg_namespace where nspname = $1", &[&old]).await.unwrap().get(0);
+        // A blocker (not tagged with the schema) holds a lock the teardown's DROP needs.
+        let blocker = connect(engine.url()).await?;
+        blocker
+            .batch_execute(&format!("begin; lock table \"{old}\".users in access share mode"))
+            .await
+            .map_err(|e| e.to_string())?;
+        std::fs::write(&go, b"go").unwrap();
+        let ghost = wait_backend(
+            &admin,
+            "application_name = 'pgisolate-admin' and wait_event_type = 'Lock' and query ilike '%drop%'",
+            Duration::from_secs(20),
+        )
+        .await;
+        let ghost = match ghost {
+            Ok(p) => p,
+            Err(e) => {
+                sigkill(&mut child);
+                return Err(e);
+            }
+        };
+        sigkill(&mut child);
+        let _ = std::fs::remove_file(&go);
+        // The new run of the same scenario starts at once.
+        let fresh = engine.acquire(&tpl, Identity::new("R7", "ghost drop")).await.map_err(|e| e.to_string())?;
+        let fresh_oid: u32 =
+            admin.query_one("select oid from pg_namespace where nspname = $1", &[&fresh.name()]).await.unwrap().get(0);
+        check(fresh_oid != old_oid, "the new run got the old schema")?;
+        let tomb: Option<String> =
+            admin.query_one("select nspname::text from pg_namespace where oid = $1", &[&old_oid]).await.unwrap().get(0);
+        let c = connect(fresh.url()).await?;
+        c.execute("insert into users (email) values ('new@run')", &[]).await.map_err(|e| e.to_string())?;
+        // The ghost DROP is reaped while the blocker still holds its lock.
+        let gone = wait_gone(&admin, ghost, Duration::from_secs(10)).await?;
+        let still_held: bool = blocker
+            .query_one("select exists (select 1 from pg_locks where pid = pg_backend_pid() and relation is not null and granted)", &[])
+            .await
+            .unwrap()
+            .get(0);
+        check(still_held, "the blocker's lock went away first")?;
+        blocker.batch_execute("commit").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let n: i64 = c.query_one("select count(*) from users", &[]).await.map_err(|e| format!("new run: {e}"))?.get(0);
+        check(n == 1, "the new run's data is gone")?;
+        drop(c);
+        // The same with a plain client and no lock_timeout: only the connection check reaps it.
+        admin.batch_execute("create schema r7_ghost; create table r7_ghost.t (id int)").await.unwrap();
+        blocker.batch_execute("begin; lock table r7_ghost.t in access share mode").await.unwrap();
+        let mut psql = std::process::Command::new("psql")
+            .args([engine.url(), "-Xqc", "set lock_timeout = 0; drop schema r7_ghost cascade"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let raw = wait_backend(
+            &admin,
+            "application_name = 'psql' and wait_event_type = 'Lock' and query ilike '%r7_ghost%'",
+            Duration::from_secs(10),
+        )
+        .await?;
+        sigkill(&mut psql);
+        let raw_gone = wait_gone(&admin, raw, Duration::from_secs(10)).await?;
+        blocker.batch_execute("commit").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        check(exists(&admin, "r7_ghost").await, "the killed client's DROP ran after its lock was freed")?;
+        admin.batch_execute("drop schema r7_ghost cascade").await.unwrap();
+        // The dead run's tombstone is reaped by gc; the new run's schema survives.
+        let report = engine.gc_with(Duration::ZERO, false).await.map_err(|e| e.to_string())?;
+        check(exists(&admin, fresh.name()).await, "gc or the ghost dropped the new run's schema")?;
+        let old_left: bool = admin
+            .query_one("select exists (select 1 from pg_namespace where oid = $1)", &[&old_oid])
+            .await
+            .unwrap()
+            .get(0);
+        check(!old_left, format!("the dead run's schema {tomb:?} was not reaped (gc: {:?})", report.failed))?;
+        let fresh_name = fresh.name().to_owned();
+        fresh.release().await.map_err(|e| e.to_string())?;
+        engine.close().await.map_err(|e| e.to_string())?;
+        Ok(format!(
+            "new run got {fresh_name} (old {old} was renamed to {}); ghost DROP reaped in {} ms with the lock still held \
+             (plain client, no lock_timeout: {} ms); tombstone reaped by gc",
+            tomb.unwrap_or_default(),
+            gone.as_millis(),
+            raw_gone.as_millis()
+        ))
     })
 }
 
@@ -1039,9 +1429,12 @@ fn cache() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
 fn acceptance() {
     let cases: Vec<Case> = vec![
         ("R1", "batched drop of 7,000 tables on max_locks_per_transaction=64", 300, r1),
+        ("R2", "4 teardowns at once with delayed commits, and a 1,000-table bystander", 180, r2),
         ("R3", "embedded server settings", 60, r3),
         ("R4", "leaked idle-in-transaction connection at teardown", 60, r4),
         ("R5", "leaked pool reconnecting during teardown", 60, r5),
+        ("R6", "deadlock between teardown and a test's background thread", 60, r6),
+        ("R7", "teardown process SIGKILLed while its DROP waits", 90, r7),
         ("R8", "test process SIGKILLed while another run is live", 90, r8),
         ("R9", "foreign schemas survive gc", 60, r9),
         ("R10", "extensions once, in extensions, 64 concurrent engines", 180, r10),
