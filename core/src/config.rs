@@ -92,6 +92,12 @@ pub struct Config {
     /// Run the hand-out check ([`crate::Schema::verify`]) on every acquire (`PGISOLATE_VERIFY`,
     /// default off: it costs a connection).
     pub verify_handout: bool,
+    /// Least privilege (`PGISOLATE_LOGIN_ROLE`, default off): each schema gets a LOGIN role of
+    /// its own that owns it and may use nothing else but the shared `extensions`, with its
+    /// `search_path` set on the role; the handed-out strings log in as that role (no startup
+    /// `options`, so poolers that reject them work). The role is dropped with the schema.
+    /// Needs CREATEROLE (or superuser); schemas are then never recycled.
+    pub login_role: bool,
     /// Test hook: accept hash lengths below 8 (to force name collisions).
     #[doc(hidden)]
     pub unchecked_hash_len: bool,
@@ -110,6 +116,7 @@ impl std::fmt::Debug for Config {
             .field("keep", &self.keep)
             .field("search_path_tail", &self.search_path_tail)
             .field("search_path_tail_set", &self.search_path_tail_set)
+            .field("login_role", &self.login_role)
             .field("pg_bin", &self.pg_bin)
             .field("run_id", &self.run_id)
             .field("gc_grace", &self.gc_grace)
@@ -139,6 +146,7 @@ impl Default for Config {
             extensions: Vec::new(),
             redis_url: None,
             verify_handout: false,
+            login_role: false,
             unchecked_hash_len: false,
             progress: None,
             on_warning: None,
@@ -178,6 +186,13 @@ impl Config {
         c.redis_url = var("PGISOLATE_REDIS_URL");
         c.verify_handout =
             matches!(var("PGISOLATE_VERIFY").as_deref().map(str::trim), Some("1" | "on" | "true" | "yes"));
+        if let Some(v) = var("PGISOLATE_LOGIN_ROLE") {
+            c.login_role = match v.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "on" | "yes" => true,
+                "0" | "false" | "off" | "no" | "" => false,
+                _ => return Err(Error::Config(format!("PGISOLATE_LOGIN_ROLE={v:?}: use on or off"))),
+            };
+        }
         if let Some(x) = var("PGISOLATE_EXTENSIONS") {
             c.extensions = x.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
         }

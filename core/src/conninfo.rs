@@ -249,6 +249,44 @@ pub fn scoped(input: &str, schema: &str, tail: &[String]) -> Result<String> {
     Ok(ci.to_string_form())
 }
 
+/// The input connection string for a login role: user and password replaced, the
+/// application_name of the schema set, and no `search_path` in `options` (the role's own
+/// default `search_path` scopes its sessions, so poolers that reject startup options work).
+/// Other options the input carried are kept.
+pub fn with_role(input: &str, schema: &str, role: &str, password: &str) -> Result<String> {
+    let mut ci = ConnInfo::parse(input)?;
+    let mut tokens = split_options(ci.get("options").unwrap_or(""));
+    remove_setting(&mut tokens, "search_path");
+    if tokens.is_empty() {
+        ci.params.retain(|p| p.key != "options");
+    } else {
+        ci.set("options", &join_options(&tokens));
+    }
+    match ci.form {
+        Form::Url => {
+            // postgres://[userinfo@]hosts[/db]: replace the userinfo.
+            let scheme_end = ci.base.find("://").map(|i| i + 3).unwrap_or(0);
+            let rest = &ci.base[scheme_end..];
+            let auth_end = rest.find('/').unwrap_or(rest.len());
+            let hosts_start = rest[..auth_end].rfind('@').map(|i| i + 1).unwrap_or(0);
+            ci.base = format!(
+                "{}{}:{}@{}",
+                &ci.base[..scheme_end],
+                utf8_percent_encode(role, QUERY_VALUE),
+                utf8_percent_encode(password, QUERY_VALUE),
+                &rest[hosts_start..]
+            );
+            ci.params.retain(|p| p.key != "user" && p.key != "password");
+        }
+        Form::KeyValue => {
+            ci.set("user", role);
+            ci.set("password", password);
+        }
+    }
+    ci.set("application_name", &application_name(schema));
+    Ok(ci.to_string_form())
+}
+
 /// A Prisma-style URL: the input URL with `?schema=<schema>` (replacing any `schema`) and no
 /// `options`. Only URLs have this form.
 pub fn prisma_url(input: &str, schema: &str) -> Result<String> {
@@ -481,6 +519,25 @@ pub fn quote_ident(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn role_strings_replace_the_user_and_drop_the_search_path() {
+        let u = super::with_role(
+            "postgres://admin:secret@127.0.0.1:5432/app?options=-c%20search_path%3Dx%20-c%20work_mem%3D8MB&user=admin",
+            "test_ab",
+            "pgir_1",
+            "p w",
+        )
+        .unwrap();
+        assert_eq!(
+            u,
+            "postgres://pgir_1:p%20w@127.0.0.1:5432/app?options=-c%20work_mem%3D8MB&application_name=pgisolate%2Ftest_ab"
+        );
+        let k = super::with_role("host=h user=admin options='-c search_path=x'", "test_ab", "pgir_1", "pw").unwrap();
+        assert_eq!(k, "host=h user=pgir_1 password=pw application_name=pgisolate/test_ab");
+        let bare = super::with_role("postgres://h/db", "s", "r", "p").unwrap();
+        assert_eq!(bare, "postgres://r:p@h/db?application_name=pgisolate%2Fs");
+    }
+
     use super::*;
 
     #[test]

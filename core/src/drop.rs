@@ -83,6 +83,8 @@ pub async fn drop_schema(client: &Client, schema: &str, apps: &[String], deadlin
     if crate::naming::is_reserved(schema) {
         return Err(Error::Refused(format!("refusing to drop reserved schema {schema:?}")));
     }
+    // A per-schema login role (least privilege) goes with its schema.
+    let role = crate::role::owner_role(client, schema).await?;
     client
         .batch_execute("SET lock_timeout = '2s'; SET statement_timeout = '60s'")
         .await
@@ -114,5 +116,9 @@ pub async fn drop_schema(client: &Client, schema: &str, apps: &[String], deadlin
         }
     };
     let _ = client.batch_execute("RESET lock_timeout; RESET statement_timeout").await;
-    result
+    result?;
+    if let Some(r) = role {
+        crate::role::drop_role(client, &r).await?;
+    }
+    Ok(())
 }

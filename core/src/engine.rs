@@ -51,6 +51,8 @@ pub(crate) struct Inner {
     /// is never handed out twice by a live engine, so a leaked pool of an earlier test that
     /// reconnects with its URL finds no schema instead of the next test's (R5).
     next_candidate: Mutex<HashMap<String, usize>>,
+    /// The database's oid (marks per-schema roles, which are cluster-wide).
+    db_oid: u32,
     pub(crate) superuser: bool,
     redis: Option<crate::cache_key::RedisTarget>,
 }
@@ -75,6 +77,8 @@ pub struct GcReport {
     pub pruned_rows: u64,
     /// Schemas gc could not drop this time, with why.
     pub failed: Vec<(String, String)>,
+    /// Per-schema login roles of dead owners dropped after their schema was already gone.
+    pub dropped_roles: Vec<String>,
 }
 
 /// How a release ended.
@@ -155,17 +159,30 @@ impl Engine {
         let pool = AdminPool::new(&url, cfg.max_admin_connections);
         pool.set_reserved(lease.reserved());
         let public_warning;
+        let db_oid: u32;
         let superuser = {
             let admin = pool.get().await?;
+            let row = admin
+                .query_one(
+                    "select (select oid from pg_database where datname = current_database()), rolsuper, \
+                     rolsuper or rolcreaterole from pg_roles where rolname = current_user",
+                    &[],
+                )
+                .await
+                .map_err(|e| Error::db("look up the engine's role", e))?;
+            db_oid = row.get(0);
+            if cfg.login_role && !row.get::<_, bool>(2) {
+                return Err(Error::Config(
+                    "PGISOLATE_LOGIN_ROLE needs an admin role with CREATEROLE (or a superuser) to create a login \
+                     role per schema: ALTER ROLE <admin> CREATEROLE, or turn PGISOLATE_LOGIN_ROLE off"
+                        .into(),
+                ));
+            }
             registry::ensure(&admin).await?;
             registry::ensure_extensions(&admin, &cfg.extensions).await?;
-            let su = admin
-                .query_one("select rolsuper from pg_roles where rolname = current_user", &[])
-                .await
-                .map(|r| r.get::<_, bool>(0))
-                .unwrap_or(false);
+            let su: bool = row.get(1);
             public_warning = Engine::guard_public(&mut cfg, &admin, server.is_some()).await;
-            su && cfg.recycle && cfg.pool_size > 0 && registry::ensure_ddl_watch(&admin).await?
+            su && cfg.recycle && !cfg.login_role && cfg.pool_size > 0 && registry::ensure_ddl_watch(&admin).await?
         };
         let run_id = cfg.run_id.clone().unwrap_or_else(|| lease::random_seed()[..16].to_owned());
         let inner = Inner {
@@ -186,6 +203,7 @@ impl Engine {
             pools: Mutex::new(HashMap::new()),
             drop_slots: Arc::new(Semaphore::new(2)),
             next_candidate: Mutex::new(HashMap::new()),
+            db_oid,
             superuser,
             redis: cfg.redis_url.as_deref().map(crate::cache_key::RedisTarget::parse).transpose()?,
             cfg,
@@ -488,9 +506,16 @@ impl Engine {
                 Some(r) => format!("ALTER SCHEMA {} RENAME TO {};", ident(&r.name), ident(&n)),
                 None => format!("CREATE SCHEMA {};\n{}\n;", ident(&n), tpl.replay_sql(&n)),
             };
+            let role = self.inner.cfg.login_role.then(crate::role::new_role);
+            let grant = match &role {
+                Some((r, pw)) => {
+                    crate::role::grant_sql(&n, r, pw, &self.path_for(&n), self.inner.owner, self.inner.db_oid)
+                }
+                None => String::new(),
+            };
             let sql = format!(
                 "BEGIN; {internal} INSERT INTO pgisolate.leases (schema_name, identity_hash, identity, owner_key, run_id, host, pid, template) \
-                 VALUES ({nl}, {hl}, {il}, {owner}, {run}, {host}, {pid}, {tpl}); {make} {comment} {untouch} COMMIT;",
+                 VALUES ({nl}, {hl}, {il}, {owner}, {run}, {host}, {pid}, {tpl}); {make} {comment} {untouch} {grant} COMMIT;",
                 internal = registry::INTERNAL,
                 untouch = self.untouch_sql(&n),
                 nl = literal(&n),
@@ -512,7 +537,7 @@ impl Engine {
                     if ready.is_none() {
                         self.inner.ensure_pool(tpl);
                     }
-                    let schema = self.handed_out(n, identity, tpl)?;
+                    let schema = self.handed_out(n, identity, tpl, role)?;
                     if self.inner.cfg.verify_handout {
                         schema.verify().await?;
                     }
@@ -551,11 +576,35 @@ impl Engine {
         }
     }
 
-    fn handed_out(&self, name: String, identity: Identity, tpl: &Template) -> Result<Schema> {
+    /// A schema's search_path: itself, then the tail.
+    fn path_for(&self, name: &str) -> Vec<String> {
+        std::iter::once(name.to_owned())
+            .chain(self.inner.cfg.search_path_tail.iter().filter(|t| !t.is_empty() && *t != name).cloned())
+            .collect()
+    }
+
+    fn handed_out(
+        &self,
+        name: String,
+        identity: Identity,
+        tpl: &Template,
+        role: Option<(String, String)>,
+    ) -> Result<Schema> {
         let tail = &self.inner.cfg.search_path_tail;
+        let (url, conninfo) = match &role {
+            Some((r, pw)) => (
+                conninfo::with_role(&self.inner.url_form.to_string(), &name, r, pw)?,
+                conninfo::with_role(&self.inner.kv_form.to_string(), &name, r, pw)?,
+            ),
+            None => (
+                conninfo::scoped(&self.inner.url_form.to_string(), &name, tail)?,
+                conninfo::scoped(&self.inner.kv_form.to_string(), &name, tail)?,
+            ),
+        };
         let schema = Schema {
-            url: conninfo::scoped(&self.inner.url_form.to_string(), &name, tail)?,
-            conninfo: conninfo::scoped(&self.inner.kv_form.to_string(), &name, tail)?,
+            url,
+            conninfo,
+            role: role.map(|(r, _)| r),
             cache_prefix: naming::cache_prefix(&self.inner.cfg.prefix, &name),
             search_path: std::iter::once(name.as_str())
                 .chain(tail.iter().map(String::as_str).filter(|t| !t.is_empty() && *t != name))
@@ -601,6 +650,12 @@ impl Engine {
             }
         }
         report.pruned_rows = registry::prune_rows(&admin).await?;
+        for r in crate::role::orphan_roles(&admin).await? {
+            match crate::role::drop_role(&admin, &r).await {
+                Ok(()) => report.dropped_roles.push(r),
+                Err(e) => report.failed.push((format!("role {r}"), e.to_string())),
+            }
+        }
         Ok(report)
     }
 
@@ -841,6 +896,7 @@ impl Inner {
         identity: &str,
         failed: bool,
         recycle: Option<&str>,
+        role: Option<&str>,
     ) -> Result<Released> {
         let admin = self.pool.get_teardown().await?;
         if self.cfg.keep.keeps(failed) {
@@ -859,7 +915,7 @@ impl Inner {
         let apps = vec![conninfo::application_name(name)];
         // Before the name (and so the cache prefix) can be handed out again.
         self.delete_cache_keys(name).await;
-        if let Some(fp) = recycle {
+        if let Some(fp) = recycle.filter(|_| role.is_none()) {
             if self.cfg.recycle
                 && self.superuser
                 && self.cfg.pool_size > 0
@@ -872,9 +928,11 @@ impl Inner {
         let rename = format!(
             "SET lock_timeout = '1s'; BEGIN; {internal} ALTER SCHEMA {n} RENAME TO {t}; {comment} \
              UPDATE pgisolate.leases SET schema_name = {tl}, state = 'dropping' WHERE schema_name = {nl}; {released} \
-             COMMIT; RESET lock_timeout; {sessions}",
+             {nologin} COMMIT; RESET lock_timeout; {sessions}",
             released = registry::released_sql(name, &tomb),
-            sessions = sessions_sql(name),
+            // Its role can no longer log in: stragglers get an error, never a session.
+            nologin = role.map(|r| format!("ALTER ROLE {} NOLOGIN;", ident(r))).unwrap_or_default(),
+            sessions = sessions_sql(name, role),
             n = ident(name),
             t = ident(&tomb),
             comment = registry::comment_sql(&tomb, Kind::Tomb, self.owner),
@@ -945,10 +1003,11 @@ pub(crate) struct Settle {
 
 /// SQL listing the backends of a schema's sessions (comma-separated pids), for the end of a
 /// release batch.
-pub(crate) fn sessions_sql(name: &str) -> String {
+pub(crate) fn sessions_sql(name: &str, role: Option<&str>) -> String {
+    let by_role = role.map(|r| format!(" OR usename = {}", literal(r))).unwrap_or_default();
     format!(
         "SELECT coalesce(string_agg(pid::text, ','), '') FROM pg_stat_activity \
-         WHERE application_name = {} AND pid <> pg_backend_pid();",
+         WHERE (application_name = {}{by_role}) AND pid <> pg_backend_pid();",
         literal(&conninfo::application_name(name))
     )
 }

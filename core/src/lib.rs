@@ -26,6 +26,7 @@ pub mod lease;
 pub mod naming;
 mod pool;
 pub mod registry;
+pub mod role;
 pub mod schema;
 pub mod server;
 pub mod template;

@@ -175,7 +175,7 @@ impl Inner {
             n = ident(name),
             f = ident(&fresh),
             comment = registry::comment_sql(&fresh, Kind::Pool, self.owner),
-            sessions = sessions_sql(name),
+            sessions = sessions_sql(name, None),
         );
         let pids = match client.simple_query(&sql).await {
             Ok(rows) => parse_pids(rows),

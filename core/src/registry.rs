@@ -131,7 +131,8 @@ ALTER TABLE pgisolate.templates ADD COLUMN IF NOT EXISTS seed_sql text;";
 /// template. The engine's own statements run with `pgisolate.internal = on` and are skipped.
 const DDL_WATCH: &str = "
 CREATE TABLE IF NOT EXISTS pgisolate.ddl_touched (nspname text PRIMARY KEY);
-CREATE OR REPLACE FUNCTION pgisolate.note_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $pgi$
+CREATE OR REPLACE FUNCTION pgisolate.note_ddl() RETURNS event_trigger LANGUAGE plpgsql
+    SECURITY DEFINER AS $pgi$
 BEGIN
     IF current_setting('pgisolate.internal', true) = 'on' THEN RETURN; END IF;
     -- GRANT/REVOKE report no schema: count them against the session's own schema.
@@ -143,7 +144,8 @@ BEGIN
           AND EXISTS (SELECT 1 FROM pgisolate.leases l WHERE l.schema_name = s.n AND l.state = 'live')
         ON CONFLICT DO NOTHING;
 END $pgi$;
-CREATE OR REPLACE FUNCTION pgisolate.note_drop() RETURNS event_trigger LANGUAGE plpgsql AS $pgi$
+CREATE OR REPLACE FUNCTION pgisolate.note_drop() RETURNS event_trigger LANGUAGE plpgsql
+    SECURITY DEFINER AS $pgi$
 BEGIN
     IF current_setting('pgisolate.internal', true) = 'on' THEN RETURN; END IF;
     INSERT INTO pgisolate.ddl_touched (nspname)
@@ -172,6 +174,7 @@ pub async fn ensure_ddl_watch(client: &Client) -> Result<bool> {
     let present = client
         .query_one(
             "select count(*) = 2 and to_regprocedure('pgisolate.check_untouched(text)') is not null \
+             and (select prosecdef from pg_proc where oid = to_regprocedure('pgisolate.note_ddl()')) \
              from pg_event_trigger where evtname in ('pgisolate_ddl', 'pgisolate_drop') and evtenabled <> 'D'",
             &[],
         )
@@ -244,7 +247,8 @@ pub async fn ensure(client: &Client) -> Result<()> {
     let present = client
         .query_one(
             "select to_regclass('pgisolate.leases') is not null and exists (select 1 from pg_attribute \
-             where attrelid = to_regclass('pgisolate.templates') and attname = 'seed_sql' and not attisdropped)",
+             where attrelid = to_regclass('pgisolate.templates') and attname = 'seed_sql' and not attisdropped) \
+             and to_regprocedure('pgisolate.give_schema(text, text)') is not null",
             &[],
         )
         .await
@@ -253,7 +257,10 @@ pub async fn ensure(client: &Client) -> Result<()> {
     if present {
         return Ok(());
     }
-    let sql = format!("BEGIN; SELECT pg_advisory_xact_lock({REGISTRY_CLASS}, 0); {REGISTRY_DDL} COMMIT;");
+    let sql = format!(
+        "BEGIN; SELECT pg_advisory_xact_lock({REGISTRY_CLASS}, 0); {REGISTRY_DDL} {} COMMIT;",
+        crate::role::GIVE_SCHEMA_DDL
+    );
     if let Err(e) = exec(client, "create the pgisolate registry", &sql).await {
         let _ = client.batch_execute("ROLLBACK").await;
         return Err(e);

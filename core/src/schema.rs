@@ -18,6 +18,7 @@ pub struct Schema {
     pub(crate) search_path: String,
     pub(crate) identity: Identity,
     pub(crate) template_fp: Option<String>,
+    pub(crate) role: Option<String>,
     pub(crate) engine: Option<Arc<Inner>>,
 }
 
@@ -56,6 +57,11 @@ impl Schema {
     /// instead of startup `options` (asyncpg's `server_settings`).
     pub fn search_path(&self) -> &str {
         &self.search_path
+    }
+
+    /// The LOGIN role the handed-out strings use, with [`crate::Config::login_role`].
+    pub fn role(&self) -> Option<&str> {
+        self.role.as_deref()
     }
 
     /// The `application_name` its sessions get (`pgisolate/<name>`).
@@ -100,7 +106,7 @@ impl Schema {
     pub async fn finish(mut self, failed: bool) -> Result<Released> {
         let inner = self.engine.take().ok_or_else(|| Error::Closed("schema already released".into()))?;
         let recycle = self.template_fp.as_deref();
-        inner.release(&self.name, &self.identity.display(), failed, recycle).await
+        inner.release(&self.name, &self.identity.display(), failed, recycle, self.role.as_deref()).await
     }
 }
 
@@ -110,12 +116,13 @@ impl Drop for Schema {
         let name = std::mem::take(&mut self.name);
         let identity = self.identity.display();
         let recycle = self.template_fp.take();
+        let role = self.role.take();
         let failed = std::thread::panicking();
         inner.begin_background();
         let rt = inner.runtime.clone();
         rt.spawn(async move {
             let r = recycle.as_deref();
-            if let Err(e) = inner.release(&name, &identity, failed, r).await {
+            if let Err(e) = inner.release(&name, &identity, failed, r, role.as_deref()).await {
                 if inner.is_closed() {
                     inner.warn(&format!(
                         "schema {name} was still held when the engine closed; gc will drop it once this process is gone"

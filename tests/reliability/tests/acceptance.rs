@@ -1027,6 +1027,111 @@ fn r7() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
     })
 }
 
+/// The SQLSTATE of a statement's error ("ok" when it succeeded).
+async fn sqlstate(c: &Client, sql: &str) -> String {
+    match c.batch_execute(sql).await {
+        Ok(()) => "ok".into(),
+        Err(e) => e.code().map(|c| c.code().to_owned()).unwrap_or_else(|| e.to_string()),
+    }
+}
+
+/// Least privilege: a LOGIN role per schema that can use only its own schema (and the shared
+/// extensions), with its search_path on the role; reaped with the schema, and by gc.
+fn roles() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+    Box::pin(async {
+        let mut cfg = config(None);
+        cfg.login_role = true;
+        cfg.extensions = vec!["pgcrypto".into()];
+        let engine = Engine::start(cfg.clone()).await.map_err(|e| e.to_string())?;
+        let tpl = engine.template(migrations()).await.map_err(|e| e.to_string())?;
+        let a = engine.acquire(&tpl, Identity::new("roles", "a")).await.map_err(|e| e.to_string())?;
+        let b = engine.acquire(&tpl, Identity::new("roles", "b")).await.map_err(|e| e.to_string())?;
+        let role = a.role().ok_or("no role")?.to_owned();
+        check(a.url().contains(&role) && !a.url().contains("options="), format!("URL: {}", a.url()))?;
+        a.verify().await.map_err(|e| e.to_string())?;
+        let admin = connect(engine.url()).await?;
+        let foreign: i64 = admin
+            .query_one(
+                "select count(*) from pg_class c join pg_roles r on r.oid = c.relowner \
+                 where c.relnamespace = to_regnamespace($1) and c.relkind in ('r','p','v','m','S','f') and r.rolname <> $2",
+                &[&a.name(), &role],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        check(foreign == 0, format!("{foreign} objects in the schema are not the role's"))?;
+        for dsn in [a.url(), a.conninfo()] {
+            let c = connect(dsn).await?;
+            let r = c.query_one("select current_user::text, current_schema()::text", &[]).await.unwrap();
+            check(
+                r.get::<_, String>(0) == role && r.get::<_, String>(1) == a.name(),
+                format!("landed as {:?} in {:?}", r.get::<_, String>(0), r.get::<_, String>(1)),
+            )?;
+        }
+        let c = connect(a.url()).await?;
+        // Its own schema: everything (rows, the standalone sequence, the trigger, DDL).
+        for sql in [
+            "insert into users (email) values ('a@x')",
+            "insert into products (category_id, name, price_cents) values (1, 'p', 1)",
+            "insert into orders (user_id) values ((select id from users))",
+            "alter table users add column nickname text",
+            "create table scratch (id int)",
+            "select digest('x', 'sha256')",
+        ] {
+            let st = sqlstate(&c, sql).await;
+            check(st == "ok", format!("{sql}: {st}"))?;
+        }
+        // Anything else: refused, even by qualified name.
+        let denied = [
+            format!("select count(*) from \"{}\".users", b.name()),
+            format!("insert into \"{}\".users (email) values ('x')", b.name()),
+            format!("select count(*) from \"{}\".users", tpl.schema),
+            "select count(*) from pgisolate.leases".to_owned(),
+            "create table public.stray (id int)".to_owned(),
+            format!("drop schema \"{}\" cascade", b.name()),
+        ];
+        for sql in &denied {
+            let st = sqlstate(&c, sql).await;
+            check(st == "42501", format!("{sql}: {st}, expected 42501 (insufficient privilege)"))?;
+        }
+        drop(c);
+        let url = a.url().to_owned();
+        a.release().await.map_err(|e| e.to_string())?;
+        engine.flush().await;
+        let left: i64 =
+            admin.query_one("select count(*) from pg_roles where rolname = $1", &[&role]).await.unwrap().get(0);
+        check(left == 0, "the role outlived its schema")?;
+        check(tokio_postgres::connect(&url, NoTls).await.is_err(), "the released role can still log in")?;
+        // gc: a dead owner's schema takes its role along; a role whose schema vanished goes too.
+        let dead = Engine::start(cfg.clone()).await.map_err(|e| e.to_string())?;
+        let c1 = dead.acquire(&tpl, Identity::new("roles", "dead 1")).await.map_err(|e| e.to_string())?;
+        let c2 = dead.acquire(&tpl, Identity::new("roles", "dead 2")).await.map_err(|e| e.to_string())?;
+        let (r1, r2) = (c1.role().unwrap().to_owned(), c2.role().unwrap().to_owned());
+        admin.batch_execute(&format!("drop schema \"{}\" cascade", c2.name())).await.unwrap();
+        std::mem::forget(c1);
+        std::mem::forget(c2);
+        dead.close().await.map_err(|e| e.to_string())?;
+        drop(dead);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let report = engine.gc_with(Duration::ZERO, false).await.map_err(|e| e.to_string())?;
+        let left: i64 = admin
+            .query_one("select count(*) from pg_roles where rolname = any($1)", &[&vec![r1.clone(), r2.clone()]])
+            .await
+            .unwrap()
+            .get(0);
+        check(left == 0 && report.dropped_roles.contains(&r2), format!("gc left roles: {report:?}"))?;
+        b.release().await.map_err(|e| e.to_string())?;
+        engine.close().await.map_err(|e| e.to_string())?;
+        let all: i64 =
+            admin.query_one("select count(*) from pg_roles where rolname like 'pgir\\_%'", &[]).await.unwrap().get(0);
+        check(all == 0, format!("{all} pgisolate roles left"))?;
+        Ok(format!(
+            "role owns its schema; {} foreign objects refused with 42501; role dropped with its schema and by gc",
+            denied.len()
+        ))
+    })
+}
+
 /// R18: the template builder SIGKILLed halfway; then 8 processes race to build it.
 fn r18() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
     Box::pin(async {
@@ -1154,11 +1259,20 @@ impl Drop for Bouncer {
 }
 
 fn bouncer(pg_url: &str, extra: &str) -> Result<Bouncer, String> {
+    bouncer_with(pg_url, extra, &[])
+}
+
+/// [`bouncer`] that also knows `users` (pgbouncer's trust mode still needs each user listed).
+fn bouncer_with(pg_url: &str, extra: &str, users: &[String]) -> Result<Bouncer, String> {
     let pg_port = pg_url.rsplit(':').next().and_then(|p| p.split('/').next()).unwrap_or("5432").to_owned();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dir = std::env::temp_dir().join(format!("pgisolate-bouncer-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    std::fs::write(dir.join("users.txt"), "\"postgres\" \"\"\n").map_err(|e| e.to_string())?;
+    let mut list = String::from("\"postgres\" \"\"\n");
+    for u in users {
+        list.push_str(&format!("\"{u}\" \"\"\n"));
+    }
+    std::fs::write(dir.join("users.txt"), list).map_err(|e| e.to_string())?;
     std::fs::write(
         dir.join("pgbouncer.ini"),
         format!(
@@ -1320,12 +1434,43 @@ fn r17() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         check(!in_public, "something landed in public")?;
         drop(b);
         s.release().await.map_err(|e| e.to_string())?;
+
+        // (c) with a login role per schema, the default pgbouncer config works: no startup
+        // options, the role's own search_path.
+        let mut rcfg = config(Some(srv.url.clone()));
+        rcfg.login_role = true;
+        let rengine = Engine::start(rcfg).await.map_err(|e| e.to_string())?;
+        let rs = rengine
+            .acquire(&tpl_for(&rengine).await?, Identity::new("R17", "login role"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let b = {
+            let (u, role) = (pg_url.clone(), rs.role().unwrap().to_owned());
+            tokio::task::spawn_blocking(move || bouncer_with(&u, "", &[role])).await.unwrap()?
+        };
+        let port_c = b.url.rsplit(':').next().unwrap().split('/').next().unwrap().to_owned();
+        let via = rs.url().replace(&format!(":{direct_port}/"), &format!(":{port_c}/"));
+        verify_url(&via, rs.name()).await.map_err(|e| format!("(c) through pgbouncer with the role: {e}"))?;
+        let c = connect(&via).await?;
+        c.execute("insert into users (email) values ('via@bouncer')", &[])
+            .await
+            .map_err(|e| format!("(c) insert: {e}"))?;
+        drop(c);
+        drop(b);
+        rs.release().await.map_err(|e| e.to_string())?;
+        rengine.close().await.map_err(|e| e.to_string())?;
         engine.close().await.map_err(|e| e.to_string())?;
         drop(admin);
         drop(srv);
-        Ok("(a) options rejected with pooler advice; R19 lease refused; (b) hand-out check refuses the dropped options"
+        Ok("(a) options rejected with pooler advice; R19 lease refused; (b) hand-out check refuses the dropped options; \
+            (c) a login role per schema works through the default config"
             .into())
     })
+}
+
+/// The example template on `engine`'s server.
+async fn tpl_for(engine: &Engine) -> Result<pgisolate::Template, String> {
+    engine.template(migrations()).await.map_err(|e| e.to_string())
 }
 
 /// The hand-out check against an arbitrary URL (what `Schema::verify` does with its own).
@@ -1444,10 +1589,11 @@ fn acceptance() {
         ("R14", "handed-out strings with libpq and tokio-postgres", 60, r14),
         ("R15", "schema dropped before hand-out", 60, r15),
         ("R16", "public writable by every role", 60, r16),
-        ("R17", "PgBouncer transaction mode (a) default (b) ignore options; R19 leases", 120, r17),
+        ("R17", "PgBouncer transaction mode (a) default (b) ignore options (c) login role; R19 leases", 120, r17),
         ("R18", "template builder SIGKILLed, then 8 racers", 120, r18),
         ("R20", "soak: acquire/release cycles", 600, r20),
         ("R21", "max_connections nearly exhausted", 120, r21),
+        ("roles", "least privilege: a LOGIN role per schema (opt-in)", 90, roles),
         ("cache", "Redis keys isolated and deleted (real redis-server)", 120, cache),
     ];
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
