@@ -84,6 +84,7 @@ type Config struct {
 	RunID          string        // run identity shared by workers
 	GCGrace        time.Duration // gc leaves younger orphans alone (5s)
 	NoGCOnStart    bool          // do not run gc when the engine starts
+	LoginRole      bool          // a LOGIN role per schema (least privilege; needs CREATEROLE)
 }
 
 func (c Config) settings() [][2]string {
@@ -115,6 +116,9 @@ func (c Config) settings() [][2]string {
 	}
 	if c.NoGCOnStart {
 		add("gc_on_start", "false")
+	}
+	if c.LoginRole {
+		add("login_role", "true")
 	}
 	return s
 }

@@ -166,6 +166,56 @@ func TestHandedOutStringsLandInTheSchemaWithPgxAndLibPq(t *testing.T) {
 	}
 }
 
+// Least privilege: with LoginRole each schema's strings log in as its own role, which lands in
+// the schema with pgx and lib/pq and cannot read another test's schema.
+func TestLoginRoleConfinesEachSchema(t *testing.T) {
+	e, err := NewEngine(Config{NoGCOnStart: true, LoginRole: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	tpl, err := e.Template(filepath.Join("..", "examples", "migrations"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := e.Acquire(tpl, "go.feature", "login role")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := shared.Acquire(sharedTpl, "go.feature", "someone else")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Release()
+	if strings.Contains(s.URL(), "options=") {
+		t.Errorf("a login-role URL carries startup options: %s", s.URL())
+	}
+	for _, driver := range []string{"pgx", "postgres"} {
+		for _, dsn := range []string{s.URL(), s.ConnInfo()} {
+			if got := currentSchema(t, driver, dsn); got != s.Name() {
+				t.Errorf("%s with %s landed in %q, want %q", driver, dsn, got, s.Name())
+			}
+		}
+	}
+	db, err := sql.Open("pgx", s.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var user string
+	if err := db.QueryRow("select current_user").Scan(&user); err != nil || !strings.HasPrefix(user, "pgir_") {
+		t.Errorf("logged in as %q (%v), want the schema's role", user, err)
+	}
+	var n int
+	err = db.QueryRow(fmt.Sprintf(`select count(*) from %q.users`, other.Name())).Scan(&n)
+	if err == nil || !strings.Contains(err.Error(), "permission denied") {
+		t.Errorf("reading another test's schema: %v, want permission denied", err)
+	}
+	if err := s.Release(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestConcurrentAcquireAndRelease(t *testing.T) {
 	// 16 goroutines ask for the same identity at once (R11): 16 distinct schemas, each
 	// isolated, all released.

@@ -128,8 +128,8 @@ struct pgi_error *pgi_config_new(struct pgi_config **out);
 
 // Sets one setting: `url`, `prefix`, `hash_len`, `keep` (never/failed/always),
 // `search_path_tail` (comma-separated), `pg_bin`, `run_id`, `gc_grace_ms`, `gc_on_start`
-// (true/false), `max_admin_connections`, `release_timeout_ms`. An empty `url` means the
-// embedded server.
+// (true/false), `max_admin_connections`, `release_timeout_ms`, `login_role` (true/false: a
+// LOGIN role per schema). An empty `url` means the embedded server.
 struct pgi_error *pgi_config_set(struct pgi_config *config, const char *key, const char *value);
 
 // Frees a config. Accepts NULL.

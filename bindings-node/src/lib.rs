@@ -37,6 +37,8 @@ pub struct EngineOptions {
     pub run_id: Option<String>,
     /// Run gc when the engine starts (default true).
     pub gc_on_start: Option<bool>,
+    /// A LOGIN role per schema (least privilege; needs CREATEROLE). Default PGISOLATE_LOGIN_ROLE.
+    pub login_role: Option<bool>,
 }
 
 /// A template source: exactly one of `migrations` (a directory of *.sql), `files`, `sql`.
@@ -105,6 +107,9 @@ impl Engine {
             }
             if let Some(g) = o.gc_on_start {
                 cfg.gc_on_start = g;
+            }
+            if let Some(l) = o.login_role {
+                cfg.login_role = l;
             }
         }
         let inner = pgisolate::Engine::start(cfg).await.map_err(err)?;

@@ -65,7 +65,7 @@ struct PyEngine {
 #[pymethods]
 impl PyEngine {
     #[new]
-    #[pyo3(signature = (url=None, *, prefix=None, hash_len=None, keep=None, search_path_tail=None, pg_bin=None, run_id=None, gc_on_start=true, gc_grace=None))]
+    #[pyo3(signature = (url=None, *, prefix=None, hash_len=None, keep=None, search_path_tail=None, pg_bin=None, run_id=None, gc_on_start=true, gc_grace=None, login_role=None))]
     #[allow(clippy::too_many_arguments)] // mirrors the keyword arguments of Engine(...)
     fn new(
         py: Python<'_>,
@@ -78,6 +78,7 @@ impl PyEngine {
         run_id: Option<String>,
         gc_on_start: bool,
         gc_grace: Option<f64>,
+        login_role: Option<bool>,
     ) -> PyResult<Self> {
         let mut cfg = Config::from_env().map_err(|e| to_py(py, e))?;
         if let Some(u) = url.filter(|u| !u.is_empty()) {
@@ -106,6 +107,9 @@ impl PyEngine {
             cfg.gc_grace = Duration::try_from_secs_f64(g).map_err(|_| ConfigError::new_err("gc_grace must be >= 0"))?;
         }
         cfg.gc_on_start = gc_on_start;
+        if let Some(l) = login_role {
+            cfg.login_role = l;
+        }
         let engine = run(py, Engine::start(cfg))?;
         Ok(PyEngine { engine })
     }

@@ -111,6 +111,28 @@ def test_schema_lands_with_psycopg_sqlalchemy_and_asyncpg(engine, template):
     assert s.released
 
 
+def test_login_role_confines_each_schema(engine, template, migrations_dir):
+    with pgisolate.Engine(login_role=True, gc_on_start=False) as e:
+        tpl = e.template(migrations_dir)
+        with e.schema(tpl, "py.feature", "login role") as s, engine.schema(template, "py.feature", "other") as other:
+            assert "options=" not in s.url
+            for dsn in (s.url, s.conninfo):
+                with psycopg.connect(dsn) as conn:
+                    user, schema = conn.execute("select current_user, current_schema()").fetchone()
+                    assert user.startswith("pgir_") and schema == s.name
+                    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                        conn.execute(f'select count(*) from "{other.name}".users')
+
+            async def via_asyncpg():
+                conn = await asyncpg.connect(s.url)
+                try:
+                    assert await conn.fetchval("select current_schema()") == s.name
+                finally:
+                    await conn.close()
+
+            asyncio.run(via_asyncpg())
+
+
 def test_context_manager_keeps_a_failed_block_under_keep_failed(migrations_dir):
     with pgisolate.Engine(keep="failed", gc_on_start=False) as e:
         tpl = e.template(migrations_dir)

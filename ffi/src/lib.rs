@@ -389,8 +389,8 @@ pub unsafe extern "C" fn pgi_config_new(out: *mut *mut pgi_config) -> *mut pgi_e
 
 /// Sets one setting: `url`, `prefix`, `hash_len`, `keep` (never/failed/always),
 /// `search_path_tail` (comma-separated), `pg_bin`, `run_id`, `gc_grace_ms`, `gc_on_start`
-/// (true/false), `max_admin_connections`, `release_timeout_ms`. An empty `url` means the
-/// embedded server.
+/// (true/false), `max_admin_connections`, `release_timeout_ms`, `login_role` (true/false: a
+/// LOGIN role per schema). An empty `url` means the embedded server.
 #[no_mangle]
 pub unsafe extern "C" fn pgi_config_set(
     config: *mut pgi_config,
@@ -422,6 +422,13 @@ pub unsafe extern "C" fn pgi_config_set(
                     "true" | "1" => true,
                     "false" | "0" => false,
                     _ => return Err(err(pgi_code::Config, format!("gc_on_start={value:?}: use true or false"))),
+                }
+            }
+            "login_role" => {
+                next.login_role = match value {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => return Err(err(pgi_code::Config, format!("login_role={value:?}: use true or false"))),
                 }
             }
             "max_admin_connections" => next.max_admin_connections = num(value)? as usize,

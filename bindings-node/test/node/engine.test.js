@@ -33,6 +33,24 @@ test('node-postgres lands in the schema (R14) and the event loop keeps running',
   assert.ok(ticks > 0, 'the event loop was blocked')
 })
 
+test('loginRole: each schema logs in as its own role and cannot read another', async () => {
+  const e = await pgi.Engine.start({ loginRole: true, gcOnStart: false })
+  try {
+    const tpl = await e.template({ migrations: path.join(__dirname, '..', '..', '..', 'examples', 'migrations') })
+    const s = await e.acquire(tpl, { feature: 'node.feature', scenario: 'login role' })
+    const other = await (await engine()).acquire(await template(), { feature: 'node.feature', scenario: 'other' })
+    assert.ok(!s.url.includes('options='), s.url)
+    const rows = await query(s.url, 'select current_user as u, current_schema() as s')
+    assert.equal(rows[0].s, s.name)
+    assert.match(rows[0].u, /^pgir_/)
+    await assert.rejects(query(s.url, `select count(*) from "${other.name}".users`), /permission denied/)
+    await s.release()
+    await other.release()
+  } finally {
+    await e.close()
+  }
+})
+
 test('errors are PgIsolateError subclasses with a code', async () => {
   await assert.rejects(pgi.Engine.start({ hashLen: 99 }), (e) => e instanceof pgi.ConfigError && e.code === 'config')
   await assert.rejects(

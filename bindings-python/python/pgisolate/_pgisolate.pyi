@@ -78,6 +78,7 @@ class Engine:
         run_id: Optional[str] = None,
         gc_on_start: bool = True,
         gc_grace: Optional[float] = None,
+        login_role: Optional[bool] = None,
     ) -> None: ...
     @property
     def url(self) -> str: ...
