@@ -1235,6 +1235,16 @@ fn r20() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         check(end_size < 300 * 1024 * 1024, format!("catalog grew to {} MB", end_size / 1024 / 1024))?;
         check(last <= 2.5 * first.max(0.2), format!("p95 acquire went from {first:.2} to {last:.2} ms"))?;
         engine.close().await.map_err(|e| e.to_string())?;
+        // The names it released stay reserved only while it lives: the next gc prunes them.
+        let next = Engine::start(config(None)).await.map_err(|e| e.to_string())?;
+        next.gc_with(Duration::ZERO, false).await.map_err(|e| e.to_string())?;
+        let rows: i64 = admin
+            .query_one("select count(*) from pgisolate.leases where identity like 'R20 soak%'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        check(rows == 0, format!("{rows} released-name rows left after the owner ended"))?;
+        next.close().await.map_err(|e| e.to_string())?;
         Ok(format!(
             "{cycles} cycles, 0 orphans, catalog {:.1} -> {:.1} MB, p95 acquire {first:.2} -> {last:.2} ms",
             start_size as f64 / 1048576.0,
