@@ -85,7 +85,18 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("pgisolate: error: {e}");
+            // Driver errors print "db error" and keep the server's message in their source.
+            let mut msg = e.to_string();
+            let mut source = e.source();
+            while let Some(s) = source {
+                let text = s.to_string();
+                if !msg.contains(&text) {
+                    msg.push_str(": ");
+                    msg.push_str(&text);
+                }
+                source = s.source();
+            }
+            eprintln!("pgisolate: error: {msg}");
             ExitCode::from(1)
         }
     }
