@@ -1122,11 +1122,52 @@ fn roles() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         check(left == 0 && report.dropped_roles.contains(&r2), format!("gc left roles: {report:?}"))?;
         b.release().await.map_err(|e| e.to_string())?;
         engine.close().await.map_err(|e| e.to_string())?;
+        // An admin that is not a superuser, only CREATEROLE and the owner of its database.
+        admin.batch_execute("create role pgi_ci_admin login createrole").await.unwrap();
+        admin.batch_execute("create database pgi_roles_db owner pgi_ci_admin").await.unwrap();
+        let mut ncfg =
+            config(Some(engine.url().replacen("postgres://postgres@", "postgres://pgi_ci_admin@", 1).replacen(
+                "/postgres?",
+                "/pgi_roles_db?",
+                1,
+            )));
+        ncfg.login_role = true;
+        let plain = async {
+            let e = Engine::start(ncfg.clone()).await.map_err(|e| format!("CREATEROLE admin: {e}"))?;
+            let t = e.template(migrations()).await.map_err(|e| e.to_string())?;
+            let s = e.acquire(&t, Identity::new("roles", "createrole admin")).await.map_err(|e| e.to_string())?;
+            s.verify().await.map_err(|e| e.to_string())?;
+            let c = connect(s.url()).await?;
+            let st = sqlstate(&c, "insert into users (email) values ('n@x'); alter table users add column n int").await;
+            check(st == "ok", format!("the role in a CREATEROLE admin's schema: {st}"))?;
+            drop(c);
+            let r = s.role().unwrap().to_owned();
+            s.release().await.map_err(|e| e.to_string())?;
+            e.flush().await;
+            e.close().await.map_err(|e| e.to_string())?;
+            let left: i64 =
+                admin.query_one("select count(*) from pg_roles where rolname = $1", &[&r]).await.unwrap().get(0);
+            check(left == 0, "a CREATEROLE admin left its role behind")
+        }
+        .await;
+        // Without CREATEROLE: a clear configuration error.
+        admin.batch_execute("alter role pgi_ci_admin nocreaterole").await.unwrap();
+        let refused = Engine::start(ncfg).await.err().map(|e| e.to_string()).unwrap_or_default();
+        for sql in [
+            "select pg_terminate_backend(pid) from pg_stat_activity where datname = 'pgi_roles_db'",
+            "drop database pgi_roles_db with (force)",
+            "drop role pgi_ci_admin",
+        ] {
+            admin.batch_execute(sql).await.unwrap();
+        }
+        plain?;
+        check(refused.contains("CREATEROLE"), format!("without CREATEROLE: {refused:?}"))?;
         let all: i64 =
             admin.query_one("select count(*) from pg_roles where rolname like 'pgir\\_%'", &[]).await.unwrap().get(0);
         check(all == 0, format!("{all} pgisolate roles left"))?;
         Ok(format!(
-            "role owns its schema; {} foreign objects refused with 42501; role dropped with its schema and by gc",
+            "role owns its schema; {} foreign objects refused with 42501; role dropped with its schema and by gc; \
+             works under a CREATEROLE (non-superuser) admin, refused clearly without CREATEROLE",
             denied.len()
         ))
     })
