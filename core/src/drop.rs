@@ -19,7 +19,7 @@ pub const BATCH: usize = 100;
 pub async fn terminate(client: &Client, apps: &[String]) -> Result<i64> {
     let row = client
         .query_one(
-            "select count(pg_terminate_backend(pid)) from pg_stat_activity \
+            "select count(pg_terminate_backend(pid)) from pg_catalog.pg_stat_get_activity(NULL) \
              where application_name = any($1) and pid <> pg_backend_pid()",
             &[&apps],
         )
