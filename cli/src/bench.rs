@@ -317,7 +317,7 @@ pub async fn run(migrations: PathBuf, tests: usize, suite_tests: usize, out_dir:
     );
     admin.batch_execute(&format!("DROP SCHEMA {tx_schema} CASCADE")).await?;
 
-    let suite = two_worker_suite(&base, &migrations, suite_tests).await?;
+    let suite = two_worker_suite(&base, &migrations, suite_tests, data).await?;
     probe.close().await?;
 
     print_and_write(&rows, &suite, &out_dir)
@@ -329,12 +329,25 @@ pub struct Suite {
     pub tests: usize,
     pub base_ms: f64,
     pub isolated_ms: f64,
+    /// CPU per test (ms) of this process and of the server, without and with isolation
+    /// (medians over the rounds); `None` when the server's processes cannot be read.
+    pub cpu: Option<[f64; 4]>,
+}
+
+/// CPU time (ms) this process has used so far.
+fn own_cpu_ms() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    let Some(rest) = s.rfind(')').map(|i| &s[i + 2..]) else { return 0.0 };
+    let f: Vec<f64> = rest.split_whitespace().map(|v| v.parse().unwrap_or(0.0)).collect();
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) * 1000.0 / hz
 }
 
 /// Rounds of the synthetic suite, each without and then with isolation.
 const SUITE_ROUNDS: usize = 3;
 
-async fn two_worker_suite(base: &Config, migrations: &Path, n: usize) -> Result<Suite, BoxError> {
+async fn two_worker_suite(base: &Config, migrations: &Path, n: usize, data: Option<&Path>) -> Result<Suite, BoxError> {
     let mut cfg = base.clone();
     cfg.gc_on_start = false;
     cfg.pool_size = 4;
@@ -356,10 +369,21 @@ async fn two_worker_suite(base: &Config, migrations: &Path, n: usize) -> Result<
     // medians are reported.
     let mut base_runs = Vec::new();
     let mut isolated_runs = Vec::new();
+    let mut cpu_runs: [Vec<f64>; 4] = Default::default();
+    let cpu_now = || (own_cpu_ms(), data.and_then(server_cpu_ms));
+    let record =
+        |runs: &mut [Vec<f64>; 4], offset: usize, before: (f64, Option<f64>), after: (f64, Option<f64>)| {
+            let tests = (per_worker * 2) as f64;
+            runs[offset].push((after.0 - before.0) / tests);
+            if let (Some(a), Some(b)) = (after.1, before.1) {
+                runs[offset + 1].push((a - b) / tests);
+            }
+        };
     let mut acq = Vec::new();
     let mut rel = Vec::new();
     for round in 0..SUITE_ROUNDS {
         // Without isolation.
+        let c0 = cpu_now();
         let t = Instant::now();
         let mut tasks = Vec::new();
         for w in 0..2 {
@@ -375,7 +399,9 @@ async fn two_worker_suite(base: &Config, migrations: &Path, n: usize) -> Result<
             t.await??;
         }
         base_runs.push(ms(t.elapsed()));
+        record(&mut cpu_runs, 0, c0, cpu_now());
         // With a schema per test.
+        let c0 = cpu_now();
         let t = Instant::now();
         let mut tasks = Vec::new();
         for w in 0..2 {
@@ -403,12 +429,19 @@ async fn two_worker_suite(base: &Config, migrations: &Path, n: usize) -> Result<
         }
         engine.flush().await;
         isolated_runs.push(ms(t.elapsed()));
+        record(&mut cpu_runs, 2, c0, cpu_now());
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(|a, b| a.total_cmp(b));
         v[v.len() / 2]
     };
     let (base_ms, isolated_ms) = (median(&mut base_runs), median(&mut isolated_runs));
+    let cpu = if cpu_runs.iter().all(|v| !v.is_empty()) {
+        let [a, b, c, d] = &mut cpu_runs;
+        Some([median(a), median(b), median(c), median(d)])
+    } else {
+        None
+    };
 
     eprintln!(
         "suite with isolation: acquire p50 {:.2} ms p99 {:.2} ms, release p50 {:.2} ms p99 {:.2} ms",
@@ -419,7 +452,7 @@ async fn two_worker_suite(base: &Config, migrations: &Path, n: usize) -> Result<
     );
     shared.release().await?;
     engine.close().await?;
-    Ok(Suite { tests: per_worker * 2, base_ms, isolated_ms })
+    Ok(Suite { tests: per_worker * 2, base_ms, isolated_ms, cpu })
 }
 
 fn print_and_write(rows: &[Row], suite: &Suite, out_dir: &Path) -> Result<bool, BoxError> {
@@ -470,6 +503,12 @@ fn print_and_write(rows: &[Row], suite: &Suite, out_dir: &Path) -> Result<bool, 
         "suite: {} tests on 2 workers (median of 3 alternating rounds): {:.0} ms without isolation, {:.0} ms with a schema per test: +{:.2} ms per test",
         suite.tests, suite.base_ms, suite.isolated_ms, overhead
     );
+    if let Some([cb, sb, ci, si]) = suite.cpu {
+        println!(
+            "suite CPU per test: client {cb:.2} -> {ci:.2} ms, server {sb:.2} -> {si:.2} ms (+{:.2} ms in all, on 2 cores)",
+            (ci + si) - (cb + sb)
+        );
+    }
     csv.push_str(&format!(
         "suite-2-workers,{} tests without / with isolation,{},,,,{:.3},{:.3},,\n",
         suite.tests, suite.tests, suite.base_ms, suite.isolated_ms
