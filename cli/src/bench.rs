@@ -142,7 +142,7 @@ async fn engine_strategy(
     let admin = connect(engine.url()).await?;
     let warm = |engine: Engine, tpl: Template| async move {
         for i in 0..5 {
-            let s = engine.acquire(&tpl, Identity::new("bench warm-up", i.to_string())).await?;
+            let s = engine.acquire(&tpl, Identity::new(format!("bench warm-up {strategy}"), i.to_string())).await?;
             s.release().await?;
         }
         engine.flush().await;
@@ -159,7 +159,7 @@ async fn engine_strategy(
         |i| {
             let (e, t) = (e1.clone(), tpl.clone());
             async move {
-                let s = e.acquire(&t, Identity::new("bench", format!("test {i}"))).await?;
+                let s = e.acquire(&t, Identity::new(format!("bench {strategy}"), format!("test {i}"))).await?;
                 Ok::<_, BoxError>(s)
             }
         },
