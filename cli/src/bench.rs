@@ -371,14 +371,13 @@ async fn two_worker_suite(base: &Config, migrations: &Path, n: usize, data: Opti
     let mut isolated_runs = Vec::new();
     let mut cpu_runs: [Vec<f64>; 4] = Default::default();
     let cpu_now = || (own_cpu_ms(), data.and_then(server_cpu_ms));
-    let record =
-        |runs: &mut [Vec<f64>; 4], offset: usize, before: (f64, Option<f64>), after: (f64, Option<f64>)| {
-            let tests = (per_worker * 2) as f64;
-            runs[offset].push((after.0 - before.0) / tests);
-            if let (Some(a), Some(b)) = (after.1, before.1) {
-                runs[offset + 1].push((a - b) / tests);
-            }
-        };
+    let record = |runs: &mut [Vec<f64>; 4], offset: usize, before: (f64, Option<f64>), after: (f64, Option<f64>)| {
+        let tests = (per_worker * 2) as f64;
+        runs[offset].push((after.0 - before.0) / tests);
+        if let (Some(a), Some(b)) = (after.1, before.1) {
+            runs[offset + 1].push((a - b) / tests);
+        }
+    };
     let mut acq = Vec::new();
     let mut rel = Vec::new();
     for round in 0..SUITE_ROUNDS {
