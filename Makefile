@@ -50,6 +50,9 @@ c-test: build ## The C test (vectors + an acquire/release cycle) under valgrind
 	cc -Wall -Wextra -Werror -g -o $(CTEST) tests/c/test_pgisolate.c -Iinclude -I/usr/include/postgresql \
 	  $(LIB) -ljansson -lpq $(NATIVE_LIBS)
 	$(VALGRIND) $(CTEST) tests/vectors examples/migrations
+	clang -fmodules -fmodules-cache-path=target/clang-modules -fmodule-map-file=include/module.modulemap \
+	  -Wall -Werror -o target/c-module-test tests/c/module_import.c $(LIB) $(NATIVE_LIBS)
+	target/c-module-test
 
 go-test: build ## Go binding tests (-race) and the godog example (3 packages in parallel)
 	cd bindings-go && go test -race -count=1 ./...

@@ -43,6 +43,8 @@ command -v cc >/dev/null 2>&1 || apt_install gcc libc6-dev
 [ -f /usr/include/postgresql/libpq-fe.h ] || apt_install libpq-dev
 [ -f /usr/include/jansson.h ] || apt_install libjansson-dev
 command -v valgrind >/dev/null 2>&1 || apt_install valgrind
+# The module map check (include/module.modulemap, what Swift imports) needs Clang.
+command -v clang >/dev/null 2>&1 || apt_install clang
 # The header generator, pinned: the committed include/pgisolate.h must match its output.
 CBINDGEN_VERSION=0.29.4
 if ! cbindgen --version 2>/dev/null | grep -q " $CBINDGEN_VERSION$"; then
