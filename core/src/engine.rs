@@ -52,7 +52,7 @@ pub(crate) struct Inner {
     /// reconnects with its URL finds no schema instead of the next test's (R5).
     next_candidate: Mutex<HashMap<String, usize>>,
     /// The database's oid (marks per-schema roles, which are cluster-wide).
-    db_oid: u32,
+    pub(crate) db_oid: u32,
     pub(crate) superuser: bool,
     redis: Option<crate::cache_key::RedisTarget>,
 }
@@ -506,10 +506,21 @@ impl Engine {
                 Some(r) => format!("ALTER SCHEMA {} RENAME TO {};", ident(&r.name), ident(&n)),
                 None => format!("CREATE SCHEMA {};\n{}\n;", ident(&n), tpl.replay_sql(&n)),
             };
-            let role = self.inner.cfg.login_role.then(crate::role::new_role);
+            // With login roles: a pooled schema's role exists already; otherwise it is made
+            // here. Either way it may log in only from now on, into the final name.
+            let pooled_role = ready.as_ref().and_then(|r| r.role.clone());
+            let role = self
+                .inner
+                .cfg
+                .login_role
+                .then(|| (pooled_role.clone().unwrap_or_else(crate::role::new_role), crate::role::new_password()));
             let grant = match &role {
                 Some((r, pw)) => {
-                    crate::role::grant_sql(&n, r, pw, &self.path_for(&n), self.inner.owner, self.inner.db_oid)
+                    let prepare = match &pooled_role {
+                        Some(_) => String::new(),
+                        None => crate::role::prepare_sql(&n, r, self.inner.owner, self.inner.db_oid),
+                    };
+                    format!("{prepare} {}", crate::role::login_sql(r, pw, &self.path_for(&n)))
                 }
                 None => String::new(),
             };

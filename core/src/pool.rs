@@ -28,6 +28,8 @@ use crate::template::{Template, PLACEHOLDER};
 #[derive(Debug, Clone)]
 pub(crate) struct Ready {
     pub(crate) name: String,
+    /// With login roles: the NOLOGIN role that already owns the schema.
+    pub(crate) role: Option<String>,
 }
 
 /// One template's pool.
@@ -107,15 +109,21 @@ impl Inner {
     async fn make_pool_schema(&self, tpl: &Template) -> Result<Ready> {
         let admin = self.pool.get().await?;
         let name = pool_name();
+        // With login roles, the role is made and given the schema here, ahead of time.
+        let role = self.cfg.login_role.then(crate::role::new_role);
         let sql = format!(
-            "BEGIN; {internal} CREATE SCHEMA {n}; {comment}\n{replay}\n;COMMIT;",
+            "BEGIN; {internal} CREATE SCHEMA {n}; {comment}\n{replay}\n; {prepare} COMMIT;",
             internal = registry::INTERNAL,
             n = ident(&name),
             comment = registry::comment_sql(&name, Kind::Pool, self.owner),
             replay = tpl.replay_sql(&name),
+            prepare = role
+                .as_deref()
+                .map(|r| crate::role::prepare_sql(&name, r, self.owner, self.db_oid))
+                .unwrap_or_default(),
         );
         match admin.batch_execute(&sql).await {
-            Ok(()) => Ok(Ready { name }),
+            Ok(()) => Ok(Ready { name, role }),
             Err(e) => {
                 let _ = admin.batch_execute("ROLLBACK").await;
                 Err(Error::db(format!("fill the pool from template {}", tpl.schema), e))
@@ -199,7 +207,7 @@ impl Inner {
                 me.settle(&admin, &pids, &name, &identity).await;
             }
             if me.reset(&tpl, &fresh).await {
-                if let Err(back) = me.give_back(&fp, Ready { name: fresh }) {
+                if let Err(back) = me.give_back(&fp, Ready { name: fresh, role: None }) {
                     me.defer_drop(back.name, None);
                 }
             } else {

@@ -17,10 +17,14 @@ use crate::registry::MARKER_PREFIX;
 /// Name prefix of per-schema roles.
 pub const ROLE_PREFIX: &str = "pgir_";
 
-/// A fresh role name and password.
-pub fn new_role() -> (String, String) {
-    let seed = crate::lease::random_seed();
-    (format!("{ROLE_PREFIX}{}", &seed[..24]), crate::lease::random_seed()[..32].to_owned())
+/// A fresh role name.
+pub fn new_role() -> String {
+    format!("{ROLE_PREFIX}{}", &crate::lease::random_seed()[..24])
+}
+
+/// A fresh password.
+pub fn new_password() -> String {
+    crate::lease::random_seed()[..32].to_owned()
 }
 
 /// The role's marker comment.
@@ -29,21 +33,29 @@ pub fn marker(owner: i32, db_oid: u32) -> String {
     format!("{MARKER_PREFIX}role owner={owner} t={t} db={db_oid}")
 }
 
-/// Statements (inside the acquire transaction, after the schema exists under `schema`) that
-/// create the role, give it the schema and every object in it, and set its search_path.
-pub fn grant_sql(schema: &str, role: &str, password: &str, search_path: &[String], owner: i32, db_oid: u32) -> String {
-    let path: Vec<String> = search_path.iter().map(|s| ident(s)).collect();
+/// Statements that create the role (NOLOGIN) and give it `schema` and every object in it. Run
+/// where the schema is made: for a warm pool ahead of time, off the test's critical path.
+pub fn prepare_sql(schema: &str, role: &str, owner: i32, db_oid: u32) -> String {
     format!(
-        "CREATE ROLE {r} LOGIN NOINHERIT PASSWORD {pw}; COMMENT ON ROLE {r} IS {m}; GRANT {r} TO CURRENT_USER; \
-         ALTER ROLE {r} SET search_path TO {path}; ALTER SCHEMA {s} OWNER TO {r}; \
-         SELECT pgisolate.give_schema({sl}, {rl});",
+        "CREATE ROLE {r} NOLOGIN NOINHERIT; COMMENT ON ROLE {r} IS {m}; GRANT {r} TO CURRENT_USER; \
+         ALTER SCHEMA {s} OWNER TO {r}; SELECT pgisolate.give_schema({sl}, {rl});",
         r = ident(role),
-        pw = literal(password),
         m = literal(&marker(owner, db_oid)),
-        path = path.join(", "),
         s = ident(schema),
         sl = literal(schema),
         rl = literal(role),
+    )
+}
+
+/// Statements (in the acquire transaction, once the schema has its final name) that let the
+/// role log in with `password` and land in `search_path`.
+pub fn login_sql(role: &str, password: &str, search_path: &[String]) -> String {
+    let path: Vec<String> = search_path.iter().map(|s| ident(s)).collect();
+    format!(
+        "ALTER ROLE {r} LOGIN PASSWORD {pw}; ALTER ROLE {r} SET search_path TO {path};",
+        r = ident(role),
+        pw = literal(password),
+        path = path.join(", "),
     )
 }
 

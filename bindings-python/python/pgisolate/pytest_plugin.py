@@ -181,7 +181,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if engine is not None:
         try:
             leftovers = str(
-                sum(1 for e in engine.list() if e["run_id"] == engine.run_id and e["state"] != "kept")
+                # Still live: never released. (Released schemas may still be being dropped in
+                # the background; those are not leftovers.)
+                sum(1 for e in engine.list() if e["run_id"] == engine.run_id and e["state"] == "live")
             )
         except pgisolate.Error:
             pass
