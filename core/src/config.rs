@@ -96,7 +96,8 @@ pub struct Config {
     /// its own that owns it and may use nothing else but the shared `extensions`, with its
     /// `search_path` set on the role; the handed-out strings log in as that role (no startup
     /// `options`, so poolers that reject them work). The role is dropped with the schema.
-    /// Needs CREATEROLE (or superuser); schemas are then never recycled.
+    /// Needs CREATEROLE (or superuser). A recycled schema gets a fresh role: a role is never
+    /// reused, so a leaked connection of an earlier test cannot log in again.
     pub login_role: bool,
     /// Test hook: accept hash lengths below 8 (to force name collisions).
     #[doc(hidden)]

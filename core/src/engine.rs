@@ -182,7 +182,7 @@ impl Engine {
             registry::ensure_extensions(&admin, &cfg.extensions).await?;
             let su: bool = row.get(1);
             public_warning = Engine::guard_public(&mut cfg, &admin, server.is_some()).await;
-            su && cfg.recycle && !cfg.login_role && cfg.pool_size > 0 && registry::ensure_ddl_watch(&admin).await?
+            su && cfg.recycle && cfg.pool_size > 0 && registry::ensure_ddl_watch(&admin).await?
         };
         let run_id = cfg.run_id.clone().unwrap_or_else(|| lease::random_seed()[..16].to_owned());
         let inner = Inner {
@@ -926,11 +926,11 @@ impl Inner {
         let apps = vec![conninfo::application_name(name)];
         // Before the name (and so the cache prefix) can be handed out again.
         self.delete_cache_keys(name).await;
-        if let Some(fp) = recycle.filter(|_| role.is_none()) {
+        if let Some(fp) = recycle {
             if self.cfg.recycle
                 && self.superuser
                 && self.cfg.pool_size > 0
-                && self.try_recycle(&admin, name, identity, fp).await
+                && self.try_recycle(&admin, name, identity, fp, role).await
             {
                 return Ok(Released::Recycled);
             }

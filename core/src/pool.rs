@@ -165,6 +165,7 @@ impl Inner {
         name: &str,
         identity: &str,
         fp: &str,
+        role: Option<&str>,
     ) -> bool {
         if !self.cfg.recycle || !self.superuser || self.cfg.pool_size == 0 || self.is_closed() {
             return false;
@@ -177,13 +178,14 @@ impl Inner {
         let sql = format!(
             "BEGIN; {internal} SET LOCAL lock_timeout = '1s'; SELECT pgisolate.check_untouched({nl}); \
              ALTER SCHEMA {n} RENAME TO {f}; {comment} UPDATE pgisolate.leases SET state = 'released' WHERE schema_name = {nl}; \
-             COMMIT; {sessions}",
+             {nologin} COMMIT; {sessions}",
+            nologin = role.map(|r| format!("ALTER ROLE {} NOLOGIN;", ident(r))).unwrap_or_default(),
             internal = registry::INTERNAL,
             nl = literal(name),
             n = ident(name),
             f = ident(&fresh),
             comment = registry::comment_sql(&fresh, Kind::Pool, self.owner),
-            sessions = sessions_sql(name, None),
+            sessions = sessions_sql(name, role),
         );
         let pids = match client.simple_query(&sql).await {
             Ok(rows) => parse_pids(rows),
@@ -201,21 +203,51 @@ impl Inner {
         };
         let me = self.clone();
         let (fp, name, identity) = (fp.to_owned(), name.to_owned(), identity.to_owned());
+        let old_role = role.map(str::to_owned);
         self.begin_background();
         self.runtime.spawn(async move {
             if let Ok(admin) = me.pool.get_teardown().await {
                 me.settle(&admin, &pids, &name, &identity).await;
             }
-            if me.reset(&tpl, &fresh).await {
-                if let Err(back) = me.give_back(&fp, Ready { name: fresh, role: None }) {
-                    me.defer_drop(back.name, None);
+            let ready = match me.reset(&tpl, &fresh).await {
+                // A login role is never reused: a leaked connection of the last test could log
+                // in again as it. The schema goes to a fresh role and the old one is dropped.
+                true => match old_role {
+                    Some(old) => me.hand_over(&fresh, &old).await.map(|r| Ready { name: fresh.clone(), role: Some(r) }),
+                    None => Some(Ready { name: fresh.clone(), role: None }),
+                },
+                false => None,
+            };
+            match ready {
+                Some(r) => {
+                    if let Err(back) = me.give_back(&fp, r) {
+                        me.defer_drop(back.name, None);
+                    }
                 }
-            } else {
-                me.defer_drop(fresh, None);
+                None => me.defer_drop(fresh, None),
             }
             me.end_background();
         });
         true
+    }
+
+    /// Gives recycled `schema` to a fresh NOLOGIN role and drops `old`; the new role's name.
+    async fn hand_over(&self, schema: &str, old: &str) -> Option<String> {
+        let admin = self.pool.get().await.ok()?;
+        let role = crate::role::new_role();
+        let sql = format!("BEGIN; {} COMMIT;", crate::role::handover_sql(old, &role, self.owner, self.db_oid));
+        if let Err(e) = admin.batch_execute(&sql).await {
+            let _ = admin.batch_execute("ROLLBACK").await;
+            self.warn(&format!(
+                "could not give recycled {schema} a new role, dropping it: {}",
+                crate::error::describe_pg(&e).1
+            ));
+            return None;
+        }
+        if let Err(e) = crate::role::drop_role(&admin, old).await {
+            self.warn(&format!("could not drop role {old} (gc will): {e}"));
+        }
+        Some(role)
     }
 
     /// Deletes every row of `schema` (triggers and foreign keys off) and restores the

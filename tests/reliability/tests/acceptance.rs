@@ -1102,6 +1102,50 @@ fn roles() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
             admin.query_one("select count(*) from pg_roles where rolname = $1", &[&role]).await.unwrap().get(0);
         check(left == 0, "the role outlived its schema")?;
         check(tokio_postgres::connect(&url, NoTls).await.is_err(), "the released role can still log in")?;
+        // Recycling (no DDL ran): the schema goes back to the pool under a fresh role; the old
+        // role is dropped, so the old URL cannot log in again.
+        let d = engine.acquire(&tpl, Identity::new("roles", "recycled")).await.map_err(|e| e.to_string())?;
+        let (d_role, d_url) = (d.role().unwrap().to_owned(), d.url().to_owned());
+        let d_oid: u32 =
+            admin.query_one("select oid from pg_namespace where nspname = $1", &[&d.name()]).await.unwrap().get(0);
+        {
+            let c = connect(&d_url).await?;
+            c.execute("insert into users (email) values ('d@x')", &[]).await.map_err(|e| e.to_string())?;
+        }
+        let how = d.release().await.map_err(|e| e.to_string())?;
+        check(how == pgisolate::Released::Recycled, format!("an untouched role schema was {how:?}, not recycled"))?;
+        engine.flush().await;
+        let left: i64 =
+            admin.query_one("select count(*) from pg_roles where rolname = $1", &[&d_role]).await.unwrap().get(0);
+        check(left == 0, "the recycled schema's old role survived")?;
+        check(tokio_postgres::connect(&d_url, NoTls).await.is_err(), "the old role can still log in")?;
+        let mut recycled_ok = false;
+        for i in 0..4 {
+            let e = engine
+                .acquire(&tpl, Identity::new("roles", format!("after recycle {i}")))
+                .await
+                .map_err(|e| e.to_string())?;
+            let c = connect(e.url()).await?;
+            let n: i64 = c.query_one("select count(*) from users", &[]).await.map_err(|e| e.to_string())?.get(0);
+            let user: String = c.query_one("select current_user::text", &[]).await.unwrap().get(0);
+            check(n == 0 && user != d_role, format!("a reused schema: {n} rows, user {user}"))?;
+            let foreign: i64 = admin
+                .query_one(
+                    "select count(*) from pg_class c join pg_roles r on r.oid = c.relowner \
+                     where c.relnamespace = to_regnamespace($1) and c.relkind in ('r','p','v','m','S','f') and r.rolname <> $2",
+                    &[&e.name(), &user],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            check(foreign == 0, format!("{foreign} objects of {} are not its role's", e.name()))?;
+            let oid: u32 =
+                admin.query_one("select oid from pg_namespace where nspname = $1", &[&e.name()]).await.unwrap().get(0);
+            recycled_ok |= oid == d_oid;
+            drop(c);
+            e.release().await.map_err(|e| e.to_string())?;
+        }
+        check(recycled_ok, "the recycled schema was never handed out again")?;
         // gc: a dead owner's schema takes its role along; a role whose schema vanished goes too.
         let dead = Engine::start(cfg.clone()).await.map_err(|e| e.to_string())?;
         let c1 = dead.acquire(&tpl, Identity::new("roles", "dead 1")).await.map_err(|e| e.to_string())?;
@@ -1122,6 +1166,41 @@ fn roles() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         check(left == 0 && report.dropped_roles.contains(&r2), format!("gc left roles: {report:?}"))?;
         b.release().await.map_err(|e| e.to_string())?;
         engine.close().await.map_err(|e| e.to_string())?;
+        // Password authentication for real (the embedded server trusts 127.0.0.1): a server of
+        // its own whose pg_hba asks every role but postgres for SCRAM passwords.
+        let hba = std::env::temp_dir().join(format!("pgisolate-rel-hba-{}.conf", std::process::id()));
+        std::fs::write(
+            &hba,
+            "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .map_err(|e| e.to_string())?;
+        let hba_setting: &'static str = Box::leak(format!("{}", hba.display()).into_boxed_str());
+        let settings: &'static [(&'static str, &'static str)] = Box::leak(Box::new([("hba_file", hba_setting)]));
+        let srv = tokio::task::spawn_blocking(move || private(settings)).await.unwrap()?;
+        let scram = async {
+            let mut pcfg = config(Some(srv.url.clone()));
+            pcfg.login_role = true;
+            let e = Engine::start(pcfg).await.map_err(|e| e.to_string())?;
+            let t = e.template(migrations()).await.map_err(|e| e.to_string())?;
+            let s = e.acquire(&t, Identity::new("roles", "scram")).await.map_err(|e| e.to_string())?;
+            for dsn in [s.url(), s.conninfo()] {
+                verify_url(dsn, s.name()).await.map_err(|e| format!("password login: {e}"))?;
+                let out = std::process::Command::new("psql")
+                    .args([dsn, "-XAtqc", "select current_schema()"])
+                    .output()
+                    .map_err(|e| e.to_string())?;
+                let got = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+                check(got == s.name(), format!("psql: {got:?} {}", String::from_utf8_lossy(&out.stderr)))?;
+            }
+            let wrong = s.conninfo().replace("password=", "password=x");
+            check(tokio_postgres::connect(&wrong, NoTls).await.is_err(), "a wrong password was accepted")?;
+            s.release().await.map_err(|e| e.to_string())?;
+            e.close().await.map_err(|e| e.to_string())
+        }
+        .await;
+        drop(srv);
+        let _ = std::fs::remove_file(&hba);
+        scram?;
         // An admin that is not a superuser, only CREATEROLE and the owner of its database.
         admin.batch_execute("create role pgi_ci_admin login createrole").await.unwrap();
         admin.batch_execute("create database pgi_roles_db owner pgi_ci_admin").await.unwrap();
@@ -1167,7 +1246,8 @@ fn roles() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         check(all == 0, format!("{all} pgisolate roles left"))?;
         Ok(format!(
             "role owns its schema; {} foreign objects refused with 42501; role dropped with its schema and by gc; \
-             works under a CREATEROLE (non-superuser) admin, refused clearly without CREATEROLE",
+             recycled under a fresh role; SCRAM password login (psql, tokio-postgres); works under a CREATEROLE \
+             (non-superuser) admin, refused clearly without CREATEROLE",
             denied.len()
         ))
     })
