@@ -133,24 +133,6 @@ pub fn scram_verifier(password: &str, salt_seed: &[u8], rounds: u32) -> String {
     format!("SCRAM-SHA-256${rounds}:{}${}:{}", base64(salt), base64(&stored_key), base64(&server_key))
 }
 
-#[cfg(test)]
-mod tests {
-    /// RFC 7677's SCRAM-SHA-256 example: user "user", password "pencil", salt
-    /// W22ZaJ0SNY7soEsUEjb6gQ== (base64), 4096 rounds.
-    #[test]
-    fn scram_verifier_matches_rfc_7677() {
-        let salt = [0x5b, 0x6d, 0x99, 0x68, 0x9d, 0x12, 0x35, 0x8e, 0xec, 0xa0, 0x4b, 0x14, 0x12, 0x36, 0xfa, 0x81];
-        let v = super::scram_verifier("pencil", &salt, 4096);
-        assert_eq!(
-            v,
-            "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU="
-        );
-        assert_eq!(super::base64(b"ab"), "YWI=");
-        assert_eq!(super::base64(b"abc"), "YWJj");
-        assert_eq!(super::base64(b"a"), "YQ==");
-    }
-}
-
 /// Installed with the registry: hands every object of a schema to a role (tables with their
 /// indexes and owned sequences, views, sequences, functions, types) and lets the role use the
 /// shared `extensions` schema.
@@ -231,4 +213,22 @@ pub async fn orphan_roles(client: &Client) -> Result<Vec<String>> {
     );
     let rows = client.query(&sql, &[]).await.map_err(|e| Error::db("list orphan roles", e))?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    /// RFC 7677's SCRAM-SHA-256 example: user "user", password "pencil", salt
+    /// W22ZaJ0SNY7soEsUEjb6gQ== (base64), 4096 rounds.
+    #[test]
+    fn scram_verifier_matches_rfc_7677() {
+        let salt = [0x5b, 0x6d, 0x99, 0x68, 0x9d, 0x12, 0x35, 0x8e, 0xec, 0xa0, 0x4b, 0x14, 0x12, 0x36, 0xfa, 0x81];
+        let v = super::scram_verifier("pencil", &salt, 4096);
+        assert_eq!(
+            v,
+            "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU="
+        );
+        assert_eq!(super::base64(b"ab"), "YWI=");
+        assert_eq!(super::base64(b"abc"), "YWJj");
+        assert_eq!(super::base64(b"a"), "YQ==");
+    }
 }
