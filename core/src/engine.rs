@@ -180,6 +180,9 @@ impl Engine {
             }
             registry::ensure(&admin).await?;
             registry::ensure_extensions(&admin, &cfg.extensions).await?;
+            if cfg.login_role {
+                crate::role::share_extensions(&admin).await?;
+            }
             let su: bool = row.get(1);
             public_warning = Engine::guard_public(&mut cfg, &admin, server.is_some()).await;
             su && cfg.recycle && cfg.pool_size > 0 && registry::ensure_ddl_watch(&admin).await?

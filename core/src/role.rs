@@ -52,9 +52,7 @@ pub fn prepare_sql(schema: &str, role: &str, owner: i32, db_oid: u32) -> String 
 pub fn handover_sql(old: &str, new: &str, owner: i32, db_oid: u32) -> String {
     format!(
         "CREATE ROLE {n} NOLOGIN NOINHERIT; COMMENT ON ROLE {n} IS {m}; GRANT {n} TO CURRENT_USER; \
-         REASSIGN OWNED BY {o} TO {n}; DROP OWNED BY {o}; \
-         DO $pgi$ BEGIN IF to_regnamespace('extensions') IS NOT NULL THEN \
-         GRANT USAGE ON SCHEMA extensions TO {n}; END IF; END $pgi$;",
+         REASSIGN OWNED BY {o} TO {n}; DROP OWNED BY {o};",
         n = ident(new),
         o = ident(old),
         m = literal(&marker(owner, db_oid)),
@@ -134,8 +132,9 @@ pub fn scram_verifier(password: &str, salt_seed: &[u8], rounds: u32) -> String {
 }
 
 /// Installed with the registry: hands every object of a schema to a role (tables with their
-/// indexes and owned sequences, views, sequences, functions, types) and lets the role use the
-/// shared `extensions` schema.
+/// indexes and owned sequences, views, sequences, functions, types). The shared `extensions`
+/// schema is usable by every role once ([`share_extensions`]): granting it per role would
+/// update one catalog row from many transactions at once ("tuple concurrently updated").
 pub const GIVE_SCHEMA_DDL: &str = "
 CREATE OR REPLACE FUNCTION pgisolate.give_schema(n text, r text) RETURNS void LANGUAGE plpgsql AS $pgi$
 DECLARE o record;
@@ -161,10 +160,29 @@ BEGIN
     LOOP
         EXECUTE format('ALTER TYPE %s OWNER TO %I', o.name, r);
     END LOOP;
-    IF to_regnamespace('extensions') IS NOT NULL THEN
-        EXECUTE format('GRANT USAGE ON SCHEMA extensions TO %I', r);
-    END IF;
 END $pgi$;";
+
+/// Lets every role use the shared `extensions` schema, once, under the registry's lock.
+pub async fn share_extensions(client: &Client) -> Result<()> {
+    let shared = "select to_regnamespace('extensions') is null or exists (select 1 from pg_namespace n, \
+         aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a \
+         where n.nspname = 'extensions' and a.grantee = 0 and a.privilege_type = 'USAGE')";
+    let done: bool =
+        client.query_one(shared, &[]).await.map_err(|e| Error::db("check the extensions schema's grants", e))?.get(0);
+    if done {
+        return Ok(());
+    }
+    let sql = format!(
+        "BEGIN; SELECT pg_advisory_xact_lock({}, 2); \
+         DO $pgi$ BEGIN IF NOT ({shared}) THEN GRANT USAGE ON SCHEMA extensions TO PUBLIC; END IF; END $pgi$; COMMIT;",
+        crate::lease::REGISTRY_CLASS
+    );
+    if let Err(e) = client.batch_execute(&sql).await {
+        let _ = client.batch_execute("ROLLBACK").await;
+        return Err(Error::db("let every role use schema extensions (GRANT USAGE ON SCHEMA extensions TO PUBLIC)", e));
+    }
+    Ok(())
+}
 
 /// The pgisolate role owning `schema`, if any (read before the schema is dropped).
 pub async fn owner_role(client: &Client, schema: &str) -> Result<Option<String>> {

@@ -1042,6 +1042,9 @@ fn roles() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         let mut cfg = config(None);
         cfg.login_role = true;
         cfg.extensions = vec!["pgcrypto".into()];
+        let warnings = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let w = warnings.clone();
+        cfg.on_warning = Some(std::sync::Arc::new(move |m: &str| w.lock().unwrap().push(m.to_owned())));
         let engine = Engine::start(cfg.clone()).await.map_err(|e| e.to_string())?;
         let tpl = engine.template(migrations()).await.map_err(|e| e.to_string())?;
         let a = engine.acquire(&tpl, Identity::new("roles", "a")).await.map_err(|e| e.to_string())?;
@@ -1146,6 +1149,30 @@ fn roles() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
             e.release().await.map_err(|e| e.to_string())?;
         }
         check(recycled_ok, "the recycled schema was never handed out again")?;
+        // A burst: 16 tests at once (pool refills, recycling hand-overs and drops overlap).
+        let mut burst = Vec::new();
+        for i in 0..16 {
+            let (engine, tpl) = (engine.clone(), tpl.clone());
+            burst.push(tokio::spawn(async move {
+                let s = engine
+                    .acquire(&tpl, Identity::new("roles burst", i.to_string()))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let c = connect(s.url()).await?;
+                c.execute("insert into users (email) values ('burst@x')", &[]).await.map_err(|e| e.to_string())?;
+                if i % 4 == 0 {
+                    c.batch_execute("create table burst_ddl (id int)").await.map_err(|e| e.to_string())?;
+                }
+                drop(c);
+                s.release().await.map_err(|e| e.to_string())
+            }));
+        }
+        for b in burst {
+            b.await.unwrap().map_err(|e| format!("burst: {e}"))?;
+        }
+        engine.flush().await;
+        let w = warnings.lock().unwrap().join(" | ");
+        check(!w.contains("could not") && !w.contains("failed"), format!("warnings: {w}"))?;
         // gc: a dead owner's schema takes its role along; a role whose schema vanished goes too.
         let dead = Engine::start(cfg.clone()).await.map_err(|e| e.to_string())?;
         let c1 = dead.acquire(&tpl, Identity::new("roles", "dead 1")).await.map_err(|e| e.to_string())?;
@@ -1246,7 +1273,7 @@ fn roles() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         check(all == 0, format!("{all} pgisolate roles left"))?;
         Ok(format!(
             "role owns its schema; {} foreign objects refused with 42501; role dropped with its schema and by gc; \
-             recycled under a fresh role; SCRAM password login (psql, tokio-postgres); works under a CREATEROLE \
+             recycled under a fresh role; 16 at once; SCRAM password login (psql, tokio-postgres); works under a CREATEROLE \
              (non-superuser) admin, refused clearly without CREATEROLE",
             denied.len()
         ))
