@@ -23,13 +23,16 @@ test('node-postgres lands in the schema (R14) and the event loop keeps running',
   const s = await e.acquire(await template(), { feature: 'node.feature', scenario: 'r14' })
   let ticks = 0
   const timer = setInterval(() => ticks++, 1)
-  const rows = await query(s.url, 'select current_schema() as s, current_setting($1) as app', ['application_name'])
-  assert.deepEqual(rows[0], { s: s.name, app: `pgisolate/${s.name}` })
-  assert.ok(!s.url.includes('+') && s.url.includes('%3D'))
-  assert.equal(s.cacheKey('user:1'), `${s.name.slice(5)}_user:1`)
-  assert.equal(await s.release(), false)
-  assert.equal(await s.release(), false)
-  clearInterval(timer)
+  try {
+    const rows = await query(s.url, 'select current_schema() as s, current_setting($1) as app', ['application_name'])
+    assert.deepEqual(rows[0], { s: s.name, app: `pgisolate/${s.name}` })
+    assert.ok(!s.url.includes('+') && s.url.includes('%3D'))
+    assert.equal(s.cacheKey('user:1'), `${s.name.slice(5)}_user:1`)
+  } finally {
+    assert.equal(await s.release(), false)
+    assert.equal(await s.release(), false)
+    clearInterval(timer)
+  }
   assert.ok(ticks > 0, 'the event loop was blocked')
 })
 
