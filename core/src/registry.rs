@@ -248,7 +248,8 @@ pub async fn ensure(client: &Client) -> Result<()> {
         .query_one(
             "select to_regclass('pgisolate.leases') is not null and exists (select 1 from pg_attribute \
              where attrelid = to_regclass('pgisolate.templates') and attname = 'seed_sql' and not attisdropped) \
-             and to_regprocedure('pgisolate.give_schema(text, text)') is not null",
+             and coalesce((select prosrc not like '%GRANT USAGE%' from pg_proc \
+                           where oid = to_regprocedure('pgisolate.give_schema(text, text)')), false)",
             &[],
         )
         .await
