@@ -152,6 +152,39 @@ def test_xdist_one_server_one_template_build(pytester, unique, tmp_path):
     assert "12 schemas created" in summary(result) and "0 leftovers" in summary(result)
 
 
+def test_worker_schema_is_one_per_worker_for_tests_that_roll_back(pytester, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    pytester.makepyfile(
+        test_rollback=f"""
+        import os, psycopg, pytest
+
+        @pytest.fixture
+        def conn(isolated_worker_schema):
+            with psycopg.connect(isolated_worker_schema.url) as c:
+                yield c
+                c.rollback()  # each test's own isolation: nothing it wrote survives
+
+        @pytest.mark.parametrize("i", range(8))
+        def test_same_email(conn, isolated_worker_schema, i):
+            conn.execute("insert into users (email) values ('alice@example.com')")
+            assert conn.execute("select count(*) from users").fetchone()[0] == 1
+            worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+            with open(os.path.join({str(out)!r}, f"{{worker}}-{{i}}"), "w") as f:
+                f.write(isolated_worker_schema.name)
+        """
+    )
+    result = pytester.runpytest_subprocess("-n", "2", MIG)
+    result.assert_outcomes(passed=8)
+    by_worker = {}
+    for p in out.iterdir():
+        by_worker.setdefault(p.name.split("-")[0], set()).add(p.read_text())
+    assert len(by_worker) == 2 and all(len(v) == 1 for v in by_worker.values()), by_worker
+    names = [next(iter(v)) for v in by_worker.values()]
+    assert names[0] != names[1], "two workers shared a schema"
+    assert "2 schemas created" in summary(result) and "0 leftovers" in summary(result)
+
+
 def test_a_killed_worker_is_reaped_and_the_next_run_is_green(pytester, engine):
     pytester.makepyfile(
         test_killme="""

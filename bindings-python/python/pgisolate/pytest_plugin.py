@@ -277,6 +277,16 @@ def isolated_schema_factory(pytestconfig: pytest.Config, pgisolate_engine, pgiso
     factory.close()
 
 
+@pytest.fixture(scope="session")
+def isolated_worker_schema(request: pytest.FixtureRequest, isolated_schema_factory: _Factory) -> Any:
+    """One schema for this worker (each pytest-xdist worker gets its own), held for the session:
+    for suites that isolate their tests themselves, e.g. a transaction rolled back per test."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    schema = isolated_schema_factory("pytest worker", worker)
+    yield schema
+    isolated_schema_factory.release(schema, failed=request.session.testsfailed > 0)
+
+
 @pytest.fixture
 def isolated_schema(request: pytest.FixtureRequest, isolated_schema_factory: _Factory) -> Any:
     """A fresh schema for this test: ``.name``, ``.url``, ``.conninfo``, ``.cache_key(k)``."""
