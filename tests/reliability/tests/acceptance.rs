@@ -1192,7 +1192,7 @@ fn roles() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
             .get(0);
         check(left == 0 && report.dropped_roles.contains(&r2), format!("gc left roles: {report:?}"))?;
         b.release().await.map_err(|e| e.to_string())?;
-        engine.close().await.map_err(|e| e.to_string())?;
+        // (The engine stays open to the end: its lease keeps the embedded server up.)
         // Password authentication for real (the embedded server trusts 127.0.0.1): a server of
         // its own whose pg_hba asks every role but postgres for SCRAM passwords.
         let hba = std::env::temp_dir().join(format!("pgisolate-rel-hba-{}.conf", std::process::id()));
@@ -1268,6 +1268,9 @@ fn roles() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         }
         plain?;
         check(refused.contains("CREATEROLE"), format!("without CREATEROLE: {refused:?}"))?;
+        // Closing drains the pool (whose schemas have their roles); count right after, while
+        // the embedded server is still up.
+        engine.close().await.map_err(|e| e.to_string())?;
         let all: i64 =
             admin.query_one("select count(*) from pg_roles where rolname like 'pgir\\_%'", &[]).await.unwrap().get(0);
         check(all == 0, format!("{all} pgisolate roles left"))?;
