@@ -41,6 +41,19 @@ fn check(cond: bool, what: impl Into<String>) -> Result<(), String> {
     }
 }
 
+/// Warnings the engine started with `cfg` reports, collected for assertions.
+fn collect_warnings(cfg: &mut Config) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    let warnings = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let w = warnings.clone();
+    cfg.on_warning = Some(std::sync::Arc::new(move |m: &str| w.lock().unwrap().push(m.to_owned())));
+    warnings
+}
+
+/// Tombstones (released schemas not dropped yet) on the server.
+async fn tombstones(c: &Client) -> i64 {
+    c.query_one("select count(*) from pg_namespace where nspname like 'pgi_tomb_%'", &[]).await.unwrap().get(0)
+}
+
 async fn exists(c: &Client, schema: &str) -> bool {
     c.query_one("select exists (select 1 from pg_namespace where nspname = $1)", &[&schema])
         .await
@@ -92,11 +105,7 @@ fn r1() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         s.release().await.map_err(|e| format!("release: {e}"))?;
         engine.flush().await;
         check(!exists(&admin, &name).await, "schema survived")?;
-        let tombs: i64 = admin
-            .query_one("select count(*) from pg_namespace where nspname like 'pgi_tomb_%'", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let tombs = tombstones(&admin).await;
         check(tombs == 0, format!("{tombs} tombstones left: a batch failed"))?;
         let rows: i64 = admin
             .query_one("select count(*) from pgisolate.leases where state <> 'released'", &[])
@@ -274,10 +283,8 @@ fn r12() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
 /// R4: a leaked idle-in-transaction connection holding AccessShare does not hang teardown.
 fn r4() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
     Box::pin(async {
-        let warnings = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-        let w = warnings.clone();
         let mut cfg = config(None);
-        cfg.on_warning = Some(std::sync::Arc::new(move |m: &str| w.lock().unwrap().push(m.to_owned())));
+        let warnings = collect_warnings(&mut cfg);
         let engine = Engine::start(cfg).await.map_err(|e| e.to_string())?;
         let tpl = engine.template(migrations()).await.map_err(|e| e.to_string())?;
         let s = engine.acquire(&tpl, Identity::new("R4", "leaks a transaction")).await.map_err(|e| e.to_string())?;
@@ -372,11 +379,7 @@ fn r5() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         engine.flush().await;
         let admin = connect(engine.url()).await?;
         check(!exists(&admin, &first).await, "the released schema is still there")?;
-        let tombs: i64 = admin
-            .query_one("select count(*) from pg_namespace where nspname like 'pgi_tomb_%'", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let tombs = tombstones(&admin).await;
         check(tombs == 0, "the tombstone was not dropped")?;
         let (n1, n2) = (next.name().to_owned(), next_other.name().to_owned());
         next.release().await.map_err(|e| e.to_string())?;
@@ -710,10 +713,8 @@ fn r2() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
             )
             .await
             .unwrap();
-        let warnings = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
         let mut cfg = config(Some(srv.url.clone()));
-        let w = warnings.clone();
-        cfg.on_warning = Some(std::sync::Arc::new(move |m: &str| w.lock().unwrap().push(m.to_owned())));
+        let warnings = collect_warnings(&mut cfg);
         cfg.pool_size = 0;
         let tpl_sql = "create table seed (id serial primary key);";
         let mut workers = Vec::new();
@@ -804,10 +805,8 @@ fn r2() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
 /// real deadlock; the engine retries after 40P01 and the drop succeeds.
 fn r6() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
     Box::pin(async {
-        let warnings = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-        let w = warnings.clone();
         let mut cfg = config(None);
-        cfg.on_warning = Some(std::sync::Arc::new(move |m: &str| w.lock().unwrap().push(m.to_owned())));
+        let warnings = collect_warnings(&mut cfg);
         cfg.pool_size = 0;
         cfg.keep = pgisolate::Keep::Always;
         let engine = Engine::start(cfg.clone()).await.map_err(|e| e.to_string())?;
@@ -868,11 +867,7 @@ fn r6() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         let _ = bg.batch_execute("rollback").await;
         releaser.flush().await;
         let a_ms = t.elapsed().as_millis();
-        let tombs: i64 = admin
-            .query_one("select count(*) from pg_namespace where nspname like 'pgi_tomb_%'", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let tombs = tombstones(&admin).await;
         check(tombs == 0, "teardown (a) did not finish")?;
         drop(bg);
         releaser.close().await.map_err(|e| e.to_string())?;
@@ -1042,9 +1037,7 @@ fn roles() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         let mut cfg = config(None);
         cfg.login_role = true;
         cfg.extensions = vec!["pgcrypto".into()];
-        let warnings = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-        let w = warnings.clone();
-        cfg.on_warning = Some(std::sync::Arc::new(move |m: &str| w.lock().unwrap().push(m.to_owned())));
+        let warnings = collect_warnings(&mut cfg);
         let engine = Engine::start(cfg.clone()).await.map_err(|e| e.to_string())?;
         let tpl = engine.template(migrations()).await.map_err(|e| e.to_string())?;
         let a = engine.acquire(&tpl, Identity::new("roles", "a")).await.map_err(|e| e.to_string())?;
@@ -1482,10 +1475,8 @@ fn r16() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         let srv = tokio::task::spawn_blocking(|| private(&[])).await.unwrap()?;
         let admin = connect(&srv.url).await?;
         admin.batch_execute("GRANT CREATE ON SCHEMA public TO PUBLIC").await.unwrap();
-        let warnings = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-        let w = warnings.clone();
         let mut cfg = config(Some(srv.url.clone()));
-        cfg.on_warning = Some(std::sync::Arc::new(move |m: &str| w.lock().unwrap().push(m.to_owned())));
+        let warnings = collect_warnings(&mut cfg);
         let engine = Engine::start(cfg.clone()).await.map_err(|e| e.to_string())?;
         let w = warnings.lock().unwrap().join(" ");
         check(w.contains("public is writable by every role"), format!("no warning: {w:?}"))?;
