@@ -174,7 +174,7 @@ pub async fn ensure_ddl_watch(client: &Client) -> Result<bool> {
     let present = client
         .query_one(
             "select count(*) = 2 and to_regprocedure('pgisolate.check_untouched(text)') is not null \
-             and (select prosecdef from pg_proc where oid = to_regprocedure('pgisolate.note_ddl()')) \
+             and coalesce((select prosecdef from pg_proc where oid = to_regprocedure('pgisolate.note_ddl()')), false) \
              from pg_event_trigger where evtname in ('pgisolate_ddl', 'pgisolate_drop') and evtenabled <> 'D'",
             &[],
         )
