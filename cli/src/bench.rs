@@ -224,39 +224,14 @@ pub async fn run(migrations: PathBuf, tests: usize, suite_tests: usize, out_dir:
     );
 
     // 2–4. The engine: replay only, warm pool, pool + recycling.
-    rows.push(
-        engine_strategy(
-            "replay",
-            "pgisolate, captured DDL replayed, synchronous drop",
-            engine_cfg(&base, 0, false, false),
-            &migrations,
-            tests,
-            data,
-        )
-        .await?,
-    );
-    rows.push(
-        engine_strategy(
-            "pool",
-            "pgisolate, warm pool (4), deferred drop",
-            engine_cfg(&base, 4, false, true),
-            &migrations,
-            tests,
-            data,
-        )
-        .await?,
-    );
-    rows.push(
-        engine_strategy(
-            "recycle",
-            "pgisolate, warm pool (4) + recycling (default)",
-            engine_cfg(&base, 4, true, true),
-            &migrations,
-            tests,
-            data,
-        )
-        .await?,
-    );
+    for (strategy, what, pool, recycle, defer) in [
+        ("replay", "pgisolate, captured DDL replayed, synchronous drop", 0, false, false),
+        ("pool", "pgisolate, warm pool (4), deferred drop", 4, false, true),
+        ("recycle", "pgisolate, warm pool (4) + recycling (default)", 4, true, true),
+    ] {
+        let cfg = engine_cfg(&base, pool, recycle, defer);
+        rows.push(engine_strategy(strategy, what, cfg, &migrations, tests, data).await?);
+    }
 
     // 5. CREATE DATABASE … TEMPLATE + DROP DATABASE (pgtestdb, pytest-postgresql, IntegreSQL).
     admin.batch_execute("DROP DATABASE IF EXISTS pgi_bench_tpl").await?;

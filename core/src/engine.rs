@@ -620,11 +620,7 @@ impl Engine {
             conninfo,
             role: role.map(|(r, _)| r),
             cache_prefix: naming::cache_prefix(&self.inner.cfg.prefix, &name),
-            search_path: std::iter::once(name.as_str())
-                .chain(tail.iter().map(String::as_str).filter(|t| !t.is_empty() && *t != name))
-                .map(conninfo::quote_ident)
-                .collect::<Vec<_>>()
-                .join(", "),
+            search_path: self.path_for(&name).iter().map(|s| conninfo::quote_ident(s)).collect::<Vec<_>>().join(", "),
             name,
             identity,
             template_fp: Some(tpl.fingerprint.clone()),
