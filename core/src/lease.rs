@@ -64,14 +64,29 @@ impl Lease {
             .query_one("select set_config('pgisolate.lease_probe', $1, false)", &[&probe])
             .await
             .map_err(|e| Error::db("check the lease connection", e))?;
+        // The second client also holds its backend in an open transaction. Through a pooler it
+        // is most likely the backend our lease connection just used; then our next statement
+        // must move to another backend (or wait). Directly, neither can happen.
         let other = crate::admin::connect(url, crate::admin::ADMIN_APP).await?;
-        let seen: Option<String> = other
-            .query_one("select current_setting('pgisolate.lease_probe', true)", &[])
+        let check = |e| Error::db("check the lease connection", e);
+        other.batch_execute("begin").await.map_err(check)?;
+        let row = other
+            .query_one("select pg_backend_pid()::text, current_setting('pgisolate.lease_probe', true)", &[])
             .await
-            .map_err(|e| Error::db("check the lease connection", e))?
-            .get(0);
+            .map_err(check)?;
+        let (other_pid, seen): (String, Option<String>) = (row.get(0), row.get(1));
+        let next = match tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            client.simple_query("select pg_backend_pid()"),
+        )
+        .await
+        {
+            Ok(r) => pid_of(r.map_err(check)?),
+            Err(_) => None, // it waited for the pinned backend: a pool of one
+        };
+        let _ = other.batch_execute("rollback").await;
         drop(other);
-        if seen.as_deref() == Some(probe.as_str()) {
+        if seen.as_deref() == Some(probe.as_str()) || Some(&other_pid) == p1.as_ref() || next != p1 {
             return Err(Error::Refused(format!(
                 "the server at {} shares one PostgreSQL session between clients (a transaction-mode pooler such as \
                  PgBouncer): pgisolate's ownership leases and search_path scoping need sessions of their own; \
