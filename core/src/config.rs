@@ -104,8 +104,17 @@ pub struct Config {
     pub unchecked_hash_len: bool,
     /// Told about slow steps.
     pub progress: Option<Progress>,
-    /// Told about warnings (leaked connections, fallbacks); `None` prints them to stderr.
+    /// Told about warnings (leaked connections, fallbacks); `None` prints them to stderr,
+    /// or queues them when `collect_warnings` is set.
     pub on_warning: Option<Progress>,
+    /// Queue warnings for [`crate::Engine::take_warnings`] instead of printing them: bindings
+    /// set it and hand each warning to their test runner (pytest warnings, Node
+    /// `process.emitWarning`, Go `t.Log`).
+    pub collect_warnings: bool,
+    /// gc drops templates not used for this long, and superseded ones (a newer template from
+    /// the same source exists) not used for ten minutes (`PGISOLATE_TEMPLATE_MAX_AGE`, seconds
+    /// or `<n>d`/`<n>h`/`<n>m`; default 7 days; `0` keeps every template).
+    pub template_max_age: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -151,8 +160,28 @@ impl Default for Config {
             unchecked_hash_len: false,
             progress: None,
             on_warning: None,
+            collect_warnings: false,
+            template_max_age: Duration::from_secs(7 * 86400),
         }
     }
+}
+
+/// Parses an age: seconds, or a number with `d`, `h`, `m` or `s`.
+pub fn parse_age(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: u64 = num.parse().ok()?;
+    let mult = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return None,
+    };
+    Some(Duration::from_secs(n.checked_mul(mult)?))
 }
 
 impl Config {
@@ -205,6 +234,13 @@ impl Config {
             };
         }
         c.run_id = var("PGISOLATE_RUN_ID");
+        if let Some(a) = var("PGISOLATE_TEMPLATE_MAX_AGE") {
+            c.template_max_age = parse_age(&a).ok_or_else(|| {
+                Error::Config(format!(
+                    "PGISOLATE_TEMPLATE_MAX_AGE={a:?}: use seconds or <n>d, <n>h, <n>m (0 keeps all)"
+                ))
+            })?;
+        }
         c.validate()?;
         Ok(c)
     }

@@ -45,6 +45,10 @@ impl ConnInfo {
     /// Parses a URL or key/value connection string.
     pub fn parse(input: &str) -> Result<ConnInfo> {
         let trimmed = input.trim();
+        if let Some((_, rest)) = split_driver(trimmed) {
+            // SQLAlchemy's postgresql+psycopg:// (any driver): the same server, in libpq's form.
+            return parse_url(&format!("postgresql://{rest}"));
+        }
         if trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") {
             parse_url(trimmed)
         } else if trimmed.contains("://") {
@@ -299,8 +303,31 @@ pub fn prisma_url(input: &str, schema: &str) -> Result<String> {
     Ok(ci.to_string_form())
 }
 
+/// A SQLAlchemy-style scheme `postgresql+<driver>://`: the driver and what follows `://`.
+fn split_driver(input: &str) -> Option<(&str, &str)> {
+    let rest = input.strip_prefix("postgresql+").or_else(|| input.strip_prefix("postgres+"))?;
+    let (driver, after) = rest.split_once("://")?;
+    (!driver.is_empty() && driver.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')).then_some((driver, after))
+}
+
+/// A URL for SQLAlchemy's `create_engine`: `postgresql+<driver>://…` with the same query
+/// (the `options` carrying the search_path reach libpq through psycopg and psycopg2).
+/// Key/value strings are turned into URLs first.
+pub fn sqlalchemy_url(input: &str, driver: &str) -> Result<String> {
+    if driver.is_empty() || !driver.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(Error::ConnInfo(format!("SQLAlchemy driver name {driver:?} is not valid (psycopg, psycopg2, …)")));
+    }
+    let url = ConnInfo::parse(input)?.to_url().to_string_form();
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or("");
+    Ok(format!("postgresql+{driver}://{rest}"))
+}
+
 /// The connection string with its password replaced by `***`, for messages.
 pub fn redact(input: &str) -> String {
+    if let Some((driver, rest)) = split_driver(input) {
+        let r = redact(&format!("postgresql://{rest}"));
+        return format!("postgresql+{driver}://{}", r.strip_prefix("postgresql://").unwrap_or(&r));
+    }
     if let Some(rest) = input.strip_prefix("postgres://").or_else(|| input.strip_prefix("postgresql://")) {
         let scheme_len = input.len() - rest.len();
         let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());

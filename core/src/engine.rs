@@ -10,6 +10,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_postgres::Client;
 
 use crate::admin::{self, exec, ident, literal, AdminPool};
+use crate::build_check;
 use crate::config::{Config, Keep};
 use crate::conninfo::{self, ConnInfo};
 use crate::drop;
@@ -55,6 +56,13 @@ pub(crate) struct Inner {
     pub(crate) db_oid: u32,
     pub(crate) superuser: bool,
     redis: Option<crate::cache_key::RedisTarget>,
+    /// Schema `extensions` exists (made by PGISOLATE_EXTENSIONS or by moving an extension a
+    /// migration created out of a build): it joins every search_path.
+    ext_in_tail: AtomicBool,
+    /// Warnings not yet taken by [`Engine::take_warnings`] (when `collect_warnings` is set).
+    warnings: Mutex<Vec<String>>,
+    /// Templates whose shadowing tables this engine has warned about.
+    warned_templates: Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -79,6 +87,8 @@ pub struct GcReport {
     pub failed: Vec<(String, String)>,
     /// Per-schema login roles of dead owners dropped after their schema was already gone.
     pub dropped_roles: Vec<String>,
+    /// Templates dropped as unused or superseded ([`Config::template_max_age`]).
+    pub dropped_templates: Vec<String>,
 }
 
 /// How a release ended.
@@ -103,6 +113,11 @@ pub struct TemplateBuild {
     url: String,
     conninfo: String,
     locker: Option<Client>,
+    /// The build's first transaction id (mod 2^32): version-table rows written since then
+    /// were written by this build.
+    begin_xid: i64,
+    /// What the template is built from (a directory, a key), for listing and pruning.
+    source: String,
 }
 
 /// Result of [`Engine::template_begin`].
@@ -135,7 +150,8 @@ impl Engine {
         }
         let progress = cfg.progress.clone();
         let (url, server, start_lock) = match &cfg.url {
-            Some(u) => (u.clone(), None, None),
+            // Normalized: a SQLAlchemy postgresql+driver:// URL becomes libpq's postgresql://.
+            Some(u) => (ConnInfo::parse(u)?.to_string_form(), None, None),
             None => {
                 let bin = cfg.pg_bin.clone();
                 let (srv, lock) = tokio::task::spawn_blocking(move || {
@@ -185,6 +201,15 @@ impl Engine {
             }
             let su: bool = row.get(1);
             public_warning = Engine::guard_public(&mut cfg, &admin, server.is_some()).await;
+            registry::rescue_extensions(&admin).await?;
+            let has_ext_schema: bool = admin
+                .query_one("select exists (select 1 from pg_namespace where nspname = 'extensions')", &[])
+                .await
+                .map_err(|e| Error::db("look up schema extensions", e))?
+                .get(0);
+            if has_ext_schema && !cfg.search_path_tail.iter().any(|t| t == "extensions") {
+                cfg.search_path_tail.push("extensions".to_owned());
+            }
             su && cfg.recycle && cfg.pool_size > 0 && registry::ensure_ddl_watch(&admin).await?
         };
         let run_id = cfg.run_id.clone().unwrap_or_else(|| lease::random_seed()[..16].to_owned());
@@ -209,6 +234,9 @@ impl Engine {
             db_oid,
             superuser,
             redis: cfg.redis_url.as_deref().map(crate::cache_key::RedisTarget::parse).transpose()?,
+            ext_in_tail: AtomicBool::new(false),
+            warnings: Mutex::new(Vec::new()),
+            warned_templates: Mutex::new(Default::default()),
             cfg,
         };
         let engine = Engine { inner: Arc::new(inner) };
@@ -312,24 +340,25 @@ impl Engine {
         if let Some(t) = self.cached(&fp) {
             return Ok(t);
         }
-        let t = self.template_uncached(&fp, steps).await?;
+        let t = self.template_uncached(&fp, steps, &migrations.source()).await?;
         self.inner.ensure_pool(&t);
         Ok(t)
     }
 
-    async fn template_uncached(&self, fp: &str, steps: Vec<(String, String)>) -> Result<Template> {
+    async fn template_uncached(&self, fp: &str, steps: Vec<(String, String)>, source: &str) -> Result<Template> {
         let fp = fp.to_owned();
-        match self.begin_build(&fp, Some(&steps)).await? {
+        match self.begin_build(&fp, Some(&steps), source).await? {
             TemplateStart::Ready(t) => Ok(self.remember(t)),
             TemplateStart::Build(mut b) => {
                 let locker =
                     b.locker.as_ref().ok_or_else(|| Error::Closed("template build lost its connection".into()))?;
-                let path = self.search_path_sql(&b.schema);
+                let path = Engine::build_path(&b.schema).iter().map(|s| ident(s)).collect::<Vec<_>>().join(", ");
                 for (name, sql) in &steps {
                     let batch = format!("BEGIN; SET LOCAL search_path TO {path};\n{sql}\n;\nCOMMIT;");
                     if let Err(e) = locker.batch_execute(&batch).await {
-                        let (_, message) = crate::error::describe_pg(&e);
+                        let (_, mut message) = crate::error::describe_pg(&e);
                         let _ = locker.batch_execute("ROLLBACK").await;
+                        message.push_str(&crate::build_check::hint_for(locker, &e).await);
                         let _ = b.abort_inner().await;
                         return Err(Error::Migration { source_name: name.clone(), message });
                     }
@@ -344,12 +373,48 @@ impl Engine {
     /// (for example a hash of the migration files, or a version string). Returns the existing
     /// template, or a [`TemplateBuild`] holding the build lock.
     pub async fn template_begin(&self, key: &str) -> Result<TemplateStart> {
+        self.template_begin_source(key, key).await
+    }
+
+    /// [`Engine::template_begin`] for a build whose inputs are files and directories (the
+    /// migration tool's directory, its config): their contents are hashed into the key
+    /// ([`template::inputs_key`]), so changing a migration builds a new template instead of
+    /// reusing a stale one. `key` may be empty.
+    pub async fn template_begin_inputs<P: AsRef<std::path::Path>>(
+        &self,
+        key: &str,
+        inputs: &[P],
+    ) -> Result<TemplateStart> {
+        self.inner.check_open()?;
+        let full = template::inputs_key(key, inputs)?;
+        let paths: Vec<String> = inputs
+            .iter()
+            .map(|p| {
+                std::fs::canonicalize(p.as_ref()).unwrap_or_else(|_| p.as_ref().to_path_buf()).display().to_string()
+            })
+            .collect();
+        let source = format!("{key}{}{}", if key.is_empty() { "" } else { " " }, paths.join(" "));
+        self.template_begin_source(&full, &source).await
+    }
+
+    /// [`Engine::template_with`] keyed by the contents of `inputs` ([`Engine::template_begin_inputs`]).
+    pub async fn template_with_inputs<P, F, Fut>(&self, key: &str, inputs: &[P], build: F) -> Result<Template>
+    where
+        P: AsRef<std::path::Path>,
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>>,
+    {
+        let start = self.template_begin_inputs(key, inputs).await?;
+        Engine::finish_with(start, key, build).await
+    }
+
+    async fn template_begin_source(&self, key: &str, source: &str) -> Result<TemplateStart> {
         self.inner.check_open()?;
         let fp = template::caller_fingerprint(key);
         if let Some(t) = self.cached(&fp) {
             return Ok(TemplateStart::Ready(t));
         }
-        match self.begin_build(&fp, None).await? {
+        match self.begin_build(&fp, None, source).await? {
             TemplateStart::Ready(t) => {
                 let t = self.remember(t);
                 self.inner.ensure_pool(&t);
@@ -366,14 +431,20 @@ impl Engine {
         F: FnOnce(String) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>>,
     {
-        match self.template_begin(key).await? {
+        let start = self.template_begin(key).await?;
+        Engine::finish_with(start, key, build).await
+    }
+
+    async fn finish_with<F, Fut>(start: TemplateStart, key: &str, build: F) -> Result<Template>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>>,
+    {
+        match start {
             TemplateStart::Ready(t) => Ok(t),
             TemplateStart::Build(b) => match build(b.url().to_owned()).await {
                 Ok(()) => b.commit().await,
-                Err(e) => {
-                    b.abort().await?;
-                    Err(Error::Migration { source_name: format!("template {key:?}"), message: e.to_string() })
-                }
+                Err(e) => Err(b.fail(&format!("template {key:?}"), &e.to_string()).await),
             },
         }
     }
@@ -389,10 +460,17 @@ impl Engine {
         t
     }
 
-    fn search_path_sql(&self, schema: &str) -> String {
-        let mut parts = vec![ident(schema)];
-        parts.extend(self.inner.cfg.search_path_tail.iter().filter(|t| *t != schema).map(|t| ident(t)));
-        parts.join(", ")
+    /// A build's search_path: the build schema and `extensions`, nothing else. Never `public`
+    /// or the tail: a migration tool that finds its version table (or the app's tables) there
+    /// would skip its work and publish an empty template.
+    fn build_path(schema: &str) -> Vec<String> {
+        vec![schema.to_owned(), "extensions".to_owned()]
+    }
+
+    /// Warnings collected since the last call (when [`Config::collect_warnings`] is set), for
+    /// bindings that hand them to their test runner.
+    pub fn take_warnings(&self) -> Vec<String> {
+        self.inner.warnings.lock().map(|mut w| std::mem::take(&mut *w)).unwrap_or_default()
     }
 
     async fn lookup(&self, client: &Client, fp: &str, steps: Option<&[(String, String)]>) -> Result<Option<Template>> {
@@ -405,6 +483,7 @@ impl Engine {
             .await
             .map_err(|e| Error::db("look up a template", e))?;
         let Some(row) = row else { return Ok(None) };
+        let _ = client.execute("update pgisolate.templates set last_used = now() where fingerprint = $1", &[&fp]).await;
         let replay = match (row.get::<_, Option<String>>(1), steps) {
             (Some(sql), _) => Replay::Captured(sql),
             (None, Some(steps)) => Replay::Migrations(steps.to_vec()),
@@ -436,7 +515,7 @@ impl Engine {
         Ok(Some(Template { fingerprint: fp.to_owned(), schema, replay, built_here: false, seed_sql, tables }))
     }
 
-    async fn begin_build(&self, fp: &str, steps: Option<&[(String, String)]>) -> Result<TemplateStart> {
+    async fn begin_build(&self, fp: &str, steps: Option<&[(String, String)]>, source: &str) -> Result<TemplateStart> {
         {
             let admin = self.inner.pool.get().await?;
             if let Some(t) = self.lookup(&admin, fp, steps).await? {
@@ -475,8 +554,15 @@ impl Engine {
             let _ = locker.batch_execute("ROLLBACK").await;
             return Err(e);
         }
-        let tail: Vec<String> = self.inner.cfg.search_path_tail.clone();
+        let tail = Engine::build_path(&build)[1..].to_vec();
+        let begin_xid: i64 = locker
+            .query_one("select txid_current() % 4294967296", &[])
+            .await
+            .map_err(|e| Error::db("start the template build", e))?
+            .get(0);
         Ok(TemplateStart::Build(TemplateBuild {
+            begin_xid,
+            source: source.to_owned(),
             engine: self.clone(),
             fingerprint: fp.to_owned(),
             url: conninfo::scoped(&self.inner.url_form.to_string(), &build, &tail)?,
@@ -494,6 +580,7 @@ impl Engine {
         let hash = identity.hash_hex();
         let shown = identity.display();
         let admin = self.inner.pool.get().await?;
+        self.warn_shadowed(&admin, tpl).await;
         let mut taken = Vec::new();
         // A ready schema from the pool is renamed to the name; without one, the template is
         // replayed into a new schema. Either way in the transaction that registers the name.
@@ -581,6 +668,38 @@ impl Engine {
         Err(Error::NameExhausted(format!("no free schema name for identity {shown:?}: tried {}", taken.join(", "))))
     }
 
+    /// Warns once per template when its tables also exist by name in the search_path tail.
+    async fn warn_shadowed(&self, admin: &Client, tpl: &Template) {
+        let first = self.inner.warned_templates.lock().map(|mut s| s.insert(tpl.schema.clone())).unwrap_or(false);
+        if !first {
+            return;
+        }
+        if let Ok(found) = build_check::shadowed(admin, &tpl.schema, &self.inner.tail()).await {
+            if !found.is_empty() {
+                self.inner.warn(&build_check::shadow_warning(&tpl.schema, &found));
+            }
+        }
+    }
+
+    /// Templates in this database: name, source, size, when built and last used, and whether
+    /// a newer template from the same source supersedes it.
+    pub async fn templates(&self) -> Result<Vec<registry::TemplateInfo>> {
+        self.inner.check_open()?;
+        let admin = self.inner.pool.get().await?;
+        registry::templates(&admin).await
+    }
+
+    /// Drops templates not used for `max_age` and superseded ones not used for ten minutes;
+    /// returns the dropped schemas. Test schemas made from them are untouched (they were
+    /// copied, not linked).
+    pub async fn prune_templates(&self, max_age: Duration) -> Result<Vec<String>> {
+        self.inner.check_open()?;
+        let admin = self.inner.pool.get_teardown().await?;
+        let cached: Vec<String> =
+            self.inner.templates.lock().map(|m| m.values().map(|t| t.schema.clone()).collect()).unwrap_or_default();
+        registry::prune_templates(&admin, max_age, &cached).await
+    }
+
     /// Clears a stale "DDL ran here" record for a name being handed out again.
     fn untouch_sql(&self, name: &str) -> String {
         if self.inner.superuser {
@@ -593,7 +712,7 @@ impl Engine {
     /// A schema's search_path: itself, then the tail.
     fn path_for(&self, name: &str) -> Vec<String> {
         std::iter::once(name.to_owned())
-            .chain(self.inner.cfg.search_path_tail.iter().filter(|t| !t.is_empty() && *t != name).cloned())
+            .chain(self.inner.tail().into_iter().filter(|t| !t.is_empty() && t != name))
             .collect()
     }
 
@@ -604,7 +723,7 @@ impl Engine {
         tpl: &Template,
         role: Option<(String, String)>,
     ) -> Result<Schema> {
-        let tail = &self.inner.cfg.search_path_tail;
+        let tail = &self.inner.tail();
         let (url, conninfo) = match &role {
             Some((r, pw)) => (
                 conninfo::with_role(&self.inner.url_form.to_string(), &name, r, pw)?,
@@ -660,6 +779,14 @@ impl Engine {
             }
         }
         report.pruned_rows = registry::prune_rows(&admin).await?;
+        if !self.inner.cfg.template_max_age.is_zero() {
+            let cached: Vec<String> =
+                self.inner.templates.lock().map(|m| m.values().map(|t| t.schema.clone()).collect()).unwrap_or_default();
+            match registry::prune_templates(&admin, self.inner.cfg.template_max_age, &cached).await {
+                Ok(d) => report.dropped_templates = d,
+                Err(e) => report.failed.push(("templates".into(), e.to_string())),
+            }
+        }
         for r in crate::role::orphan_roles(&admin).await? {
             match crate::role::drop_role(&admin, &r).await {
                 Ok(()) => report.dropped_roles.push(r),
@@ -743,6 +870,20 @@ impl TemplateBuild {
         self.abort_inner().await
     }
 
+    /// Abandons the build after the caller's migration tool failed with `message`, and returns
+    /// the error to report: the message, plus a hint when it looks like an object the build
+    /// cannot see (an extension installed in `public`, say).
+    pub async fn fail(mut self, source_name: &str, message: &str) -> Error {
+        let mut message = message.to_owned();
+        if let Some(locker) = &self.locker {
+            message.push_str(&build_check::hint_for_message(locker, &message).await);
+        }
+        if let Err(e) = self.abort_inner().await {
+            message.push_str(&format!(" (and the build could not be dropped: {e}; gc will)"));
+        }
+        Error::Migration { source_name: source_name.to_owned(), message }
+    }
+
     async fn abort_inner(&mut self) -> Result<()> {
         if let Some(locker) = self.locker.take() {
             let apps = vec![conninfo::application_name(&self.schema)];
@@ -757,6 +898,28 @@ impl TemplateBuild {
         let locker = self.locker.take().ok_or_else(|| Error::Closed("template build already finished".into()))?;
         // Sessions the caller's migration tool left open must not outlive the build.
         let _ = drop::terminate(&locker, &[conninfo::application_name(&self.schema)]).await;
+        let checked = async {
+            let moved = build_check::relocate_extensions(&locker, &self.schema).await?;
+            build_check::check_build(&locker, &self.schema, self.begin_xid).await?;
+            Ok::<bool, Error>(moved)
+        }
+        .await;
+        match checked {
+            Ok(moved) => {
+                if moved {
+                    inner.ext_in_tail.store(true, Ordering::SeqCst);
+                    if inner.cfg.login_role {
+                        crate::role::share_extensions(&locker).await?;
+                    }
+                }
+            }
+            Err(e) => {
+                let apps = vec![conninfo::application_name(&self.schema)];
+                let _ = drop::drop_schema(&locker, &self.schema, &apps, Instant::now() + Duration::from_secs(10)).await;
+                let _ = locker.execute("delete from pgisolate.leases where schema_name = $1", &[&self.schema]).await;
+                return Err(e);
+            }
+        }
         let url = inner.url.clone();
         let build = self.schema.clone();
         let bin = inner.cfg.pg_bin.clone().or_else(|| server::find_binaries(None).ok().map(|b| b.dir));
@@ -803,10 +966,12 @@ impl TemplateBuild {
         let sql = format!(
             "BEGIN; {replace_old} ALTER SCHEMA {b} RENAME TO {t}; COMMENT ON SCHEMA {t} IS {marker}; \
              DELETE FROM pgisolate.leases WHERE schema_name = {bl}; \
-             INSERT INTO pgisolate.templates (fingerprint, schema_name, replay_sql, seed_sql, built_by) \
-             VALUES ({fpl}, {tl}, {rl}, {sl}, {owner}) \
+             INSERT INTO pgisolate.templates (fingerprint, schema_name, replay_sql, seed_sql, built_by, source, last_used) \
+             VALUES ({fpl}, {tl}, {rl}, {sl}, {owner}, {src}, now()) \
              ON CONFLICT (fingerprint) DO UPDATE SET schema_name = excluded.schema_name, replay_sql = excluded.replay_sql, \
-             seed_sql = excluded.seed_sql, built_by = excluded.built_by, built_at = now(); COMMIT;",
+             seed_sql = excluded.seed_sql, built_by = excluded.built_by, built_at = now(), source = excluded.source, \
+             last_used = now(); COMMIT;",
+            src = literal(&self.source),
             b = ident(&self.schema),
             t = ident(&tpl_name),
             marker = literal(&registry::marker(Kind::Template, 0)),
@@ -857,8 +1022,25 @@ impl Inner {
     pub(crate) fn warn(&self, msg: &str) {
         match &self.cfg.on_warning {
             Some(w) => w(msg),
+            None if self.cfg.collect_warnings => {
+                if let Ok(mut w) = self.warnings.lock() {
+                    if w.len() < 1000 && !w.iter().any(|x| x == msg) {
+                        w.push(msg.to_owned());
+                    }
+                }
+            }
             None => eprintln!("pgisolate: warning: {msg}"),
         }
+    }
+
+    /// The schemas after a test's own in its search_path: the configured tail, plus
+    /// `extensions` once a build moved an extension there.
+    pub(crate) fn tail(&self) -> Vec<String> {
+        let mut t = self.cfg.search_path_tail.clone();
+        if self.ext_in_tail.load(Ordering::SeqCst) && !t.iter().any(|x| x == "extensions") {
+            t.push("extensions".to_owned());
+        }
+        t
     }
 
     pub(crate) fn is_closed(&self) -> bool {

@@ -60,33 +60,46 @@ impl Lease {
         // A transaction pooler hands our session's state to other clients: a setting made here
         // shows up in a second connection. Session advisory locks are not ours to hold there.
         let probe = random_seed()[..16].to_owned();
-        client
-            .query_one("select set_config('pgisolate.lease_probe', $1, false)", &[&probe])
-            .await
-            .map_err(|e| Error::db("check the lease connection", e))?;
-        // The second client also holds its backend in an open transaction. Through a pooler it
-        // is most likely the backend our lease connection just used; then our next statement
-        // must move to another backend (or wait). Directly, neither can happen.
-        let other = crate::admin::connect(url, crate::admin::ADMIN_APP).await?;
         let check = |e| Error::db("check the lease connection", e);
-        other.batch_execute("begin").await.map_err(check)?;
-        let row = other
-            .query_one("select pg_backend_pid()::text, current_setting('pgisolate.lease_probe', true)", &[])
+        // simple_query returns after ReadyForQuery, so a pooler has released the backend.
+        client
+            .simple_query(&format!("select set_config('pgisolate.lease_probe', '{probe}', false)"))
             .await
             .map_err(check)?;
-        let (other_pid, seen): (String, Option<String>) = (row.get(0), row.get(1));
-        let next = match tokio::time::timeout(
-            std::time::Duration::from_secs(2),
-            client.simple_query("select pg_backend_pid()"),
-        )
-        .await
-        {
-            Ok(r) => pid_of(r.map_err(check)?),
-            Err(_) => None, // it waited for the pinned backend: a pool of one
-        };
-        let _ = other.batch_execute("rollback").await;
-        drop(other);
-        if seen.as_deref() == Some(probe.as_str()) || Some(&other_pid) == p1.as_ref() || next != p1 {
+        // A second client holds its backend in an open transaction. Through a pooler that
+        // reuses the last released backend (PgBouncer is LIFO) it is the one our lease
+        // connection just used; then our next statement must move to another backend (or
+        // wait). Directly, neither can happen. Two rounds, so one unlucky assignment (the
+        // backend not yet released when the second client came) is not taken for a server.
+        let mut pooled = false;
+        for round in 0..2 {
+            if round > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            let other = crate::admin::connect(url, crate::admin::ADMIN_APP).await?;
+            other.batch_execute("begin").await.map_err(check)?;
+            let row = other
+                .query_one("select pg_backend_pid()::text, current_setting('pgisolate.lease_probe', true)", &[])
+                .await
+                .map_err(check)?;
+            let (other_pid, seen): (String, Option<String>) = (row.get(0), row.get(1));
+            let next = match tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                client.simple_query("select pg_backend_pid()"),
+            )
+            .await
+            {
+                Ok(r) => pid_of(r.map_err(check)?),
+                Err(_) => None, // it waited for the pinned backend: a pool of one
+            };
+            let _ = other.batch_execute("rollback").await;
+            drop(other);
+            if seen.as_deref() == Some(probe.as_str()) || Some(&other_pid) == p1.as_ref() || next != p1 {
+                pooled = true;
+                break;
+            }
+        }
+        if pooled {
             return Err(Error::Refused(format!(
                 "the server at {} shares one PostgreSQL session between clients (a transaction-mode pooler such as \
                  PgBouncer): pgisolate's ownership leases and search_path scoping need sessions of their own; \

@@ -15,6 +15,7 @@
 
 pub mod admin;
 pub mod blocking;
+pub mod build_check;
 pub mod cache_key;
 pub mod catalog;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod conninfo;
 pub mod drop;
 pub mod engine;
 pub mod error;
+pub mod layout;
 pub mod lease;
 pub mod naming;
 mod pool;

@@ -124,7 +124,9 @@ CREATE TABLE IF NOT EXISTS pgisolate.templates (
     built_by    int4 NOT NULL,
     built_at    timestamptz NOT NULL DEFAULT now()
 );
-ALTER TABLE pgisolate.templates ADD COLUMN IF NOT EXISTS seed_sql text;";
+ALTER TABLE pgisolate.templates ADD COLUMN IF NOT EXISTS seed_sql text;
+ALTER TABLE pgisolate.templates ADD COLUMN IF NOT EXISTS source text NOT NULL DEFAULT '';
+ALTER TABLE pgisolate.templates ADD COLUMN IF NOT EXISTS last_used timestamptz NOT NULL DEFAULT now();";
 
 /// The DDL watch (superuser only): event triggers record every schema in which a live test
 /// ran DDL, so recycling can tell in one index lookup whether a schema still matches its
@@ -225,6 +227,114 @@ pub async fn ensure_extensions(client: &Client, names: &[String]) -> Result<()> 
     Ok(())
 }
 
+/// Moves extensions that an earlier engine version let migrations create inside a template,
+/// build or test schema to schema `extensions`, and forgets the templates that held them (their
+/// captured DDL names the extension's objects under the template; they are rebuilt on next
+/// use). Extensions in other schemas (`public`) are the user's and are left alone.
+pub async fn rescue_extensions(client: &Client) -> Result<()> {
+    let rows = client
+        .query(
+            "select e.extname, n.nspname, e.extrelocatable from pg_extension e join pg_namespace n on n.oid = e.extnamespace \
+             where obj_description(n.oid, 'pg_namespace') like 'pgisolate:v1:%'",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::db("look up extensions inside pgisolate schemas", e))?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut sql =
+        format!("BEGIN; SELECT pg_advisory_xact_lock({REGISTRY_CLASS}, 2); CREATE SCHEMA IF NOT EXISTS extensions;");
+    for r in &rows {
+        let (ext, nsp, relocatable): (&str, &str, bool) = (r.get(0), r.get(1), r.get(2));
+        if relocatable {
+            sql.push_str(&format!(" ALTER EXTENSION {} SET SCHEMA extensions;", crate::admin::ident(ext)));
+        }
+        sql.push_str(&format!(" DELETE FROM pgisolate.templates WHERE schema_name = {};", literal(nsp)));
+    }
+    sql.push_str(" COMMIT;");
+    if let Err(e) = client.batch_execute(&sql).await {
+        let _ = client.batch_execute("ROLLBACK").await;
+        return Err(Error::db("move extensions out of pgisolate schemas into schema extensions", e));
+    }
+    Ok(())
+}
+
+/// A template in the registry.
+#[derive(Debug, Clone)]
+pub struct TemplateInfo {
+    /// Its schema (`tpl_<fingerprint>`).
+    pub schema: String,
+    /// What it was built from: a migrations directory, a caller's key and inputs, or `sql`.
+    pub source: String,
+    /// Total size of its tables and indexes, bytes.
+    pub size_bytes: i64,
+    /// Seconds since it was built.
+    pub built_secs_ago: i64,
+    /// Seconds since an engine last looked it up.
+    pub used_secs_ago: i64,
+    /// A newer template from the same source exists.
+    pub superseded: bool,
+}
+
+const TEMPLATES_SQL: &str = "
+select t.schema_name, t.source,
+       coalesce((select sum(pg_total_relation_size(c.oid)) from pg_class c
+                 where c.relnamespace = n.oid and c.relkind in ('r','p','m')), 0)::int8,
+       extract(epoch from now() - t.built_at)::int8,
+       extract(epoch from now() - t.last_used)::int8,
+       t.source <> '' and exists (select 1 from pgisolate.templates u
+                                  where u.source = t.source and u.built_at > t.built_at and u.fingerprint <> t.fingerprint)
+from pgisolate.templates t join pg_namespace n on n.nspname = t.schema_name
+order by t.source, t.built_at";
+
+/// Every template whose schema exists.
+pub async fn templates(client: &Client) -> Result<Vec<TemplateInfo>> {
+    let rows = client.query(TEMPLATES_SQL, &[]).await.map_err(|e| Error::db("list templates", e))?;
+    Ok(rows
+        .iter()
+        .map(|r| TemplateInfo {
+            schema: r.get(0),
+            source: r.get(1),
+            size_bytes: r.get(2),
+            built_secs_ago: r.get(3),
+            used_secs_ago: r.get(4),
+            superseded: r.get(5),
+        })
+        .collect())
+}
+
+/// Drops templates unused for `max_age`, and superseded ones unused for ten minutes, except
+/// those in `keep`; their registry rows go with them. Returns the dropped schemas.
+pub async fn prune_templates(client: &Client, max_age: Duration, keep: &[String]) -> Result<Vec<String>> {
+    let mut dropped = Vec::new();
+    for t in templates(client).await? {
+        if keep.contains(&t.schema) {
+            continue;
+        }
+        let stale = t.used_secs_ago >= max_age.as_secs() as i64;
+        if !(stale || (t.superseded && t.used_secs_ago >= 600)) {
+            continue;
+        }
+        // Under the template's own build lock holder's feet nothing else changes it: one
+        // transaction deletes the row and drops the schema.
+        let sql = format!(
+            "BEGIN; SET LOCAL lock_timeout = '2s'; DELETE FROM pgisolate.templates WHERE schema_name = {l}; \
+             DROP SCHEMA IF EXISTS {i} CASCADE; COMMIT;",
+            l = literal(&t.schema),
+            i = crate::admin::ident(&t.schema)
+        );
+        match client.batch_execute(&sql).await {
+            Ok(()) => dropped.push(t.schema),
+            Err(e) => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(Error::db(format!("drop template {}", t.schema), e));
+            }
+        }
+    }
+    Ok(dropped)
+}
+
 /// Statement (inside a release transaction, after the row moved to `moved_to`) keeping a
 /// `released` row for the old name: no other engine takes the name while the releasing owner
 /// lives, since a leaked pool of the released test could still reconnect with its URL. gc
@@ -247,7 +357,7 @@ pub async fn ensure(client: &Client) -> Result<()> {
     let present = client
         .query_one(
             "select to_regclass('pgisolate.leases') is not null and exists (select 1 from pg_attribute \
-             where attrelid = to_regclass('pgisolate.templates') and attname = 'seed_sql' and not attisdropped) \
+             where attrelid = to_regclass('pgisolate.templates') and attname = 'last_used' and not attisdropped) \
              and coalesce((select prosrc not like '%GRANT USAGE%' from pg_proc \
                            where oid = to_regprocedure('pgisolate.give_schema(text, text)')), false)",
             &[],

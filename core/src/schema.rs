@@ -43,6 +43,12 @@ impl Schema {
         crate::conninfo::prisma_url(&self.url, &self.name)
     }
 
+    /// A SQLAlchemy URL for this schema, `postgresql+<driver>://…` (psycopg or psycopg2: the
+    /// search_path travels in `options`, which both pass to libpq).
+    pub fn sqlalchemy_url(&self, driver: &str) -> Result<String> {
+        crate::conninfo::sqlalchemy_url(&self.url, driver)
+    }
+
     /// The cache-key prefix (`<hex>_`).
     pub fn cache_prefix(&self) -> &str {
         &self.cache_prefix

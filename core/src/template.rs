@@ -21,7 +21,8 @@ pub const PLACEHOLDER: &str = "__pgisolate_target_schema__";
 /// Where a template's schema comes from.
 #[derive(Debug, Clone)]
 pub enum Migrations {
-    /// Every `*.sql` file in a directory, applied in lexical order of file name.
+    /// A migration tool's directory (plain numbered SQL, golang-migrate, sqlx, goose, dbmate,
+    /// Flyway, Prisma): up parts only, in version order ([`crate::layout`]).
     Dir(PathBuf),
     /// These files, in this order.
     Files(Vec<PathBuf>),
@@ -30,7 +31,8 @@ pub enum Migrations {
 }
 
 impl Migrations {
-    /// Every `*.sql` file in `dir`, in lexical order.
+    /// The migrations of a tool's directory, detected by [`crate::layout`]: up parts only, in
+    /// version order.
     pub fn dir(dir: impl Into<PathBuf>) -> Self {
         Migrations::Dir(dir.into())
     }
@@ -43,6 +45,17 @@ impl Migrations {
     /// SQL text.
     pub fn sql(sql: impl Into<String>) -> Self {
         Migrations::Sql(sql.into())
+    }
+
+    /// What the template is built from, for listing and pruning templates: the directory's
+    /// absolute path, the first file's, or `sql`.
+    pub fn source(&self) -> String {
+        let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string();
+        match self {
+            Migrations::Dir(d) => abs(d),
+            Migrations::Files(fs) => fs.first().map(|f| abs(f)).unwrap_or_default(),
+            Migrations::Sql(_) => "sql".to_owned(),
+        }
     }
 
     /// The migration steps: (name, SQL).
@@ -61,21 +74,7 @@ impl Migrations {
                 }
                 fs.iter().map(|p| read(p)).collect()
             }
-            Migrations::Dir(d) => {
-                let entries = std::fs::read_dir(d).map_err(|e| {
-                    Error::io(format!("read migrations directory {} (set the migrations path)", d.display()), e)
-                })?;
-                let mut files: Vec<PathBuf> = entries
-                    .flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "sql"))
-                    .collect();
-                files.sort();
-                if files.is_empty() {
-                    return Err(Error::Config(format!("no *.sql files in migrations directory {}", d.display())));
-                }
-                files.iter().map(|p| read(p)).collect()
-            }
+            Migrations::Dir(d) => Ok(crate::layout::load_dir(d)?.1),
         }
     }
 }
@@ -96,6 +95,53 @@ pub fn fingerprint(steps: &[(String, String)]) -> String {
 /// Fingerprint for a template built by the caller's own migration tool.
 pub fn caller_fingerprint(key: &str) -> String {
     sha256_hex(format!("pgisolate/caller/v1\0{key}").as_bytes())
+}
+
+/// Names skipped when hashing input directories: caches and tool state that do not change
+/// what a migration does.
+const SKIPPED_INPUTS: &[&str] = &[".git", "__pycache__", "node_modules", ".pytest_cache", ".mypy_cache", "target"];
+
+/// The key of a caller-run build whose inputs are files and directories: `key` (may be empty)
+/// plus a sha256 over every input file's path and contents (directories walked recursively in
+/// name order, caches such as `__pycache__` and `node_modules` skipped). Any change to a
+/// migration gives a new key, so a template cannot go stale. A missing input is an error.
+pub fn inputs_key<P: AsRef<Path>>(key: &str, inputs: &[P]) -> Result<String> {
+    if inputs.is_empty() {
+        return Ok(key.to_owned());
+    }
+    fn walk(path: &Path, shown: &str, buf: &mut Vec<u8>) -> Result<()> {
+        let meta = std::fs::metadata(path).map_err(|e| {
+            Error::io(format!("template input {} (give existing migration files or directories)", path.display()), e)
+        })?;
+        if meta.is_dir() {
+            let mut names: Vec<(String, PathBuf)> = std::fs::read_dir(path)
+                .map_err(|e| Error::io(format!("read template input {}", path.display()), e))?
+                .flatten()
+                .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+                .filter(|(n, _)| !SKIPPED_INPUTS.contains(&n.as_str()) && !n.ends_with(".pyc"))
+                .collect();
+            names.sort();
+            for (n, p) in names {
+                walk(&p, &format!("{shown}/{n}"), buf)?;
+            }
+        } else {
+            let data =
+                std::fs::read(path).map_err(|e| Error::io(format!("read template input {}", path.display()), e))?;
+            for part in [shown.as_bytes(), &data] {
+                buf.extend_from_slice(&(part.len() as u64).to_be_bytes());
+                buf.extend_from_slice(part);
+            }
+        }
+        Ok(())
+    }
+    let mut buf = b"pgisolate/inputs/v1".to_vec();
+    for (i, p) in inputs.iter().enumerate() {
+        let p = p.as_ref();
+        let base = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| format!("input{i}"));
+        walk(p, &base, &mut buf)?;
+    }
+    let digest = sha256_hex(&buf);
+    Ok(if key.is_empty() { format!("inputs:{}", &digest[..32]) } else { format!("{key}+inputs:{}", &digest[..32]) })
 }
 
 /// Name of the published template schema for a fingerprint.

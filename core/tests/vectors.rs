@@ -81,3 +81,31 @@ fn prisma_vectors() {
         assert_eq!(got.unwrap(), c["expected"].as_str().unwrap());
     }
 }
+
+#[test]
+fn migration_layout_vectors() {
+    for c in load("migrations.json") {
+        let name = c["name"].as_str().unwrap();
+        let files: Vec<pgisolate::layout::SourceFile> = c["files"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(n, t)| pgisolate::layout::SourceFile { name: n.clone(), text: t.as_str().unwrap().to_owned() })
+            .collect();
+        let got = pgisolate::layout::plan(&files);
+        if let Some(e) = c.get("error") {
+            let msg = got.map(|(l, s)| format!("{l:?} {s:?}")).expect_err(name).to_string();
+            assert!(msg.contains(e.as_str().unwrap()), "{name}: {msg}");
+            continue;
+        }
+        let (layout, steps) = got.unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(layout.as_str(), c["layout"].as_str().unwrap(), "{name}");
+        let want: Vec<(String, String)> = c["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s[0].as_str().unwrap().to_owned(), s[1].as_str().unwrap().to_owned()))
+            .collect();
+        assert_eq!(steps, want, "{name}");
+    }
+}
