@@ -65,7 +65,7 @@ struct PyEngine {
 #[pymethods]
 impl PyEngine {
     #[new]
-    #[pyo3(signature = (url=None, *, prefix=None, hash_len=None, keep=None, search_path_tail=None, pg_bin=None, run_id=None, gc_on_start=true, gc_grace=None, login_role=None))]
+    #[pyo3(signature = (url=None, *, prefix=None, hash_len=None, keep=None, search_path_tail=None, pg_bin=None, run_id=None, gc_on_start=true, gc_grace=None, login_role=None, extensions=None))]
     #[allow(clippy::too_many_arguments)] // mirrors the keyword arguments of Engine(...)
     fn new(
         py: Python<'_>,
@@ -79,8 +79,14 @@ impl PyEngine {
         gc_on_start: bool,
         gc_grace: Option<f64>,
         login_role: Option<bool>,
+        extensions: Option<Vec<String>>,
     ) -> PyResult<Self> {
         let mut cfg = Config::from_env().map_err(|e| to_py(py, e))?;
+        // Warnings go to Python's warnings machinery (pytest shows them), not bare stderr.
+        cfg.collect_warnings = true;
+        if let Some(x) = extensions {
+            cfg.extensions = x;
+        }
         if let Some(u) = url.filter(|u| !u.is_empty()) {
             cfg.url = Some(u);
         }
@@ -159,10 +165,20 @@ impl PyEngine {
     }
 
     /// Starts a template built by the caller's own migration tool: returns the Template if it
-    /// exists, else a TemplateBuild (run migrations against its url, then commit()).
-    fn template_begin(&self, py: Python<'_>, key: String) -> PyResult<Py<PyAny>> {
+    /// exists, else a TemplateBuild (run migrations against its url, then commit()). With
+    /// `inputs` (files and directories), their contents are part of the key.
+    #[pyo3(signature = (key, inputs=None))]
+    fn template_begin(&self, py: Python<'_>, key: String, inputs: Option<Vec<PathBuf>>) -> PyResult<Py<PyAny>> {
         let engine = self.engine.clone();
-        match run(py, async move { engine.template_begin(&key).await })? {
+        let inputs = inputs.unwrap_or_default();
+        let started = run(py, async move {
+            if inputs.is_empty() {
+                engine.template_begin(&key).await
+            } else {
+                engine.template_begin_inputs(&key, &inputs).await
+            }
+        })?;
+        match started {
             TemplateStart::Ready(tpl) => Ok(Py::new(py, PyTemplate { tpl })?.into_any()),
             TemplateStart::Build(b) => Ok(Py::new(
                 py,
@@ -175,6 +191,39 @@ impl PyEngine {
             )?
             .into_any()),
         }
+    }
+
+    /// Warnings collected since the last call (leaked connections, tables shadowed in the
+    /// search_path tail, fallbacks); the Python wrapper turns them into PgIsolateWarning.
+    fn take_warnings(&self) -> Vec<String> {
+        self.engine.take_warnings()
+    }
+
+    /// Templates in the database: dicts with schema, source, size_bytes, built_secs_ago,
+    /// used_secs_ago, superseded.
+    fn templates<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let engine = self.engine.clone();
+        let list = run(py, async move { engine.templates().await })?;
+        let out = PyList::empty(py);
+        for t in list {
+            let d = PyDict::new(py);
+            d.set_item("schema", t.schema)?;
+            d.set_item("source", t.source)?;
+            d.set_item("size_bytes", t.size_bytes)?;
+            d.set_item("built_secs_ago", t.built_secs_ago)?;
+            d.set_item("used_secs_ago", t.used_secs_ago)?;
+            d.set_item("superseded", t.superseded)?;
+            out.append(d)?;
+        }
+        Ok(out)
+    }
+
+    /// Drops templates unused for `max_age` seconds and superseded ones unused for ten
+    /// minutes; returns their schema names.
+    fn prune_templates(&self, py: Python<'_>, max_age: f64) -> PyResult<Vec<String>> {
+        let age = Duration::try_from_secs_f64(max_age).map_err(|_| ConfigError::new_err("max_age must be >= 0"))?;
+        let engine = self.engine.clone();
+        run(py, async move { engine.prune_templates(age).await })
     }
 
     /// A fresh schema for (feature, scenario[, discriminator]) from `template`.
@@ -281,6 +330,12 @@ impl PyTemplate {
         self.tpl.fingerprint.clone()
     }
 
+    /// Its tables (quoted identifiers), in creation order.
+    #[getter]
+    fn tables(&self) -> Vec<String> {
+        self.tpl.tables.clone()
+    }
+
     fn __repr__(&self) -> String {
         format!("<pgisolate.Template {}>", self.tpl.schema)
     }
@@ -326,6 +381,18 @@ impl PyTemplateBuild {
     fn abort(&self, py: Python<'_>) -> PyResult<()> {
         let b = self.take()?;
         run(py, b.abort())
+    }
+
+    /// Abandons the build after the migration tool failed with `message`; returns the
+    /// message to report, with a hint when the failure looks like an object the build
+    /// cannot see (an extension installed in public).
+    fn fail(&self, py: Python<'_>, source_name: String, message: String) -> PyResult<String> {
+        let b = self.take()?;
+        let e = run(py, async move { Ok(b.fail(&source_name, &message).await) })?;
+        Ok(match e {
+            pgisolate::Error::Migration { message, .. } => message,
+            other => other.to_string(),
+        })
     }
 }
 
@@ -411,6 +478,12 @@ impl PySchema {
     /// A key in this schema's cache namespace: `<hex>_<key>`.
     fn cache_key(&self, key: &str) -> String {
         pgisolate::cache_key(&self.cache_prefix, key)
+    }
+
+    /// A SQLAlchemy URL, `postgresql+<driver>://…` (psycopg by default; psycopg2 works too).
+    #[pyo3(signature = (driver="psycopg"))]
+    fn sqlalchemy_url(&self, py: Python<'_>, driver: &str) -> PyResult<String> {
+        pgisolate::conninfo::sqlalchemy_url(&self.url, driver).map_err(|e| to_py(py, e))
     }
 
     /// A Prisma-style URL (`?schema=<name>`).

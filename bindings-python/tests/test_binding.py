@@ -176,7 +176,7 @@ def test_the_gil_is_released_while_the_engine_waits(engine, unique):
     done = threading.Event()
 
     def slow_build():
-        engine.template(sql=f"-- {unique}\nselect pg_sleep(0.5);")
+        engine.template(sql=f"-- {unique}\nselect pg_sleep(0.5); create table t (id int);")
         done.set()
 
     t = threading.Thread(target=slow_build)

@@ -52,6 +52,16 @@ enum Command {
     },
     /// Print the server URL (configured, or the running embedded server's).
     Url,
+    /// List templates: schema, size, built, last used, superseded, source. `templates prune`
+    /// drops unused and superseded ones.
+    Templates {
+        /// `prune`: drop templates not used for --max-age and superseded ones not used for ten
+        /// minutes.
+        action: Option<String>,
+        /// For prune: age such as 7d, 12h, 30m or seconds.
+        #[arg(long, default_value = "7d")]
+        max_age: String,
+    },
     /// Every isolation strategy on the same server: acquire p50/p99, server time per test,
     /// ratios; writes bench.csv and bench.svg.
     Bench {
@@ -169,6 +179,54 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             );
             engine.close().await?;
             Ok(if r.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Templates { action, max_age } => {
+            let Some(cfg) = existing_server()? else {
+                println!("no server configured and no embedded server running: no templates");
+                return Ok(ExitCode::SUCCESS);
+            };
+            let engine = Engine::start(cfg).await?;
+            match action.as_deref() {
+                None | Some("ls") | Some("list") => {
+                    let list = engine.templates().await?;
+                    if list.is_empty() {
+                        println!("no templates");
+                    } else {
+                        println!(
+                            "{:<22} {:>10} {:>9} {:>9} {:<10}  source",
+                            "template", "size", "built", "used", "state"
+                        );
+                        for t in &list {
+                            println!(
+                                "{:<22} {:>8}kB {:>8}s {:>8}s {:<10}  {}",
+                                t.schema,
+                                t.size_bytes / 1024,
+                                t.built_secs_ago,
+                                t.used_secs_ago,
+                                if t.superseded { "superseded" } else { "current" },
+                                t.source
+                            );
+                        }
+                    }
+                }
+                Some("prune") => {
+                    let age = pgisolate::config::parse_age(&max_age)
+                        .ok_or_else(|| format!("--max-age {max_age:?}: use seconds or <n>d, <n>h, <n>m"))?;
+                    let dropped = engine.prune_templates(age).await?;
+                    for d in &dropped {
+                        println!("dropped {d}");
+                    }
+                    println!("templates prune: {} dropped", dropped.len());
+                }
+                Some(other) => {
+                    engine.close().await?;
+                    return Err(
+                        format!("unknown templates action {other:?}: use `templates` or `templates prune`").into()
+                    );
+                }
+            }
+            engine.close().await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Bench { migrations, tests, suite_tests, out, strict } => {
             let met = bench::run(migrations, tests.max(10), suite_tests.max(2), out).await?;

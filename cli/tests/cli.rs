@@ -77,3 +77,20 @@ fn missing_binaries_are_a_clear_error() {
     let err = text(&out.stderr);
     assert!(err.contains("PGISOLATE_PG_BIN") && err.contains("initdb"), "{err}");
 }
+
+#[test]
+fn templates_lists_what_was_built_and_prune_keeps_recent_ones() {
+    let me = env!("CARGO_BIN_EXE_pgisolate");
+    let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/migrations");
+    let script = format!(
+        r#"set -e; "{me}" demo --scenarios 1 --migrations "{m}" >/dev/null; "{me}" templates; "{me}" templates prune --max-age 1d; if "{me}" templates frobnicate 2>/dev/null; then exit 9; fi"#,
+        m = migrations.display()
+    );
+    let out = pgisolate(&["run", "--", "sh", "-c", &script], &[]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", text(&out.stderr));
+    let canonical = std::fs::canonicalize(&migrations).unwrap();
+    let row = stdout.lines().find(|l| l.starts_with("tpl_")).unwrap_or_else(|| panic!("no template listed: {stdout}"));
+    assert!(row.contains("current") && row.contains(&canonical.display().to_string()), "{row}");
+    assert!(stdout.contains("templates prune: 0 dropped"), "{stdout}");
+}

@@ -476,13 +476,18 @@ impl Engine {
     async fn lookup(&self, client: &Client, fp: &str, steps: Option<&[(String, String)]>) -> Result<Option<Template>> {
         let row = client
             .query_opt(
-                "select t.schema_name, t.replay_sql, t.seed_sql from pgisolate.templates t \
+                "select t.schema_name, t.replay_sql, t.seed_sql, \
+                 exists (select 1 from pg_namespace where nspname = 'extensions') from pgisolate.templates t \
                  where t.fingerprint = $1 and exists (select 1 from pg_namespace n where n.nspname = t.schema_name)",
                 &[&fp],
             )
             .await
             .map_err(|e| Error::db("look up a template", e))?;
         let Some(row) = row else { return Ok(None) };
+        if row.get::<_, bool>(3) {
+            // Another process's build may have moved an extension there since this engine started.
+            self.inner.ext_in_tail.store(true, Ordering::SeqCst);
+        }
         let _ = client.execute("update pgisolate.templates set last_used = now() where fingerprint = $1", &[&fp]).await;
         let replay = match (row.get::<_, Option<String>>(1), steps) {
             (Some(sql), _) => Replay::Captured(sql),

@@ -12,7 +12,10 @@ With pytest, use the ``isolated_schema`` fixture (the plugin loads automatically
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+import contextlib
+import os
+import warnings
+from typing import Callable, Optional, Sequence, Union
 
 from ._pgisolate import (
     BinariesNotFoundError,
@@ -41,7 +44,14 @@ from ._pgisolate import (
     scoped_url,
 )
 
+class PgIsolateWarning(UserWarning):
+    """A warning from the engine: a leaked connection, tables shadowed in the search_path
+    tail, a fallback. Under pytest it is shown in the warnings summary (or fails the test
+    with ``filterwarnings = error``)."""
+
+
 __all__ = [
+    "PgIsolateWarning",
     "BinariesNotFoundError",
     "ClosedError",
     "ConfigError",
@@ -71,7 +81,16 @@ __all__ = [
 
 class Engine(_NativeEngine):
     """The isolation engine (one per process). ``Engine(url=None)`` boots or reuses the
-    embedded server when neither ``url`` nor ``PGISOLATE_DATABASE_URL`` is set."""
+    embedded server when neither ``url`` nor ``PGISOLATE_DATABASE_URL`` is set. SQLAlchemy
+    URLs (``postgresql+psycopg://…``) are accepted. Warnings are issued as
+    :class:`PgIsolateWarning`."""
+
+    def emit_warnings(self, stacklevel: int = 2) -> list:
+        """Issues the engine's pending warnings as PgIsolateWarning; returns them."""
+        pending = self.take_warnings()
+        for message in pending:
+            warnings.warn(message, PgIsolateWarning, stacklevel=stacklevel + 1)
+        return pending
 
     def template(  # type: ignore[override]
         self,
@@ -81,26 +100,53 @@ class Engine(_NativeEngine):
         sql: Optional[str] = None,
         build: Optional[Callable[[str], object]] = None,
         key: Optional[str] = None,
+        inputs: Optional[Sequence[Union[str, "os.PathLike[str]"]]] = None,
     ) -> Template:
-        """A template from a migrations directory, ``files=[...]`` or ``sql=...``; or, with
-        ``build=callable`` and ``key="version"``, built by your own migration tool (Alembic,
-        Django, ...): ``build(url)`` migrates the database at ``url``. Built once per server."""
+        """A template from a migrations directory (plain numbered SQL, golang-migrate, sqlx,
+        goose, dbmate, Flyway or Prisma layout), ``files=[...]`` or ``sql=...``; or, with
+        ``build=callable``, built by your own migration tool (Alembic, Django, ...):
+        ``build(url)`` migrates the database at ``url``. Give ``inputs=[paths]`` (the
+        migrations directory, the tool's config) so any change to them builds a new template
+        instead of reusing a stale one; ``key=`` adds a name or version. Built once per server."""
+        try:
+            result = self._template(migrations, files, sql, build, key, inputs)
+        except BaseException:
+            # A warning turned into an error (filterwarnings = error) must not hide this one.
+            with contextlib.suppress(Warning):
+                self.emit_warnings(stacklevel=3)
+            raise
+        self.emit_warnings(stacklevel=3)
+        return result
+
+    def _template(self, migrations, files, sql, build, key, inputs) -> Template:
         if build is None:
-            if key is not None:
-                raise ConfigError("key= goes with build=")
+            if key is not None or inputs is not None:
+                raise ConfigError("key= and inputs= go with build=")
             return super().template(migrations, files=files, sql=sql)
-        if key is None or migrations is not None or files is not None or sql is not None:
-            raise ConfigError("build= needs key= (the migrations' version) and no other source")
-        started = self.template_begin(key)
+        if migrations is not None or files is not None or sql is not None:
+            raise ConfigError("build= takes key= and/or inputs=, and no other source")
+        if key is None and not inputs:
+            raise ConfigError(
+                "build= needs inputs=[the migration files or directories] (recommended: the template is rebuilt "
+                "when they change) or key= (a version you bump yourself)"
+            )
+        started = self.template_begin(key or "", [os.fspath(p) for p in inputs] if inputs else None)
         if isinstance(started, Template):
             return started
         try:
             build(started.url)
         except BaseException as exc:
-            started.abort()
-            raise MigrationError(f"template {key!r}: {exc}") from exc
+            name = f"template {key or 'build'!r}"
+            raise MigrationError(f"{name}: {started.fail(name, str(exc))}") from exc
         return started.commit()
 
     def schema(self, template: Template, feature: str, scenario: str, discriminator: Optional[str] = None) -> Schema:
         """A fresh schema for (feature, scenario[, discriminator]); use it as a context manager."""
-        return self.acquire(template, feature, scenario, discriminator)
+        try:
+            schema = self.acquire(template, feature, scenario, discriminator)
+        except BaseException:
+            with contextlib.suppress(Warning):
+                self.emit_warnings(stacklevel=3)
+            raise
+        self.emit_warnings(stacklevel=3)
+        return schema

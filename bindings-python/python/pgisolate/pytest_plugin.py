@@ -44,6 +44,7 @@ class _State:
         self.acquire_ms: List[float] = []
         self.created = 0
         self.kept = 0
+        self.empty_templates: List[str] = []
         self.worker_stats: List[Dict[str, Any]] = []
 
     # -- configuration ------------------------------------------------------------------
@@ -145,7 +146,12 @@ class _ControllerHooks:
 
 
 def _record_stats(state: _State) -> Dict[str, Any]:
-    return {"created": state.created, "kept": state.kept, "acquire_ms": state.acquire_ms}
+    return {
+        "created": state.created,
+        "kept": state.kept,
+        "acquire_ms": state.acquire_ms,
+        "empty_templates": state.empty_templates,
+    }
 
 
 @pytest.hookimpl(trylast=True)
@@ -191,6 +197,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         f"pgisolate: {created} schemas created, acquire median {median:.1f} ms, p99 {p99:.1f} ms, "
         f"{kept} kept, {leftovers} leftovers"
     )
+    empty = sorted({t for s in state.worker_stats for t in s.get("empty_templates", [])})
+    if empty:
+        terminalreporter.write_line(
+            f"pgisolate: WARNING: template {', '.join(empty)} holds no tables, so every test schema made from it "
+            "was empty and queries fell through to the search_path tail: check the template's migrations",
+            red=True,
+        )
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -250,8 +263,11 @@ class _Factory:
     def __call__(
         self, feature: str, scenario: str, discriminator: Optional[str] = None, *, template: Optional[pgisolate.Template] = None
     ) -> pgisolate.Schema:
+        tpl = template or self.template
+        if not tpl.tables and tpl.name not in self.state.empty_templates:
+            self.state.empty_templates.append(tpl.name)
         start = time.perf_counter()
-        schema = self.engine.schema(template or self.template, feature, scenario, discriminator)
+        schema = self.engine.schema(tpl, feature, scenario, discriminator)
         self.state.acquire_ms.append((time.perf_counter() - start) * 1000.0)
         self.state.created += 1
         self.held = [s for s in self.held if not s.released]
@@ -261,6 +277,9 @@ class _Factory:
     def release(self, schema: pgisolate.Schema, failed: bool) -> None:
         if schema.release(failed=failed):
             self.state.kept += 1
+        # Leaked connections found at release, and earlier background warnings: shown by
+        # pytest against this test.
+        self.engine.emit_warnings(stacklevel=3)
 
     def close(self) -> None:
         for schema in self.held:
