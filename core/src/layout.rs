@@ -324,20 +324,16 @@ pub fn plan<'a>(files: &'a [SourceFile]) -> Result<(Layout, Vec<(String, String)
             .into_iter()
             .map(|(_, f)| (f.name.clone(), f.text.clone()))
             .collect(),
-        Layout::Goose => versioned(of(Class::Goose), &digits, &cmp_number, true)?
-            .into_iter()
-            .map(|(_, f)| {
-                let up = section(&f.text, |l| is_goose_marker(l, "up"), |l| is_goose_marker(l, "down"));
-                (f.name.clone(), up)
-            })
-            .collect(),
-        Layout::Dbmate => versioned(of(Class::Dbmate), &digits, &cmp_number, true)?
-            .into_iter()
-            .map(|(_, f)| {
-                let up = section(&f.text, |l| is_dbmate_marker(l, "up"), |l| is_dbmate_marker(l, "down"));
-                (f.name.clone(), up)
-            })
-            .collect(),
+        Layout::Goose | Layout::Dbmate => {
+            let (class, marker): (Class, fn(&str, &str) -> bool) = match layout {
+                Layout::Goose => (Class::Goose, is_goose_marker),
+                _ => (Class::Dbmate, is_dbmate_marker),
+            };
+            versioned(of(class), &digits, &cmp_number, true)?
+                .into_iter()
+                .map(|(_, f)| (f.name.clone(), section(&f.text, |l| marker(l, "up"), |l| marker(l, "down"))))
+                .collect()
+        }
         Layout::Flyway => {
             let version = |n: &str| n[1..].split_once("__").map(|(v, _)| v.to_owned()).unwrap_or_default();
             let mut out: Vec<(String, String)> = versioned(of(Class::FlywayV), &version, &cmp_flyway, true)?

@@ -108,14 +108,18 @@ class Engine(_NativeEngine):
         ``build(url)`` migrates the database at ``url``. Give ``inputs=[paths]`` (the
         migrations directory, the tool's config) so any change to them builds a new template
         instead of reusing a stale one; ``key=`` adds a name or version. Built once per server."""
+        return self._warning_after(self._template, migrations, files, sql, build, key, inputs)
+
+    def _warning_after(self, call, *args):
+        """``call(*args)``, then the engine's pending warnings; when the call raised, a warning
+        turned into an error (filterwarnings = error) must not hide its exception."""
         try:
-            result = self._template(migrations, files, sql, build, key, inputs)
+            result = call(*args)
         except BaseException:
-            # A warning turned into an error (filterwarnings = error) must not hide this one.
             with contextlib.suppress(Warning):
-                self.emit_warnings(stacklevel=3)
+                self.emit_warnings(stacklevel=4)
             raise
-        self.emit_warnings(stacklevel=3)
+        self.emit_warnings(stacklevel=4)
         return result
 
     def _template(self, migrations, files, sql, build, key, inputs) -> Template:
@@ -142,11 +146,4 @@ class Engine(_NativeEngine):
 
     def schema(self, template: Template, feature: str, scenario: str, discriminator: Optional[str] = None) -> Schema:
         """A fresh schema for (feature, scenario[, discriminator]); use it as a context manager."""
-        try:
-            schema = self.acquire(template, feature, scenario, discriminator)
-        except BaseException:
-            with contextlib.suppress(Warning):
-                self.emit_warnings(stacklevel=3)
-            raise
-        self.emit_warnings(stacklevel=3)
-        return schema
+        return self._warning_after(self.acquire, template, feature, scenario, discriminator)
