@@ -129,7 +129,9 @@ struct pgi_error *pgi_config_new(struct pgi_config **out);
 // Sets one setting: `url`, `prefix`, `hash_len`, `keep` (never/failed/always),
 // `search_path_tail` (comma-separated), `pg_bin`, `run_id`, `gc_grace_ms`, `gc_on_start`
 // (true/false), `max_admin_connections`, `release_timeout_ms`, `login_role` (true/false: a
-// LOGIN role per schema). An empty `url` means the embedded server.
+// LOGIN role per schema), `collect_warnings` (true/false: keep warnings for
+// `pgi_engine_take_warnings` instead of printing them to stderr). An empty `url` means the
+// embedded server.
 struct pgi_error *pgi_config_set(struct pgi_config *config, const char *key, const char *value);
 
 // Frees a config. Accepts NULL.
@@ -152,6 +154,11 @@ struct pgi_error *pgi_engine_url(const struct pgi_engine *engine, char **out);
 // Writes the run id recorded with every schema of this engine.
 struct pgi_error *pgi_engine_run_id(const struct pgi_engine *engine, char **out);
 
+// Writes the warnings collected since the last call (config `collect_warnings=true`), one per
+// line, or "" when there are none. Hand them to the test runner (each is also a reason a
+// suite may pass without real isolation, so show them where the user looks).
+struct pgi_error *pgi_engine_take_warnings(const struct pgi_engine *engine, char **out);
+
 // Drops marked schemas whose owner is gone and older than `grace_ms`; writes how many were
 // dropped to `*dropped_out` (may be NULL).
 struct pgi_error *pgi_engine_gc(struct pgi_engine *engine, uint64_t grace_ms, size_t *dropped_out);
@@ -170,10 +177,24 @@ struct pgi_error *pgi_template_from_sql(struct pgi_engine *engine,
 // Starts a template the caller builds with its own migration tool, identified by `key`.
 // Writes exactly one of `*ready_out` (the template exists) or `*build_out` (run migrations
 // against `pgi_template_build_url`, then `pgi_template_commit`); the other is set to NULL.
+// Prefer `pgi_template_begin_inputs`: a key the caller forgets to change reuses a stale
+// template.
 struct pgi_error *pgi_template_begin(struct pgi_engine *engine,
                                      const char *key,
                                      struct pgi_template **ready_out,
                                      struct pgi_template_build **build_out);
+
+// `pgi_template_begin` for a build whose inputs are files and directories (the migration
+// tool's directory and config): their contents are hashed into the key, so changing a
+// migration builds a new template. `inputs` holds `n_inputs` NUL-terminated paths (NULL when
+// `n_inputs` is 0); `key` may be empty when inputs are given. A missing input is an `IO`
+// error.
+struct pgi_error *pgi_template_begin_inputs(struct pgi_engine *engine,
+                                            const char *key,
+                                            const char *const *inputs,
+                                            size_t n_inputs,
+                                            struct pgi_template **ready_out,
+                                            struct pgi_template_build **build_out);
 
 // Writes the URL scoped to the build schema (run the migrations against it).
 struct pgi_error *pgi_template_build_url(const struct pgi_template_build *build, char **out);
@@ -184,6 +205,15 @@ struct pgi_error *pgi_template_build_conninfo(const struct pgi_template_build *b
 // Publishes the build as the template and writes it to `*out`. The build handle must still
 // be freed with `pgi_template_build_free`; committing twice is a `CLOSED` error.
 struct pgi_error *pgi_template_commit(struct pgi_template_build *build, struct pgi_template **out);
+
+// Abandons the build after the caller's migration tool failed with `message`, and returns the
+// error to report (never NULL; free it with `pgi_error_free`): a `MIGRATION` error carrying
+// `message` and, when it looks like an object the build cannot see (an extension installed
+// in `public`), a hint saying how to fix it. `source_name` says what failed ("goose up"). The
+// build handle must still be freed; failing a finished build is a `CLOSED` error.
+struct pgi_error *pgi_template_build_fail(struct pgi_template_build *build,
+                                          const char *source_name,
+                                          const char *message);
 
 // Frees a build handle, abandoning the build if it was not committed. Accepts NULL.
 void pgi_template_build_free(struct pgi_template_build *build);

@@ -468,7 +468,7 @@ impl Engine {
     }
 
     /// Warnings collected since the last call (when [`Config::collect_warnings`] is set), for
-    /// bindings that hand them to their test runner.
+    /// bindings that hand them to their test runner. Each is one line.
     pub fn take_warnings(&self) -> Vec<String> {
         self.inner.warnings.lock().map(|mut w| std::mem::take(&mut *w)).unwrap_or_default()
     }
@@ -1028,9 +1028,11 @@ impl Inner {
         match &self.cfg.on_warning {
             Some(w) => w(msg),
             None if self.cfg.collect_warnings => {
+                // One line each: bindings hand them over newline-separated.
+                let msg = msg.replace(['\r', '\n'], " ");
                 if let Ok(mut w) = self.warnings.lock() {
-                    if w.len() < 1000 && !w.iter().any(|x| x == msg) {
-                        w.push(msg.to_owned());
+                    if w.len() < 1000 && !w.iter().any(|x| *x == msg) {
+                        w.push(msg);
                     }
                 }
             }

@@ -390,7 +390,9 @@ pub unsafe extern "C" fn pgi_config_new(out: *mut *mut pgi_config) -> *mut pgi_e
 /// Sets one setting: `url`, `prefix`, `hash_len`, `keep` (never/failed/always),
 /// `search_path_tail` (comma-separated), `pg_bin`, `run_id`, `gc_grace_ms`, `gc_on_start`
 /// (true/false), `max_admin_connections`, `release_timeout_ms`, `login_role` (true/false: a
-/// LOGIN role per schema). An empty `url` means the embedded server.
+/// LOGIN role per schema), `collect_warnings` (true/false: keep warnings for
+/// `pgi_engine_take_warnings` instead of printing them to stderr). An empty `url` means the
+/// embedded server.
 #[no_mangle]
 pub unsafe extern "C" fn pgi_config_set(
     config: *mut pgi_config,
@@ -402,6 +404,13 @@ pub unsafe extern "C" fn pgi_config_set(
         let (c, key, value) = unsafe { (handle_mut(config, "config")?, cstr(key, "key")?, cstr(value, "value")?) };
         let num = |v: &str| -> Res<u64> {
             v.trim().parse().map_err(|_| err(pgi_code::Config, format!("{key}={v:?} is not a number")))
+        };
+        let flag = |v: &str| -> Res<bool> {
+            match v {
+                "true" | "1" => Ok(true),
+                "false" | "0" => Ok(false),
+                _ => Err(err(pgi_code::Config, format!("{key}={v:?}: use true or false"))),
+            }
         };
         let mut next = c.cfg.clone();
         match key {
@@ -417,20 +426,9 @@ pub unsafe extern "C" fn pgi_config_set(
             "pg_bin" => next.pg_bin = (!value.is_empty()).then(|| value.into()),
             "run_id" => next.run_id = (!value.is_empty()).then(|| value.to_owned()),
             "gc_grace_ms" => next.gc_grace = Duration::from_millis(num(value)?),
-            "gc_on_start" => {
-                next.gc_on_start = match value {
-                    "true" | "1" => true,
-                    "false" | "0" => false,
-                    _ => return Err(err(pgi_code::Config, format!("gc_on_start={value:?}: use true or false"))),
-                }
-            }
-            "login_role" => {
-                next.login_role = match value {
-                    "true" | "1" => true,
-                    "false" | "0" => false,
-                    _ => return Err(err(pgi_code::Config, format!("login_role={value:?}: use true or false"))),
-                }
-            }
+            "gc_on_start" => next.gc_on_start = flag(value)?,
+            "login_role" => next.login_role = flag(value)?,
+            "collect_warnings" => next.collect_warnings = flag(value)?,
             "max_admin_connections" => next.max_admin_connections = num(value)? as usize,
             "release_timeout_ms" => next.release_timeout = Duration::from_millis(num(value)?),
             other => return Err(err(pgi_code::Config, format!("unknown config key {other:?}"))),
@@ -517,6 +515,15 @@ pub unsafe extern "C" fn pgi_engine_run_id(engine: *const pgi_engine, out: *mut 
     unsafe { string_out(out, || Ok(live(handle(engine, "engine")?)?.run_id().to_owned())) }
 }
 
+/// Writes the warnings collected since the last call (config `collect_warnings=true`), one per
+/// line, or "" when there are none. Hand them to the test runner (each is also a reason a
+/// suite may pass without real isolation, so show them where the user looks).
+#[no_mangle]
+pub unsafe extern "C" fn pgi_engine_take_warnings(engine: *const pgi_engine, out: *mut *mut c_char) -> *mut pgi_error {
+    // SAFETY: arguments follow the documented contract.
+    unsafe { string_out(out, || Ok(live(handle(engine, "engine")?)?.take_warnings().join("\n"))) }
+}
+
 /// Drops marked schemas whose owner is gone and older than `grace_ms`; writes how many were
 /// dropped to `*dropped_out` (may be NULL).
 #[no_mangle]
@@ -583,10 +590,30 @@ pub unsafe extern "C" fn pgi_template_from_sql(
 /// Starts a template the caller builds with its own migration tool, identified by `key`.
 /// Writes exactly one of `*ready_out` (the template exists) or `*build_out` (run migrations
 /// against `pgi_template_build_url`, then `pgi_template_commit`); the other is set to NULL.
+/// Prefer `pgi_template_begin_inputs`: a key the caller forgets to change reuses a stale
+/// template.
 #[no_mangle]
 pub unsafe extern "C" fn pgi_template_begin(
     engine: *mut pgi_engine,
     key: *const c_char,
+    ready_out: *mut *mut pgi_template,
+    build_out: *mut *mut pgi_template_build,
+) -> *mut pgi_error {
+    // SAFETY: arguments follow the documented contract; no inputs.
+    unsafe { pgi_template_begin_inputs(engine, key, ptr::null(), 0, ready_out, build_out) }
+}
+
+/// `pgi_template_begin` for a build whose inputs are files and directories (the migration
+/// tool's directory and config): their contents are hashed into the key, so changing a
+/// migration builds a new template. `inputs` holds `n_inputs` NUL-terminated paths (NULL when
+/// `n_inputs` is 0); `key` may be empty when inputs are given. A missing input is an `IO`
+/// error.
+#[no_mangle]
+pub unsafe extern "C" fn pgi_template_begin_inputs(
+    engine: *mut pgi_engine,
+    key: *const c_char,
+    inputs: *const *const c_char,
+    n_inputs: usize,
     ready_out: *mut *mut pgi_template,
     build_out: *mut *mut pgi_template_build,
 ) -> *mut pgi_error {
@@ -595,7 +622,23 @@ pub unsafe extern "C" fn pgi_template_begin(
         check_out(build_out, "build_out")?;
         // SAFETY: arguments follow the documented contract.
         let (engine, key) = unsafe { (live(handle(engine, "engine")?)?.clone(), cstr(key, "key")?.to_owned()) };
-        let start = block_on(async move { engine.template_begin(&key).await })?;
+        let paths = if n_inputs == 0 {
+            Vec::new()
+        } else if inputs.is_null() {
+            return Err(err(pgi_code::NullArgument, format!("inputs is NULL but n_inputs is {n_inputs}")));
+        } else {
+            // SAFETY: the caller passes `n_inputs` string pointers at `inputs`.
+            let raw = unsafe { std::slice::from_raw_parts(inputs, n_inputs) };
+            // SAFETY: each is a NUL-terminated string valid for the call.
+            raw.iter().map(|&p| unsafe { cstr(p, "inputs[i]") }.map(str::to_owned)).collect::<Res<Vec<String>>>()?
+        };
+        let start = block_on(async move {
+            if paths.is_empty() {
+                engine.template_begin(&key).await
+            } else {
+                engine.template_begin_inputs(&key, &paths).await
+            }
+        })?;
         match start {
             TemplateStart::Ready(tpl) => {
                 // SAFETY: both checked above.
@@ -655,6 +698,35 @@ pub unsafe extern "C" fn pgi_template_commit(
         unsafe { *out = Box::into_raw(Box::new(pgi_template { tpl })) };
         Ok(())
     })
+}
+
+/// Abandons the build after the caller's migration tool failed with `message`, and returns the
+/// error to report (never NULL; free it with `pgi_error_free`): a `MIGRATION` error carrying
+/// `message` and, when it looks like an object the build cannot see (an extension installed
+/// in `public`), a hint saying how to fix it. `source_name` says what failed ("goose up"). The
+/// build handle must still be freed; failing a finished build is a `CLOSED` error.
+#[no_mangle]
+pub unsafe extern "C" fn pgi_template_build_fail(
+    build: *mut pgi_template_build,
+    source_name: *const c_char,
+    message: *const c_char,
+) -> *mut pgi_error {
+    let mut reported: Option<Box<pgi_error>> = None;
+    let e = guard(|| {
+        // SAFETY: arguments follow the documented contract.
+        let (b, source_name, message) =
+            unsafe { (handle_mut(build, "build")?, cstr(source_name, "source_name")?, cstr(message, "message")?) };
+        let inner = b.build.take().ok_or_else(|| err(pgi_code::Closed, "template build already finished"))?;
+        let (source_name, message) = (source_name.to_owned(), message.to_owned());
+        let core = pgisolate::blocking::block_on(async move { Ok(inner.fail(&source_name, &message).await) })
+            .map_err(from_core)?;
+        reported = Some(from_core(core));
+        Ok(())
+    });
+    match reported {
+        Some(r) if e.is_null() => Box::into_raw(r),
+        _ => e,
+    }
 }
 
 /// Frees a build handle, abandoning the build if it was not committed. Accepts NULL.

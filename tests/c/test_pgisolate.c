@@ -340,6 +340,119 @@ static void engine_cycle(const char *migrations) {
   pgi_string_free(burl);
 }
 
+/* Runs one statement through libpq; returns 1 when it succeeded, else copies the error. */
+static int exec_sql(const char *dsn, const char *sql, char *errbuf, size_t errlen) {
+  PGconn *conn = PQconnectdb(dsn);
+  PGresult *r = PQexec(conn, sql);
+  int good = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+  if (!good && errbuf) snprintf(errbuf, errlen, "%s", PQresultErrorMessage(r));
+  PQclear(r);
+  PQfinish(conn);
+  return good;
+}
+
+/* Caller-run builds keyed by their inputs, a failed build reported with pgi_template_build_fail,
+ * and warnings taken by the caller instead of printed. */
+static void caller_builds(const char *migrations) {
+  pgi_config *cfg = NULL;
+  ok(pgi_config_new(&cfg), "config");
+  ok(pgi_config_set(cfg, "gc_on_start", "false"), "gc_on_start");
+  ok(pgi_config_set(cfg, "collect_warnings", "true"), "collect_warnings");
+  /* public in the tail by choice (a superuser's default leaves a writable public out). */
+  ok(pgi_config_set(cfg, "search_path_tail", "public"), "search_path_tail");
+  expect_error(pgi_config_set(cfg, "collect_warnings", "yes please"), PGI_CODE_CONFIG, "collect_warnings bad");
+  pgi_engine *engine = NULL;
+  ok(pgi_engine_new(cfg, &engine), "engine");
+  pgi_config_free(cfg);
+  char *admin = NULL;
+  ok(pgi_engine_url(engine, &admin), "engine url");
+
+  /* The inputs: a directory of its own, so that this run's key is new. */
+  char dir[] = "/tmp/pgi-c-inputsXXXXXX";
+  CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+  char file[256], table[64], sql[256];
+  snprintf(file, sizeof file, "%s/001.sql", dir);
+  snprintf(table, sizeof table, "c_shadow_%ld", (long)getpid());
+  FILE *f = fopen(file, "w");
+  fprintf(f, "create table %s (id int);\n", table);
+  fclose(f);
+  const char *inputs[] = {dir, migrations};
+
+  pgi_template *ready = NULL, *tpl = NULL;
+  pgi_template_build *build = NULL;
+  expect_error(pgi_template_begin_inputs(engine, "", NULL, 2, &ready, &build), PGI_CODE_NULL_ARGUMENT,
+               "NULL inputs with a count");
+  const char *missing[] = {"/nonexistent/pgi-inputs"};
+  expect_error(pgi_template_begin_inputs(engine, "", missing, 1, &ready, &build), PGI_CODE_IO, "missing input");
+
+  /* 1. The tool fails: the error carries its message, nothing is published. */
+  ok(pgi_template_begin_inputs(engine, "c-tool", inputs, 2, &ready, &build), "begin inputs");
+  CHECK(ready == NULL && build != NULL, "new inputs must need a build");
+  char *burl = NULL, errbuf[512] = "";
+  ok(pgi_template_build_url(build, &burl), "build url");
+  CHECK(!exec_sql(burl, "select no_such_function()", errbuf, sizeof errbuf), "the failing migration succeeded");
+  pgi_error *failed = pgi_template_build_fail(build, "c-tool up", errbuf);
+  CHECK(failed != NULL && pgi_error_code(failed) == PGI_CODE_MIGRATION, "build_fail: not a MIGRATION error");
+  CHECK(failed && strstr(pgi_error_message(failed), "no_such_function") && strstr(pgi_error_message(failed), "c-tool up"),
+        "build_fail message: %s", failed ? pgi_error_message(failed) : "(null)");
+  pgi_error_free(failed);
+  expect_error(pgi_template_build_fail(build, "again", "x"), PGI_CODE_CLOSED, "fail twice");
+  pgi_template_build_free(build);
+  pgi_string_free(burl);
+
+  /* 2. Same inputs: built now, since the failed build published nothing. */
+  ok(pgi_template_begin_inputs(engine, "c-tool", inputs, 2, &ready, &build), "begin inputs again");
+  CHECK(ready == NULL && build != NULL, "a failed build must not be published");
+  ok(pgi_template_build_url(build, &burl), "build url");
+  snprintf(sql, sizeof sql, "create table %s (id int)", table);
+  CHECK(exec_sql(burl, sql, errbuf, sizeof errbuf), "migration: %s", errbuf);
+  ok(pgi_template_commit(build, &tpl), "commit");
+  pgi_template_build_free(build);
+  pgi_string_free(burl);
+
+  /* 3. Same inputs: ready. Changed inputs: a new build. */
+  ok(pgi_template_begin_inputs(engine, "c-tool", inputs, 2, &ready, &build), "begin inputs, third");
+  CHECK(ready != NULL && build == NULL, "unchanged inputs must reuse the template");
+  pgi_template_free(ready);
+  f = fopen(file, "a");
+  fprintf(f, "-- changed\n");
+  fclose(f);
+  ok(pgi_template_begin_inputs(engine, "c-tool", inputs, 2, &ready, &build), "begin changed inputs");
+  CHECK(ready == NULL && build != NULL, "changed inputs must need a new build");
+  pgi_template_build_free(build);
+
+  /* A table of the template also in public: acquire warns, and the warning is collected. */
+  snprintf(sql, sizeof sql, "create table public.%s (id int)", table);
+  CHECK(exec_sql(admin, sql, errbuf, sizeof errbuf), "public table: %s", errbuf);
+  char *none = NULL; /* what start-up said (public is writable by this role) */
+  ok(pgi_engine_take_warnings(engine, &none), "take warnings (start)");
+  CHECK(strstr(none, table) == NULL, "warned about %s before acquire: %s", table, none);
+  pgi_schema *s = NULL;
+  ok(pgi_schema_acquire(engine, tpl, PGI_CSTR("c.feature"), PGI_CSTR("shadowed"), (pgi_str){NULL, 0}, &s), "acquire");
+  char *warnings = NULL;
+  ok(pgi_engine_take_warnings(engine, &warnings), "take warnings");
+  char want[96];
+  snprintf(want, sizeof want, "public.%s", table);
+  CHECK(strstr(warnings, want) != NULL, "warning naming %s expected, got: %s", want, warnings);
+  char *drained = NULL;
+  ok(pgi_engine_take_warnings(engine, &drained), "take warnings again");
+  CHECK(strcmp(drained, "") == 0, "warnings taken twice: %s", drained);
+  snprintf(sql, sizeof sql, "drop table public.%s", table);
+  CHECK(exec_sql(admin, sql, errbuf, sizeof errbuf), "drop public table: %s", errbuf);
+
+  ok(pgi_schema_release(s, false, NULL), "release");
+  pgi_schema_free(s);
+  pgi_template_free(tpl);
+  ok(pgi_engine_close(engine), "close");
+  pgi_engine_free(engine);
+  remove(file);
+  rmdir(dir);
+  pgi_string_free(none);
+  pgi_string_free(warnings);
+  pgi_string_free(drained);
+  pgi_string_free(admin);
+}
+
 int main(int argc, char **argv) {
   if (argc != 3) {
     fprintf(stderr, "usage: %s <vectors dir> <migrations dir>\n", argv[0]);
@@ -349,6 +462,7 @@ int main(int argc, char **argv) {
   naming_vectors(argv[1]);
   conninfo_vectors(argv[1]);
   engine_cycle(argv[2]);
+  caller_builds(argv[2]);
   int passed = checks - failures;
   printf("%d passed, %d failed\n", passed, failures);
   return failures ? 1 : 0;

@@ -1754,7 +1754,7 @@ fn acceptance() {
     ];
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
     let mut table = String::from("\nreliability acceptance suite\ncase  outcome  time     detail\n");
-    let mut failed = 0;
+    let mut failures = String::new();
     // PGI_REL_CASES=R5,R7 runs only those cases (while working on them).
     let only: Option<Vec<String>> =
         std::env::var("PGI_REL_CASES").ok().map(|v| v.split(',').map(|c| c.trim().to_owned()).collect());
@@ -1769,11 +1769,13 @@ fn acceptance() {
             Ok(Err(e)) => ("FAIL", e),
             Err(_) => ("FAIL", format!("deadline of {deadline} s exceeded")),
         };
+        let row = format!("{id:<5} {outcome:<8} {:>6.1}s  {what}: {detail}\n", t.elapsed().as_secs_f64());
         if outcome != "pass" {
-            failed += 1;
+            failures.push_str(&row);
         }
-        table.push_str(&format!("{id:<5} {outcome:<8} {:>6.1}s  {what}: {detail}\n", t.elapsed().as_secs_f64()));
+        table.push_str(&row);
     }
     let _ = std::io::stderr().write_all(table.as_bytes());
-    assert_eq!(failed, 0, "{failed} reliability case(s) failed:{table}");
+    // The failing rows again, last, so that a log cut in the middle still shows them.
+    assert!(failures.is_empty(), "reliability case(s) failed:\n{failures}");
 }
