@@ -30,9 +30,10 @@ demo: build ## 8 concurrent scenarios, each in its own schema, on the embedded s
 lint: ## rustfmt, clippy, gofmt and go vet, warnings as errors
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	@out=$$(gofmt -l bindings-go examples/godog); if [ -n "$$out" ]; then echo "gofmt needed: $$out" >&2; exit 1; fi
+	@out=$$(gofmt -l bindings-go examples/godog examples/go-migrations); if [ -n "$$out" ]; then echo "gofmt needed: $$out" >&2; exit 1; fi
 	cd bindings-go && go vet ./...
 	cd examples/godog && go vet ./...
+	cd examples/go-migrations && go vet ./...
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
@@ -54,9 +55,10 @@ c-test: build ## The C test (vectors + an acquire/release cycle) under valgrind
 	  -Wall -Werror -o target/c-module-test tests/c/module_import.c $(LIB) $(NATIVE_LIBS)
 	target/c-module-test
 
-go-test: build ## Go binding tests (-race) and the godog example (3 packages in parallel)
+go-test: build ## Go binding tests (-race), the godog example (3 packages in parallel), goose and golang-migrate recipes
 	cd bindings-go && go test -race -count=1 ./...
 	cd examples/godog && go test -count=1 -p 3 ./...
+	cd examples/go-migrations && go test -count=1 ./...
 
 bench: deps ## Every isolation strategy side by side (release build); writes docs/bench/bench.csv and .svg
 	$(CARGO) build --release -p pgisolate-cli

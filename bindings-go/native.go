@@ -13,6 +13,7 @@ import "C"
 
 import (
 	"runtime"
+	"strings"
 	"unsafe"
 )
 
@@ -178,15 +179,47 @@ func nativeTemplateFromSQL(e *nativeEngine, sql string) (*nativeTemplate, error)
 	return t, nil
 }
 
-func nativeTemplateBegin(e *nativeEngine, key string) (*nativeTemplate, *nativeBuild, error) {
+func nativeTemplateBegin(e *nativeEngine, key string, inputs []string) (*nativeTemplate, *nativeBuild, error) {
 	k, freeK := cString(key)
 	defer freeK()
+	var paths **C.char
+	if len(inputs) > 0 {
+		arr := unsafe.Slice((**C.char)(C.malloc(C.size_t(len(inputs))*C.size_t(unsafe.Sizeof((*C.char)(nil))))), len(inputs))
+		for i, in := range inputs {
+			arr[i] = C.CString(in)
+		}
+		defer func() {
+			for _, p := range arr {
+				C.free(unsafe.Pointer(p))
+			}
+			C.free(unsafe.Pointer(&arr[0]))
+		}()
+		paths = &arr[0]
+	}
 	var t *C.pgi_template
 	var b *C.pgi_template_build
-	if err := takeError(C.pgi_template_begin(e, k, &t, &b)); err != nil {
+	if err := takeError(C.pgi_template_begin_inputs(e, k, paths, C.size_t(len(inputs)), &t, &b)); err != nil {
 		return nil, nil, err
 	}
 	return t, b, nil
+}
+
+// nativeBuildFail abandons the build and returns the error to report (the tool's message with
+// the engine's hint).
+func nativeBuildFail(b *nativeBuild, source, message string) error {
+	s, freeS := cString(source)
+	defer freeS()
+	m, freeM := cString(message)
+	defer freeM()
+	return takeError(C.pgi_template_build_fail(b, s, m))
+}
+
+func nativeTakeWarnings(e *nativeEngine) ([]string, error) {
+	s, err := stringCall(func(out **C.char) *C.pgi_error { return C.pgi_engine_take_warnings(e, out) })
+	if err != nil || s == "" {
+		return nil, err
+	}
+	return strings.Split(s, "\n"), nil
 }
 
 func nativeBuildURL(b *nativeBuild) (string, error) {

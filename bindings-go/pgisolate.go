@@ -13,6 +13,7 @@ package pgisolate
 
 import (
 	"fmt"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -85,6 +86,9 @@ type Config struct {
 	GCGrace        time.Duration // gc leaves younger orphans alone (5s)
 	NoGCOnStart    bool          // do not run gc when the engine starts
 	LoginRole      bool          // a LOGIN role per schema (least privilege; needs CREATEROLE)
+	// OnWarning receives the engine's warnings (a template's tables also in public, leaked
+	// connections at release, …); nil prints them to stderr. A test helper passes t.Log.
+	OnWarning func(msg string)
 }
 
 func (c Config) settings() [][2]string {
@@ -120,14 +124,16 @@ func (c Config) settings() [][2]string {
 	if c.LoginRole {
 		add("login_role", "true")
 	}
+	add("collect_warnings", "true") // handed to OnWarning by Engine.warnings
 	return s
 }
 
 // Engine is one per process: admin connections, the owner lease, templates.
 type Engine struct {
-	mu  sync.RWMutex
-	ptr *nativeEngine
-	url string
+	mu        sync.RWMutex
+	ptr       *nativeEngine
+	url       string
+	onWarning func(string)
 }
 
 // NewEngine starts an engine (booting or reusing the embedded server when no URL is set).
@@ -141,9 +147,23 @@ func NewEngine(cfg Config) (*Engine, error) {
 		nativeEngineFree(ptr)
 		return nil, err
 	}
-	e := &Engine{ptr: ptr, url: url}
+	e := &Engine{ptr: ptr, url: url, onWarning: cfg.OnWarning}
 	runtime.SetFinalizer(e, func(e *Engine) { _ = e.Close() })
+	e.warnings()
 	return e, nil
+}
+
+// warnings hands what the engine collected to OnWarning (stderr by default).
+func (e *Engine) warnings() {
+	var msgs []string
+	_ = e.with(func(p *nativeEngine) (err error) { msgs, err = nativeTakeWarnings(p); return })
+	for _, m := range msgs {
+		if e.onWarning != nil {
+			e.onWarning(m)
+		} else {
+			fmt.Fprintln(os.Stderr, "pgisolate: warning: "+m)
+		}
+	}
 }
 
 // with runs f with the live native engine under a read lock.
@@ -155,6 +175,13 @@ func (e *Engine) with(f func(*nativeEngine) error) error {
 	}
 	err := f(e.ptr)
 	keepAlive(e)
+	return err
+}
+
+// call is with, then hands over the warnings the call raised.
+func (e *Engine) call(f func(*nativeEngine) error) error {
+	err := e.with(f)
+	e.warnings()
 	return err
 }
 
@@ -170,6 +197,7 @@ func (e *Engine) RunID() (string, error) {
 
 // Close waits for background releases and frees the engine. Idempotent.
 func (e *Engine) Close() error {
+	e.warnings() // background releases may have warned
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.ptr != nil {
@@ -225,7 +253,7 @@ func (t *Template) BuiltHere() bool { return t.builtHere }
 // Template builds (once per server) or finds the template for every *.sql file in dir.
 func (e *Engine) Template(dir string) (*Template, error) {
 	var ptr *nativeTemplate
-	if err := e.with(func(p *nativeEngine) (err error) { ptr, err = nativeTemplateFromDir(p, dir); return }); err != nil {
+	if err := e.call(func(p *nativeEngine) (err error) { ptr, err = nativeTemplateFromDir(p, dir); return }); err != nil {
 		return nil, err
 	}
 	return newTemplate(ptr)
@@ -234,20 +262,28 @@ func (e *Engine) Template(dir string) (*Template, error) {
 // TemplateSQL builds (once per server) or finds the template for SQL text.
 func (e *Engine) TemplateSQL(sql string) (*Template, error) {
 	var ptr *nativeTemplate
-	if err := e.with(func(p *nativeEngine) (err error) { ptr, err = nativeTemplateFromSQL(p, sql); return }); err != nil {
+	if err := e.call(func(p *nativeEngine) (err error) { ptr, err = nativeTemplateFromSQL(p, sql); return }); err != nil {
 		return nil, err
 	}
 	return newTemplate(ptr)
 }
 
 // TemplateFunc builds the template once per server with build, which migrates the database
-// at the URL it is given (GORM AutoMigrate, goose, migrate, plain SQL). fingerprint names the
-// schema version: change it when the migrations change. Other processes wait for the build
-// and reuse it.
-func (e *Engine) TemplateFunc(fingerprint string, build func(url string) error) (*Template, error) {
+// at the URL it is given (goose, golang-migrate, GORM AutoMigrate, plain SQL). The URL's
+// search_path holds only the build schema (and extensions): a tool that ignores it, or finds
+// its version table elsewhere, makes an empty build, which is refused. Other processes wait
+// for the build and reuse it.
+//
+// inputs are the files and directories the build reads (the migrations directory): their
+// contents are hashed with fingerprint, so a changed migration builds a new template. Without
+// inputs, fingerprint alone names the version: change it when the migrations change.
+func (e *Engine) TemplateFunc(fingerprint string, build func(url string) error, inputs ...string) (*Template, error) {
 	var ready *nativeTemplate
 	var b *nativeBuild
-	if err := e.with(func(p *nativeEngine) (err error) { ready, b, err = nativeTemplateBegin(p, fingerprint); return }); err != nil {
+	if err := e.call(func(p *nativeEngine) (err error) {
+		ready, b, err = nativeTemplateBegin(p, fingerprint, inputs)
+		return
+	}); err != nil {
 		return nil, err
 	}
 	if ready != nil {
@@ -259,10 +295,10 @@ func (e *Engine) TemplateFunc(fingerprint string, build func(url string) error) 
 		return nil, err
 	}
 	if err := callBuild(build, url); err != nil {
-		return nil, &Error{Code: CodeMigration, Message: fmt.Sprintf("template %q: %v", fingerprint, err)}
+		return nil, nativeBuildFail(b, fmt.Sprintf("template %q", fingerprint), err.Error())
 	}
-	ptr, err := nativeBuildCommit(b)
-	if err != nil {
+	var ptr *nativeTemplate
+	if err := e.call(func(*nativeEngine) (err error) { ptr, err = nativeBuildCommit(b); return }); err != nil {
 		return nil, err
 	}
 	return newTemplate(ptr)
@@ -280,6 +316,7 @@ func callBuild(build func(string) error, url string) (err error) {
 // Schema is one test's isolated schema.
 type Schema struct {
 	mu          sync.Mutex
+	engine      *Engine
 	ptr         *nativeSchema
 	name        string
 	url         string
@@ -304,7 +341,7 @@ func (e *Engine) acquire(tpl *Template, feature, scenario string, discriminator 
 	}
 	var ptr *nativeSchema
 	var info schemaInfo
-	err := e.with(func(p *nativeEngine) error {
+	err := e.call(func(p *nativeEngine) error {
 		tpl.mu.Lock()
 		defer tpl.mu.Unlock()
 		if tpl.ptr == nil {
@@ -318,7 +355,7 @@ func (e *Engine) acquire(tpl *Template, feature, scenario string, discriminator 
 	if err != nil {
 		return nil, err
 	}
-	s := &Schema{ptr: ptr, name: info.name, url: info.url, conninfo: info.conninfo, cachePrefix: info.cachePrefix}
+	s := &Schema{engine: e, ptr: ptr, name: info.name, url: info.url, conninfo: info.conninfo, cachePrefix: info.cachePrefix}
 	runtime.SetFinalizer(s, func(s *Schema) { s.free() })
 	return s, nil
 }
@@ -359,6 +396,7 @@ func (s *Schema) Finish(failed bool) (kept bool, err error) {
 	nativeSchemaFree(s.ptr)
 	s.ptr = nil
 	runtime.SetFinalizer(s, nil)
+	s.engine.warnings() // leaked connections terminated at release, …
 	return kept, err
 }
 

@@ -313,6 +313,98 @@ func TestTemplateFuncBuildsOnceWithTheCallersTool(t *testing.T) {
 	}
 }
 
+func TestTemplateFuncInputsCannotGoStale(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "001_gadgets.sql")
+	write := func(sql string) {
+		if err := os.WriteFile(file, []byte(sql), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("create table gadgets (id int);")
+	calls := 0
+	build := func(url string) error {
+		calls++
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			return err
+		}
+		db, err := sql.Open("pgx", url)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		_, err = db.Exec(string(raw))
+		return err
+	}
+	first, err := shared.TemplateFunc("gadgets", build, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	same, err := shared.TemplateFunc("gadgets", build, dir)
+	if err != nil || same.Name() != first.Name() || calls != 1 {
+		t.Fatalf("unchanged inputs: calls=%d names %s/%v err=%v", calls, first.Name(), same, err)
+	}
+	write("create table gadgets (id int, label text);")
+	changed, err := shared.TemplateFunc("gadgets", build, dir)
+	if err != nil || changed.Name() == first.Name() || calls != 2 {
+		t.Fatalf("changed inputs must build anew: calls=%d names %s/%v err=%v", calls, first.Name(), changed, err)
+	}
+	_, err = shared.TemplateFunc("gadgets", build, filepath.Join(dir, "missing"))
+	var pe *Error
+	if !errors.As(err, &pe) || pe.Code != CodeIO {
+		t.Fatalf("a missing input must be an io error, got %v", err)
+	}
+	// A failed build publishes nothing: the next call builds again, with the tool's message.
+	write("select no_such_function();")
+	_, err = shared.TemplateFunc("gadgets", build, dir)
+	if !errors.As(err, &pe) || pe.Code != CodeMigration || !strings.Contains(pe.Message, "no_such_function") {
+		t.Fatalf("want the tool's error as a migration error, got %v", err)
+	}
+	_, _ = shared.TemplateFunc("gadgets", build, dir)
+	if calls != 4 {
+		t.Fatalf("a failed build must not be published: calls=%d", calls)
+	}
+}
+
+func TestWarningsReachOnWarning(t *testing.T) {
+	var mu sync.Mutex
+	var got []string
+	e, err := NewEngine(Config{NoGCOnStart: true, SearchPathTail: []string{"public"}, OnWarning: func(m string) {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, m)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	table := fmt.Sprintf("go_shadow_%d", os.Getpid())
+	tpl, err := e.TemplateSQL("create table " + table + " (id int)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, _ := sql.Open("pgx", e.URL())
+	defer admin.Close()
+	if _, err := admin.Exec("create table public." + table + " (id int)"); err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Exec("drop table public." + table)
+	s, err := e.Acquire(tpl, "go.feature", "shadowed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Release()
+	mu.Lock()
+	defer mu.Unlock()
+	for _, m := range got {
+		if strings.Contains(m, "public."+table) {
+			return
+		}
+	}
+	t.Fatalf("no warning named public.%s; got %q", table, got)
+}
+
 func TestErrorsCarryCodes(t *testing.T) {
 	_, err := NewEngine(Config{HashLen: 99})
 	var pe *Error

@@ -206,8 +206,8 @@ async fn extensions_hint(client: &Client) -> String {
     format!(
         ". Hint: template builds see only their own schema and schema extensions, and these extensions live \
          elsewhere: {}. Give the tests a database of their own (CREATE DATABASE app_test; pgisolate installs \
-         extensions into schema extensions there), or move them: ALTER EXTENSION {} SET SCHEMA extensions, and \
-         set PGISOLATE_EXTENSIONS={}",
+         extensions into schema extensions there), or move them: CREATE SCHEMA IF NOT EXISTS extensions; ALTER \
+         EXTENSION {} SET SCHEMA extensions; and set PGISOLATE_EXTENSIONS={}",
         list.join(", "),
         ident(names[0]),
         names.join(",")
