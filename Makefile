@@ -84,9 +84,10 @@ py-test: build-python ## Python: binding and plugin tests, the 200-test suite wi
 build-node: deps ## Build the Node addon (napi-rs) after npm ci
 	cd bindings-node && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
 
-node-test: build-node ## Node: vectors, engine, node:test and Vitest suites (pg), the example
+node-test: build-node ## Node: vectors, engine, node:test and Vitest suites (pg), the examples (pg, Knex)
 	cd bindings-node && npm test
 	cd examples/node && npm ci --no-audit --no-fund --loglevel=error && npm test
+	cd examples/knex && npm ci --no-audit --no-fund --loglevel=error && npm test
 
 test: build lint header-check ## Every suite: Rust, C (valgrind), Go, Python, Node, the demo; then check nothing is left
 	$(CARGO) test --workspace

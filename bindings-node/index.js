@@ -1,6 +1,7 @@
 'use strict'
-// The public API: the native classes with errors mapped to PgIsolateError subclasses, and
-// engine.template({fingerprint, build}) for migration tools driven from JavaScript.
+// The public API: the native classes with errors mapped to PgIsolateError subclasses,
+// engine.template({fingerprint, inputs, build}) for migration tools driven from JavaScript, and
+// the engine's warnings emitted through process.emitWarning (type 'PgIsolateWarning').
 
 const native = require('./native.js')
 
@@ -77,11 +78,48 @@ for (const cls of [native.Engine, native.Template, native.TemplateBegin, native.
 }
 const nativeStart = guard(native.Engine.start)
 
+// Warnings (a template's tables also in public, leaked connections at release, …) reach the
+// user through the runtime's own channel: node:test, Vitest and Jest print process warnings,
+// and `node --throw-deprecation`-style handlers or process.on('warning') can act on them.
+const ENGINE = Symbol('pgisolate.engine')
+
+function emitWarnings(engine) {
+  let messages = []
+  try {
+    messages = engine.takeWarnings()
+  } catch {
+    return
+  }
+  for (const m of messages) process.emitWarning(m, { type: 'PgIsolateWarning', code: 'PGISOLATE' })
+}
+
+// After each call that can warn, hand the warnings over (also when the call failed).
+function warnAfter(cls, name, engineOf) {
+  const call = cls.prototype[name]
+  Object.defineProperty(cls.prototype, name, {
+    configurable: true,
+    writable: true,
+    value: async function (...args) {
+      const engine = engineOf(this)
+      try {
+        const r = await call.apply(this, args)
+        if (r instanceof native.Schema) Object.defineProperty(r, ENGINE, { value: engine })
+        return r
+      } finally {
+        if (engine) emitWarnings(engine)
+      }
+    },
+  })
+}
+for (const name of ['template', 'templateBegin', 'acquire', 'gc', 'close']) warnAfter(native.Engine, name, (e) => e)
+warnAfter(native.Schema, 'release', (s) => s[ENGINE])
+
 /** The engine; `Engine.start(options)` resolves to one (native methods, mapped errors). */
 class Engine extends native.Engine {
   static async start(options) {
     const engine = await nativeStart.call(native.Engine, options)
     Object.setPrototypeOf(engine, Engine.prototype)
+    emitWarnings(engine)
     return engine
   }
 }
@@ -92,20 +130,36 @@ Object.defineProperty(native.Engine.prototype, 'template', {
   writable: true,
   value: async function template(source) {
     if (!source || typeof source.build !== 'function') return nativeTemplate.call(this, source)
-    if (typeof source.fingerprint !== 'string' || !source.fingerprint) {
-      throw new ConfigError('template({build}) needs a fingerprint: a string naming the migrations version', 'config')
+    const { fingerprint = '', inputs = [] } = source
+    if (typeof fingerprint !== 'string' || !Array.isArray(inputs) || (!fingerprint && inputs.length === 0)) {
+      throw new ConfigError(
+        'template({build}) needs inputs (the migration files or directories, hashed so that a changed migration ' +
+          'builds a new template) or a fingerprint (a string naming the migrations version), or both',
+        'config',
+      )
     }
-    const begun = await this.templateBegin(source.fingerprint)
+    const begun = await this.templateBegin(fingerprint, inputs.map(String))
     const ready = begun.template
     if (ready) return ready
     const build = begun.build
+    const what = `template ${JSON.stringify(fingerprint || inputs.join(' '))}`
     try {
       await source.build(build.url)
     } catch (e) {
-      await build.abort()
-      throw new MigrationError(`template ${JSON.stringify(source.fingerprint)}: ${e && e.message}`, 'migration', { cause: e })
+      try {
+        await build.fail(what, String((e && e.message) || e))
+      } catch (reported) {
+        if (reported instanceof PgIsolateError) {
+          throw new MigrationError(reported.message, 'migration', { cause: e })
+        }
+        throw reported
+      }
     }
-    return build.commit()
+    try {
+      return await build.commit()
+    } finally {
+      emitWarnings(this)
+    }
   },
 })
 

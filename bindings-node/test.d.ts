@@ -5,9 +5,15 @@ export interface GlobalSetupOptions {
   url?: string
   /** Directory of *.sql migrations (exported to workers as PGISOLATE_MIGRATIONS). */
   migrations?: string
-  /** With `build`: the migrations' version; the template is built once by `build(url)`. */
-  fingerprint?: string
+  /**
+   * Your migration tool (Knex, Prisma, …): `build(url)` migrates the database at `url`, once per
+   * server; workers reuse the template. Give `inputs` (the migration files or directories,
+   * hashed so that a changed migration builds a new template), `fingerprint` (a version you
+   * bump by hand), or both.
+   */
   build?: (url: string) => unknown | Promise<unknown>
+  inputs?: string[]
+  fingerprint?: string
 }
 
 /** Once per run: start the server, build the template, export the environment for workers. Returns the teardown. */
@@ -24,4 +30,6 @@ export declare function workerSchema(): Promise<Schema>
 export declare function workerId(): string
 export declare function engine(): Promise<Engine>
 export declare function template(): Promise<Template>
-export declare function setTemplate(source: { migrations: string } | { fingerprint: string; build: (url: string) => unknown }): void
+export declare function setTemplate(
+  source: { migrations: string } | { fingerprint?: string; inputs?: string[]; build: (url: string) => unknown },
+): void

@@ -29,18 +29,34 @@ function workerId() {
 
 function sourceFromEnv() {
   if (templateSource) return templateSource
+  const built = process.env.PGISOLATE_TEMPLATE_BUILT
+  if (built) {
+    // globalSetup built the template with the caller's tool: workers find it by the same key
+    // and inputs; they never run the tool themselves.
+    const { fingerprint, inputs } = JSON.parse(built)
+    return {
+      fingerprint,
+      inputs,
+      build: () => {
+        throw new ConfigError(
+          'the template globalSetup built is gone (pruned or dropped while the run was going): run the tests again',
+          'config',
+        )
+      },
+    }
+  }
   const dir = process.env.PGISOLATE_MIGRATIONS
   if (!dir) {
     throw new ConfigError(
-      'pgisolate/test needs migrations: call globalSetup({ migrations: "dir" }) in the runner, set ' +
-        'PGISOLATE_MIGRATIONS, or call setTemplate({ fingerprint, build }) in a setup file',
+      'pgisolate/test needs migrations: call globalSetup({ migrations: "dir" }) or globalSetup({ inputs, build }) ' +
+        'in the runner, set PGISOLATE_MIGRATIONS, or call setTemplate({ inputs, build }) in a setup file',
       'config',
     )
   }
   return { migrations: dir }
 }
 
-/** Sets the template source for this process ({migrations} or {fingerprint, build}). */
+/** Sets the template source for this process ({migrations} or {fingerprint?, inputs?, build}). */
 function setTemplate(source) {
   templateSource = source
   templatePromise = undefined
@@ -66,13 +82,13 @@ function template() {
 async function globalSetup(options = {}) {
   const opts = options && typeof options === 'object' && !('config' in options) ? options : {}
   if (opts.migrations) process.env.PGISOLATE_MIGRATIONS = path.resolve(opts.migrations)
-  if (opts.build) setTemplate({ fingerprint: opts.fingerprint, build: opts.build })
+  const inputs = (opts.inputs || []).map((p) => path.resolve(p))
+  if (opts.build) setTemplate({ fingerprint: opts.fingerprint, inputs, build: opts.build })
   globalEngine = await Engine.start({ url: opts.url })
-  const tpl = await globalEngine.template(sourceFromEnv())
+  await globalEngine.template(sourceFromEnv())
   process.env.PGISOLATE_DATABASE_URL = globalEngine.url
   process.env.PGISOLATE_RUN_ID = globalEngine.runId
-  if (opts.fingerprint && opts.build) process.env.PGISOLATE_TEMPLATE_KEY = opts.fingerprint
-  void tpl
+  if (opts.build) process.env.PGISOLATE_TEMPLATE_BUILT = JSON.stringify({ fingerprint: opts.fingerprint || '', inputs })
   return globalTeardown
 }
 

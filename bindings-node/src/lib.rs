@@ -112,6 +112,8 @@ impl Engine {
                 cfg.login_role = l;
             }
         }
+        // index.js hands warnings to process.emitWarning (takeWarnings after each call).
+        cfg.collect_warnings = true;
         let inner = pgisolate::Engine::start(cfg).await.map_err(err)?;
         Ok(Engine { inner })
     }
@@ -120,6 +122,12 @@ impl Engine {
     #[napi(getter)]
     pub fn url(&self) -> String {
         self.inner.url().to_owned()
+    }
+
+    /// Warnings collected since the last call (index.js emits them as `PgIsolateWarning`).
+    #[napi]
+    pub fn take_warnings(&self) -> Vec<String> {
+        self.inner.take_warnings()
     }
 
     /// The run identity recorded with every schema.
@@ -153,10 +161,16 @@ impl Engine {
     }
 
     /// Starts a template built by the caller's own tool: `{template}` when it exists, else
-    /// `{build}` (migrate `build.url`, then `build.commit()`).
+    /// `{build}` (migrate `build.url`, then `build.commit()`, or `build.fail(what, message)`).
+    /// `inputs` (files, directories: the migrations) are hashed into the key, so a changed
+    /// migration builds a new template.
     #[napi]
-    pub async fn template_begin(&self, key: String) -> Result<TemplateBegin> {
-        match self.inner.template_begin(&key).await.map_err(err)? {
+    pub async fn template_begin(&self, key: String, inputs: Option<Vec<String>>) -> Result<TemplateBegin> {
+        let start = match inputs.filter(|i| !i.is_empty()) {
+            Some(paths) => self.inner.template_begin_inputs(&key, &paths).await,
+            None => self.inner.template_begin(&key).await,
+        };
+        match start.map_err(err)? {
             TemplateStart::Ready(t) => Ok(TemplateBegin { template: Some(Template { inner: t }), build: None }),
             TemplateStart::Build(b) => Ok(TemplateBegin {
                 template: None,
@@ -315,6 +329,15 @@ impl TemplateBuild {
         let b = self.take()?;
         b.abort().await.map_err(err)
     }
+
+    /// Abandons the build after the migration tool failed with `message`; always rejects, with
+    /// the error to report (the message, plus a hint when the build could not see an object,
+    /// such as an extension installed in public).
+    #[napi]
+    pub async fn fail(&self, source_name: String, message: String) -> Result<()> {
+        let b = self.take()?;
+        Err(err(b.fail(&source_name, &message).await))
+    }
 }
 
 impl TemplateBuild {
@@ -323,7 +346,7 @@ impl TemplateBuild {
             .lock()
             .map_err(|_| closed("template build lock poisoned"))?
             .take()
-            .ok_or_else(|| closed("template build already committed or aborted"))
+            .ok_or_else(|| closed("template build already finished (committed, aborted or failed)"))
     }
 }
 

@@ -1031,7 +1031,7 @@ impl Inner {
                 // One line each: bindings hand them over newline-separated.
                 let msg = msg.replace(['\r', '\n'], " ");
                 if let Ok(mut w) = self.warnings.lock() {
-                    if w.len() < 1000 && !w.iter().any(|x| *x == msg) {
+                    if w.len() < 1000 && !w.contains(&msg) {
                         w.push(msg);
                     }
                 }

@@ -93,3 +93,92 @@ test('a closed engine refuses work; close is idempotent', async () => {
   await e.close()
   await assert.rejects(e.acquire(tpl, { feature: 'f', scenario: 's' }), pgi.ClosedError)
 })
+
+test('caller builds keyed by their inputs cannot go stale; a failed build publishes nothing', async () => {
+  const fs = require('node:fs')
+  const os = require('node:os')
+  const e = await engine()
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgi-node-inputs-'))
+  const file = path.join(dir, '001_gadgets.sql')
+  fs.writeFileSync(file, 'create table gadgets (id int);')
+  let calls = 0
+  const build = async (url) => {
+    calls++
+    await query(url, fs.readFileSync(file, 'utf8'))
+  }
+  try {
+    const first = await e.template({ inputs: [dir], build })
+    const same = await e.template({ inputs: [dir], build })
+    assert.equal(calls, 1)
+    assert.equal(same.name, first.name)
+    fs.writeFileSync(file, 'create table gadgets (id int, label text);')
+    const changed = await e.template({ inputs: [dir], build })
+    assert.equal(calls, 2)
+    assert.notEqual(changed.name, first.name)
+    await assert.rejects(e.template({ inputs: [path.join(dir, 'missing')], build }), pgi.FileError)
+    await assert.rejects(e.template({ build }), pgi.ConfigError)
+    fs.writeFileSync(file, 'select no_such_function();')
+    await assert.rejects(
+      e.template({ fingerprint: 'gadgets', inputs: [dir], build }),
+      (err) => err instanceof pgi.MigrationError && /no_such_function/.test(err.message) && /no_such_function/.test(err.cause.message),
+    )
+    await assert.rejects(e.template({ fingerprint: 'gadgets', inputs: [dir], build }), pgi.MigrationError)
+    assert.equal(calls, 4, 'a failed build must not be published')
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+test('warnings reach process.emitWarning as PgIsolateWarning', async () => {
+  const e = await pgi.Engine.start({ gcOnStart: false, searchPathTail: ['public'] })
+  const table = `node_shadow_${process.pid}`
+  const seen = []
+  const listener = (w) => seen.push(w)
+  process.on('warning', listener)
+  try {
+    const tpl = await e.template({ sql: `create table ${table} (id int)` })
+    await query(e.url, `create table public.${table} (id int)`)
+    const s = await e.acquire(tpl, { feature: 'node.feature', scenario: 'shadowed' })
+    await s.release()
+    await new Promise((r) => setImmediate(r)) // warnings are emitted on the next tick
+    const w = seen.find((x) => x.name === 'PgIsolateWarning' && x.message.includes(`public.${table}`))
+    assert.ok(w, `no PgIsolateWarning named public.${table}: ${seen.map((x) => x.message).join(' | ')}`)
+  } finally {
+    process.off('warning', listener)
+    await query(e.url, `drop table if exists public.${table}`)
+    await e.close()
+  }
+})
+
+test('a Prisma migrations directory builds its template; prismaUrl names the schema', async () => {
+  const fs = require('node:fs')
+  const os = require('node:os')
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgi-prisma-'))
+  const write = (rel, text) => {
+    fs.mkdirSync(path.dirname(path.join(dir, rel)), { recursive: true })
+    fs.writeFileSync(path.join(dir, rel), text)
+  }
+  // What `prisma migrate dev` writes (two migrations, the lock file).
+  write('migration_lock.toml', 'provider = "postgresql"\n')
+  write('20240101120000_init/migration.sql',
+    'CREATE TABLE "User" ("id" SERIAL NOT NULL, "email" TEXT NOT NULL, CONSTRAINT "User_pkey" PRIMARY KEY ("id"));\n' +
+    'CREATE UNIQUE INDEX "User_email_key" ON "User"("email");\n')
+  write('20240315093000_posts/migration.sql',
+    'CREATE TABLE "Post" ("id" SERIAL NOT NULL, "authorId" INTEGER NOT NULL, CONSTRAINT "Post_pkey" PRIMARY KEY ("id"));\n' +
+    'ALTER TABLE "Post" ADD CONSTRAINT "Post_authorId_fkey" FOREIGN KEY ("authorId") REFERENCES "User"("id") ON DELETE RESTRICT ON UPDATE CASCADE;\n')
+  const e = await engine()
+  try {
+    const tpl = await e.template({ migrations: dir })
+    const s = await e.acquire(tpl, { feature: 'prisma', scenario: 'layout' })
+    try {
+      const rows = await query(s.url, `insert into "User" (email) values ('a@example.com') returning id`)
+      await query(s.url, `insert into "Post" ("authorId") values (${rows[0].id})`)
+      const u = new URL(s.prismaUrl)
+      assert.equal(u.searchParams.get('schema'), s.name)
+    } finally {
+      await s.release()
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
