@@ -181,7 +181,8 @@ impl Engine {
             let row = admin
                 .query_one(
                     "select (select oid from pg_database where datname = current_database()), rolsuper, \
-                     rolsuper or rolcreaterole from pg_roles where rolname = current_user",
+                     rolsuper or rolcreaterole, exists (select 1 from pg_namespace where nspname = 'extensions') \
+                     from pg_roles where rolname = current_user",
                     &[],
                 )
                 .await
@@ -201,12 +202,10 @@ impl Engine {
             }
             let su: bool = row.get(1);
             public_warning = Engine::guard_public(&mut cfg, &admin, server.is_some()).await;
-            registry::rescue_extensions(&admin).await?;
-            let has_ext_schema: bool = admin
-                .query_one("select exists (select 1 from pg_namespace where nspname = 'extensions')", &[])
-                .await
-                .map_err(|e| Error::db("look up schema extensions", e))?
-                .get(0);
+            let rescued = registry::rescue_extensions(&admin).await?;
+            // Schema extensions exists if it did before, or the rescue made it just now
+            // (configured extensions already put it in the tail above).
+            let has_ext_schema = row.get::<_, bool>(3) || rescued;
             if has_ext_schema && !cfg.search_path_tail.iter().any(|t| t == "extensions") {
                 cfg.search_path_tail.push("extensions".to_owned());
             }

@@ -231,7 +231,7 @@ pub async fn ensure_extensions(client: &Client, names: &[String]) -> Result<()> 
 /// build or test schema to schema `extensions`, and forgets the templates that held them (their
 /// captured DDL names the extension's objects under the template; they are rebuilt on next
 /// use). Extensions in other schemas (`public`) are the user's and are left alone.
-pub async fn rescue_extensions(client: &Client) -> Result<()> {
+pub async fn rescue_extensions(client: &Client) -> Result<bool> {
     let rows = client
         .query(
             "select e.extname, n.nspname, e.extrelocatable from pg_extension e join pg_namespace n on n.oid = e.extnamespace \
@@ -241,7 +241,7 @@ pub async fn rescue_extensions(client: &Client) -> Result<()> {
         .await
         .map_err(|e| Error::db("look up extensions inside pgisolate schemas", e))?;
     if rows.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let mut sql =
         format!("BEGIN; SELECT pg_advisory_xact_lock({REGISTRY_CLASS}, 2); CREATE SCHEMA IF NOT EXISTS extensions;");
@@ -257,7 +257,7 @@ pub async fn rescue_extensions(client: &Client) -> Result<()> {
         let _ = client.batch_execute("ROLLBACK").await;
         return Err(Error::db("move extensions out of pgisolate schemas into schema extensions", e));
     }
-    Ok(())
+    Ok(true)
 }
 
 /// A template in the registry.
