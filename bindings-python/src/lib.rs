@@ -572,6 +572,13 @@ fn redact(url: &str) -> String {
     pgisolate::conninfo::redact(url)
 }
 
+/// The `pgisolate` command (`python -m pgisolate`, the console script): runs `argv` (program
+/// name first) and returns the exit status.
+#[pyfunction]
+fn cli_main(py: Python<'_>, argv: Vec<String>) -> u8 {
+    py.detach(|| pgisolate_cli::main_from(argv.into_iter().map(Into::into).collect()))
+}
+
 #[pymodule]
 fn _pgisolate(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -603,5 +610,6 @@ fn _pgisolate(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(scoped_url, m)?)?;
     m.add_function(wrap_pyfunction!(prisma_url, m)?)?;
     m.add_function(wrap_pyfunction!(redact, m)?)?;
+    m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     Ok(())
 }

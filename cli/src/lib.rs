@@ -1,0 +1,359 @@
+//! `pgisolate`: demo, run, ls, gc, url, templates, bench. A library so that the wheel and the
+//! npm package carry the same command (`pgisolate._pgisolate.cli_main`, `cliMain`) as the
+//! binary.
+
+mod bench;
+mod progress;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use pgisolate::{Config, Engine, Identity, Migrations};
+
+use crate::progress::Spinner;
+
+#[derive(Parser)]
+#[command(name = "pgisolate", version, about = "One PostgreSQL schema per test: demo, run, ls, gc, url")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Template from migrations, 8 concurrent scenarios registering the same email, each in
+    /// its own schema; prints what each saw and the leftovers (0).
+    Demo {
+        /// Migrations directory.
+        #[arg(long, default_value = "examples/migrations")]
+        migrations: PathBuf,
+        /// Number of concurrent scenarios.
+        #[arg(long, default_value_t = 8)]
+        scenarios: usize,
+    },
+    /// Start (or reuse) the server, export PGISOLATE_DATABASE_URL and PGISOLATE_RUN_ID, run
+    /// the command, then gc and print a summary. Exits with the command's status.
+    Run {
+        /// The command and its arguments.
+        #[arg(trailing_var_arg = true, required = true, allow_hyphen_values = true)]
+        cmd: Vec<String>,
+    },
+    /// List live and kept schemas: name, identity, owner, age.
+    Ls,
+    /// Drop schemas whose owner is gone.
+    Gc {
+        /// Grace period in seconds (schemas younger than this are left alone).
+        #[arg(long, default_value_t = 5)]
+        grace: u64,
+        /// Also drop kept schemas of owners that are gone.
+        #[arg(long)]
+        kept: bool,
+    },
+    /// Print the server URL (configured, or the running embedded server's).
+    Url,
+    /// List templates: schema, size, built, last used, superseded, source. `templates prune`
+    /// drops unused and superseded ones.
+    Templates {
+        /// `prune`: drop templates not used for --max-age and superseded ones not used for ten
+        /// minutes.
+        action: Option<String>,
+        /// For prune: age such as 7d, 12h, 30m or seconds.
+        #[arg(long, default_value = "7d")]
+        max_age: String,
+    },
+    /// Every isolation strategy on the same server: acquire p50/p99, server time per test,
+    /// ratios; writes bench.csv and bench.svg.
+    Bench {
+        /// Migrations directory.
+        #[arg(long, default_value = "examples/migrations")]
+        migrations: PathBuf,
+        /// Tests per strategy.
+        #[arg(long, default_value_t = 300)]
+        tests: usize,
+        /// Tests in the two-worker synthetic suite.
+        #[arg(long, default_value_t = 1000)]
+        suite_tests: usize,
+        /// Where to write bench.csv and bench.svg.
+        #[arg(long, default_value = "docs/bench")]
+        out: PathBuf,
+        /// Exit with status 3 when a target is not met.
+        #[arg(long)]
+        strict: bool,
+    },
+}
+
+/// Runs the command line `args` (the program name first) and returns the exit status. Prints
+/// help, errors and results itself.
+pub fn main_from(args: Vec<OsString>) -> u8 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return u8::try_from(e.exit_code()).unwrap_or(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pgisolate: cannot start the async runtime: {e}");
+            return 2;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            // Driver errors print "db error" and keep the server's message in their source.
+            let mut msg = e.to_string();
+            let mut source = e.source();
+            while let Some(s) = source {
+                let text = s.to_string();
+                if !msg.contains(&text) {
+                    msg.push_str(": ");
+                    msg.push_str(&text);
+                }
+                source = s.source();
+            }
+            eprintln!("pgisolate: error: {msg}");
+            1
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn config(spinner: &Spinner) -> Result<Config, BoxError> {
+    let mut cfg = Config::from_env()?;
+    let s = spinner.clone();
+    cfg.progress = Some(Arc::new(move |m: &str| s.set(m)));
+    Ok(cfg)
+}
+
+/// For commands that only inspect: the configured URL or the running embedded server, else None.
+fn existing_server() -> Result<Option<Config>, BoxError> {
+    let mut cfg = Config::from_env()?;
+    if cfg.url.is_none() {
+        match pgisolate::server::running_url() {
+            Some(u) => cfg.url = Some(u),
+            None => return Ok(None),
+        }
+    }
+    cfg.gc_on_start = false;
+    Ok(Some(cfg))
+}
+
+async fn run(cli: Cli) -> Result<u8, BoxError> {
+    match cli.command {
+        Command::Demo { migrations, scenarios } => demo(migrations, scenarios).await,
+        Command::Run { cmd } => run_cmd(cmd).await,
+        Command::Ls => {
+            let Some(cfg) = existing_server()? else {
+                println!("no server configured and no embedded server running: nothing to list");
+                return Ok(0);
+            };
+            let engine = Engine::start(cfg).await?;
+            let entries = engine.list().await?;
+            if entries.is_empty() {
+                println!("no live schemas");
+            } else {
+                println!("{:<40} {:<8} {:<28} {:>8}  identity", "schema", "state", "owner", "age");
+                for e in &entries {
+                    let owner = format!("{}@{} ({})", e.pid, e.host, if e.owner_alive { "alive" } else { "gone" });
+                    let ident: String = e.identity.chars().take(60).collect();
+                    println!("{:<40} {:<8} {:<28} {:>7}s  {}", e.schema, e.state, owner, e.age.as_secs(), ident);
+                }
+            }
+            engine.close().await?;
+            Ok(0)
+        }
+        Command::Gc { grace, kept } => {
+            let Some(cfg) = existing_server()? else {
+                println!("no server configured and no embedded server running: nothing to collect");
+                return Ok(0);
+            };
+            let engine = Engine::start(cfg).await?;
+            let r = engine.gc_with(Duration::from_secs(grace), kept).await?;
+            for s in &r.dropped {
+                println!("dropped {s}");
+            }
+            for (s, why) in &r.failed {
+                println!("could not drop {s}: {why}");
+            }
+            println!(
+                "gc: {} dropped, {} stale registry rows removed, {} failed",
+                r.dropped.len(),
+                r.pruned_rows,
+                r.failed.len()
+            );
+            engine.close().await?;
+            Ok(if r.failed.is_empty() { 0 } else { 1 })
+        }
+        Command::Templates { action, max_age } => {
+            let Some(cfg) = existing_server()? else {
+                println!("no server configured and no embedded server running: no templates");
+                return Ok(0);
+            };
+            let engine = Engine::start(cfg).await?;
+            match action.as_deref() {
+                None | Some("ls") | Some("list") => {
+                    let list = engine.templates().await?;
+                    if list.is_empty() {
+                        println!("no templates");
+                    } else {
+                        println!(
+                            "{:<22} {:>10} {:>9} {:>9} {:<10}  source",
+                            "template", "size", "built", "used", "state"
+                        );
+                        for t in &list {
+                            println!(
+                                "{:<22} {:>8}kB {:>8}s {:>8}s {:<10}  {}",
+                                t.schema,
+                                t.size_bytes / 1024,
+                                t.built_secs_ago,
+                                t.used_secs_ago,
+                                if t.superseded { "superseded" } else { "current" },
+                                t.source
+                            );
+                        }
+                    }
+                }
+                Some("prune") => {
+                    let age = pgisolate::config::parse_age(&max_age)
+                        .ok_or_else(|| format!("--max-age {max_age:?}: use seconds or <n>d, <n>h, <n>m"))?;
+                    let dropped = engine.prune_templates(age).await?;
+                    for d in &dropped {
+                        println!("dropped {d}");
+                    }
+                    println!("templates prune: {} dropped", dropped.len());
+                }
+                Some(other) => {
+                    engine.close().await?;
+                    return Err(
+                        format!("unknown templates action {other:?}: use `templates` or `templates prune`").into()
+                    );
+                }
+            }
+            engine.close().await?;
+            Ok(0)
+        }
+        Command::Bench { migrations, tests, suite_tests, out, strict } => {
+            let met = bench::run(migrations, tests.max(10), suite_tests.max(2), out).await?;
+            Ok(if met || !strict { 0 } else { 3 })
+        }
+        Command::Url => match existing_server()? {
+            Some(cfg) => {
+                println!("{}", cfg.url.unwrap_or_default());
+                Ok(0)
+            }
+            None => {
+                eprintln!(
+                    "pgisolate: no embedded server is running; start one for a command with `pgisolate run -- CMD`"
+                );
+                Ok(1)
+            }
+        },
+    }
+}
+
+async fn demo(migrations: PathBuf, scenarios: usize) -> Result<u8, BoxError> {
+    let spinner = Spinner::start();
+    let t0 = Instant::now();
+    let engine = Engine::start(config(&spinner)?).await?;
+    let started = t0.elapsed();
+    let t1 = Instant::now();
+    spinner.set("building template");
+    let tpl = engine.template(Migrations::dir(&migrations)).await?;
+    let built = t1.elapsed();
+    spinner.stop();
+    println!(
+        "server: {} ({}), ready in {} ms",
+        pgisolate::conninfo::redact(engine.url()),
+        if engine.is_embedded() { "embedded" } else { "configured" },
+        started.as_millis()
+    );
+    println!(
+        "template: {} from {} ({} in {} ms)",
+        tpl.schema,
+        migrations.display(),
+        if tpl.built_here { "built" } else { "reused" },
+        built.as_millis()
+    );
+    let mut tasks = Vec::new();
+    for i in 0..scenarios {
+        let engine = engine.clone();
+        let tpl = tpl.clone();
+        tasks.push(tokio::spawn(async move {
+            let identity = Identity::new("features/signup.feature", format!("Scenario {}: alice registers", i + 1));
+            let t = Instant::now();
+            let schema = engine.acquire(&tpl, identity).await?;
+            let acquire_ms = t.elapsed().as_secs_f64() * 1000.0;
+            let (client, conn) = tokio_postgres::connect(schema.url(), tokio_postgres::NoTls).await?;
+            let driver = tokio::spawn(conn);
+            client.execute("insert into users (email, name) values ('alice@example.com', 'Alice')", &[]).await?;
+            let rows: i64 =
+                client.query_one("select count(*) from users where email = 'alice@example.com'", &[]).await?.get(0);
+            let current: String = client.query_one("select current_schema()::text", &[]).await?.get(0);
+            drop(client);
+            let _ = driver.await;
+            let key = schema.cache_key("user:alice");
+            let name = schema.name().to_owned();
+            schema.release().await?;
+            Ok::<_, BoxError>((i + 1, name, current, acquire_ms, rows, key))
+        }));
+    }
+    println!();
+    println!("{:<10} {:<16} {:>11} {:>10}  cache key", "scenario", "schema", "acquire ms", "rows seen");
+    let mut ok = true;
+    for t in tasks {
+        let (i, name, current, ms, rows, key) = t.await??;
+        if current != name || rows != 1 {
+            ok = false;
+        }
+        println!("{:<10} {:<16} {:>11.1} {:>10}  {}", i, name, ms, rows, key);
+    }
+    let mine: Vec<String> =
+        engine.list().await?.into_iter().filter(|e| e.run_id == engine.run_id()).map(|e| e.schema).collect();
+    println!();
+    println!("leftover schemas: {}", mine.len());
+    engine.close().await?;
+    if !ok || !mine.is_empty() {
+        eprintln!("pgisolate: demo failed: a scenario saw another's rows or a schema was left behind");
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+async fn run_cmd(cmd: Vec<String>) -> Result<u8, BoxError> {
+    let spinner = Spinner::start();
+    let mut cfg = config(&spinner)?;
+    cfg.gc_grace = Duration::ZERO;
+    let engine = Engine::start(cfg).await?;
+    spinner.stop();
+    let t = Instant::now();
+    let status = tokio::process::Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .env("PGISOLATE_DATABASE_URL", engine.url())
+        .env("PGISOLATE_RUN_ID", engine.run_id())
+        .status()
+        .await
+        .map_err(|e| format!("cannot run {:?}: {e}", cmd[0]))?;
+    let took = t.elapsed();
+    let report = engine.gc_with(Duration::ZERO, false).await?;
+    let left = engine.list().await?.into_iter().filter(|e| e.run_id == engine.run_id()).count();
+    eprintln!(
+        "pgisolate run: {:?} exited with {} after {:.1} s; gc dropped {} orphaned schema(s); {} schema(s) of this run left (kept ones included)",
+        cmd.join(" "),
+        status,
+        took.as_secs_f64(),
+        report.dropped.len(),
+        left
+    );
+    engine.close().await?;
+    Ok(match status.code() {
+        Some(0) => 0,
+        Some(c) => u8::try_from(c).unwrap_or(1),
+        None => 1,
+    })
+}
