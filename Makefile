@@ -12,7 +12,7 @@ NATIVE_LIBS := -lpthread -ldl -lm -lutil -lrt
 VALGRIND := valgrind --quiet --child-silent-after-fork=yes --leak-check=full --show-leak-kinds=definite,indirect \
 	--errors-for-leak-kinds=definite,indirect --error-exitcode=3
 
-.PHONY: help deps build demo test lint fmt clean header header-check c-test go-test godog-bench build-python py-test build-node node-test bench
+.PHONY: dist dist-test version-check help deps build demo test lint fmt clean header header-check c-test go-test godog-bench build-python py-test build-node node-test bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -89,16 +89,27 @@ node-test: build-node ## Node: vectors, engine, node:test and Vitest suites (pg)
 	cd examples/node && npm ci --no-audit --no-fund --loglevel=error && npm test
 	cd examples/knex && npm ci --no-audit --no-fund --loglevel=error && npm test
 
-test: build lint header-check ## Every suite: Rust, C (valgrind), Go, Python, Node, the demo; then check nothing is left
+test: build lint header-check version-check ## Every suite: Rust, C (valgrind), Go, Python, Node, the demo; then check nothing is left
 	$(CARGO) test --workspace
 	$(MAKE) --no-print-directory c-test
 	$(MAKE) --no-print-directory go-test
 	$(MAKE) --no-print-directory py-test
 	$(MAKE) --no-print-directory node-test
+	$(MAKE) --no-print-directory dist-test
 	$(BIN) bench --tests 20 --suite-tests 40 --out target/bench-smoke
 	$(CARGO) run -q -p pgisolate --example quickstart
 	$(BIN) demo
 	scripts/check-clean.sh $(BIN)
 
+dist: build-python ## Release artifacts of one version into dist/ (wheel + sdist, C tarball, crate)
+	scripts/dist.sh
+
+dist-test: dist ## Install each artifact into a clean directory (no Rust on PATH) and run a consumer suite
+	scripts/dist-test.sh
+
+version-check: ## Fail unless every package carries the same version (scripts/version.sh X.Y.Z sets it)
+	@scripts/version.sh check
+
 clean: ## Remove build output
 	$(CARGO) clean
+	rm -rf dist
