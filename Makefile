@@ -30,7 +30,7 @@ demo: build ## 8 concurrent scenarios, each in its own schema, on the embedded s
 lint: ## rustfmt, clippy, gofmt and go vet, warnings as errors
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	@out=$$(gofmt -l bindings-go examples/godog examples/go-migrations); if [ -n "$$out" ]; then echo "gofmt needed: $$out" >&2; exit 1; fi
+	@out=$$(gofmt -l bindings-go examples/godog examples/go-migrations tests/dist/go); if [ -n "$$out" ]; then echo "gofmt needed: $$out" >&2; exit 1; fi
 	cd bindings-go && go vet ./...
 	cd examples/godog && go vet ./...
 	cd examples/go-migrations && go vet ./...
@@ -83,6 +83,8 @@ py-test: build-python ## Python: binding and plugin tests, the 200-test suite wi
 
 build-node: deps ## Build the Node addon (napi-rs) after npm ci
 	cd bindings-node && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
+	@git diff --quiet -- bindings-node/native.js bindings-node/native.d.ts || { git diff --stat -- bindings-node/native.js \
+	  bindings-node/native.d.ts; echo "bindings-node/native.js or native.d.ts changed: the loader and types napi generates are committed; commit them" >&2; exit 1; }
 
 node-test: build-node ## Node: vectors, engine, node:test and Vitest suites (pg), the examples (pg, Knex)
 	cd bindings-node && npm test

@@ -1,11 +1,9 @@
 package pgisolate
 
-// The only file with cgo directives: it links the static library built by
-// `cargo build -p pgisolate-ffi` (make build) and wraps every C call the package makes.
+// The only file that calls C: it wraps every C call the package makes. The flags that find the
+// header and the library are in link_dev.go (this repository) or link.go (the release module).
 
 /*
-#cgo CFLAGS: -I${SRCDIR}/../include
-#cgo LDFLAGS: ${SRCDIR}/../target/debug/libpgisolate.a -lpthread -ldl -lm -lutil -lrt
 #include <stdlib.h>
 #include "pgisolate.h"
 */

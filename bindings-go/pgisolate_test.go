@@ -1,7 +1,6 @@
 package pgisolate
 
 import (
-	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
@@ -12,7 +11,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/cucumber/godog"
 	_ "github.com/jackc/pgx/v5/stdlib"
 	_ "github.com/lib/pq"
 )
@@ -453,107 +451,6 @@ func TestCloseIsIdempotentAndLaterCallsFail(t *testing.T) {
 	}
 }
 
-const hooksFeature = `Feature: hooks
-  Background:
-    Given I register "alice@example.com"
-
-  Scenario: same name
-    Then there is 1 user
-
-  Scenario: same name
-    Then there is 1 user
-
-  Scenario Outline: outline
-    When I register "<email>"
-    Then there are <n> users
-
-    Examples:
-      | email            | n |
-      | bob@example.com  | 2 |
-      | carl@example.com | 2 |
-
-  Scenario: a failing step still releases
-    Then this step fails
-
-  Scenario: a panicking step still releases
-    Then this step panics
-`
-
 // The godog glue: every scenario (same-named ones and outline rows included) gets its own
 // schema, running concurrently, and every schema is released, even after a failed or
 // panicking step.
-func TestGodogHooksIsolateEveryScenario(t *testing.T) {
-	var mu sync.Mutex
-	seen := map[string]bool{}
-	ended := 0
-	suite := godog.TestSuite{
-		Name: "hooks",
-		ScenarioInitializer: func(sc *godog.ScenarioContext) {
-			shared.InstallScenarioHooks(sc, ScenarioOptions{
-				Template: sharedTpl,
-				OnStart: func(ctx context.Context, s *Schema) (context.Context, error) {
-					mu.Lock()
-					defer mu.Unlock()
-					if seen[s.Name()] {
-						return ctx, fmt.Errorf("schema %s handed to two scenarios", s.Name())
-					}
-					seen[s.Name()] = true
-					db, err := sql.Open("pgx", s.URL())
-					return context.WithValue(ctx, dbKey{}, db), err
-				},
-				OnEnd: func(ctx context.Context, s *Schema) error {
-					mu.Lock()
-					ended++
-					mu.Unlock()
-					return ctx.Value(dbKey{}).(*sql.DB).Close()
-				},
-			})
-			sc.Step(`^I register "([^"]*)"$`, func(ctx context.Context, email string) error {
-				_, err := ctx.Value(dbKey{}).(*sql.DB).Exec("insert into users (email) values ($1)", email)
-				return err
-			})
-			sc.Step(`^there (?:is|are) (\d+) users?$`, func(ctx context.Context, n int) error {
-				var got int
-				if err := ctx.Value(dbKey{}).(*sql.DB).QueryRow("select count(*) from users").Scan(&got); err != nil {
-					return err
-				}
-				if got != n {
-					return fmt.Errorf("want %d users, got %d", n, got)
-				}
-				return nil
-			})
-			sc.Step(`^this step fails$`, func() error { return errors.New("deliberate failure") })
-			sc.Step(`^this step panics$`, func() error { panic("deliberate panic") })
-		},
-		Options: &godog.Options{
-			Format:          "progress",
-			Output:          &strings.Builder{},
-			Concurrency:     4,
-			Strict:          true,
-			FeatureContents: []godog.Feature{{Name: "hooks.feature", Contents: []byte(hooksFeature)}},
-		},
-	}
-	status := suite.Run()
-	if status == 0 {
-		t.Fatal("the failing and panicking scenarios must fail the suite")
-	}
-	if len(seen) != 6 || ended != 6 {
-		t.Fatalf("%d distinct schemas, %d ends; want 6 and 6: %v", len(seen), ended, seen)
-	}
-	db, err := sql.Open("pgx", shared.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	for name := range seen {
-		var exists bool
-		if err := db.QueryRow("select exists (select 1 from pg_namespace where nspname = $1)", name).Scan(&exists); err != nil {
-			t.Fatal(err)
-		}
-		if exists {
-			t.Errorf("schema %s was not released", name)
-		}
-	}
-}
-
-type dbKey struct{}

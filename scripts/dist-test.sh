@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 version=$(scripts/version.sh)
-for f in dist/python/pgisolate-"$version"-*.whl dist/python/pgisolate-"$version".tar.gz \
+for f in dist/go/go.mod dist/go/link.go dist/npm/pgisolate-"$version".tgz dist/python/pgisolate-"$version"-*.whl dist/python/pgisolate-"$version".tar.gz \
   dist/c/pgisolate-"$version"-*.tar.gz dist/rust/pgisolate-"$version".crate; do
   [ -f "$f" ] || { echo "dist-test: $f is missing: run make dist" >&2; exit 1; }
 done
@@ -50,6 +50,26 @@ MATURIN_PEP517_ARGS="--profile dev" CARGO_TARGET_DIR="$root/target" \
 "$python" -m zipfile -l "$work"/sdist/pgisolate-*.whl | grep -q '_pgisolate.abi3.so' || { echo "dist-test: the sdist built no extension" >&2; exit 1; }
 took "sdist"
 
+step "Node: npm install of the two tarballs, node:test and the pgisolate bin"
+mkdir -p "$work/npm"
+cp tests/dist/node/* "$work/npm/"
+cp -r examples/migrations "$work/npm/migrations"
+platform_tgz=$(ls dist/npm/pgisolate-*-"$version".tgz)
+(
+  cd "$work/npm"
+  env PATH="$clean_path" sh -ec '
+    npm init -y >/dev/null
+    npm install --no-audit --no-fund --loglevel=error "$1" "$2" pg@8.16.3
+    npx pgisolate --version
+    EXPECTED_VERSION="$3" PGISOLATE_MIGRATIONS=migrations npx pgisolate run -- sh -ec \
+      "pgisolate ls; pgisolate gc; node --test --test-concurrency=2 --test-reporter=tap signup.test.js" > run.log 2>&1 \
+      || { cat run.log; exit 1; }
+    tail -12 run.log
+    grep -q "^# pass 7$" run.log && grep -q "^# fail 0$" run.log
+  ' sh "$root/$platform_tgz" "$root/dist/npm/pgisolate-$version.tgz" "$version"
+)
+took "npm packages"
+
 step "C: the tarball, built with pkg-config"
 mkdir -p "$work/c"
 tar -xzf dist/c/pgisolate-"$version"-*.tar.gz -C "$work/c"
@@ -68,6 +88,26 @@ cp tests/dist/c/consumer.c "$work/c/"
   '
 )
 took "C tarball"
+
+step "Go: a module requiring the dist module (replace to a copy), godog, cgo without cargo"
+mkdir -p "$work/go"
+cp -r dist/go "$work/go/pgisolate-go"
+cp -r tests/dist/go/features tests/dist/go/consumer_test.go "$work/go/"
+sed "s/@VERSION@/$version/" tests/dist/go/go.mod.in > "$work/go/go.mod"
+(
+  cd "$work/go"
+  gopath=$(go env GOPATH) gocache=$(go env GOCACHE) gomodcache=$(go env GOMODCACHE)
+  env -i HOME="$HOME" PATH="/usr/local/go/bin:$clean_path" GOPATH="$gopath" GOCACHE="$gocache" \
+    GOMODCACHE="$gomodcache" CGO_ENABLED=1 EXPECTED_VERSION="$version" sh -ec '
+      go mod tidy
+      go vet ./...
+      go test -count=1 -v ./... > test.log 2>&1 || { cat test.log; exit 1; }
+      tail -12 test.log
+      grep -q -- "--- PASS: TestSignup" test.log
+      go list -deps -test ./... | grep -q "^github.com/pgisolate/pgisolate/bindings-go$"
+    '
+)
+took "Go module"
 
 step "Rust: a cargo project depending on the packaged crate"
 mkdir -p "$work/rust/tests"

@@ -477,6 +477,30 @@ pub fn redact(url: String) -> String {
     pgisolate::conninfo::redact(&url)
 }
 
+/// The `pgisolate` command (the package's `bin`): runs `argv` (program name first) and returns
+/// the exit status. Blocks: call it only from the command's own process.
+#[napi]
+pub fn cli_main(argv: Vec<String>) -> u32 {
+    // Node marks its stdio close-on-exec and non-blocking: `pgisolate run`'s command would
+    // start with no stdout/stderr (every write EBADF) or see EAGAIN. This process runs only
+    // the command line from here on: give the standard descriptors back their usual flags.
+    for fd in 0..=2 {
+        // SAFETY: fcntl on the process's own standard descriptors; errors are ignored (a closed
+        // descriptor stays closed).
+        unsafe {
+            let fd_flags = libc::fcntl(fd, libc::F_GETFD);
+            if fd_flags >= 0 && fd_flags & libc::FD_CLOEXEC != 0 {
+                libc::fcntl(fd, libc::F_SETFD, fd_flags & !libc::FD_CLOEXEC);
+            }
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            if flags >= 0 && flags & libc::O_NONBLOCK != 0 {
+                libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+            }
+        }
+    }
+    u32::from(pgisolate_cli::main_from(argv.into_iter().map(Into::into).collect()))
+}
+
 /// The package version.
 #[napi]
 pub fn version() -> String {

@@ -182,3 +182,14 @@ test('a Prisma migrations directory builds its template; prismaUrl names the sch
     fs.rmSync(dir, { recursive: true, force: true })
   }
 })
+
+test('the pgisolate bin runs a command that can write to its stdout and stderr', () => {
+  const { spawnSync } = require('node:child_process')
+  const bin = path.join(__dirname, '..', '..', 'bin', 'pgisolate.js')
+  const r = spawnSync(process.execPath, [bin, 'run', '--', 'sh', '-c', 'echo out; echo err >&2'], { encoding: 'utf8' })
+  assert.equal(r.status, 0, r.stderr)
+  assert.match(r.stdout, /^out$/m)
+  assert.match(r.stderr, /^err$/m)
+  const v = spawnSync(process.execPath, [bin, '--version'], { encoding: 'utf8' })
+  assert.equal(v.stdout.trim(), `pgisolate ${pgi.version()}`)
+})

@@ -19,6 +19,7 @@ import (
 	"github.com/cucumber/godog"
 	_ "github.com/jackc/pgx/v5/stdlib"
 	pgisolate "github.com/pgisolate/pgisolate/bindings-go"
+	"github.com/pgisolate/pgisolate/bindings-go/godogisolate"
 
 	"example.com/pgisolate-godog/app"
 )
@@ -70,7 +71,7 @@ func RunFeatures(t *testing.T) {
 	suite := godog.TestSuite{
 		Name: filepath.Base(filepath.Dir(file)),
 		ScenarioInitializer: func(sc *godog.ScenarioContext) {
-			engine.InstallScenarioHooks(sc, pgisolate.ScenarioOptions{
+			godogisolate.InstallScenarioHooks(sc, engine, godogisolate.Options{
 				Template: tpl,
 				OnStart: func(ctx context.Context, s *pgisolate.Schema) (context.Context, error) {
 					db, err := sql.Open("pgx", s.URL())
