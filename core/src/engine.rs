@@ -148,6 +148,10 @@ impl Engine {
         if !cfg.extensions.is_empty() && !cfg.search_path_tail.iter().any(|t| t == "extensions") {
             cfg.search_path_tail.push("extensions".to_owned());
         }
+        // A registry package's binaries serve only a machine without PostgreSQL's own.
+        if cfg.pg_bin.is_none() && cfg.pg_bin_fallback.is_some() && server::find_binaries(None).is_err() {
+            cfg.pg_bin = cfg.pg_bin_fallback.clone();
+        }
         let progress = cfg.progress.clone();
         let (url, server, start_lock) = match &cfg.url {
             // Normalized: a SQLAlchemy postgresql+driver:// URL becomes libpq's postgresql://.

@@ -101,12 +101,37 @@ impl Binaries {
     }
 }
 
-/// Finds initdb/pg_ctl/postgres: `PGISOLATE_PG_BIN`, then `PATH`, then the newest
-/// `/usr/lib/postgresql/*/bin`.
+/// Where packages put PostgreSQL's server binaries, outside `PATH`: (directory, prefix of the
+/// versioned entry, subdirectory). The newest version found wins.
+const SYSTEM_LAYOUTS: &[(&str, &str, &str)] = &[
+    ("usr/lib/postgresql", "", "bin"), // Debian, Ubuntu: /usr/lib/postgresql/16/bin
+    ("usr", "pgsql-", "bin"),          // PGDG RPMs (Fedora, RHEL): /usr/pgsql-16/bin
+    ("usr/libexec", "postgresql", ""), // Alpine: /usr/libexec/postgresql16
+    ("opt/homebrew/opt", "postgresql@", "bin"), // Homebrew on Apple silicon
+    ("usr/local/opt", "postgresql@", "bin"), // Homebrew on Intel
+];
+
+/// What to do when no binaries are found, for every common platform.
+const INSTALL_ADVICE: &str = "install PostgreSQL's server package (Debian/Ubuntu: apt-get install postgresql; \
+     Fedora/RHEL: dnf install postgresql-server; Alpine: apk add postgresql; macOS: brew install postgresql@17), \
+     set PGISOLATE_PG_BIN to the directory holding initdb, pg_ctl and postgres, or set PGISOLATE_DATABASE_URL to \
+     a server you run (for example docker run -d -p 5432:5432 -e POSTGRES_PASSWORD=pw postgres:17, then \
+     PGISOLATE_DATABASE_URL=postgres://postgres:pw@127.0.0.1:5432/postgres)";
+
+/// Finds initdb/pg_ctl/postgres: `PGISOLATE_PG_BIN`, then `PATH`, then the newest version in
+/// the places packages install them ([`SYSTEM_LAYOUTS`]).
 pub fn find_binaries(explicit: Option<&Path>) -> Result<Binaries> {
-    let has_all = |d: &Path| ["initdb", "pg_ctl", "postgres"].iter().all(|t| d.join(t).is_file());
+    find_binaries_in(explicit, std::env::var_os("PATH").as_deref(), Path::new("/"))
+}
+
+fn has_binaries(d: &Path) -> bool {
+    ["initdb", "pg_ctl", "postgres"].iter().all(|t| d.join(t).is_file())
+}
+
+/// [`find_binaries`] with the `PATH` and the file system root given (tests use a fake tree).
+pub fn find_binaries_in(explicit: Option<&Path>, path: Option<&std::ffi::OsStr>, root: &Path) -> Result<Binaries> {
     if let Some(d) = explicit {
-        if has_all(d) {
+        if has_binaries(d) {
             return Ok(Binaries { dir: d.to_owned() });
         }
         return Err(Error::BinariesNotFound(format!(
@@ -114,38 +139,36 @@ pub fn find_binaries(explicit: Option<&Path>) -> Result<Binaries> {
             d.display()
         )));
     }
-    if let Some(path) = std::env::var_os("PATH") {
-        for d in std::env::split_paths(&path) {
-            let initdb = d.join("initdb");
-            if initdb.is_file() {
-                let real = fs::canonicalize(&initdb).unwrap_or(initdb);
-                if let Some(dir) = real.parent() {
-                    if has_all(dir) {
-                        return Ok(Binaries { dir: dir.to_owned() });
-                    }
+    for d in path.map(std::env::split_paths).into_iter().flatten() {
+        let initdb = d.join("initdb");
+        if initdb.is_file() {
+            let real = fs::canonicalize(&initdb).unwrap_or(initdb);
+            if let Some(dir) = real.parent() {
+                if has_binaries(dir) {
+                    return Ok(Binaries { dir: dir.to_owned() });
                 }
             }
         }
     }
-    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let v = e.file_name().to_string_lossy().parse::<u32>().ok()?;
-            let bin = e.path().join("bin");
-            has_all(&bin).then_some((v, bin))
-        })
-        .collect();
+    let mut versions: Vec<(u32, PathBuf)> = Vec::new();
+    for (parent, prefix, sub) in SYSTEM_LAYOUTS {
+        for e in fs::read_dir(root.join(parent)).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(v) = name.strip_prefix(prefix).and_then(|v| v.parse::<u32>().ok()) else { continue };
+            let bin = if sub.is_empty() { e.path() } else { e.path().join(sub) };
+            if has_binaries(&bin) {
+                versions.push((v, bin));
+            }
+        }
+    }
     versions.sort();
     match versions.pop() {
         Some((_, dir)) => Ok(Binaries { dir }),
-        None => Err(Error::BinariesNotFound(
-            "PostgreSQL binaries not found (initdb, pg_ctl, postgres): install postgresql \
-             (Debian: apt-get install postgresql), set PGISOLATE_PG_BIN to their directory, \
-             or set PGISOLATE_DATABASE_URL to use an existing server"
-                .into(),
-        )),
+        None => Err(Error::BinariesNotFound(format!(
+            "the embedded server needs PostgreSQL's binaries (initdb, pg_ctl, postgres), and none were found on PATH \
+             or in /usr/lib/postgresql/*/bin, /usr/pgsql-*/bin, /usr/libexec/postgresql*, Homebrew's opt/postgresql@*: \
+             {INSTALL_ADVICE}"
+        ))),
     }
 }
 
