@@ -3,6 +3,7 @@ package godogisolate
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -42,6 +43,7 @@ func TestGodogHooksIsolateEveryScenario(t *testing.T) {
 	var mu sync.Mutex
 	seen := map[string]bool{}
 	ended := 0
+	var report strings.Builder
 	suite := godog.TestSuite{
 		Name: "hooks",
 		ScenarioInitializer: func(sc *godog.ScenarioContext) {
@@ -82,8 +84,8 @@ func TestGodogHooksIsolateEveryScenario(t *testing.T) {
 			sc.Step(`^this step panics$`, func() error { panic("deliberate panic") })
 		},
 		Options: &godog.Options{
-			Format:          "progress",
-			Output:          &strings.Builder{},
+			Format:          "cucumber", // JSON: every scenario's steps and their outcome
+			Output:          &report,
 			Concurrency:     4,
 			Strict:          true,
 			FeatureContents: []godog.Feature{{Name: "hooks.feature", Contents: []byte(hooksFeature)}},
@@ -92,6 +94,45 @@ func TestGodogHooksIsolateEveryScenario(t *testing.T) {
 	status := suite.Run()
 	if status == 0 {
 		t.Fatal("the failing and panicking scenarios must fail the suite")
+	}
+	// Every scenario's outcome, not just the exit status: the isolated ones pass, the two
+	// deliberate failures fail for their own reason (and nothing else fails).
+	var features []struct {
+		Elements []struct {
+			Name  string `json:"name"`
+			Steps []struct {
+				Name   string `json:"name"`
+				Result struct {
+					Status string `json:"status"`
+					Error  string `json:"error_message"`
+				} `json:"result"`
+			} `json:"steps"`
+		} `json:"elements"`
+	}
+	if err := json.Unmarshal([]byte(report.String()), &features); err != nil || len(features) != 1 {
+		t.Fatalf("cucumber report: %v\n%s", err, report.String())
+	}
+	want := map[string]string{"a failing step still releases": "deliberate failure", "a panicking step still releases": "deliberate panic"}
+	outcomes := map[string]int{}
+	for _, sc := range features[0].Elements {
+		failed := ""
+		for _, st := range sc.Steps {
+			if st.Result.Status != "passed" {
+				failed = st.Result.Status + ": " + st.Name + ": " + st.Result.Error
+				break
+			}
+		}
+		reason, mustFail := want[sc.Name]
+		switch {
+		case mustFail && !strings.Contains(failed, reason):
+			t.Errorf("scenario %q must fail with %q, got %q", sc.Name, reason, failed)
+		case !mustFail && failed != "":
+			t.Errorf("scenario %q must pass: %s", sc.Name, failed)
+		}
+		outcomes[sc.Name]++
+	}
+	if outcomes["same name"] != 2 || outcomes["outline"] != 2 || len(features[0].Elements) != 6 {
+		t.Errorf("scenarios in the report: %v", outcomes)
 	}
 	if len(seen) != 6 || ended != 6 {
 		t.Fatalf("%d distinct schemas, %d ends; want 6 and 6: %v", len(seen), ended, seen)

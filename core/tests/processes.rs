@@ -10,10 +10,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use pgisolate::{Identity, Migrations};
 
-/// Entry point for child processes (`PGISOLATE_TEST_CHILD=<mode>`); a no-op in a normal run.
-#[test]
-fn child_entry() {
-    let Ok(mode) = std::env::var("PGISOLATE_TEST_CHILD") else { return };
+/// Entry point for child processes: `main` calls it when `PGISOLATE_TEST_CHILD=<mode>` is set.
+fn child_entry(mode: String) {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async move {
         match mode.as_str() {
@@ -56,7 +54,6 @@ fn child_entry() {
     });
 }
 
-#[test]
 fn two_processes_build_one_template_once() {
     let sql = format!("-- {}\ncreate table once (id int); select pg_sleep(1);", unique());
     let mut a = spawn_child("build", &[("CHILD_SQL", &sql)]);
@@ -69,7 +66,6 @@ fn two_processes_build_one_template_once() {
     assert_eq!(ra.split(' ').nth(1), rb.split(' ').nth(1), "both use the same template");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_builder_killed_mid_build_leaves_nothing_usable_and_the_next_build_succeeds() {
     let engine = engine().await;
     let sql = format!("-- {}\ncreate table slow (id int); select pg_sleep(3);", unique());
@@ -109,7 +105,6 @@ async fn a_builder_killed_mid_build_leaves_nothing_usable_and_the_next_build_suc
     engine.close().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gc_reaps_exactly_a_killed_process_schemas_while_a_live_run_keeps_its_own() {
     let engine = engine().await;
     let tpl = engine.template(migrations()).await.unwrap();
@@ -139,7 +134,6 @@ async fn gc_reaps_exactly_a_killed_process_schemas_while_a_live_run_keeps_its_ow
     engine.close().await.unwrap();
 }
 
-#[test]
 fn embedded_server_stops_after_every_client_was_killed() {
     if std::env::var_os("PGISOLATE_DATABASE_URL").is_some() {
         eprintln!("PGISOLATE_DATABASE_URL is set: no embedded server to watch");
@@ -168,7 +162,6 @@ fn embedded_server_stops_after_every_client_was_killed() {
     let _ = std::fs::remove_dir_all(&home);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cargo_test_glue_keeps_a_failed_tests_schema_when_asked() {
     let engine = engine().await;
     let mut child = spawn_child("panic_keep", &[("PGISOLATE_KEEP", "failed")]);
@@ -180,4 +173,48 @@ async fn cargo_test_glue_keeps_a_failed_tests_schema_when_asked() {
     engine.drop_schema(&name).await.unwrap();
     assert!(!schema_exists(&engine, &name).await);
     engine.close().await.unwrap();
+}
+
+fn run_async<F: std::future::Future<Output = ()>>(f: fn() -> F) -> Result<(), libtest_mimic::Failed> {
+    run(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap().block_on(f()))
+}
+
+/// Runs one test, turning its panic (a failed assert) into the harness's failure.
+fn run(f: impl Fn() + std::panic::RefUnwindSafe) -> Result<(), libtest_mimic::Failed> {
+    std::panic::catch_unwind(&f).map_err(|p| {
+        p.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default()
+            .into()
+    })
+}
+
+/// This binary is both the tests (libtest-mimic: no phantom test for the children) and, with
+/// `PGISOLATE_TEST_CHILD` set, the child processes they start.
+fn main() -> std::process::ExitCode {
+    if let Ok(mode) = std::env::var("PGISOLATE_TEST_CHILD") {
+        child_entry(mode);
+        return std::process::ExitCode::SUCCESS;
+    }
+    let args = libtest_mimic::Arguments::from_args();
+    let trials = vec![
+        libtest_mimic::Trial::test("two_processes_build_one_template_once", || {
+            run(two_processes_build_one_template_once)
+        }),
+        libtest_mimic::Trial::test("embedded_server_stops_after_every_client_was_killed", || {
+            run(embedded_server_stops_after_every_client_was_killed)
+        }),
+        libtest_mimic::Trial::test(
+            "a_builder_killed_mid_build_leaves_nothing_usable_and_the_next_build_succeeds",
+            || run_async(a_builder_killed_mid_build_leaves_nothing_usable_and_the_next_build_succeeds),
+        ),
+        libtest_mimic::Trial::test("gc_reaps_exactly_a_killed_process_schemas_while_a_live_run_keeps_its_own", || {
+            run_async(gc_reaps_exactly_a_killed_process_schemas_while_a_live_run_keeps_its_own)
+        }),
+        libtest_mimic::Trial::test("cargo_test_glue_keeps_a_failed_tests_schema_when_asked", || {
+            run_async(cargo_test_glue_keeps_a_failed_tests_schema_when_asked)
+        }),
+    ];
+    libtest_mimic::run(&args, trials).exit_code()
 }

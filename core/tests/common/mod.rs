@@ -61,14 +61,11 @@ pub async fn registry_rows(engine: &Engine, name: &str) -> i64 {
         .get(0)
 }
 
-/// Re-runs this test binary's `child_entry` test with `PGISOLATE_TEST_CHILD=<mode>`.
+/// Re-runs this test binary as a child process with `PGISOLATE_TEST_CHILD=<mode>`.
 pub fn spawn_child(mode: &str, extra_env: &[(&str, &str)]) -> Child {
     let exe = std::env::current_exe().expect("current exe");
     let mut cmd = Command::new(exe);
-    cmd.args(["child_entry", "--exact", "--nocapture", "--test-threads=1"])
-        .env("PGISOLATE_TEST_CHILD", mode)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    cmd.env("PGISOLATE_TEST_CHILD", mode).stdout(Stdio::piped()).stderr(Stdio::inherit());
     for (k, v) in extra_env {
         cmd.env(k, v);
     }

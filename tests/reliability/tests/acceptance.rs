@@ -124,9 +124,7 @@ fn r1() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
 fn r3() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
     Box::pin(async {
         let engine = Engine::start(config(None)).await.map_err(|e| e.to_string())?;
-        if !engine.is_embedded() {
-            return Ok("skipped: PGISOLATE_DATABASE_URL is set".into());
-        }
+        check(engine.is_embedded(), "R3 needs the embedded server (the harness ignores it when a URL is set)")?;
         let c = connect(engine.url()).await?;
         let mut seen = Vec::new();
         for k in
@@ -547,10 +545,7 @@ fn r21() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
 /// Child processes: this test binary re-run with `PGI_REL_CHILD=<mode>` (see `child_entry`).
 fn spawn_child(mode: &str, env: &[(&str, &str)]) -> std::process::Child {
     let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
-    cmd.args(["child_entry", "--exact", "--nocapture", "--test-threads=1"])
-        .env("PGI_REL_CHILD", mode)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null());
+    cmd.env("PGI_REL_CHILD", mode).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -578,10 +573,8 @@ fn sigkill(child: &mut std::process::Child) {
     let _ = child.wait();
 }
 
-/// Entry point of child processes; a no-op in a normal run.
-#[test]
-fn child_entry() {
-    let Ok(mode) = std::env::var("PGI_REL_CHILD") else { return };
+/// Entry point of child processes (`main` calls it when `PGI_REL_CHILD` is set).
+fn child_entry(mode: String) {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async move {
         let engine = Engine::start(config(None)).await.unwrap();
@@ -1671,21 +1664,53 @@ fn redis() -> Result<Redis, String> {
 }
 
 /// Cache isolation: same logical key in two concurrent scenarios; release and gc delete keys.
+/// One command through `redis-cli` (formatted replies): `(nil)` is None, `(integer) n` is n,
+/// a quoted string is its text.
+async fn redis_cli(url: String, args: Vec<String>) -> Result<Option<String>, String> {
+    let out = tokio::process::Command::new("redis-cli")
+        .args(["--no-raw", "-u", &url])
+        .args(&args)
+        .output()
+        .await
+        .map_err(|e| format!("redis-cli: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if !out.status.success() || text.starts_with("(error)") {
+        return Err(format!("redis-cli {args:?}: {text} {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(match text.as_str() {
+        "(nil)" => None,
+        t if t.starts_with("(integer) ") => Some(t["(integer) ".len()..].to_owned()),
+        t => Some(t.trim_matches('"').to_owned()),
+    })
+}
+
+/// Many commands, one per line, through one `redis-cli` reading stdin.
+async fn redis_cli_pipe(url: &str, commands: String) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new("redis-cli")
+        .args(["-u", url])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("redis-cli: {e}"))?;
+    let mut stdin = child.stdin.take().ok_or("redis-cli: no stdin")?;
+    stdin.write_all(commands.as_bytes()).await.map_err(|e| e.to_string())?;
+    drop(stdin);
+    let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let oks = text.lines().filter(|l| l.trim() == "OK").count();
+    check(out.status.success() && oks == commands.lines().count(), format!("redis-cli pipe: {oks} OK replies"))
+}
+
 fn cache() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
     Box::pin(async {
         let r = tokio::task::spawn_blocking(redis).await.unwrap()?;
-        let target = pgisolate::cache_key::RedisTarget::parse(&r.url).map_err(|e| e.to_string())?;
         let mut cfg = config(None);
         cfg.redis_url = Some(r.url.clone());
         let engine = Engine::start(cfg.clone()).await.map_err(|e| e.to_string())?;
         let tpl = engine.template(migrations()).await.map_err(|e| e.to_string())?;
-        let cmd = |args: Vec<String>| {
-            let t = target.clone();
-            async move {
-                let a: Vec<&str> = args.iter().map(String::as_str).collect();
-                pgisolate::cache_key::command(&t, &a).await.map_err(|e| e.to_string())
-            }
-        };
+        // Redis is read and written with redis-cli, not with the engine's own client.
+        let cmd = |args: Vec<String>| redis_cli(r.url.clone(), args);
         // Two concurrent scenarios with the same identity write the same logical key.
         let a = engine.acquire(&tpl, Identity::new("cache", "same scenario")).await.map_err(|e| e.to_string())?;
         let b = engine.acquire(&tpl, Identity::new("cache", "same scenario")).await.map_err(|e| e.to_string())?;
@@ -1699,9 +1724,8 @@ fn cache() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         wb.await.unwrap()?;
         check(cmd(vec!["GET".into(), ka.clone()]).await? == Some("from a".into()), "a saw b's value")?;
         check(cmd(vec!["GET".into(), kb.clone()]).await? == Some("from b".into()), "b saw a's value")?;
-        for i in 0..1200 {
-            cmd(vec!["SET".into(), a.cache_key(&format!("bulk:{i}")), "x".into()]).await?;
-        }
+        let bulk: String = (0..1200).map(|i| format!("SET {} x\n", a.cache_key(&format!("bulk:{i}")))).collect();
+        redis_cli_pipe(&r.url, bulk).await?;
         a.release().await.map_err(|e| e.to_string())?;
         check(cmd(vec!["GET".into(), ka.clone()]).await?.is_none(), "release left a's key")?;
         let left = cmd(vec!["DBSIZE".into()]).await?;
@@ -1726,8 +1750,16 @@ fn cache() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
     })
 }
 
-#[test]
-fn acceptance() {
+/// The reliability suite: each case is a test of its own (libtest-mimic), run one at a time
+/// (they share one server and measure time), then a table of what each measured.
+///
+/// `PGI_REL_CASES=R5,R7` runs only those cases (an unknown id is an error); the usual test
+/// filter works too, and a filter that matches no case fails.
+fn main() -> std::process::ExitCode {
+    if let Ok(mode) = std::env::var("PGI_REL_CHILD") {
+        child_entry(mode);
+        return std::process::ExitCode::SUCCESS;
+    }
     let cases: Vec<Case> = vec![
         ("R1", "batched drop of 7,000 tables on max_locks_per_transaction=64", 300, r1),
         ("R2", "4 teardowns at once with delayed commits, and a 1,000-table bystander", 180, r2),
@@ -1752,30 +1784,65 @@ fn acceptance() {
         ("roles", "least privilege: a LOGIN role per schema (opt-in)", 90, roles),
         ("cache", "Redis keys isolated and deleted (real redis-server)", 120, cache),
     ];
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
-    let mut table = String::from("\nreliability acceptance suite\ncase  outcome  time     detail\n");
-    let mut failures = String::new();
-    // PGI_REL_CASES=R5,R7 runs only those cases (while working on them).
+    let mut args = libtest_mimic::Arguments::from_args();
+    args.test_threads = Some(1);
     let only: Option<Vec<String>> =
         std::env::var("PGI_REL_CASES").ok().map(|v| v.split(',').map(|c| c.trim().to_owned()).collect());
+    if let Some(o) = &only {
+        let known: Vec<&str> = cases.iter().map(|c| c.0).collect();
+        if let Some(bad) = o.iter().find(|id| !known.contains(&id.as_str())) {
+            eprintln!("PGI_REL_CASES names an unknown case {bad:?}; the cases are {}", known.join(", "));
+            return std::process::ExitCode::from(2);
+        }
+    }
+    let embedded = std::env::var_os("PGISOLATE_DATABASE_URL").is_none();
+    let rt = std::sync::Arc::new(
+        tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap(),
+    );
+    let table = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut trials = Vec::new();
     for (id, what, deadline, f) in cases {
         if only.as_ref().is_some_and(|o| !o.iter().any(|c| c == id)) {
             continue;
         }
-        let t = Instant::now();
-        let r = rt.block_on(async { tokio::time::timeout(Duration::from_secs(deadline), f()).await });
-        let (outcome, detail) = match r {
-            Ok(Ok(d)) => ("pass", d),
-            Ok(Err(e)) => ("FAIL", e),
-            Err(_) => ("FAIL", format!("deadline of {deadline} s exceeded")),
-        };
-        let row = format!("{id:<5} {outcome:<8} {:>6.1}s  {what}: {detail}\n", t.elapsed().as_secs_f64());
-        if outcome != "pass" {
-            failures.push_str(&row);
+        let skip = (id == "R3" && !embedded)
+            .then_some("PGISOLATE_DATABASE_URL is set, so the embedded server's settings are not in play");
+        let name = format!("{id} {what}");
+        if let Some(why) = skip {
+            table.lock().unwrap().push_str(&format!("{id:<5} {:<8} {:>6}   {what}: {why}\n", "skip", "-"));
+            trials.push(libtest_mimic::Trial::test(name, || Ok(())).with_ignored_flag(true));
+            continue;
         }
-        table.push_str(&row);
+        let (rt, table) = (rt.clone(), table.clone());
+        trials.push(libtest_mimic::Trial::test(name, move || {
+            let t = Instant::now();
+            let r = rt.block_on(async { tokio::time::timeout(Duration::from_secs(deadline), f()).await });
+            let (outcome, detail) = match r {
+                Ok(Ok(d)) => ("pass", d),
+                Ok(Err(e)) => ("FAIL", e),
+                Err(_) => ("FAIL", format!("deadline of {deadline} s exceeded")),
+            };
+            let row = format!("{id:<5} {outcome:<8} {:>6.1}s  {what}: {detail}\n", t.elapsed().as_secs_f64());
+            table.lock().unwrap().push_str(&row);
+            if outcome == "pass" {
+                Ok(())
+            } else {
+                Err(row.into())
+            }
+        }));
     }
-    let _ = std::io::stderr().write_all(table.as_bytes());
-    // The failing rows again, last, so that a log cut in the middle still shows them.
-    assert!(failures.is_empty(), "reliability case(s) failed:\n{failures}");
+    if let Some(f) = &args.filter {
+        let hit = |t: &libtest_mimic::Trial| if args.exact { t.name() == f } else { t.name().contains(f.as_str()) };
+        if !trials.iter().any(hit) {
+            eprintln!("the filter {f:?} matches no reliability case");
+            return std::process::ExitCode::from(2);
+        }
+    }
+    let conclusion = libtest_mimic::run(&args, trials);
+    let table = table.lock().unwrap().clone();
+    if !table.is_empty() {
+        let _ = std::io::stderr()
+            .write_all(format!("\nreliability acceptance suite\ncase  outcome  time     detail\n{table}").as_bytes());
+    }
+    conclusion.exit_code()
 }
