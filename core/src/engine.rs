@@ -15,7 +15,7 @@ use crate::config::{Config, Keep};
 use crate::conninfo::{self, ConnInfo};
 use crate::drop;
 use crate::error::{Error, Result};
-use crate::lease::{self, Lease, TEMPLATE_CLASS};
+use crate::lease::{Lease, TEMPLATE_CLASS};
 use crate::naming::{self, Identity};
 use crate::pool::PoolState;
 use crate::registry::{self, Kind};
@@ -215,7 +215,7 @@ impl Engine {
             }
             su && cfg.recycle && cfg.pool_size > 0 && registry::ensure_ddl_watch(&admin).await?
         };
-        let run_id = cfg.run_id.clone().unwrap_or_else(|| lease::random_seed()[..16].to_owned());
+        let run_id = cfg.run_id.clone().unwrap_or_else(|| crate::secret::random_hex(16));
         let inner = Inner {
             owner: lease.key,
             lease: Mutex::new(Some(lease)),
@@ -1126,7 +1126,7 @@ impl Inner {
                 return Ok(Released::Recycled);
             }
         }
-        let tomb = format!("pgi_tomb_{}", &lease::random_seed()[..20]);
+        let tomb = format!("pgi_tomb_{}", crate::secret::random_hex(20));
         let rename = format!(
             "SET lock_timeout = '1s'; BEGIN; {internal} ALTER SCHEMA {n} RENAME TO {t}; {comment} \
              UPDATE pgisolate.leases SET schema_name = {tl}, state = 'dropping' WHERE schema_name = {nl}; {released} \

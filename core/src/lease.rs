@@ -4,8 +4,6 @@
 //! when the connection goes, so a SIGKILLed owner frees it within milliseconds. The lease
 //! connection also tells the embedded server's keeper that someone still uses the server.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
@@ -59,7 +57,7 @@ impl Lease {
         }
         // A transaction pooler hands our session's state to other clients: a setting made here
         // shows up in a second connection. Session advisory locks are not ours to hold there.
-        let probe = random_seed()[..16].to_owned();
+        let probe = crate::secret::random_hex(16);
         let check = |e| Error::db("check the lease connection", e);
         // simple_query returns after ReadyForQuery, so a pooler has released the backend.
         client
@@ -107,7 +105,7 @@ impl Lease {
                 crate::conninfo::redact(url)
             )));
         }
-        let mut salt = random_seed();
+        let mut salt = crate::secret::random_hex(64);
         for _ in 0..64 {
             let key = key_from(&salt);
             let row = client
@@ -139,16 +137,6 @@ impl Lease {
 fn key_from(hex: &str) -> i32 {
     let v = u32::from_str_radix(&hex[..8], 16).unwrap_or(1) & 0x7fff_ffff;
     v.max(1) as i32
-}
-
-/// A hex string unique to this process and moment.
-pub fn random_seed() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let local = &n as *const u64 as usize;
-    sha256_hex(format!("{now}:{}:{n}:{local}:{:?}", std::process::id(), std::thread::current().id()).as_bytes())
 }
 
 /// SQL listing the owner keys whose lease is held now, in this database.

@@ -30,6 +30,7 @@ mod pool;
 pub mod registry;
 pub mod role;
 pub mod schema;
+mod secret;
 pub mod server;
 pub mod template;
 pub mod testing;

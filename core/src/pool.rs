@@ -20,7 +20,6 @@ use crate::conninfo;
 use crate::drop;
 use crate::engine::{parse_pids, sessions_sql, Inner, Settle};
 use crate::error::{Error, Result};
-use crate::lease;
 use crate::registry::{self, Kind};
 use crate::template::{Template, PLACEHOLDER};
 
@@ -41,7 +40,7 @@ pub(crate) struct PoolState {
 }
 
 fn pool_name() -> String {
-    format!("pgi_pool_{}", &lease::random_seed()[..20])
+    format!("pgi_pool_{}", crate::secret::random_hex(20))
 }
 
 impl Inner {

@@ -19,12 +19,12 @@ pub const ROLE_PREFIX: &str = "pgir_";
 
 /// A fresh role name.
 pub fn new_role() -> String {
-    format!("{ROLE_PREFIX}{}", &crate::lease::random_seed()[..24])
+    format!("{ROLE_PREFIX}{}", crate::secret::random_hex(24))
 }
 
 /// A fresh password.
 pub fn new_password() -> String {
-    crate::lease::random_seed()[..32].to_owned()
+    crate::secret::random_hex(32)
 }
 
 /// The role's marker comment.
@@ -69,7 +69,7 @@ pub fn login_sql(role: &str, password: &str, search_path: &[String]) -> String {
     format!(
         "ALTER ROLE {r} LOGIN PASSWORD {pw}; ALTER ROLE {r} SET search_path TO {path};",
         r = ident(role),
-        pw = literal(&scram_verifier(password, crate::lease::random_seed().as_bytes(), SCRAM_ROUNDS)),
+        pw = literal(&scram_verifier(password, &salt(), SCRAM_ROUNDS)),
         path = path.join(", "),
     )
 }
@@ -77,58 +77,30 @@ pub fn login_sql(role: &str, password: &str, search_path: &[String]) -> String {
 /// PBKDF2 rounds in the verifiers [`login_sql`] stores.
 const SCRAM_ROUNDS: u32 = 16;
 
-fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    let mut k = [0u8; 64];
-    if key.len() > 64 {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let (mut inner, mut outer) = (Sha256::new(), Sha256::new());
-    inner.update(k.map(|b| b ^ 0x36));
-    inner.update(msg);
-    outer.update(k.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+/// A fresh 16-byte SCRAM salt from the OS CSPRNG.
+fn salt() -> [u8; 16] {
+    let mut s = [0u8; 16];
+    crate::secret::fill(&mut s);
+    s
 }
 
 /// A SCRAM-SHA-256 verifier (RFC 5802/7677, PostgreSQL's `rolpassword` form) for `password`
-/// with the first 16 bytes of `salt_seed` as salt.
-pub fn scram_verifier(password: &str, salt_seed: &[u8], rounds: u32) -> String {
+/// with `salt`: PBKDF2-HMAC-SHA-256, then the client and server keys (maintained crates:
+/// `pbkdf2`, `hmac`, `sha2`, `base64`).
+pub(crate) fn scram_verifier(password: &str, salt: &[u8], rounds: u32) -> String {
+    use base64::Engine as _;
+    use hmac::Mac;
     use sha2::{Digest, Sha256};
-    let salt = &salt_seed[..16.min(salt_seed.len())];
-    // PBKDF2-HMAC-SHA256, one block.
-    let mut block = salt.to_vec();
-    block.extend_from_slice(&1u32.to_be_bytes());
-    let mut u = hmac_sha256(password.as_bytes(), &block);
-    let mut salted = u;
-    for _ in 1..rounds {
-        u = hmac_sha256(password.as_bytes(), &u);
-        for (s, x) in salted.iter_mut().zip(u) {
-            *s ^= x;
-        }
-    }
-    let client_key = hmac_sha256(&salted, b"Client Key");
-    let stored_key: [u8; 32] = Sha256::digest(client_key).into();
-    let server_key = hmac_sha256(&salted, b"Server Key");
-    format!("SCRAM-SHA-256${rounds}:{}${}:{}", base64(salt), base64(&stored_key), base64(&server_key))
+    let mut salted = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), salt, rounds, &mut salted);
+    let key = |what: &[u8]| -> [u8; 32] {
+        let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&salted).expect("HMAC takes a key of any length");
+        mac.update(what);
+        mac.finalize().into_bytes().into()
+    };
+    let stored_key: [u8; 32] = Sha256::digest(key(b"Client Key")).into();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    format!("SCRAM-SHA-256${rounds}:{}${}:{}", b64.encode(salt), b64.encode(stored_key), b64.encode(key(b"Server Key")))
 }
 
 /// Installed with the registry: hands every object of a schema to a role (tables with their
@@ -245,8 +217,5 @@ mod tests {
             v,
             "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU="
         );
-        assert_eq!(super::base64(b"ab"), "YWI=");
-        assert_eq!(super::base64(b"abc"), "YWJj");
-        assert_eq!(super::base64(b"a"), "YQ==");
     }
 }

@@ -96,7 +96,10 @@ pub fn sigkill(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// A unique string for this test run (fresh template fingerprints).
+/// A unique string for this test run (fresh template fingerprints): time, process, counter.
 pub fn unique() -> String {
-    pgisolate::lease::random_seed()[..12].to_owned()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{:x}{:x}{:x}", std::process::id(), nanos, N.fetch_add(1, Ordering::Relaxed))
 }

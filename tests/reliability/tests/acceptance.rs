@@ -61,12 +61,16 @@ async fn exists(c: &Client, schema: &str) -> bool {
         .unwrap_or(true)
 }
 
+/// A unique string: time, process, counter.
+fn unique() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{:x}{:x}{:x}", std::process::id(), nanos, N.fetch_add(1, Ordering::Relaxed))
+}
+
 fn private(settings: &'static [(&'static str, &'static str)]) -> Result<pgisolate::server::PrivateServer, String> {
-    let dir = std::env::temp_dir().join(format!(
-        "pgisolate-rel-{}-{}",
-        std::process::id(),
-        pgisolate::lease::random_seed()[..8].to_owned()
-    ));
+    let dir = std::env::temp_dir().join(format!("pgisolate-rel-{}-{}", std::process::id(), unique()));
     pgisolate::server::start_private(&dir, settings).map_err(|e| e.to_string())
 }
 
@@ -1277,7 +1281,7 @@ fn roles() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
 fn r18() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
     Box::pin(async {
         let engine = Engine::start(config(None)).await.map_err(|e| e.to_string())?;
-        let sql = format!("-- {}\ncreate table t (id int); select pg_sleep(1);", pgisolate::lease::random_seed());
+        let sql = format!("-- {}\ncreate table t (id int); select pg_sleep(1);", unique());
         let mut first = spawn_child("build", &[("PGI_REL_SQL", &sql)]);
         tokio::time::sleep(Duration::from_millis(600)).await;
         sigkill(&mut first);
