@@ -909,16 +909,24 @@ impl TemplateBuild {
         let checked = async {
             let moved = build_check::relocate_extensions(&locker, &self.schema).await?;
             build_check::check_build(&locker, &self.schema, self.begin_xid).await?;
-            Ok::<bool, Error>(moved)
+            // The build saw schema extensions (its search_path has it); so must the tests. It
+            // may exist without this build having moved anything: made since this engine
+            // started by another engine's build or start-up rescue.
+            let ext_exists: bool = locker
+                .query_one("select exists (select 1 from pg_namespace where nspname = 'extensions')", &[])
+                .await
+                .map_err(|e| Error::db("look up schema extensions", e))?
+                .get(0);
+            Ok::<(bool, bool), Error>((moved, ext_exists))
         }
         .await;
         match checked {
-            Ok(moved) => {
-                if moved {
+            Ok((moved, ext_exists)) => {
+                if moved || ext_exists {
                     inner.ext_in_tail.store(true, Ordering::SeqCst);
-                    if inner.cfg.login_role {
-                        crate::role::share_extensions(&locker).await?;
-                    }
+                }
+                if moved && inner.cfg.login_role {
+                    crate::role::share_extensions(&locker).await?;
                 }
             }
             Err(e) => {

@@ -353,3 +353,34 @@ async fn sqlalchemy_urls_are_accepted_and_handed_out() {
     engine.close().await.unwrap();
     server.close().await.unwrap();
 }
+
+/// Schema extensions made after the engine started (another engine's build or start-up rescue)
+/// holds an extension a build then finds instead of creating: the tests' search_path has
+/// `extensions` too, as the build's had (a race seen in CI with two engines at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extensions_made_by_someone_else_after_start_are_in_the_tests_search_path() {
+    let server = common::engine().await;
+    let (db, url) = fresh_database(server.url(), "").await;
+    let engine = engine_on(&url, &[]).await;
+    connect(&url)
+        .await
+        .batch_execute("create schema extensions; create extension pgcrypto schema extensions")
+        .await
+        .unwrap();
+    let tpl = engine
+        .template(Migrations::sql(
+            "create extension if not exists pgcrypto; create table t (h text not null default crypt('a', gen_salt('bf', 4)))",
+        ))
+        .await
+        .unwrap();
+    let s = engine.acquire(&tpl, Identity::new("extensions", "made by someone else")).await.unwrap();
+    let c = connect(s.url()).await;
+    c.execute("insert into t default values", &[]).await.unwrap();
+    let ok: bool = c.query_one("select crypt('a', h) = h from t", &[]).await.unwrap().get(0);
+    assert!(ok);
+    drop(c);
+    s.release().await.unwrap();
+    engine.close().await.unwrap();
+    drop_database(server.url(), &db).await;
+    server.close().await.unwrap();
+}
