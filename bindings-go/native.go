@@ -116,12 +116,12 @@ type nativeTemplate = C.pgi_template
 type nativeBuild = C.pgi_template_build
 type nativeSchema = C.pgi_schema
 
-func nativeEngineNew(settings [][2]string) (*nativeEngine, error) {
+// nativeConfig is a config from the environment with settings applied (pgi_config_set).
+func nativeConfig(settings [][2]string) (*C.pgi_config, error) {
 	var cfg *C.pgi_config
 	if err := takeError(C.pgi_config_new(&cfg)); err != nil {
 		return nil, err
 	}
-	defer C.pgi_config_free(cfg)
 	for _, kv := range settings {
 		k, freeK := cString(kv[0])
 		v, freeV := cString(kv[1])
@@ -129,9 +129,27 @@ func nativeEngineNew(settings [][2]string) (*nativeEngine, error) {
 		freeK()
 		freeV()
 		if err != nil {
+			C.pgi_config_free(cfg)
 			return nil, err
 		}
 	}
+	return cfg, nil
+}
+
+func nativeCheckSettings(settings [][2]string) error {
+	cfg, err := nativeConfig(settings)
+	if err == nil {
+		C.pgi_config_free(cfg)
+	}
+	return err
+}
+
+func nativeEngineNew(settings [][2]string) (*nativeEngine, error) {
+	cfg, err := nativeConfig(settings)
+	if err != nil {
+		return nil, err
+	}
+	defer C.pgi_config_free(cfg)
 	var e *C.pgi_engine
 	if err := takeError(C.pgi_engine_new(cfg, &e)); err != nil {
 		return nil, err

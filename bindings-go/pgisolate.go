@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -86,6 +87,9 @@ type Config struct {
 	GCGrace        time.Duration // gc leaves younger orphans alone (5s)
 	NoGCOnStart    bool          // do not run gc when the engine starts
 	LoginRole      bool          // a LOGIN role per schema (least privilege; needs CREATEROLE)
+	// Settings sets any setting by its key, as in the README's table ({"pool_size": "4",
+	// "release_timeout": "20s"}); applied after the fields above.
+	Settings map[string]string
 	// OnWarning receives the engine's warnings (a template's tables also in public, leaked
 	// connections at release, …); nil prints them to stderr. A test helper passes t.Log.
 	OnWarning func(msg string)
@@ -116,7 +120,7 @@ func (c Config) settings() [][2]string {
 		add("run_id", c.RunID)
 	}
 	if c.GCGrace != 0 {
-		add("gc_grace_ms", strconv.FormatInt(c.GCGrace.Milliseconds(), 10))
+		add("gc_grace", strconv.FormatInt(c.GCGrace.Milliseconds(), 10)+"ms")
 	}
 	if c.NoGCOnStart {
 		add("gc_on_start", "false")
@@ -124,8 +128,22 @@ func (c Config) settings() [][2]string {
 	if c.LoginRole {
 		add("login_role", "true")
 	}
+	keys := make([]string, 0, len(c.Settings))
+	for k := range c.Settings {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		add(k, c.Settings[k])
+	}
 	add("collect_warnings", "true") // handed to OnWarning by Engine.warnings
 	return s
+}
+
+// CheckSetting reports whether value is valid for the setting key (a *Error with CodeConfig,
+// or CodeConnInfo for a URL, naming both), without starting anything.
+func CheckSetting(key, value string) error {
+	return nativeCheckSettings([][2]string{{key, value}})
 }
 
 // Engine is one per process: admin connections, the owner lease, templates.

@@ -94,6 +94,27 @@ func TestNamingVectors(t *testing.T) {
 	}
 }
 
+func TestConfigVectors(t *testing.T) {
+	for _, c := range loadCases(t, "config.json") {
+		key, value := c["key"].(string), c["value"].(string)
+		err := CheckSetting(key, value)
+		if c["ok"].(bool) {
+			if err != nil {
+				t.Errorf("%s=%q: %v", key, value, err)
+			}
+			continue
+		}
+		want := CodeConfig
+		if c["code"] == "conninfo" {
+			want = CodeConnInfo
+		}
+		var pe *Error
+		if !errors.As(err, &pe) || pe.Code != want || !strings.Contains(pe.Message, c["error"].(string)) {
+			t.Errorf("%s=%q: want %v error with %q, got %v", key, value, want, c["error"], err)
+		}
+	}
+}
+
 func TestConnInfoVectors(t *testing.T) {
 	for _, c := range loadCases(t, "conninfo.json") {
 		var tail []string

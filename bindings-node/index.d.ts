@@ -20,6 +20,12 @@ declare module './native' {
   }
 }
 
+/**
+ * Throws the error `Engine.start({ [key]: value })` would (ConfigError, ConnInfoError for a
+ * URL), without starting anything. Keys as in the README's table, camelCase or snake_case.
+ */
+export declare function checkSetting(key: string, value: string | number | boolean | string[]): void
+
 export declare class PgIsolateError extends Error {
   /** config, conninfo, binaries, server, connect, db, migration, timeout, name, refused, closed, io */
   readonly code: string

@@ -141,12 +141,29 @@ function embeddedPostgresBin() {
   return fs.existsSync(path.join(bin, 'initdb')) ? bin : undefined
 }
 
+// Settings by key, the same in every binding (the README's table): `{hashLen: 16,
+// extensions: ['uuid-ossp'], loginRole: true, gcGrace: '500ms'}` becomes `{hash_len: '16', …}`.
+function settingText(v) {
+  if (typeof v === 'boolean') return v ? 'on' : 'off'
+  if (Array.isArray(v)) return v.map(settingText).join(',')
+  return String(v)
+}
+
+function settingsOf(options) {
+  const out = {}
+  for (const [k, v] of Object.entries(options || {})) {
+    if (v === undefined || v === null) continue
+    out[k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)] = settingText(v)
+  }
+  return out
+}
+
 /** The engine; `Engine.start(options)` resolves to one (native methods, mapped errors). */
 class Engine extends native.Engine {
   static async start(options) {
     const fallback = options && (options.pgBin || options.url) ? undefined : embeddedPostgresBin()
     if (fallback) options = { ...options, pgBinFallback: fallback }
-    const engine = await nativeStart.call(native.Engine, options)
+    const engine = await nativeStart.call(native.Engine, settingsOf(options))
     Object.setPrototypeOf(engine, Engine.prototype)
     emitWarnings(engine)
     return engine
@@ -196,6 +213,9 @@ const pure = {}
 for (const name of ['schemaName', 'cachePrefix', 'cacheKey', 'scopedUrl', 'prismaUrl', 'redact', 'version']) {
   pure[name] = guard(native[name])
 }
+const nativeCheckSetting = guard(native.checkSetting)
+/** Throws the error `Engine.start({[key]: value})` would, without starting anything. */
+pure.checkSetting = (key, value) => nativeCheckSetting(key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`), settingText(value))
 
 module.exports = {
   Engine,

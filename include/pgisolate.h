@@ -126,12 +126,14 @@ struct pgi_error *pgi_conninfo_prisma_url(const char *url, const char *schema, c
 // is invalid.
 struct pgi_error *pgi_config_new(struct pgi_config **out);
 
-// Sets one setting: `url`, `prefix`, `hash_len`, `keep` (never/failed/always),
-// `search_path_tail` (comma-separated), `pg_bin`, `run_id`, `gc_grace_ms`, `gc_on_start`
-// (true/false), `max_admin_connections`, `release_timeout_ms`, `login_role` (true/false: a
-// LOGIN role per schema), `collect_warnings` (true/false: keep warnings for
-// `pgi_engine_take_warnings` instead of printing them to stderr). An empty `url` means the
-// embedded server.
+// Sets one setting by its key, the same keys in every binding and in the environment
+// (`PGISOLATE_<KEY>`, see the README's table): `url`, `prefix`, `hash_len`, `keep`,
+// `search_path_tail`, `extensions`, `pg_bin`, `pg_bin_fallback`, `run_id`, `gc_on_start`,
+// `gc_grace`, `template_max_age`, `pool_size`, `recycle`, `max_admin_connections`,
+// `release_timeout`, `login_role`, `verify`, `redis_url`, `collect_warnings`. Values are text:
+// durations as `500ms`, `5s`, `2m`; switches as `on`/`off`; lists comma-separated. An empty
+// `url` means the embedded server. A bad key or value is a `CONFIG` error naming it, and the
+// config is left unchanged.
 struct pgi_error *pgi_config_set(struct pgi_config *config, const char *key, const char *value);
 
 // Frees a config. Accepts NULL.

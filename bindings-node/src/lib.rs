@@ -5,7 +5,8 @@
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use pgisolate::{Config, Identity, Keep, Migrations, TemplateStart};
+use pgisolate::{Config, Identity, Migrations, TemplateStart};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -16,32 +17,6 @@ fn err(e: pgisolate::Error) -> Error {
 
 fn closed(what: &str) -> Error {
     Error::new(Status::GenericFailure, format!("[pgisolate:closed] {what}"))
-}
-
-/// Options of `Engine.start`; unset fields come from the PGISOLATE_* environment.
-#[napi(object)]
-pub struct EngineOptions {
-    /// Server URL; unset: PGISOLATE_DATABASE_URL, else the embedded server.
-    pub url: Option<String>,
-    /// Schema name prefix (test_).
-    pub prefix: Option<String>,
-    /// Hex characters in names, 8..32.
-    pub hash_len: Option<u32>,
-    /// never, failed or always.
-    pub keep: Option<String>,
-    /// Schemas after the test schema in search_path.
-    pub search_path_tail: Option<Vec<String>>,
-    /// PostgreSQL binaries for the embedded server.
-    pub pg_bin: Option<String>,
-    /// Binaries used only when none are found on PATH or where packages install them (index.js
-    /// passes those of an installed `@embedded-postgres/<platform>` package).
-    pub pg_bin_fallback: Option<String>,
-    /// Run identity shared by workers.
-    pub run_id: Option<String>,
-    /// Run gc when the engine starts (default true).
-    pub gc_on_start: Option<bool>,
-    /// A LOGIN role per schema (least privilege; needs CREATEROLE). Default PGISOLATE_LOGIN_ROLE.
-    pub login_role: Option<bool>,
 }
 
 /// A template source: exactly one of `migrations` (a directory of *.sql), `files`, `sql`.
@@ -81,45 +56,18 @@ pub struct Engine {
 
 #[napi]
 impl Engine {
-    /// Starts an engine (booting or reusing the embedded server when no URL is set).
-    #[napi]
-    pub async fn start(options: Option<EngineOptions>) -> Result<Engine> {
+    /// Starts an engine (booting or reusing the embedded server when no URL is set) with
+    /// settings by key (the README's table; index.js turns `{hashLen: 16}` into
+    /// `{hash_len: "16"}`); unset ones come from the PGISOLATE_* environment.
+    #[napi(ts_args_type = "settings?: Record<string, string | number | boolean | string[] | undefined>")]
+    pub async fn start(settings: Option<HashMap<String, String>>) -> Result<Engine> {
         let mut cfg = Config::from_env().map_err(err)?;
-        if let Some(o) = options {
-            if let Some(u) = o.url.filter(|u| !u.is_empty()) {
-                cfg.url = Some(u);
-            }
-            if let Some(p) = o.prefix {
-                cfg.prefix = p;
-            }
-            if let Some(l) = o.hash_len {
-                cfg.hash_len = l as usize;
-            }
-            if let Some(k) = o.keep {
-                cfg.keep = Keep::parse(&k).map_err(err)?;
-            }
-            if let Some(t) = o.search_path_tail {
-                cfg.search_path_tail = t;
-                cfg.search_path_tail_set = true;
-            }
-            if let Some(b) = o.pg_bin {
-                cfg.pg_bin = Some(b.into());
-            }
-            if let Some(b) = o.pg_bin_fallback {
-                cfg.pg_bin_fallback = Some(b.into());
-            }
-            if o.run_id.is_some() {
-                cfg.run_id = o.run_id;
-            }
-            if let Some(g) = o.gc_on_start {
-                cfg.gc_on_start = g;
-            }
-            if let Some(l) = o.login_role {
-                cfg.login_role = l;
-            }
+        for (k, v) in settings.unwrap_or_default() {
+            cfg.set(&k, &v).map_err(err)?;
         }
         // index.js hands warnings to process.emitWarning (takeWarnings after each call).
         cfg.collect_warnings = true;
+        cfg.validate().map_err(err)?;
         let inner = pgisolate::Engine::start(cfg).await.map_err(err)?;
         Ok(Engine { inner })
     }
@@ -475,6 +423,14 @@ pub fn scoped_url(url: String, schema: String, tail: Option<Vec<String>>) -> Res
 #[napi]
 pub fn prisma_url(url: String, schema: String) -> Result<String> {
     pgisolate::conninfo::prisma_url(&url, &schema).map_err(err)
+}
+
+/// Throws the error `Engine.start({key: value})` would (config, or conninfo for a URL)
+/// without starting anything.
+#[napi]
+pub fn check_setting(key: String, value: String) -> Result<()> {
+    let mut cfg = Config::default();
+    cfg.set(&key, &value).and_then(|()| cfg.validate()).map_err(err)
 }
 
 /// The connection string with its password hidden.

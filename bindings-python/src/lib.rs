@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use pgisolate::{blocking, Config, Engine, Identity, Keep, Migrations, Released, Schema, Template, TemplateStart};
+use pgisolate::{blocking, Config, Engine, Identity, Migrations, Released, Schema, Template, TemplateStart};
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -64,58 +64,27 @@ struct PyEngine {
 
 #[pymethods]
 impl PyEngine {
+    /// `Engine(url=None, **settings)`: every setting of the README's table by its key
+    /// (`hash_len=16`, `keep="failed"`, `extensions=["uuid-ossp"]`, `gc_grace=0.5`,
+    /// `login_role=True`); `None` leaves one as the environment or the default has it.
     #[new]
-    #[pyo3(signature = (url=None, *, prefix=None, hash_len=None, keep=None, search_path_tail=None, pg_bin=None, run_id=None, gc_on_start=true, gc_grace=None, login_role=None, extensions=None))]
-    #[allow(clippy::too_many_arguments)] // mirrors the keyword arguments of Engine(...)
-    fn new(
-        py: Python<'_>,
-        url: Option<String>,
-        prefix: Option<String>,
-        hash_len: Option<usize>,
-        keep: Option<String>,
-        search_path_tail: Option<Vec<String>>,
-        pg_bin: Option<PathBuf>,
-        run_id: Option<String>,
-        gc_on_start: bool,
-        gc_grace: Option<f64>,
-        login_role: Option<bool>,
-        extensions: Option<Vec<String>>,
-    ) -> PyResult<Self> {
+    #[pyo3(signature = (url=None, **settings))]
+    fn new(py: Python<'_>, url: Option<String>, settings: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
         let mut cfg = Config::from_env().map_err(|e| to_py(py, e))?;
         // Warnings go to Python's warnings machinery (pytest shows them), not bare stderr.
         cfg.collect_warnings = true;
-        if let Some(x) = extensions {
-            cfg.extensions = x;
-        }
         if let Some(u) = url.filter(|u| !u.is_empty()) {
             cfg.url = Some(u);
         }
-        if let Some(p) = prefix {
-            cfg.prefix = p;
+        for (k, v) in settings.into_iter().flatten() {
+            if v.is_none() {
+                continue;
+            }
+            let key: String = k.extract()?;
+            let value = setting_text(&v)?;
+            cfg.set(&key, &value).map_err(|e| to_py(py, e))?;
         }
-        if let Some(l) = hash_len {
-            cfg.hash_len = l;
-        }
-        if let Some(k) = keep {
-            cfg.keep = Keep::parse(&k).map_err(|e| to_py(py, e))?;
-        }
-        if let Some(t) = search_path_tail {
-            cfg.search_path_tail = t;
-            cfg.search_path_tail_set = true;
-        }
-        if pg_bin.is_some() {
-            cfg.pg_bin = pg_bin;
-        }
-        if run_id.is_some() {
-            cfg.run_id = run_id;
-        }
-        if let Some(g) = gc_grace {
-            cfg.gc_grace = Duration::try_from_secs_f64(g).map_err(|_| ConfigError::new_err("gc_grace must be >= 0"))?;
-        }
-        cfg.gc_on_start = gc_on_start;
-        if let Some(l) = login_role {
-            cfg.login_role = l;
-        }
+        cfg.validate().map_err(|e| to_py(py, e))?;
         let engine = run(py, Engine::start(cfg))?;
         Ok(PyEngine { engine })
     }
@@ -572,6 +541,34 @@ fn redact(url: &str) -> String {
     pgisolate::conninfo::redact(url)
 }
 
+/// A setting's value as text, the way every binding passes it: `True` is on, lists are
+/// comma-separated, paths and numbers as they print.
+fn setting_text(v: &Bound<'_, PyAny>) -> PyResult<String> {
+    if let Ok(b) = v.cast::<pyo3::types::PyBool>() {
+        return Ok(if b.is_true() { "on" } else { "off" }.to_owned());
+    }
+    if v.cast::<pyo3::types::PyList>().is_ok() || v.cast::<pyo3::types::PyTuple>().is_ok() {
+        let items: Vec<String> = v.try_iter()?.map(|i| i.and_then(|x| setting_text(&x))).collect::<PyResult<_>>()?;
+        return Ok(items.join(","));
+    }
+    if let Ok(s) = v.extract::<String>() {
+        return Ok(s);
+    }
+    if v.hasattr("__fspath__")? {
+        return v.py().import("os")?.call_method1("fspath", (v,))?.extract();
+    }
+    v.str()?.extract()
+}
+
+/// Raises the error `Engine(key=value)` would (a `ConfigError`, or `ConnInfoError` for a URL)
+/// without starting anything; returns None when the value is valid.
+#[pyfunction]
+fn check_setting(py: Python<'_>, key: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    let mut cfg = Config::default();
+    let text = setting_text(value)?;
+    cfg.set(key, &text).and_then(|()| cfg.validate()).map_err(|e| to_py(py, e))
+}
+
 /// The `pgisolate` command (`python -m pgisolate`, the console script): runs `argv` (program
 /// name first) and returns the exit status.
 #[pyfunction]
@@ -611,5 +608,6 @@ fn _pgisolate(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(prisma_url, m)?)?;
     m.add_function(wrap_pyfunction!(redact, m)?)?;
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
+    m.add_function(wrap_pyfunction!(check_setting, m)?)?;
     Ok(())
 }

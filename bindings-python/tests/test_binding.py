@@ -38,6 +38,27 @@ def test_naming_vectors(case):
     assert pgisolate.cache_prefix(case["prefix"], name) == case["expected_cache_prefix"]
 
 
+@pytest.mark.parametrize("case", cases("config.json"), ids=lambda c: f"{c['key']}={c['value']}")
+def test_config_vectors(case):
+    if case["ok"]:
+        pgisolate.check_setting(case["key"], case["value"])
+        return
+    kind = pgisolate.ConnInfoError if case.get("code") == "conninfo" else pgisolate.ConfigError
+    with pytest.raises(kind) as info:
+        pgisolate.check_setting(case["key"], case["value"])
+    assert case["error"] in str(info.value)
+
+
+def test_settings_take_python_values():
+    pgisolate.check_setting("gc_grace", 0.5)
+    pgisolate.check_setting("login_role", True)
+    pgisolate.check_setting("extensions", ["uuid-ossp", "pgcrypto"])
+    with pytest.raises(pgisolate.ConfigError, match="hash length 99"):
+        pgisolate.Engine(hash_len=99)
+    with pytest.raises(pgisolate.ConfigError, match="unknown setting"):
+        pgisolate.Engine(pool_sise=3)
+
+
 @pytest.mark.parametrize("case", cases("conninfo.json"), ids=lambda c: c["name"])
 def test_conninfo_vectors(case):
     if case.get("error"):

@@ -171,80 +171,192 @@ impl Default for Config {
     }
 }
 
-/// Parses an age: seconds, or a number with `d`, `h`, `m` or `s`.
+/// Parses a duration: seconds (`5`, `0.5`), or a number with `ms`, `s`, `m`, `h` or `d`.
 pub fn parse_age(s: &str) -> Option<Duration> {
     let s = s.trim();
-    let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => (&s[..i], &s[i..]),
+    let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit() && *c != '.') {
+        Some((i, _)) => (&s[..i], s[i..].trim()),
         None => (s, "s"),
     };
-    let n: u64 = num.parse().ok()?;
-    let mult = match unit.trim() {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
+    let n: f64 = num.parse().ok().filter(|n: &f64| n.is_finite() && *n >= 0.0)?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
         _ => return None,
     };
-    Some(Duration::from_secs(n.checked_mul(mult)?))
+    Duration::try_from_secs_f64(secs).ok()
+}
+
+/// One setting: the key every binding uses (`Config::set`, `pgi_config_set`, Python keyword,
+/// Node option in camelCase, Go `Config.Settings`), its environment variable, and what it takes.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    /// The key: `hash_len`.
+    pub key: &'static str,
+    /// The environment variable `Config::from_env` reads: `PGISOLATE_HASH_LEN`.
+    pub env: &'static str,
+    /// What values it takes, and its default.
+    pub takes: &'static str,
+}
+
+/// Every setting, in the order the README lists them (a test checks the README against it).
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        key: "url",
+        env: "PGISOLATE_DATABASE_URL",
+        takes: "a postgres:// URL or key/value string; unset: the embedded server",
+    },
+    Setting { key: "prefix", env: "PGISOLATE_SCHEMA_PREFIX", takes: "schema name prefix (test_)" },
+    Setting {
+        key: "hash_len",
+        env: "PGISOLATE_HASH_LEN",
+        takes: "hex characters of the identity hash in a name, 8..=32 (8)",
+    },
+    Setting { key: "keep", env: "PGISOLATE_KEEP", takes: "never, failed or always (never)" },
+    Setting {
+        key: "search_path_tail",
+        env: "PGISOLATE_SEARCH_PATH_TAIL",
+        takes: "schemas after the test's, comma-separated; empty: none (public, left out when every role can write it)",
+    },
+    Setting {
+        key: "extensions",
+        env: "PGISOLATE_EXTENSIONS",
+        takes: "extensions created once in schema extensions, comma-separated (none)",
+    },
+    Setting {
+        key: "pg_bin",
+        env: "PGISOLATE_PG_BIN",
+        takes: "directory of initdb, pg_ctl, postgres (PATH, then where packages install them)",
+    },
+    Setting {
+        key: "pg_bin_fallback",
+        env: "PGISOLATE_PG_BIN_FALLBACK",
+        takes: "binaries used only when none are found (unset)",
+    },
+    Setting {
+        key: "run_id",
+        env: "PGISOLATE_RUN_ID",
+        takes: "run identity shared by workers, at most 200 characters (generated)",
+    },
+    Setting { key: "gc_on_start", env: "PGISOLATE_GC_ON_START", takes: "on or off: gc when an engine starts (on)" },
+    Setting { key: "gc_grace", env: "PGISOLATE_GC_GRACE", takes: "duration: gc leaves younger orphans alone (5s)" },
+    Setting {
+        key: "template_max_age",
+        env: "PGISOLATE_TEMPLATE_MAX_AGE",
+        takes: "duration: gc drops templates unused this long; 0 keeps all (7d)",
+    },
+    Setting { key: "pool_size", env: "PGISOLATE_POOL_SIZE", takes: "ready schemas per template; 0: no pool (2)" },
+    Setting { key: "recycle", env: "PGISOLATE_RECYCLE", takes: "on or off: reset and reuse released schemas (on)" },
+    Setting {
+        key: "max_admin_connections",
+        env: "PGISOLATE_MAX_ADMIN_CONNECTIONS",
+        takes: "admin connections at most, 1 or more (8)",
+    },
+    Setting {
+        key: "release_timeout",
+        env: "PGISOLATE_RELEASE_TIMEOUT",
+        takes: "duration: a release gives up after this, leaving the rest to gc (8s)",
+    },
+    Setting {
+        key: "login_role",
+        env: "PGISOLATE_LOGIN_ROLE",
+        takes: "on or off: a LOGIN role per schema, needs CREATEROLE (off)",
+    },
+    Setting {
+        key: "verify",
+        env: "PGISOLATE_VERIFY",
+        takes: "on or off: check each handed-out string lands in its schema (off)",
+    },
+    Setting {
+        key: "redis_url",
+        env: "PGISOLATE_REDIS_URL",
+        takes: "redis://[:password@]host[:port][/db] whose keys under each cache prefix are deleted (unset)",
+    },
+    Setting {
+        key: "collect_warnings",
+        env: "PGISOLATE_COLLECT_WARNINGS",
+        takes: "on or off: queue warnings for take_warnings instead of stderr (off; bindings turn it on)",
+    },
+];
+
+/// `on`/`off` and the usual spellings.
+fn flag(v: &str) -> std::result::Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "on" | "yes" => Ok(true),
+        "0" | "false" | "off" | "no" => Ok(false),
+        _ => Err("use on or off (true/false, 1/0, yes/no)".into()),
+    }
+}
+
+fn list(v: &str) -> Vec<String> {
+    v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()
+}
+
+fn number(v: &str, what: &str) -> std::result::Result<usize, String> {
+    v.trim().parse().map_err(|_| format!("not a number: {what}"))
+}
+
+fn duration(v: &str) -> std::result::Result<Duration, String> {
+    parse_age(v).ok_or_else(|| "not a duration: use seconds, or <n>ms, <n>s, <n>m, <n>h, <n>d".into())
 }
 
 impl Config {
-    /// Defaults overridden by `PGISOLATE_DATABASE_URL`, `PGISOLATE_SCHEMA_PREFIX`,
-    /// `PGISOLATE_HASH_LEN`, `PGISOLATE_KEEP`, `PGISOLATE_SEARCH_PATH_TAIL`, `PGISOLATE_PG_BIN`
-    /// and `PGISOLATE_RUN_ID`. Empty variables count as unset.
+    /// Sets one setting by its key ([`SETTINGS`]); the value is parsed as every binding and the
+    /// environment give it (text). The error names the key, the value and what it takes. Call
+    /// [`Config::validate`] once all are set.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let v = value.trim();
+        let opt = |v: &str| (!v.is_empty()).then(|| v.to_owned());
+        let parsed: std::result::Result<(), String> = (|| {
+            match key {
+                "url" => self.url = opt(v),
+                "prefix" => self.prefix = v.to_owned(),
+                "hash_len" => self.hash_len = number(v, "use 8..=32")?,
+                "keep" => self.keep = Keep::parse(v).map_err(|e| e.to_string())?,
+                "search_path_tail" => {
+                    self.search_path_tail = list(v);
+                    self.search_path_tail_set = true;
+                }
+                "extensions" => self.extensions = list(v),
+                "pg_bin" => self.pg_bin = opt(v).map(PathBuf::from),
+                "pg_bin_fallback" => self.pg_bin_fallback = opt(v).map(PathBuf::from),
+                "run_id" => self.run_id = opt(v),
+                "gc_on_start" => self.gc_on_start = flag(v)?,
+                "gc_grace" => self.gc_grace = duration(v)?,
+                "template_max_age" => self.template_max_age = duration(v)?,
+                "pool_size" => self.pool_size = number(v, "use 0 (no pool) or more")?,
+                "recycle" => self.recycle = flag(v)?,
+                "max_admin_connections" => self.max_admin_connections = number(v, "use 1 or more")?,
+                "release_timeout" => self.release_timeout = duration(v)?,
+                "login_role" => self.login_role = flag(v)?,
+                "verify" => self.verify_handout = flag(v)?,
+                "redis_url" => self.redis_url = opt(v),
+                "collect_warnings" => self.collect_warnings = flag(v)?,
+                _ => {
+                    let keys: Vec<&str> = SETTINGS.iter().map(|s| s.key).collect();
+                    return Err(format!("unknown setting; the settings are {}", keys.join(", ")));
+                }
+            }
+            Ok(())
+        })();
+        parsed.map_err(|why| Error::Config(format!("{key}={value:?}: {why}")))
+    }
+
+    /// Defaults overridden by the `PGISOLATE_*` variables of [`SETTINGS`]. Empty variables count
+    /// as unset, except `PGISOLATE_SEARCH_PATH_TAIL` (empty: no tail).
     pub fn from_env() -> Result<Config> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-        let mut c = Config { url: var("PGISOLATE_DATABASE_URL"), ..Config::default() };
-        if let Some(p) = var("PGISOLATE_SCHEMA_PREFIX") {
-            c.prefix = p;
-        }
-        if let Some(l) = var("PGISOLATE_HASH_LEN") {
-            c.hash_len = l
-                .trim()
-                .parse()
-                .map_err(|_| Error::Config(format!("PGISOLATE_HASH_LEN={l:?} is not a number: use 8..=32")))?;
-        }
-        if let Some(k) = var("PGISOLATE_KEEP") {
-            c.keep = Keep::parse(&k)?;
-        }
-        if let Ok(t) = std::env::var("PGISOLATE_SEARCH_PATH_TAIL") {
-            c.search_path_tail = t.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
-            c.search_path_tail_set = true;
-        }
-        c.pg_bin = var("PGISOLATE_PG_BIN").map(PathBuf::from);
-        c.pg_bin_fallback = var("PGISOLATE_PG_BIN_FALLBACK").map(PathBuf::from);
-        if let Some(n) = var("PGISOLATE_POOL_SIZE") {
-            c.pool_size = n.trim().parse().map_err(|_| {
-                Error::Config(format!("PGISOLATE_POOL_SIZE={n:?} is not a number: use 0 (off) or more"))
-            })?;
-        }
-        c.redis_url = var("PGISOLATE_REDIS_URL");
-        c.verify_handout =
-            matches!(var("PGISOLATE_VERIFY").as_deref().map(str::trim), Some("1" | "on" | "true" | "yes"));
-        if let Some(v) = var("PGISOLATE_LOGIN_ROLE") {
-            c.login_role = match v.trim().to_ascii_lowercase().as_str() {
-                "1" | "true" | "on" | "yes" => true,
-                "0" | "false" | "off" | "no" | "" => false,
-                _ => return Err(Error::Config(format!("PGISOLATE_LOGIN_ROLE={v:?}: use on or off"))),
-            };
-        }
-        if let Some(x) = var("PGISOLATE_EXTENSIONS") {
-            c.extensions = x.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
-        }
-        if let Some(r) = var("PGISOLATE_RECYCLE") {
-            c.recycle = match r.trim().to_ascii_lowercase().as_str() {
-                "1" | "true" | "on" | "yes" => true,
-                "0" | "false" | "off" | "no" => false,
-                _ => return Err(Error::Config(format!("PGISOLATE_RECYCLE={r:?}: use on or off"))),
-            };
-        }
-        c.run_id = var("PGISOLATE_RUN_ID");
-        if let Some(a) = var("PGISOLATE_TEMPLATE_MAX_AGE") {
-            c.template_max_age = parse_age(&a).ok_or_else(|| {
-                Error::Config(format!(
-                    "PGISOLATE_TEMPLATE_MAX_AGE={a:?}: use seconds or <n>d, <n>h, <n>m (0 keeps all)"
-                ))
+        let mut c = Config::default();
+        for s in SETTINGS {
+            let Ok(v) = std::env::var(s.env) else { continue };
+            if v.trim().is_empty() && s.key != "search_path_tail" {
+                continue;
+            }
+            c.set(s.key, &v).map_err(|e| match e {
+                Error::Config(m) => Error::Config(format!("{} ({}): {m}", s.env, s.takes)),
+                other => other,
             })?;
         }
         c.validate()?;

@@ -109,3 +109,42 @@ fn migration_layout_vectors() {
         assert_eq!(steps, want, "{name}");
     }
 }
+
+#[test]
+fn config_vectors() {
+    for c in load("config.json") {
+        let (key, value) = (c["key"].as_str().unwrap(), c["value"].as_str().unwrap());
+        let mut cfg = pgisolate::Config::default();
+        let r = cfg.set(key, value).and_then(|()| cfg.validate());
+        match (c["ok"].as_bool().unwrap(), r) {
+            (true, Ok(())) => {}
+            (false, Err(e)) => {
+                assert_eq!(e.code(), c["code"].as_str().unwrap_or("config"), "{key}={value:?}: {e}");
+                let want = c["error"].as_str().unwrap();
+                assert!(e.to_string().contains(want), "{key}={value:?}: {e:?} lacks {want:?}");
+            }
+            (ok, r) => panic!("{key}={value:?}: want ok={ok}, got {r:?}"),
+        }
+    }
+}
+
+/// Every setting has a key, an environment variable and a row in the README's table, and the
+/// table lists nothing else.
+#[test]
+fn settings_match_the_readme() {
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
+    let rows: Vec<&str> = readme.lines().filter(|l| l.starts_with("| `PGISOLATE_")).collect();
+    for s in pgisolate::config::SETTINGS {
+        assert!(
+            rows.iter().any(|r| r.starts_with(&format!("| `{}` | `{}` |", s.env, s.key))),
+            "README.md has no row `| `{}` | `{}` | …` in its settings table",
+            s.env,
+            s.key
+        );
+    }
+    for r in rows {
+        let env = r.split('`').nth(1).unwrap();
+        assert!(pgisolate::config::SETTINGS.iter().any(|s| s.env == env), "README lists {env}, which is not a setting");
+    }
+}

@@ -15,7 +15,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::time::Duration;
 
-use pgisolate::{Config, Engine, Identity, Keep, Migrations, Released, Schema, Template, TemplateBuild, TemplateStart};
+use pgisolate::{Config, Engine, Identity, Migrations, Released, Schema, Template, TemplateBuild, TemplateStart};
 
 /// What kind of failure a `pgi_error` reports.
 #[repr(C)]
@@ -387,12 +387,14 @@ pub unsafe extern "C" fn pgi_config_new(out: *mut *mut pgi_config) -> *mut pgi_e
     })
 }
 
-/// Sets one setting: `url`, `prefix`, `hash_len`, `keep` (never/failed/always),
-/// `search_path_tail` (comma-separated), `pg_bin`, `run_id`, `gc_grace_ms`, `gc_on_start`
-/// (true/false), `max_admin_connections`, `release_timeout_ms`, `login_role` (true/false: a
-/// LOGIN role per schema), `collect_warnings` (true/false: keep warnings for
-/// `pgi_engine_take_warnings` instead of printing them to stderr). An empty `url` means the
-/// embedded server.
+/// Sets one setting by its key, the same keys in every binding and in the environment
+/// (`PGISOLATE_<KEY>`, see the README's table): `url`, `prefix`, `hash_len`, `keep`,
+/// `search_path_tail`, `extensions`, `pg_bin`, `pg_bin_fallback`, `run_id`, `gc_on_start`,
+/// `gc_grace`, `template_max_age`, `pool_size`, `recycle`, `max_admin_connections`,
+/// `release_timeout`, `login_role`, `verify`, `redis_url`, `collect_warnings`. Values are text:
+/// durations as `500ms`, `5s`, `2m`; switches as `on`/`off`; lists comma-separated. An empty
+/// `url` means the embedded server. A bad key or value is a `CONFIG` error naming it, and the
+/// config is left unchanged.
 #[no_mangle]
 pub unsafe extern "C" fn pgi_config_set(
     config: *mut pgi_config,
@@ -402,37 +404,8 @@ pub unsafe extern "C" fn pgi_config_set(
     guard(|| {
         // SAFETY: arguments follow the documented contract.
         let (c, key, value) = unsafe { (handle_mut(config, "config")?, cstr(key, "key")?, cstr(value, "value")?) };
-        let num = |v: &str| -> Res<u64> {
-            v.trim().parse().map_err(|_| err(pgi_code::Config, format!("{key}={v:?} is not a number")))
-        };
-        let flag = |v: &str| -> Res<bool> {
-            match v {
-                "true" | "1" => Ok(true),
-                "false" | "0" => Ok(false),
-                _ => Err(err(pgi_code::Config, format!("{key}={v:?}: use true or false"))),
-            }
-        };
         let mut next = c.cfg.clone();
-        match key {
-            "url" => next.url = (!value.is_empty()).then(|| value.to_owned()),
-            "prefix" => next.prefix = value.to_owned(),
-            "hash_len" => next.hash_len = num(value)? as usize,
-            "keep" => next.keep = Keep::parse(value).map_err(from_core)?,
-            "search_path_tail" => {
-                next.search_path_tail =
-                    value.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
-                next.search_path_tail_set = true;
-            }
-            "pg_bin" => next.pg_bin = (!value.is_empty()).then(|| value.into()),
-            "run_id" => next.run_id = (!value.is_empty()).then(|| value.to_owned()),
-            "gc_grace_ms" => next.gc_grace = Duration::from_millis(num(value)?),
-            "gc_on_start" => next.gc_on_start = flag(value)?,
-            "login_role" => next.login_role = flag(value)?,
-            "collect_warnings" => next.collect_warnings = flag(value)?,
-            "max_admin_connections" => next.max_admin_connections = num(value)? as usize,
-            "release_timeout_ms" => next.release_timeout = Duration::from_millis(num(value)?),
-            other => return Err(err(pgi_code::Config, format!("unknown config key {other:?}"))),
-        }
+        next.set(key, value).map_err(from_core)?;
         next.validate().map_err(from_core)?;
         c.cfg = next;
         Ok(())

@@ -167,6 +167,32 @@ static void conninfo_vectors(const char *dir) {
   json_decref(doc);
 }
 
+/* tests/vectors/config.json through pgi_config_set: accepted values, and errors with their kind. */
+static void config_vectors(const char *dir) {
+  json_t *doc = load(dir, "config.json");
+  size_t i;
+  json_t *c;
+  json_array_foreach(json_object_get(doc, "cases"), i, c) {
+    const char *key = json_string_value(json_object_get(c, "key"));
+    const char *value = json_string_value(json_object_get(c, "value"));
+    pgi_config *cfg = NULL;
+    ok(pgi_config_new(&cfg), "config");
+    pgi_error *e = pgi_config_set(cfg, key, value);
+    if (json_is_true(json_object_get(c, "ok"))) {
+      CHECK(e == NULL, "%s=%s: %s", key, value, e ? pgi_error_message(e) : "");
+    } else {
+      json_t *code = json_object_get(c, "code");
+      pgi_code want = code && strcmp(json_string_value(code), "conninfo") == 0 ? PGI_CODE_CONNINFO : PGI_CODE_CONFIG;
+      const char *fragment = json_string_value(json_object_get(c, "error"));
+      CHECK(e != NULL && pgi_error_code(e) == want && strstr(pgi_error_message(e), fragment) != NULL,
+            "%s=%s: want error %d with %s, got %s", key, value, (int)want, fragment, e ? pgi_error_message(e) : "success");
+    }
+    pgi_error_free(e);
+    pgi_config_free(cfg);
+  }
+  json_decref(doc);
+}
+
 /* Connects with a handed-out string through libpq and returns current_schema() (caller frees). */
 static char *current_schema(const char *dsn) {
   PGconn *conn = PQconnectdb(dsn);
@@ -461,6 +487,7 @@ int main(int argc, char **argv) {
   printf("libpgisolate %s\n", pgi_version());
   naming_vectors(argv[1]);
   conninfo_vectors(argv[1]);
+  config_vectors(argv[1]);
   engine_cycle(argv[2]);
   caller_builds(argv[2]);
   int passed = checks - failures;

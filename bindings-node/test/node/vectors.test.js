@@ -41,3 +41,19 @@ test('conninfo, prisma and cache key vectors', () => {
   }
   for (const c of cases('cache_key.json')) assert.equal(pgi.cacheKey(c.cache_prefix, c.key), c.expected)
 })
+
+test('config vectors: every setting by key, through checkSetting', () => {
+  for (const c of cases('config.json')) {
+    if (c.ok) {
+      pgi.checkSetting(c.key, c.value)
+      continue
+    }
+    const Cls = c.code === 'conninfo' ? pgi.ConnInfoError : pgi.ConfigError
+    assert.throws(() => pgi.checkSetting(c.key, c.value), (e) => e instanceof Cls && e.message.includes(c.error), `${c.key}=${c.value}`)
+  }
+  // JavaScript values and camelCase keys, as Engine.start takes them.
+  pgi.checkSetting('gcGrace', 0.5)
+  pgi.checkSetting('loginRole', true)
+  pgi.checkSetting('extensions', ['uuid-ossp', 'pgcrypto'])
+  assert.throws(() => pgi.checkSetting('poolSise', 3), /unknown setting/)
+})

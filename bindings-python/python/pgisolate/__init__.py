@@ -38,6 +38,7 @@ from ._pgisolate import (
     __version__,
     cache_key,
     cache_prefix,
+    check_setting,
     prisma_url,
     redact,
     schema_name,
@@ -52,6 +53,7 @@ class PgIsolateWarning(UserWarning):
 
 __all__ = [
     "PgIsolateWarning",
+    "check_setting",
     "BinariesNotFoundError",
     "ClosedError",
     "ConfigError",

@@ -78,13 +78,23 @@ class Engine:
         hash_len: Optional[int] = None,
         keep: Optional[str] = None,
         search_path_tail: Optional[Sequence[str]] = None,
-        pg_bin: Optional[_Path] = None,
-        run_id: Optional[str] = None,
-        gc_on_start: bool = True,
-        gc_grace: Optional[float] = None,
-        login_role: Optional[bool] = None,
         extensions: Optional[Sequence[str]] = None,
-    ) -> None: ...
+        pg_bin: Optional[_Path] = None,
+        pg_bin_fallback: Optional[_Path] = None,
+        run_id: Optional[str] = None,
+        gc_on_start: Optional[bool] = None,
+        gc_grace: Optional[Union[float, str]] = None,
+        template_max_age: Optional[Union[float, str]] = None,
+        pool_size: Optional[int] = None,
+        recycle: Optional[bool] = None,
+        max_admin_connections: Optional[int] = None,
+        release_timeout: Optional[Union[float, str]] = None,
+        login_role: Optional[bool] = None,
+        verify: Optional[bool] = None,
+        redis_url: Optional[str] = None,
+        collect_warnings: Optional[bool] = None,
+    ) -> None:
+        """Every setting of the README's table by its key; durations as seconds or "500ms", "2m"."""
     @property
     def url(self) -> str: ...
     @property
@@ -114,6 +124,9 @@ def cache_key(cache_prefix: str, key: str) -> str: ...
 def scoped_url(url: str, schema: str, tail: Sequence[str] = ("public",)) -> str: ...
 def prisma_url(url: str, schema: str) -> str: ...
 def redact(url: str) -> str: ...
+def check_setting(key: str, value: object) -> None:
+    """Raises the ConfigError (ConnInfoError for a URL) ``Engine(key=value)`` would, without starting anything."""
+    ...
 def cli_main(argv: list[str]) -> int:
     """Runs the ``pgisolate`` command line ``argv`` (program name first); returns its exit status."""
     ...
