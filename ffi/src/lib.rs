@@ -55,7 +55,8 @@ pub enum pgi_code {
     Other = 16,
 }
 
-/// An error: a code and an owned message. Free with `pgi_error_free`.
+/// An error: a code and a message. Owned by the caller: free with `pgi_error_free`. Any
+/// thread may read or free it (one at a time).
 #[derive(Debug)]
 pub struct pgi_error {
     code: pgi_code,
@@ -73,27 +74,32 @@ pub struct pgi_str {
     pub len: usize,
 }
 
-/// Engine settings, starting from the `PGISOLATE_*` environment. Free with `pgi_config_free`.
+/// Engine settings, starting from the `PGISOLATE_*` environment. Owned by the caller: free
+/// with `pgi_config_free` (an engine made from it keeps its own copy). One thread at a time.
 #[derive(Debug)]
 pub struct pgi_config {
     cfg: Config,
 }
 
-/// A started engine. Free with `pgi_engine_free` (which closes it).
+/// A started engine. Owned by the caller: free with `pgi_engine_free` (which closes it,
+/// waiting for background releases) after every template, build and schema made from it.
+/// Thread-safe: any number of threads may use one engine at once.
 #[derive(Debug)]
 pub struct pgi_engine {
     engine: Engine,
     pid: u32,
 }
 
-/// A built template. Free with `pgi_template_free`.
+/// A built template. Owned by the caller: free with `pgi_template_free`; may not outlive its
+/// engine. Thread-safe: many threads may acquire schemas from one template at once.
 #[derive(Debug)]
 pub struct pgi_template {
     tpl: Template,
 }
 
-/// A template build run by the caller's migration tool. Free with `pgi_template_build_free`
-/// (which abandons the build unless it was committed).
+/// A template build run by the caller's migration tool. Owned by the caller: free with
+/// `pgi_template_build_free` (which abandons the build unless it was committed or failed);
+/// may not outlive its engine. One thread at a time.
 #[derive(Debug)]
 pub struct pgi_template_build {
     build: Option<TemplateBuild>,
@@ -101,8 +107,9 @@ pub struct pgi_template_build {
     conninfo: String,
 }
 
-/// An isolated schema. Free with `pgi_schema_free` (which releases it in the background if
-/// `pgi_schema_release` was not called).
+/// An isolated schema. Owned by the caller: free with `pgi_schema_free` (which releases it in
+/// the background if `pgi_schema_release` was not called); may not outlive its engine. One
+/// thread at a time; the strings it hands out (URL, conninfo) may be used anywhere.
 #[derive(Debug)]
 pub struct pgi_schema {
     schema: Option<Schema>,
@@ -153,6 +160,22 @@ fn guard(f: impl FnOnce() -> Res<()>) -> *mut pgi_error {
             Box::into_raw(err(pgi_code::Panic, format!("internal error in pgisolate (please report): {what}")))
         }
     }
+}
+
+/// `guard` for the exports that return no error (frees, getters): a panic gives `fallback`
+/// instead of unwinding into C.
+fn guard_or<T>(fallback: T, f: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(fallback)
+}
+
+/// Frees a handle made by `Box::into_raw` in this library; NULL does nothing.
+unsafe fn free_handle<T>(p: *mut T) {
+    guard_or((), || {
+        if !p.is_null() {
+            // SAFETY: the caller passes a handle from Box::into_raw in this library, freed once.
+            drop(unsafe { Box::from_raw(p) });
+        }
+    })
 }
 
 fn block_on<T>(fut: impl std::future::Future<Output = pgisolate::Result<T>>) -> Res<T> {
@@ -230,46 +253,50 @@ fn live(engine: &pgi_engine) -> Res<&Engine> {
 /// The library version (static storage: never free it).
 #[no_mangle]
 pub extern "C" fn pgi_version() -> *const c_char {
-    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+    guard_or(c"".as_ptr(), || concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast())
 }
 
-/// The error's code. `err` must be a non-NULL error from this library.
+/// The error's code; `PGI_CODE_NULL_ARGUMENT` for a NULL `err`.
 #[no_mangle]
 pub unsafe extern "C" fn pgi_error_code(err: *const pgi_error) -> pgi_code {
-    // SAFETY: documented contract: a live error or NULL.
-    match unsafe { err.as_ref() } {
-        Some(e) => e.code,
-        None => pgi_code::NullArgument,
-    }
+    guard_or(pgi_code::Panic, || {
+        // SAFETY: documented contract: a live error or NULL.
+        match unsafe { err.as_ref() } {
+            Some(e) => e.code,
+            None => pgi_code::NullArgument,
+        }
+    })
 }
 
 /// The error's message, borrowed: valid until `pgi_error_free(err)`. Never NULL for a
 /// non-NULL `err`.
 #[no_mangle]
 pub unsafe extern "C" fn pgi_error_message(err: *const pgi_error) -> *const c_char {
-    // SAFETY: documented contract: a live error or NULL.
-    match unsafe { err.as_ref() } {
-        Some(e) => e.message.as_ptr(),
-        None => c"(null pgi_error)".as_ptr(),
-    }
+    guard_or(c"(panic reading a pgi_error)".as_ptr(), || {
+        // SAFETY: documented contract: a live error or NULL.
+        match unsafe { err.as_ref() } {
+            Some(e) => e.message.as_ptr(),
+            None => c"(null pgi_error)".as_ptr(),
+        }
+    })
 }
 
 /// Frees an error. Accepts NULL.
 #[no_mangle]
 pub unsafe extern "C" fn pgi_error_free(err: *mut pgi_error) {
-    if !err.is_null() {
-        // SAFETY: the pointer came from Box::into_raw in this library and is freed once.
-        drop(unsafe { Box::from_raw(err) });
-    }
+    // SAFETY: a pgi_error from this library or NULL, freed once.
+    unsafe { free_handle(err) }
 }
 
 /// Frees a string returned by this library. Accepts NULL.
 #[no_mangle]
 pub unsafe extern "C" fn pgi_string_free(s: *mut c_char) {
-    if !s.is_null() {
-        // SAFETY: the pointer came from CString::into_raw in this library and is freed once.
-        drop(unsafe { CString::from_raw(s) });
-    }
+    guard_or((), || {
+        if !s.is_null() {
+            // SAFETY: the pointer came from CString::into_raw in this library and is freed once.
+            drop(unsafe { CString::from_raw(s) });
+        }
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -415,10 +442,8 @@ pub unsafe extern "C" fn pgi_config_set(
 /// Frees a config. Accepts NULL.
 #[no_mangle]
 pub unsafe extern "C" fn pgi_config_free(config: *mut pgi_config) {
-    if !config.is_null() {
-        // SAFETY: from Box::into_raw in this library, freed once.
-        drop(unsafe { Box::from_raw(config) });
-    }
+    // SAFETY: a config from this library or NULL, freed once.
+    unsafe { free_handle(config) }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -460,7 +485,7 @@ pub unsafe extern "C" fn pgi_engine_free(engine: *mut pgi_engine) {
     if engine.is_null() {
         return;
     }
-    let _ = catch_unwind(AssertUnwindSafe(|| {
+    guard_or((), || {
         // SAFETY: from Box::into_raw in this library, freed once.
         let e = unsafe { Box::from_raw(engine) };
         if e.pid != std::process::id() {
@@ -471,7 +496,7 @@ pub unsafe extern "C" fn pgi_engine_free(engine: *mut pgi_engine) {
         let inner = e.engine.clone();
         let _ = block_on(async move { inner.close().await });
         drop(e);
-    }));
+    })
 }
 
 /// Writes the engine's admin URL (the embedded server's superuser URL, or the configured one).
@@ -708,13 +733,13 @@ pub unsafe extern "C" fn pgi_template_build_free(build: *mut pgi_template_build)
     if build.is_null() {
         return;
     }
-    let _ = catch_unwind(AssertUnwindSafe(|| {
+    guard_or((), || {
         // SAFETY: from Box::into_raw in this library, freed once.
         let mut b = unsafe { Box::from_raw(build) };
         if let Some(inner) = b.build.take() {
             let _ = block_on(inner.abort());
         }
-    }));
+    })
 }
 
 /// Writes the template schema's name.
@@ -729,16 +754,14 @@ pub unsafe extern "C" fn pgi_template_name(template: *const pgi_template, out: *
 #[no_mangle]
 pub unsafe extern "C" fn pgi_template_built_here(template: *const pgi_template) -> bool {
     // SAFETY: a live template or NULL.
-    unsafe { template.as_ref() }.is_some_and(|t| t.tpl.built_here)
+    guard_or(false, || unsafe { template.as_ref() }.is_some_and(|t| t.tpl.built_here))
 }
 
 /// Frees a template handle (the template itself stays on the server for reuse). Accepts NULL.
 #[no_mangle]
 pub unsafe extern "C" fn pgi_template_free(template: *mut pgi_template) {
-    if !template.is_null() {
-        // SAFETY: from Box::into_raw in this library, freed once.
-        drop(unsafe { Box::from_raw(template) });
-    }
+    // SAFETY: a template from this library or NULL, freed once.
+    unsafe { free_handle(template) }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -834,11 +857,14 @@ pub unsafe extern "C" fn pgi_schema_release(
     guard(|| {
         // SAFETY: a live schema or NULL.
         let h = unsafe { handle_mut(schema, "schema")? };
-        let s = h.schema.take().ok_or_else(|| err(pgi_code::Closed, format!("schema {} already released", h.name)))?;
-        let released = block_on(s.finish(failed))?;
+        // Releasing twice does nothing and reports "not kept", as in every binding.
+        let kept = match h.schema.take() {
+            Some(s) => block_on(s.finish(failed))? == Released::Kept,
+            None => false,
+        };
         if !kept_out.is_null() {
             // SAFETY: non-NULL out-parameter from the caller.
-            unsafe { *kept_out = released == Released::Kept };
+            unsafe { *kept_out = kept };
         }
         Ok(())
     })
@@ -848,10 +874,30 @@ pub unsafe extern "C" fn pgi_schema_release(
 /// passing test). Accepts NULL.
 #[no_mangle]
 pub unsafe extern "C" fn pgi_schema_free(schema: *mut pgi_schema) {
-    if !schema.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| {
-            // SAFETY: from Box::into_raw in this library, freed once.
-            drop(unsafe { Box::from_raw(schema) });
-        }));
+    // SAFETY: a schema from this library or NULL, freed once (dropping it releases it in the
+    // background when it was not released).
+    unsafe { free_handle(schema) }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every export catches panics: its body goes through `guard` (fallible calls) or
+    /// `guard_or` (the rest), directly or through a helper built on them (`free_handle`,
+    /// `string_out`, `template_out`).
+    #[test]
+    fn every_export_is_panic_guarded() {
+        let src = include_str!("lib.rs");
+        let helpers =
+            ["guard(", "guard_or(", "free_handle(", "string_out(", "template_out(", "pgi_template_begin_inputs("];
+        let mut unguarded = Vec::new();
+        for (i, part) in src.split("extern \"C\" fn ").enumerate().skip(1) {
+            let name: String = part.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            let body_start = part.find('{').unwrap_or(0);
+            let body: String = part[body_start..].lines().skip(1).take(4).collect::<Vec<_>>().join("\n");
+            if !helpers.iter().any(|h| body.contains(h)) {
+                unguarded.push(format!("{i}: {name}"));
+            }
+        }
+        assert!(unguarded.is_empty(), "exports without a panic guard: {unguarded:?}");
     }
 }
