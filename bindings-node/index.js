@@ -149,11 +149,13 @@ function settingText(v) {
   return String(v)
 }
 
+const settingKey = (k) => k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)
+
 function settingsOf(options) {
   const out = {}
   for (const [k, v] of Object.entries(options || {})) {
     if (v === undefined || v === null) continue
-    out[k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)] = settingText(v)
+    out[settingKey(k)] = settingText(v)
   }
   return out
 }
@@ -215,7 +217,7 @@ for (const name of ['schemaName', 'cachePrefix', 'cacheKey', 'scopedUrl', 'prism
 }
 const nativeCheckSetting = guard(native.checkSetting)
 /** Throws the error `Engine.start({[key]: value})` would, without starting anything. */
-pure.checkSetting = (key, value) => nativeCheckSetting(key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`), settingText(value))
+pure.checkSetting = (key, value) => nativeCheckSetting(settingKey(key), settingText(value))
 
 module.exports = {
   Engine,

@@ -120,11 +120,7 @@ impl Engine {
     /// migration builds a new template.
     #[napi]
     pub async fn template_begin(&self, key: String, inputs: Option<Vec<String>>) -> Result<TemplateBegin> {
-        let start = match inputs.filter(|i| !i.is_empty()) {
-            Some(paths) => self.inner.template_begin_inputs(&key, &paths).await,
-            None => self.inner.template_begin(&key).await,
-        };
-        match start.map_err(err)? {
+        match self.inner.template_begin_inputs(&key, &inputs.unwrap_or_default()).await.map_err(err)? {
             TemplateStart::Ready(t) => Ok(TemplateBegin { template: Some(Template { inner: t }), build: None }),
             TemplateStart::Build(b) => Ok(TemplateBegin {
                 template: None,
@@ -429,8 +425,7 @@ pub fn prisma_url(url: String, schema: String) -> Result<String> {
 /// without starting anything.
 #[napi]
 pub fn check_setting(key: String, value: String) -> Result<()> {
-    let mut cfg = Config::default();
-    cfg.set(&key, &value).and_then(|()| cfg.validate()).map_err(err)
+    Config::check_setting(&key, &value).map_err(err)
 }
 
 /// The connection string with its password hidden.

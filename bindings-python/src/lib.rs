@@ -140,13 +140,7 @@ impl PyEngine {
     fn template_begin(&self, py: Python<'_>, key: String, inputs: Option<Vec<PathBuf>>) -> PyResult<Py<PyAny>> {
         let engine = self.engine.clone();
         let inputs = inputs.unwrap_or_default();
-        let started = run(py, async move {
-            if inputs.is_empty() {
-                engine.template_begin(&key).await
-            } else {
-                engine.template_begin_inputs(&key, &inputs).await
-            }
-        })?;
+        let started = run(py, async move { engine.template_begin_inputs(&key, &inputs).await })?;
         match started {
             TemplateStart::Ready(tpl) => Ok(Py::new(py, PyTemplate { tpl })?.into_any()),
             TemplateStart::Build(b) => Ok(Py::new(
@@ -564,9 +558,7 @@ fn setting_text(v: &Bound<'_, PyAny>) -> PyResult<String> {
 /// without starting anything; returns None when the value is valid.
 #[pyfunction]
 fn check_setting(py: Python<'_>, key: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
-    let mut cfg = Config::default();
-    let text = setting_text(value)?;
-    cfg.set(key, &text).and_then(|()| cfg.validate()).map_err(|e| to_py(py, e))
+    Config::check_setting(key, &setting_text(value)?).map_err(|e| to_py(py, e))
 }
 
 /// The `pgisolate` command (`python -m pgisolate`, the console script): runs `argv` (program

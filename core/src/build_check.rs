@@ -36,20 +36,34 @@ pub const VERSION_TABLES: &[&str] = &[
     "databasechangelog",
 ];
 
-/// Moves the extensions a build created inside `build` to schema `extensions`. Returns whether
-/// any was moved; an extension that is not relocatable is an error that says to create it up
-/// front with `PGISOLATE_EXTENSIONS`.
-pub async fn relocate_extensions(client: &Client, build: &str) -> Result<bool> {
+/// What [`relocate_extensions`] did.
+#[derive(Debug, Clone, Copy)]
+pub struct Relocated {
+    /// Whether any extension was moved out of the build.
+    pub moved: bool,
+    /// Whether schema `extensions` exists now (made by this move or earlier by anyone).
+    pub schema_exists: bool,
+}
+
+/// Moves the extensions a build created inside `build` to schema `extensions`, and says
+/// whether that schema exists (one catalog query either way); an extension that is not
+/// relocatable is an error that says to create it up front with `PGISOLATE_EXTENSIONS`.
+pub async fn relocate_extensions(client: &Client, build: &str) -> Result<Relocated> {
     let rows = client
         .query(
-            "select e.extname, e.extrelocatable from pg_extension e join pg_namespace n on n.oid = e.extnamespace \
-             where n.nspname = $1 order by e.extname",
+            "select e.extname, e.extrelocatable, exists (select 1 from pg_namespace where nspname = 'extensions') \
+             from (select 1) one \
+             left join (pg_extension e join pg_namespace n on n.oid = e.extnamespace and n.nspname = $1) on true \
+             order by e.extname",
             &[&build],
         )
         .await
         .map_err(|e| Error::db("list the extensions of the build", e))?;
+    let schema_exists = rows.first().is_some_and(|r| r.get::<_, bool>(2));
+    // The left join gives one row of NULLs when the build made no extension.
+    let rows: Vec<_> = rows.into_iter().filter(|r| r.get::<_, Option<&str>>(0).is_some()).collect();
     if rows.is_empty() {
-        return Ok(false);
+        return Ok(Relocated { moved: false, schema_exists });
     }
     let fixed: Vec<String> = rows.iter().filter(|r| !r.get::<_, bool>(1)).map(|r| r.get(0)).collect();
     if !fixed.is_empty() {
@@ -74,7 +88,7 @@ pub async fn relocate_extensions(client: &Client, build: &str) -> Result<bool> {
         let _ = client.batch_execute("ROLLBACK").await;
         return Err(Error::db("move the build's extensions to schema extensions", e));
     }
-    Ok(true)
+    Ok(Relocated { moved: true, schema_exists: true })
 }
 
 /// Checks a finished build before it is published: not empty, and no version table written

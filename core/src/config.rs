@@ -345,6 +345,14 @@ impl Config {
         parsed.map_err(|why| Error::Config(format!("{key}={value:?}: {why}")))
     }
 
+    /// The error `set(key, value)` then `validate` would give on the defaults, without
+    /// building anything: what every binding's `check_setting` reports.
+    pub fn check_setting(key: &str, value: &str) -> Result<()> {
+        let mut cfg = Config::default();
+        cfg.set(key, value)?;
+        cfg.validate()
+    }
+
     /// Defaults overridden by the `PGISOLATE_*` variables of [`SETTINGS`]. Empty variables count
     /// as unset, except `PGISOLATE_SEARCH_PATH_TAIL` (empty: no tail).
     pub fn from_env() -> Result<Config> {

@@ -382,12 +382,15 @@ impl Engine {
     /// [`Engine::template_begin`] for a build whose inputs are files and directories (the
     /// migration tool's directory, its config): their contents are hashed into the key
     /// ([`template::inputs_key`]), so changing a migration builds a new template instead of
-    /// reusing a stale one. `key` may be empty.
+    /// reusing a stale one. `key` may be empty. With no inputs it is [`Engine::template_begin`].
     pub async fn template_begin_inputs<P: AsRef<std::path::Path>>(
         &self,
         key: &str,
         inputs: &[P],
     ) -> Result<TemplateStart> {
+        if inputs.is_empty() {
+            return self.template_begin(key).await;
+        }
         self.inner.check_open()?;
         let full = template::inputs_key(key, inputs)?;
         let paths: Vec<String> = inputs
@@ -907,25 +910,20 @@ impl TemplateBuild {
         // Sessions the caller's migration tool left open must not outlive the build.
         let _ = drop::terminate(&locker, &[conninfo::application_name(&self.schema)]).await;
         let checked = async {
-            let moved = build_check::relocate_extensions(&locker, &self.schema).await?;
+            let relocated = build_check::relocate_extensions(&locker, &self.schema).await?;
             build_check::check_build(&locker, &self.schema, self.begin_xid).await?;
-            // The build saw schema extensions (its search_path has it); so must the tests. It
-            // may exist without this build having moved anything: made since this engine
-            // started by another engine's build or start-up rescue.
-            let ext_exists: bool = locker
-                .query_one("select exists (select 1 from pg_namespace where nspname = 'extensions')", &[])
-                .await
-                .map_err(|e| Error::db("look up schema extensions", e))?
-                .get(0);
-            Ok::<(bool, bool), Error>((moved, ext_exists))
+            Ok::<_, Error>(relocated)
         }
         .await;
         match checked {
-            Ok((moved, ext_exists)) => {
-                if moved || ext_exists {
+            Ok(relocated) => {
+                // The build saw schema extensions (its search_path has it); so must the tests.
+                // It may exist without this build having moved anything: made since this
+                // engine started by another engine's build or start-up rescue.
+                if relocated.schema_exists {
                     inner.ext_in_tail.store(true, Ordering::SeqCst);
                 }
-                if moved && inner.cfg.login_role {
+                if relocated.moved && inner.cfg.login_role {
                     crate::role::share_extensions(&locker).await?;
                 }
             }

@@ -630,13 +630,7 @@ pub unsafe extern "C" fn pgi_template_begin_inputs(
             // SAFETY: each is a NUL-terminated string valid for the call.
             raw.iter().map(|&p| unsafe { cstr(p, "inputs[i]") }.map(str::to_owned)).collect::<Res<Vec<String>>>()?
         };
-        let start = block_on(async move {
-            if paths.is_empty() {
-                engine.template_begin(&key).await
-            } else {
-                engine.template_begin_inputs(&key, &paths).await
-            }
-        })?;
+        let start = block_on(async move { engine.template_begin_inputs(&key, &paths).await })?;
         match start {
             TemplateStart::Ready(tpl) => {
                 // SAFETY: both checked above.
