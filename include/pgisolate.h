@@ -4,7 +4,8 @@
  *
  * Errors    A fallible call returns pgi_error* (NULL on success) and writes its result
  *           through its trailing out-parameter(s), which it leaves untouched on failure. Read
- *           the error with pgi_error_code / pgi_error_message, free it with pgi_error_free.
+ *           the error with pgi_error_code / pgi_error_message / pgi_error_sqlstate (the
+ *           server's SQLSTATE, when it sent one), free it with pgi_error_free.
  *           There is no thread-local "last error".
  * Ownership Handles (pgi_config, pgi_engine, pgi_template, pgi_template_build, pgi_schema,
  *           pgi_error) are owned by the caller and freed with their own pgi_<noun>_free,
@@ -23,7 +24,7 @@
  *           Blocking calls run on one library-owned runtime.
  * Fork      Handles made before fork() belong to the parent: in the child, calls on them
  *           fail with PGI_CODE_CLOSED (create a new engine there).
- * Panics    No panic crosses this boundary: every export catches it (PGI_CODE_PANIC, or a
+ * Panics    No panic crosses this boundary: every export catches it (PGI_CODE_INTERNAL, or a
  *           neutral result for the functions that return no error).
  * Twice     Releasing a schema twice does nothing and reports "not kept" (as in every
  *           binding); committing a build twice is PGI_CODE_CLOSED.
@@ -41,21 +42,24 @@
 #define PGI_CSTR(s) ((pgi_str){ (s), strlen(s) })
 
 
-// What kind of failure a `pgi_error` reports.
+// What kind of failure a `pgi_error` reports: the core's error kinds with their numbers
+// (never reused; 16 is retired), plus the ABI's own argument errors (13, 14).
 typedef enum pgi_code {
   // A configuration value is invalid.
   PGI_CODE_CONFIG = 1,
   // A connection string could not be parsed or scoped.
   PGI_CODE_CONNINFO = 2,
-  // PostgreSQL binaries for the embedded server were not found.
+  // PostgreSQL binaries (initdb, postgres, pg_dump) were not found.
   PGI_CODE_BINARIES = 3,
   // The embedded server could not be started.
   PGI_CODE_SERVER = 4,
-  // The database server could not be reached.
+  // The database server could not be reached or refused the login (`pgi_error_sqlstate`
+  // says why when the server did: 28P01, 28000, 53300, …).
   PGI_CODE_CONNECT = 5,
-  // A statement failed on the server.
+  // A statement failed on the server (`pgi_error_sqlstate` has its SQLSTATE).
   PGI_CODE_DB = 6,
-  // A migration failed while building a template.
+  // A migration failed while building a template (`pgi_error_sqlstate` has the failed
+  // statement's SQLSTATE when the engine ran it).
   PGI_CODE_MIGRATION = 7,
   // A file could not be read or written.
   PGI_CODE_IO = 8,
@@ -71,10 +75,12 @@ typedef enum pgi_code {
   PGI_CODE_NULL_ARGUMENT = 13,
   // A string argument was not valid UTF-8.
   PGI_CODE_INVALID_UTF8 = 14,
-  // An internal panic was caught at the ABI boundary (a bug: please report it).
-  PGI_CODE_PANIC = 15,
-  // Anything else.
-  PGI_CODE_OTHER = 16,
+  // A bug in pgisolate (a panic caught at the ABI boundary): please report it.
+  PGI_CODE_INTERNAL = 15,
+  // The cache server (Redis) failed or refused a command.
+  PGI_CODE_CACHE = 17,
+  // The engine could not take its owner lease, or lost it.
+  PGI_CODE_LEASE = 18,
 } pgi_code;
 
 // Engine settings, starting from the `PGISOLATE_*` environment. Owned by the caller: free
@@ -86,8 +92,8 @@ typedef struct pgi_config pgi_config;
 // Thread-safe: any number of threads may use one engine at once.
 typedef struct pgi_engine pgi_engine;
 
-// An error: a code and a message. Owned by the caller: free with `pgi_error_free`. Any
-// thread may read or free it (one at a time).
+// An error: a code, a message and, when the server sent one, its SQLSTATE. Owned by the
+// caller: free with `pgi_error_free`. Any thread may read or free it (one at a time).
 typedef struct pgi_error pgi_error;
 
 // An isolated schema. Owned by the caller: free with `pgi_schema_free` (which releases it in
@@ -126,6 +132,11 @@ enum pgi_code pgi_error_code(const struct pgi_error *err);
 // The error's message, borrowed: valid until `pgi_error_free(err)`. Never NULL for a
 // non-NULL `err`.
 const char *pgi_error_message(const struct pgi_error *err);
+
+// The server's SQLSTATE (five characters, e.g. `28P01`, `42P01`, `55P03`) when the error came
+// from the server (codes CONNECT, DB, MIGRATION), else NULL. Borrowed: valid until
+// `pgi_error_free(err)`. NULL for a NULL `err`.
+const char *pgi_error_sqlstate(const struct pgi_error *err);
 
 // Frees an error. Accepts NULL.
 void pgi_error_free(struct pgi_error *err);

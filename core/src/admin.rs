@@ -34,7 +34,7 @@ pub async fn connect(url: &str, application_name: &str) -> Result<Client> {
             ),
             _ => message,
         };
-        Error::Connect { target: redact(url), message }
+        Error::Connect { target: redact(url), code, message, source: Some(Box::new(e)) }
     })?;
     tokio::spawn(async move {
         let _ = conn.await;

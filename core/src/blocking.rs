@@ -31,7 +31,7 @@ pub fn runtime() -> Result<&'static tokio::runtime::Runtime> {
         .thread_name("pgisolate")
         .enable_all()
         .build()
-        .map_err(|e| Error::Server(format!("cannot start pgisolate's async runtime: {e}")))?;
+        .map_err(|e| Error::io("cannot start pgisolate's async runtime", e))?;
     let rt: &'static tokio::runtime::Runtime = Box::leak(Box::new(rt));
     if let Some(old) = slot.replace(Rt { pid, rt }) {
         INHERITED.lock().unwrap_or_else(|p| p.into_inner()).push(old.rt);

@@ -68,6 +68,7 @@ pub async fn relocate_extensions(client: &Client, build: &str) -> Result<Relocat
     let fixed: Vec<String> = rows.iter().filter(|r| !r.get::<_, bool>(1)).map(|r| r.get(0)).collect();
     if !fixed.is_empty() {
         return Err(Error::Migration {
+            code: None,
             source_name: "CREATE EXTENSION".into(),
             message: format!(
                 "the migrations created extension {} inside the template build, and it cannot be moved to schema \
@@ -117,6 +118,7 @@ pub async fn check_build(client: &Client, build: &str, begin_xid: i64) -> Result
             )
         };
         return Err(Error::Migration {
+            code: None,
             source_name: format!("template build {build}"),
             message: format!(
                 "the build left its schema empty (no tables, types or functions), so nothing was published.{found} \
@@ -152,6 +154,7 @@ pub async fn check_build(client: &Client, build: &str, begin_xid: i64) -> Result
         };
         if written > 0 {
             return Err(Error::Migration {
+            code: None,
                 source_name: format!("template build {build}"),
                 message: format!(
                     "the migration tool recorded its version in {schema}.{table}, outside the build schema: the \

@@ -89,10 +89,10 @@ impl Conn {
             self.io.read_line(&mut line).await.map_err(|e| Error::io("read from Redis", e))?;
             let line = line.trim_end_matches(['\r', '\n']);
             let (kind, rest) = line.split_at(line.len().min(1));
-            let int = |s: &str| s.parse::<i64>().map_err(|_| Error::Server(format!("bad Redis reply {line:?}")));
+            let int = |s: &str| s.parse::<i64>().map_err(|_| Error::Cache(format!("bad Redis reply {line:?}")));
             match kind {
                 "+" => Ok(Reply::Simple(rest.to_owned())),
-                "-" => Err(Error::Server(format!("Redis: {rest}"))),
+                "-" => Err(Error::Cache(format!("Redis: {rest}"))),
                 ":" => Ok(Reply::Int(int(rest)?)),
                 "$" => {
                     let n = int(rest)?;
@@ -112,7 +112,7 @@ impl Conn {
                     }
                     Ok(Reply::Array(items))
                 }
-                _ => Err(Error::Server(format!("unexpected Redis reply {line:?}"))),
+                _ => Err(Error::Cache(format!("unexpected Redis reply {line:?}"))),
             }
         })
     }
@@ -154,15 +154,15 @@ pub async fn delete_prefix(target: &RedisTarget, prefix: &str) -> Result<u64> {
     let mut deleted = 0u64;
     loop {
         let reply = c.call(&["SCAN", &cursor, "MATCH", &pattern, "COUNT", "500"]).await?;
-        let Reply::Array(mut parts) = reply else { return Err(Error::Server("bad SCAN reply".into())) };
+        let Reply::Array(mut parts) = reply else { return Err(Error::Cache("bad SCAN reply".into())) };
         if parts.len() != 2 {
-            return Err(Error::Server("bad SCAN reply".into()));
+            return Err(Error::Cache("bad SCAN reply".into()));
         }
         let keys = parts.pop();
         cursor = match parts.pop() {
             Some(Reply::Bulk(Some(b))) => String::from_utf8_lossy(&b).into_owned(),
             Some(Reply::Simple(s)) => s,
-            _ => return Err(Error::Server("bad SCAN cursor".into())),
+            _ => return Err(Error::Cache("bad SCAN cursor".into())),
         };
         if let Some(Reply::Array(keys)) = keys {
             let names: Vec<String> = keys

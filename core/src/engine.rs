@@ -167,7 +167,7 @@ impl Engine {
                     server::ensure(bin.as_deref(), &say)
                 })
                 .await
-                .map_err(|e| Error::Server(format!("embedded server start-up panicked: {e}")))??;
+                .map_err(|e| Error::Internal(format!("embedded server start-up panicked: {e}")))??;
                 (srv.url.clone(), Some(srv), Some(lock))
             }
         };
@@ -359,11 +359,11 @@ impl Engine {
                 for (name, sql) in &steps {
                     let batch = format!("BEGIN; SET LOCAL search_path TO {path};\n{sql}\n;\nCOMMIT;");
                     if let Err(e) = locker.batch_execute(&batch).await {
-                        let (_, mut message) = crate::error::describe_pg(&e);
+                        let (code, mut message) = crate::error::describe_pg(&e);
                         let _ = locker.batch_execute("ROLLBACK").await;
                         message.push_str(&crate::build_check::hint_for(locker, &e).await);
                         let _ = b.abort_inner().await;
-                        return Err(Error::Migration { source_name: name.clone(), message });
+                        return Err(Error::Migration { source_name: name.clone(), code, message });
                     }
                 }
                 let t = b.publish(Some(steps)).await?;
@@ -499,7 +499,7 @@ impl Engine {
             (Some(sql), _) => Replay::Captured(sql),
             (None, Some(steps)) => Replay::Migrations(steps.to_vec()),
             (None, None) => {
-                return Err(Error::Server(format!(
+                return Err(Error::BinariesNotFound(format!(
                     "template {} has no captured DDL to copy from (pg_dump was unavailable when it was built): \
                      install pg_dump or set PGISOLATE_PG_BIN, then drop the template schema so it is rebuilt",
                     row.get::<_, String>(0)
@@ -892,7 +892,7 @@ impl TemplateBuild {
         if let Err(e) = self.abort_inner().await {
             message.push_str(&format!(" (and the build could not be dropped: {e}; gc will)"));
         }
-        Error::Migration { source_name: source_name.to_owned(), message }
+        Error::Migration { source_name: source_name.to_owned(), code: None, message }
     }
 
     async fn abort_inner(&mut self) -> Result<()> {
@@ -943,7 +943,7 @@ impl TemplateBuild {
             (ddl, seed)
         })
         .await
-        .map_err(|e| Error::Server(format!("template capture panicked: {e}")))?;
+        .map_err(|e| Error::Internal(format!("template capture panicked: {e}")))?;
         let tpl_name = template::template_schema(&self.fingerprint);
         let (replay, replay_sql) = match (captured, steps) {
             (Ok(sql), _) => (Replay::Captured(sql.clone()), Some(sql)),
@@ -955,7 +955,7 @@ impl TemplateBuild {
             }
             (Err(why), None) => {
                 let _ = drop::drop_schema(&locker, &self.schema, &[], Instant::now() + Duration::from_secs(10)).await;
-                return Err(Error::Server(format!(
+                return Err(Error::BinariesNotFound(format!(
                     "cannot capture template {tpl_name} built by the caller's migrations: {why}; \
                      install pg_dump (PostgreSQL client) or set PGISOLATE_PG_BIN"
                 )));

@@ -117,7 +117,7 @@ impl Lease {
             }
             salt = sha256_hex(salt.as_bytes());
         }
-        Err(Error::Server("could not take an owner lease: 64 random keys were all held".into()))
+        Err(Error::Lease("could not take an owner lease: 64 random keys were all held".into()))
     }
 
     /// Whether the lease connection is still open (the lock is held while it is).

@@ -37,7 +37,7 @@ pub mod testing;
 
 pub use config::{Config, Keep};
 pub use engine::{Engine, GcReport, Released, TemplateBuild, TemplateStart};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use naming::{cache_key, schema_name, Identity};
 pub use schema::Schema;
 pub use template::{Migrations, Template};

@@ -387,3 +387,50 @@ fn cargo_test_glue_gives_this_test_its_own_schema() {
     let exists = pgisolate::testing::block_on(async move { schema_exists(&engine, &n).await });
     assert!(!exists, "{name} survived the end of the test");
 }
+
+/// `url` with its user replaced by `user` (and no password).
+fn with_user(url: &str, user: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let host_start = rest.find('/').unwrap_or(rest.len());
+    let hostpart = &rest[..host_start];
+    let host = hostpart.rsplit_once('@').map_or(hostpart, |(_, h)| h);
+    format!("{scheme}://{user}@{host}{}", &rest[host_start..])
+}
+
+/// tests/vectors/errors.json's failures: the kind and the server's SQLSTATE (the other
+/// bindings run the same file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_carry_their_kind_and_sqlstate() {
+    use pgisolate::{Engine, ErrorKind};
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors/errors.json");
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let engine = engine().await;
+    let failures = doc["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 3);
+    for f in failures {
+        let name = f["name"].as_str().unwrap();
+        let err = if let Some(user) = f.get("user") {
+            let mut cfg = config();
+            cfg.url = Some(with_user(engine.url(), user.as_str().unwrap()));
+            Engine::start(cfg).await.map(|_| ()).unwrap_err()
+        } else {
+            let _holder = match f.get("lock") {
+                Some(lock) => {
+                    let c = connect(engine.url()).await;
+                    c.execute("select pg_advisory_lock($1)", &[&lock.as_i64().unwrap()]).await.unwrap();
+                    Some(c)
+                }
+                None => None,
+            };
+            engine.template(Migrations::sql(f["sql"].as_str().unwrap())).await.map(|_| ()).unwrap_err()
+        };
+        let want = ErrorKind::from_number(f["kind"].as_u64().unwrap() as u32).unwrap();
+        assert_eq!(err.kind(), want, "{name}: {err}");
+        assert_eq!(err.sqlstate(), f["sqlstate"].as_str(), "{name}: {err}");
+        if want == ErrorKind::Connect {
+            // The driver's error is kept as the source.
+            assert!(std::error::Error::source(&err).is_some(), "{name}: no source");
+        }
+    }
+    engine.close().await.unwrap();
+}

@@ -147,3 +147,20 @@ fn settings_match_the_readme() {
         assert!(pgisolate::config::SETTINGS.iter().any(|s| s.env == env), "README lists {env}, which is not a setting");
     }
 }
+
+/// Every kind in tests/vectors/errors.json is the core's, number and code; no kind is missing.
+#[test]
+fn error_kind_vectors() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors/errors.json");
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let kinds = doc["kinds"].as_array().unwrap();
+    assert_eq!(kinds.len(), pgisolate::ErrorKind::ALL.len());
+    for (k, v) in pgisolate::ErrorKind::ALL.into_iter().zip(kinds) {
+        assert_eq!(k as u64, v["number"].as_u64().unwrap(), "{k}");
+        assert_eq!(k.code(), v["code"].as_str().unwrap());
+        assert_eq!(pgisolate::ErrorKind::from_number(k as u32), Some(k));
+    }
+    for v in doc["abi_only"].as_array().unwrap() {
+        assert_eq!(pgisolate::ErrorKind::from_number(v["number"].as_u64().unwrap() as u32), None);
+    }
+}

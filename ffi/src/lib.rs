@@ -15,9 +15,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::time::Duration;
 
-use pgisolate::{Config, Engine, Identity, Migrations, Released, Schema, Template, TemplateBuild, TemplateStart};
+use pgisolate::{Config, Engine, ErrorKind, Identity, Migrations, Released, Schema, Template, TemplateBuild, TemplateStart};
 
-/// What kind of failure a `pgi_error` reports.
+/// What kind of failure a `pgi_error` reports: the core's error kinds with their numbers
+/// (never reused; 16 is retired), plus the ABI's own argument errors (13, 14).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum pgi_code {
@@ -25,15 +26,17 @@ pub enum pgi_code {
     Config = 1,
     /// A connection string could not be parsed or scoped.
     Conninfo = 2,
-    /// PostgreSQL binaries for the embedded server were not found.
+    /// PostgreSQL binaries (initdb, postgres, pg_dump) were not found.
     Binaries = 3,
     /// The embedded server could not be started.
     Server = 4,
-    /// The database server could not be reached.
+    /// The database server could not be reached or refused the login (`pgi_error_sqlstate`
+    /// says why when the server did: 28P01, 28000, 53300, …).
     Connect = 5,
-    /// A statement failed on the server.
+    /// A statement failed on the server (`pgi_error_sqlstate` has its SQLSTATE).
     Db = 6,
-    /// A migration failed while building a template.
+    /// A migration failed while building a template (`pgi_error_sqlstate` has the failed
+    /// statement's SQLSTATE when the engine ran it).
     Migration = 7,
     /// A file could not be read or written.
     Io = 8,
@@ -49,18 +52,43 @@ pub enum pgi_code {
     NullArgument = 13,
     /// A string argument was not valid UTF-8.
     InvalidUtf8 = 14,
-    /// An internal panic was caught at the ABI boundary (a bug: please report it).
-    Panic = 15,
-    /// Anything else.
-    Other = 16,
+    /// A bug in pgisolate (a panic caught at the ABI boundary): please report it.
+    Internal = 15,
+    /// The cache server (Redis) failed or refused a command.
+    Cache = 17,
+    /// The engine could not take its owner lease, or lost it.
+    Lease = 18,
 }
 
-/// An error: a code and a message. Owned by the caller: free with `pgi_error_free`. Any
-/// thread may read or free it (one at a time).
+impl From<ErrorKind> for pgi_code {
+    fn from(k: ErrorKind) -> pgi_code {
+        match k {
+            ErrorKind::Config => pgi_code::Config,
+            ErrorKind::ConnInfo => pgi_code::Conninfo,
+            ErrorKind::BinariesNotFound => pgi_code::Binaries,
+            ErrorKind::Server => pgi_code::Server,
+            ErrorKind::Connect => pgi_code::Connect,
+            ErrorKind::Db => pgi_code::Db,
+            ErrorKind::Migration => pgi_code::Migration,
+            ErrorKind::Io => pgi_code::Io,
+            ErrorKind::Timeout => pgi_code::Timeout,
+            ErrorKind::NameExhausted => pgi_code::Name,
+            ErrorKind::Refused => pgi_code::Refused,
+            ErrorKind::Closed => pgi_code::Closed,
+            ErrorKind::Internal => pgi_code::Internal,
+            ErrorKind::Cache => pgi_code::Cache,
+            ErrorKind::Lease => pgi_code::Lease,
+        }
+    }
+}
+
+/// An error: a code, a message and, when the server sent one, its SQLSTATE. Owned by the
+/// caller: free with `pgi_error_free`. Any thread may read or free it (one at a time).
 #[derive(Debug)]
 pub struct pgi_error {
     code: pgi_code,
     message: CString,
+    sqlstate: Option<CString>,
 }
 
 /// A string with an explicit length (may contain any bytes of UTF-8, including NUL). A NULL
@@ -124,27 +152,13 @@ type Res<T> = Result<T, Box<pgi_error>>;
 fn err(code: pgi_code, message: impl Into<String>) -> Box<pgi_error> {
     let text: String = message.into().replace('\0', "\u{FFFD}");
     let message = CString::new(text).unwrap_or_default();
-    Box::new(pgi_error { code, message })
+    Box::new(pgi_error { code, message, sqlstate: None })
 }
 
 fn from_core(e: pgisolate::Error) -> Box<pgi_error> {
-    use pgi_code as C;
-    let code = match e.code() {
-        "config" => C::Config,
-        "conninfo" => C::Conninfo,
-        "binaries" => C::Binaries,
-        "server" => C::Server,
-        "connect" => C::Connect,
-        "db" => C::Db,
-        "migration" => C::Migration,
-        "io" => C::Io,
-        "timeout" => C::Timeout,
-        "name" => C::Name,
-        "refused" => C::Refused,
-        "closed" => C::Closed,
-        _ => C::Other,
-    };
-    err(code, e.to_string())
+    let mut boxed = err(e.kind().into(), e.to_string());
+    boxed.sqlstate = e.sqlstate().and_then(|s| CString::new(s).ok());
+    boxed
 }
 
 fn guard(f: impl FnOnce() -> Res<()>) -> *mut pgi_error {
@@ -157,7 +171,7 @@ fn guard(f: impl FnOnce() -> Res<()>) -> *mut pgi_error {
                 .map(|s| (*s).to_owned())
                 .or_else(|| p.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            Box::into_raw(err(pgi_code::Panic, format!("internal error in pgisolate (please report): {what}")))
+            Box::into_raw(err(pgi_code::Internal, format!("internal error in pgisolate (please report): {what}")))
         }
     }
 }
@@ -212,7 +226,7 @@ fn check_out<T>(out: *mut T, what: &str) -> Res<()> {
 }
 
 unsafe fn write_string(out: *mut *mut c_char, s: &str) -> Res<()> {
-    let c = CString::new(s).map_err(|_| err(pgi_code::Other, "result contains a NUL byte"))?;
+    let c = CString::new(s).map_err(|_| err(pgi_code::Internal, "result contains a NUL byte"))?;
     // SAFETY: `out` was checked non-NULL by the caller of this helper.
     unsafe { *out = c.into_raw() };
     Ok(())
@@ -259,7 +273,7 @@ pub extern "C" fn pgi_version() -> *const c_char {
 /// The error's code; `PGI_CODE_NULL_ARGUMENT` for a NULL `err`.
 #[no_mangle]
 pub unsafe extern "C" fn pgi_error_code(err: *const pgi_error) -> pgi_code {
-    guard_or(pgi_code::Panic, || {
+    guard_or(pgi_code::Internal, || {
         // SAFETY: documented contract: a live error or NULL.
         match unsafe { err.as_ref() } {
             Some(e) => e.code,
@@ -277,6 +291,20 @@ pub unsafe extern "C" fn pgi_error_message(err: *const pgi_error) -> *const c_ch
         match unsafe { err.as_ref() } {
             Some(e) => e.message.as_ptr(),
             None => c"(null pgi_error)".as_ptr(),
+        }
+    })
+}
+
+/// The server's SQLSTATE (five characters, e.g. `28P01`, `42P01`, `55P03`) when the error came
+/// from the server (codes CONNECT, DB, MIGRATION), else NULL. Borrowed: valid until
+/// `pgi_error_free(err)`. NULL for a NULL `err`.
+#[no_mangle]
+pub unsafe extern "C" fn pgi_error_sqlstate(err: *const pgi_error) -> *const c_char {
+    guard_or(ptr::null(), || {
+        // SAFETY: documented contract: a live error or NULL.
+        match unsafe { err.as_ref() }.and_then(|e| e.sqlstate.as_ref()) {
+            Some(s) => s.as_ptr(),
+            None => ptr::null(),
         }
     })
 }
@@ -875,6 +903,17 @@ pub unsafe extern "C" fn pgi_schema_free(schema: *mut pgi_schema) {
 
 #[cfg(test)]
 mod tests {
+    use super::pgi_code;
+    use pgisolate::ErrorKind;
+
+    /// The C codes are the core's kinds, number for number.
+    #[test]
+    fn codes_are_the_core_kinds() {
+        for k in ErrorKind::ALL {
+            assert_eq!(pgi_code::from(k) as u32, k as u32, "{k}");
+        }
+    }
+
     /// Every export catches panics: its body goes through `guard` (fallible calls) or
     /// `guard_or` (the rest), directly or through a helper built on them (`free_handle`,
     /// `string_out`, `template_out`).

@@ -481,6 +481,99 @@ static void caller_builds(const char *migrations) {
   pgi_string_free(admin);
 }
 
+/* tests/vectors/errors.json: a failed login, a missing table and a lock timeout give the kind
+ * and the server's SQLSTATE; every kind's number is the header's. */
+static void error_vectors(const char *dir) {
+  json_t *doc = load(dir, "errors.json");
+  static const struct { const char *name; pgi_code code; } header[] = {
+      {"PGI_CODE_CONFIG", PGI_CODE_CONFIG},       {"PGI_CODE_CONNINFO", PGI_CODE_CONNINFO},
+      {"PGI_CODE_BINARIES", PGI_CODE_BINARIES},   {"PGI_CODE_SERVER", PGI_CODE_SERVER},
+      {"PGI_CODE_CONNECT", PGI_CODE_CONNECT},     {"PGI_CODE_DB", PGI_CODE_DB},
+      {"PGI_CODE_MIGRATION", PGI_CODE_MIGRATION}, {"PGI_CODE_IO", PGI_CODE_IO},
+      {"PGI_CODE_TIMEOUT", PGI_CODE_TIMEOUT},     {"PGI_CODE_NAME", PGI_CODE_NAME},
+      {"PGI_CODE_REFUSED", PGI_CODE_REFUSED},     {"PGI_CODE_CLOSED", PGI_CODE_CLOSED},
+      {"PGI_CODE_INTERNAL", PGI_CODE_INTERNAL},   {"PGI_CODE_CACHE", PGI_CODE_CACHE},
+      {"PGI_CODE_LEASE", PGI_CODE_LEASE},         {"PGI_CODE_NULL_ARGUMENT", PGI_CODE_NULL_ARGUMENT},
+      {"PGI_CODE_INVALID_UTF8", PGI_CODE_INVALID_UTF8},
+  };
+  size_t n_header = sizeof header / sizeof header[0], seen = 0, i, j;
+  json_t *k;
+  const char *lists[] = {"kinds", "abi_only"};
+  for (j = 0; j < 2; j++) {
+    json_array_foreach(json_object_get(doc, lists[j]), i, k) {
+      const char *name = json_string_value(json_object_get(k, "c"));
+      int found = 0;
+      for (size_t h = 0; h < n_header; h++) {
+        if (strcmp(header[h].name, name) == 0) {
+          found = 1;
+          CHECK((json_int_t)header[h].code == json_integer_value(json_object_get(k, "number")), "%s number", name);
+        }
+      }
+      CHECK(found, "%s is not in the header", name);
+      seen++;
+    }
+  }
+  CHECK(seen == n_header, "errors.json lists %zu kinds, the header %zu", seen, n_header);
+
+  pgi_config *cfg = NULL;
+  ok(pgi_config_new(&cfg), "config");
+  ok(pgi_config_set(cfg, "gc_on_start", "false"), "gc_on_start");
+  pgi_engine *engine = NULL;
+  ok(pgi_engine_new(cfg, &engine), "engine");
+  char *url = NULL;
+  ok(pgi_engine_url(engine, &url), "engine url");
+  json_t *f;
+  json_array_foreach(json_object_get(doc, "failures"), i, f) {
+    const char *name = json_string_value(json_object_get(f, "name"));
+    pgi_error *e = NULL;
+    PGconn *holder = NULL;
+    json_t *user = json_object_get(f, "user");
+    if (user) {
+      /* The server's URL with its user replaced: scheme://user@host... */
+      const char *rest = strstr(url, "://") + 3;
+      const char *slash = strchr(rest, '/');
+      const char *at = strchr(rest, '@');
+      const char *host = at && (!slash || at < slash) ? at + 1 : rest;
+      char bad[1024];
+      snprintf(bad, sizeof bad, "%.*s%s@%s", (int)(rest - url), url, json_string_value(user), host);
+      pgi_config *c2 = NULL;
+      ok(pgi_config_new(&c2), "config");
+      ok(pgi_config_set(c2, "url", bad), "url");
+      pgi_engine *e2 = NULL;
+      e = pgi_engine_new(c2, &e2);
+      pgi_config_free(c2);
+      pgi_engine_free(e2);
+    } else {
+      json_t *lock = json_object_get(f, "lock");
+      if (lock) {
+        holder = PQconnectdb(url);
+        char sql[64];
+        snprintf(sql, sizeof sql, "select pg_advisory_lock(%lld)", (long long)json_integer_value(lock));
+        PGresult *r = PQexec(holder, sql);
+        CHECK(PQresultStatus(r) == PGRES_TUPLES_OK, "%s: hold the lock: %s", name, PQerrorMessage(holder));
+        PQclear(r);
+      }
+      pgi_template *t = NULL;
+      e = pgi_template_from_sql(engine, json_string_value(json_object_get(f, "sql")), &t);
+      pgi_template_free(t);
+    }
+    json_int_t want = json_integer_value(json_object_get(f, "kind"));
+    const char *want_state = json_string_value(json_object_get(f, "sqlstate"));
+    const char *state = e ? pgi_error_sqlstate(e) : NULL;
+    CHECK(e != NULL && (json_int_t)pgi_error_code(e) == want, "%s: want code %lld, got %d (%s)", name, (long long)want,
+          e ? (int)pgi_error_code(e) : 0, e ? pgi_error_message(e) : "success");
+    CHECK(state != NULL && strcmp(state, want_state) == 0, "%s: want SQLSTATE %s, got %s", name, want_state,
+          state ? state : "NULL");
+    pgi_error_free(e);
+    if (holder) PQfinish(holder);
+  }
+  CHECK(pgi_error_sqlstate(NULL) == NULL, "sqlstate of NULL");
+  pgi_string_free(url);
+  pgi_engine_free(engine);
+  pgi_config_free(cfg);
+  json_decref(doc);
+}
+
 int main(int argc, char **argv) {
   if (argc != 3) {
     fprintf(stderr, "usage: %s <vectors dir> <migrations dir>\n", argv[0]);
@@ -490,6 +583,7 @@ int main(int argc, char **argv) {
   naming_vectors(argv[1]);
   conninfo_vectors(argv[1]);
   config_vectors(argv[1]);
+  error_vectors(argv[1]);
   engine_cycle(argv[2]);
   caller_builds(argv[2]);
   int passed = checks - failures;
