@@ -36,6 +36,9 @@ func takeError(e *C.pgi_error) error {
 		return nil
 	}
 	err := &Error{Code: Code(C.pgi_error_code(e)), Message: C.GoString(C.pgi_error_message(e))}
+	if s := C.pgi_error_sqlstate(e); s != nil {
+		err.SQLState = C.GoString(s)
+	}
 	C.pgi_error_free(e)
 	return err
 }

@@ -22,10 +22,12 @@ import (
 	"time"
 )
 
-// Code classifies an *Error.
+// Code classifies an *Error: the C ABI's pgi_code, with the same stable numbers in every
+// binding (tests/vectors/errors.json). Each Code is also an error value, the target of
+// errors.Is: errors.Is(err, pgisolate.ErrConnect).
 type Code int
 
-// Error codes (the C ABI's pgi_code).
+// Error codes (the C ABI's pgi_code; 16 is retired and never reused).
 const (
 	CodeConfig       Code = 1
 	CodeConnInfo     Code = 2
@@ -41,15 +43,37 @@ const (
 	CodeClosed       Code = 12
 	CodeNullArgument Code = 13
 	CodeInvalidUTF8  Code = 14
-	CodePanic        Code = 15
-	CodeOther        Code = 16
+	CodeInternal     Code = 15
+	CodeCache        Code = 17
+	CodeLease        Code = 18
+)
+
+// The errors.Is targets, one per Code.
+var (
+	ErrConfig           error = CodeConfig       // a configuration value is invalid
+	ErrConnInfo         error = CodeConnInfo     // a connection string could not be parsed
+	ErrBinariesNotFound error = CodeBinaries     // PostgreSQL binaries (initdb, postgres, pg_dump) not found
+	ErrServer           error = CodeServer       // the embedded server could not be started
+	ErrConnect          error = CodeConnect      // the server could not be reached or refused the login
+	ErrDB               error = CodeDB           // a statement failed on the server
+	ErrMigration        error = CodeMigration    // a migration failed while building a template
+	ErrIO               error = CodeIO           // a file could not be read or written
+	ErrTimeout          error = CodeTimeout      // an operation did not finish within its deadline
+	ErrNameExhausted    error = CodeName         // no unique schema name could be found
+	ErrRefused          error = CodeRefused      // the engine refused to touch what it does not own
+	ErrClosed           error = CodeClosed       // the engine or object is closed
+	ErrNullArgument     error = CodeNullArgument // a required argument was nil
+	ErrInvalidUTF8      error = CodeInvalidUTF8  // a string argument was not valid UTF-8
+	ErrInternal         error = CodeInternal     // a bug in pgisolate: please report it
+	ErrCache            error = CodeCache        // the cache server (Redis) failed
+	ErrLease            error = CodeLease        // the owner lease could not be taken, or was lost
 )
 
 var codeNames = map[Code]string{
 	CodeConfig: "config", CodeConnInfo: "conninfo", CodeBinaries: "binaries", CodeServer: "server",
 	CodeConnect: "connect", CodeDB: "db", CodeMigration: "migration", CodeIO: "io", CodeTimeout: "timeout",
 	CodeName: "name", CodeRefused: "refused", CodeClosed: "closed", CodeNullArgument: "null argument",
-	CodeInvalidUTF8: "invalid utf-8", CodePanic: "panic", CodeOther: "other",
+	CodeInvalidUTF8: "invalid utf-8", CodeInternal: "internal", CodeCache: "cache", CodeLease: "lease",
 }
 
 func (c Code) String() string {
@@ -59,13 +83,25 @@ func (c Code) String() string {
 	return "code " + strconv.Itoa(int(c))
 }
 
-// Error is every error the engine returns; use errors.As to read its Code.
+// Error makes a Code an errors.Is target.
+func (c Code) Error() string { return "pgisolate: " + c.String() + " error" }
+
+// Error is every error the engine returns: errors.Is(err, pgisolate.ErrConnect) tests its
+// kind, errors.As reads Code and SQLState.
 type Error struct {
-	Code    Code
-	Message string
+	Code Code
+	// SQLState is the server's code (28P01, 42P01, 55P03, …) when the server sent one.
+	SQLState string
+	Message  string
 }
 
 func (e *Error) Error() string { return "pgisolate: " + e.Message }
+
+// Is reports whether target is this error's Code (errors.Is(err, pgisolate.ErrDB)).
+func (e *Error) Is(target error) bool {
+	c, ok := target.(Code)
+	return ok && c == e.Code
+}
 
 func closedError(what string) error {
 	return &Error{Code: CodeClosed, Message: what + " is closed"}

@@ -440,6 +440,93 @@ func TestErrorsCarryCodes(t *testing.T) {
 	}
 }
 
+// tests/vectors/errors.json: every kind has its errors.Is target with the same number and
+// name; a failed login, a missing table and a lock timeout give the kind and the SQLSTATE.
+func TestErrorVectors(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(vectorsDir, "errors.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Kinds []struct {
+			Number   int
+			Code, Go string
+		} `json:"kinds"`
+		ABIOnly []struct {
+			Number   int
+			Code, Go string
+		} `json:"abi_only"`
+		Failures []struct {
+			Name, User, SQL, SQLState string
+			Lock                      int64
+			Kind                      int
+		} `json:"failures"`
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	targets := map[string]error{
+		"ErrConfig": ErrConfig, "ErrConnInfo": ErrConnInfo, "ErrBinariesNotFound": ErrBinariesNotFound,
+		"ErrServer": ErrServer, "ErrConnect": ErrConnect, "ErrDB": ErrDB, "ErrMigration": ErrMigration,
+		"ErrIO": ErrIO, "ErrTimeout": ErrTimeout, "ErrNameExhausted": ErrNameExhausted, "ErrRefused": ErrRefused,
+		"ErrClosed": ErrClosed, "ErrNullArgument": ErrNullArgument, "ErrInvalidUTF8": ErrInvalidUTF8,
+		"ErrInternal": ErrInternal, "ErrCache": ErrCache, "ErrLease": ErrLease,
+	}
+	all := append(doc.Kinds, doc.ABIOnly...)
+	if len(all) != len(targets) || len(all) != len(codeNames) {
+		t.Fatalf("errors.json has %d kinds, Go %d targets and %d codes", len(all), len(targets), len(codeNames))
+	}
+	byNumber := map[int]error{}
+	for _, k := range all {
+		target, ok := targets[k.Go]
+		if !ok {
+			t.Fatalf("no errors.Is target %s", k.Go)
+		}
+		if c := target.(Code); int(c) != k.Number || c.String() != k.Code {
+			t.Errorf("%s is %d %q, errors.json says %d %q", k.Go, int(c), c.String(), k.Number, k.Code)
+		}
+		e := &Error{Code: Code(k.Number)}
+		if !errors.Is(e, target) || (k.Go != "ErrConfig" && errors.Is(e, ErrConfig)) {
+			t.Errorf("errors.Is is wrong for %s", k.Go)
+		}
+		byNumber[k.Number] = target
+	}
+	for _, f := range doc.Failures {
+		t.Run(f.Name, func(t *testing.T) {
+			var err error
+			if f.User != "" {
+				rest := strings.SplitN(shared.URL(), "://", 2)
+				hostAndPath := rest[1]
+				if at := strings.LastIndex(strings.SplitN(hostAndPath, "/", 2)[0], "@"); at >= 0 {
+					hostAndPath = hostAndPath[at+1:]
+				}
+				_, err = NewEngine(Config{URL: rest[0] + "://" + f.User + "@" + hostAndPath, NoGCOnStart: true})
+			} else {
+				if f.Lock != 0 {
+					db, oerr := sql.Open("pgx", shared.URL())
+					if oerr != nil {
+						t.Fatal(oerr)
+					}
+					defer db.Close()
+					conn, cerr := db.Conn(t.Context())
+					if cerr != nil {
+						t.Fatal(cerr)
+					}
+					defer conn.Close()
+					if _, lerr := conn.ExecContext(t.Context(), "select pg_advisory_lock($1)", f.Lock); lerr != nil {
+						t.Fatal(lerr)
+					}
+				}
+				_, err = shared.TemplateSQL(f.SQL)
+			}
+			var pe *Error
+			if !errors.As(err, &pe) || !errors.Is(err, byNumber[f.Kind]) || pe.SQLState != f.SQLState {
+				t.Fatalf("want kind %d with SQLSTATE %s, got %#v", f.Kind, f.SQLState, err)
+			}
+		})
+	}
+}
+
 func TestCloseIsIdempotentAndLaterCallsFail(t *testing.T) {
 	e, err := NewEngine(Config{NoGCOnStart: true})
 	if err != nil {

@@ -26,9 +26,18 @@ declare module './native' {
  */
 export declare function checkSetting(key: string, value: string | number | boolean | string[]): void
 
+/** Base of every pgisolate error; each kind has its class (tests/vectors/errors.json). */
 export declare class PgIsolateError extends Error {
-  /** config, conninfo, binaries, server, connect, db, migration, timeout, name, refused, closed, io */
+  /** The kind's stable number (the C ABI's pgi_code), also on the class: `ConfigError.kind`. */
+  readonly kind: number
+  /**
+   * The kind's name: config, conninfo, binaries, server, connect, db, migration, io, timeout,
+   * name, refused, closed, internal, cache, lease.
+   */
   readonly code: string
+  /** The server's SQLSTATE (28P01, 42P01, 55P03, …) when the server sent one, else null. */
+  readonly sqlstate: string | null
+  constructor(message: string, options?: { cause?: unknown; sqlstate?: string | null })
 }
 export declare class ConfigError extends PgIsolateError {}
 export declare class ConnInfoError extends PgIsolateError {}
@@ -37,9 +46,12 @@ export declare class BinariesNotFoundError extends ServerError {}
 export declare class ConnectError extends PgIsolateError {}
 export declare class DatabaseError extends PgIsolateError {}
 export declare class MigrationError extends PgIsolateError {}
+export declare class FileError extends PgIsolateError {}
 export declare class OperationTimeoutError extends PgIsolateError {}
 export declare class NameExhaustedError extends PgIsolateError {}
 export declare class RefusedError extends PgIsolateError {}
 export declare class ClosedError extends PgIsolateError {}
-export declare class FileError extends PgIsolateError {}
+export declare class InternalError extends PgIsolateError {}
+export declare class CacheError extends PgIsolateError {}
+export declare class LeaseError extends PgIsolateError {}
 export type { NativeEngine }

@@ -5,13 +5,17 @@
 
 const native = require('./native.js')
 
+/** Base of every pgisolate error: `kind` (stable number), `code` (its name), `sqlstate`. */
 class PgIsolateError extends Error {
-  constructor(message, code, options) {
+  constructor(message, options) {
     super(message, options)
     this.name = new.target.name
-    this.code = code
+    this.kind = new.target.kind
+    this.code = new.target.code
+    this.sqlstate = (options && options.sqlstate) || null
   }
 }
+// One class per kind (tests/vectors/errors.json); each carries its kind's number and name.
 class ConfigError extends PgIsolateError {}
 class ConnInfoError extends PgIsolateError {}
 class ServerError extends PgIsolateError {}
@@ -19,46 +23,67 @@ class BinariesNotFoundError extends ServerError {}
 class ConnectError extends PgIsolateError {}
 class DatabaseError extends PgIsolateError {}
 class MigrationError extends PgIsolateError {}
+class FileError extends PgIsolateError {}
 class OperationTimeoutError extends PgIsolateError {}
 class NameExhaustedError extends PgIsolateError {}
 class RefusedError extends PgIsolateError {}
 class ClosedError extends PgIsolateError {}
-class FileError extends PgIsolateError {}
-
-const CLASSES = {
-  config: ConfigError,
-  conninfo: ConnInfoError,
-  binaries: BinariesNotFoundError,
-  server: ServerError,
-  connect: ConnectError,
-  db: DatabaseError,
-  migration: MigrationError,
-  timeout: OperationTimeoutError,
-  name: NameExhaustedError,
-  refused: RefusedError,
-  closed: ClosedError,
-  io: FileError,
+class InternalError extends PgIsolateError {}
+class CacheError extends PgIsolateError {}
+class LeaseError extends PgIsolateError {}
+const ERRORS = {
+  ConfigError,
+  ConnInfoError,
+  BinariesNotFoundError,
+  ServerError,
+  ConnectError,
+  DatabaseError,
+  MigrationError,
+  FileError,
+  OperationTimeoutError,
+  NameExhaustedError,
+  RefusedError,
+  ClosedError,
+  InternalError,
+  CacheError,
+  LeaseError,
+}
+const BY_KIND = new Map()
+for (const [kind, code, cls] of [
+  [1, 'config', ConfigError],
+  [2, 'conninfo', ConnInfoError],
+  [3, 'binaries', BinariesNotFoundError],
+  [4, 'server', ServerError],
+  [5, 'connect', ConnectError],
+  [6, 'db', DatabaseError],
+  [7, 'migration', MigrationError],
+  [8, 'io', FileError],
+  [9, 'timeout', OperationTimeoutError],
+  [10, 'name', NameExhaustedError],
+  [11, 'refused', RefusedError],
+  [12, 'closed', ClosedError],
+  [15, 'internal', InternalError],
+  [17, 'cache', CacheError],
+  [18, 'lease', LeaseError],
+]) {
+  Object.defineProperties(cls, { kind: { value: kind }, code: { value: code } })
+  BY_KIND.set(kind, cls)
 }
 
-function convert(e) {
-  const m = e && typeof e.message === 'string' && /^\[pgisolate:(\w+)\] ([\s\S]*)$/.exec(e.message)
-  if (!m) return e
-  const Cls = CLASSES[m[1]] || PgIsolateError
-  return new Cls(m[2], m[1], { cause: e })
+// A native call that fails resolves to a Failure (its kind and SQLSTATE as fields): throw the
+// class of its kind.
+function unwrap(r) {
+  if (r instanceof native.Failure) {
+    const Cls = BY_KIND.get(r.kind) || PgIsolateError
+    throw new Cls(r.message, { sqlstate: r.sqlstate })
+  }
+  return r
 }
 
 function guard(fn) {
   return function guarded(...args) {
-    try {
-      const r = fn.apply(this, args)
-      return r && typeof r.then === 'function'
-        ? r.catch((e) => {
-            throw convert(e)
-          })
-        : r
-    } catch (e) {
-      throw convert(e)
-    }
+    const r = fn.apply(this, args)
+    return r && typeof r.then === 'function' ? r.then(unwrap) : unwrap(r)
   }
 }
 
@@ -183,7 +208,6 @@ Object.defineProperty(native.Engine.prototype, 'template', {
       throw new ConfigError(
         'template({build}) needs inputs (the migration files or directories, hashed so that a changed migration ' +
           'builds a new template) or a fingerprint (a string naming the migrations version), or both',
-        'config',
       )
     }
     const begun = await this.templateBegin(fingerprint, inputs.map(String))
@@ -198,7 +222,7 @@ Object.defineProperty(native.Engine.prototype, 'template', {
         await build.fail(what, String((e && e.message) || e))
       } catch (reported) {
         if (reported instanceof PgIsolateError) {
-          throw new MigrationError(reported.message, 'migration', { cause: e })
+          throw new MigrationError(reported.message, { cause: e, sqlstate: reported.sqlstate })
         }
         throw reported
       }
@@ -225,18 +249,9 @@ module.exports = {
   Template: native.Template,
   TemplateBuild: native.TemplateBuild,
   Schema: native.Schema,
+  // What a failed native call resolves to (index.js throws its kind's class instead).
+  Failure: native.Failure,
   ...pure,
   PgIsolateError,
-  ConfigError,
-  ConnInfoError,
-  ServerError,
-  BinariesNotFoundError,
-  ConnectError,
-  DatabaseError,
-  MigrationError,
-  OperationTimeoutError,
-  NameExhaustedError,
-  RefusedError,
-  ClosedError,
-  FileError,
+  ...ERRORS,
 }

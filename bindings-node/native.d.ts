@@ -40,6 +40,21 @@ export declare class Engine {
   close(): Promise<void>
 }
 
+/**
+ * A failed call: what `index.js` turns into the error class of `kind` (napi-rs rejects only
+ * with a message and a fixed status, so the engine's error crosses as a value).
+ */
+export declare class Failure {
+  /** The kind's stable number (tests/vectors/errors.json). */
+  get kind(): number
+  /** The kind's name (`config`, `connect`, `db`, …). */
+  get code(): string
+  /** The server's SQLSTATE, when it sent one. */
+  get sqlstate(): string | null
+  /** What happened and what to do. */
+  get message(): string
+}
+
 /** One test's schema. */
 export declare class Schema {
   /** The schema's name. */
@@ -94,7 +109,7 @@ export declare class TemplateBuild {
   /** Abandons the build. */
   abort(): Promise<void>
   /**
-   * Abandons the build after the migration tool failed with `message`; always rejects, with
+   * Abandons the build after the migration tool failed with `message`; always fails, with
    * the error to report (the message, plus a hint when the build could not see an object,
    * such as an extension installed in public).
    */

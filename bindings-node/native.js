@@ -573,6 +573,7 @@ if (!nativeBinding) {
 
 module.exports = nativeBinding
 module.exports.Engine = nativeBinding.Engine
+module.exports.Failure = nativeBinding.Failure
 module.exports.Schema = nativeBinding.Schema
 module.exports.Template = nativeBinding.Template
 module.exports.TemplateBegin = nativeBinding.TemplateBegin

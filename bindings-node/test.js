@@ -40,7 +40,6 @@ function sourceFromEnv() {
       build: () => {
         throw new ConfigError(
           'the template globalSetup built is gone (pruned or dropped while the run was going): run the tests again',
-          'config',
         )
       },
     }
@@ -50,7 +49,6 @@ function sourceFromEnv() {
     throw new ConfigError(
       'pgisolate/test needs migrations: call globalSetup({ migrations: "dir" }) or globalSetup({ inputs, build }) ' +
         'in the runner, set PGISOLATE_MIGRATIONS, or call setTemplate({ inputs, build }) in a setup file',
-      'config',
     )
   }
   return { migrations: dir }
@@ -130,7 +128,7 @@ function testName(ctx) {
   if (ctx && typeof ctx.name === 'string') return ctx.name
   const state = typeof expect !== 'undefined' && expect.getState ? expect.getState() : undefined
   if (state && state.currentTestName) return state.currentTestName
-  throw new ConfigError('isolatedSchema(ctx): pass the test context (node:test `t`, Vitest `ctx`) outside Jest', 'config')
+  throw new ConfigError('isolatedSchema(ctx): pass the test context (node:test `t`, Vitest `ctx`) outside Jest')
 }
 
 /** A fresh schema for the current test. */
@@ -165,7 +163,7 @@ function useIsolatedSchema({ beforeEach, afterEach }) {
   })
   return {
     get schema() {
-      if (!current) throw new ConfigError('no schema: read .schema inside a test', 'config')
+      if (!current) throw new ConfigError('no schema: read .schema inside a test')
       return current
     },
   }

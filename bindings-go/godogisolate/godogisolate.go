@@ -94,7 +94,7 @@ func InstallScenarioHooks(sc *godog.ScenarioContext, engine *pgisolate.Engine, o
 func callEnd(f func(context.Context, *pgisolate.Schema) error, ctx context.Context, s *pgisolate.Schema) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = &pgisolate.Error{Code: pgisolate.CodeOther, Message: "panic in OnEnd"}
+			err = &pgisolate.Error{Code: pgisolate.CodeInternal, Message: "panic in OnEnd"}
 		}
 	}()
 	return f(ctx, s)

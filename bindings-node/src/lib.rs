@@ -1,6 +1,7 @@
 //! The Node binding (napi-rs): argument conversion, a call into the core on napi's tokio
-//! runtime (never blocking the event loop), error mapping. `index.js` turns the coded errors
-//! into `PgIsolateError` subclasses and adds the test helper.
+//! runtime (never blocking the event loop), error mapping. A call that fails resolves to a
+//! [`Failure`] (kind, code, SQLSTATE, message as fields, so nothing parses a message);
+//! `index.js` throws the matching `PgIsolateError` subclass and adds the test helper.
 #![allow(missing_debug_implementations)] // napi classes are opaque handles to JavaScript
 
 use napi::bindgen_prelude::*;
@@ -10,13 +11,60 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Errors cross as `[pgisolate:<code>] message`; index.js maps the code to a class.
-fn err(e: pgisolate::Error) -> Error {
-    Error::new(Status::GenericFailure, format!("[pgisolate:{}] {e}", e.code()))
+/// A failed call: what `index.js` turns into the error class of `kind` (napi-rs rejects only
+/// with a message and a fixed status, so the engine's error crosses as a value).
+#[napi]
+pub struct Failure {
+    kind: u32,
+    code: String,
+    sqlstate: Option<String>,
+    message: String,
 }
 
-fn closed(what: &str) -> Error {
-    Error::new(Status::GenericFailure, format!("[pgisolate:closed] {what}"))
+#[napi]
+impl Failure {
+    /// The kind's stable number (tests/vectors/errors.json).
+    #[napi(getter)]
+    pub fn kind(&self) -> u32 {
+        self.kind
+    }
+
+    /// The kind's name (`config`, `connect`, `db`, …).
+    #[napi(getter)]
+    pub fn code(&self) -> String {
+        self.code.clone()
+    }
+
+    /// The server's SQLSTATE, when it sent one.
+    #[napi(getter)]
+    pub fn sqlstate(&self) -> Option<String> {
+        self.sqlstate.clone()
+    }
+
+    /// What happened and what to do.
+    #[napi(getter)]
+    pub fn message(&self) -> String {
+        self.message.clone()
+    }
+}
+
+/// A call's result: the value, or the engine's error as a [`Failure`].
+type Out<T> = Result<Either<T, Failure>>;
+
+fn out<T>(r: pgisolate::Result<T>) -> Out<T> {
+    Ok(match r {
+        Ok(v) => Either::A(v),
+        Err(e) => Either::B(Failure {
+            kind: e.kind() as u32,
+            code: e.kind().code().to_owned(),
+            sqlstate: e.sqlstate().map(str::to_owned),
+            message: e.to_string(),
+        }),
+    })
+}
+
+fn closed(what: &str) -> pgisolate::Error {
+    pgisolate::Error::Closed(what.to_owned())
 }
 
 /// A template source: exactly one of `migrations` (a directory of *.sql), `files`, `sql`.
@@ -33,6 +81,16 @@ pub struct IdentityInput {
     pub feature: String,
     pub scenario: String,
     pub discriminator: Option<String>,
+}
+
+impl From<IdentityInput> for Identity {
+    fn from(i: IdentityInput) -> Identity {
+        let id = Identity::new(i.feature, i.scenario);
+        match i.discriminator {
+            Some(d) => id.with_discriminator(d),
+            None => id,
+        }
+    }
 }
 
 /// A live or kept schema, as `list()` shows it.
@@ -59,17 +117,22 @@ impl Engine {
     /// Starts an engine (booting or reusing the embedded server when no URL is set) with
     /// settings by key (the README's table; index.js turns `{hashLen: 16}` into
     /// `{hash_len: "16"}`); unset ones come from the PGISOLATE_* environment.
-    #[napi(ts_args_type = "settings?: Record<string, string | number | boolean | string[] | undefined>")]
-    pub async fn start(settings: Option<HashMap<String, String>>) -> Result<Engine> {
-        let mut cfg = Config::from_env().map_err(err)?;
-        for (k, v) in settings.unwrap_or_default() {
-            cfg.set(&k, &v).map_err(err)?;
+    #[napi(
+        ts_args_type = "settings?: Record<string, string | number | boolean | string[] | undefined>",
+        ts_return_type = "Promise<Engine>"
+    )]
+    pub async fn start(settings: Option<HashMap<String, String>>) -> Out<Engine> {
+        out(async {
+            let mut cfg = Config::from_env()?;
+            for (k, v) in settings.unwrap_or_default() {
+                cfg.set(&k, &v)?;
+            }
+            // index.js hands warnings to process.emitWarning (takeWarnings after each call).
+            cfg.collect_warnings = true;
+            cfg.validate()?;
+            Ok(Engine { inner: pgisolate::Engine::start(cfg).await? })
         }
-        // index.js hands warnings to process.emitWarning (takeWarnings after each call).
-        cfg.collect_warnings = true;
-        cfg.validate().map_err(err)?;
-        let inner = pgisolate::Engine::start(cfg).await.map_err(err)?;
-        Ok(Engine { inner })
+        .await)
     }
 
     /// The admin connection string of the server in use.
@@ -97,32 +160,26 @@ impl Engine {
     }
 
     /// A template from `{migrations}`, `{files}` or `{sql}`; built once per server.
-    #[napi]
-    pub async fn template(&self, source: TemplateSource) -> Result<Template> {
+    #[napi(ts_return_type = "Promise<Template>")]
+    pub async fn template(&self, source: TemplateSource) -> Out<Template> {
         let m = match (source.migrations, source.files, source.sql) {
             (Some(d), None, None) => Migrations::dir(d),
             (None, Some(f), None) => Migrations::files(f),
             (None, None, Some(s)) => Migrations::sql(s),
-            _ => {
-                return Err(Error::new(
-                    Status::InvalidArg,
-                    "[pgisolate:config] give exactly one of migrations, files or sql".to_owned(),
-                ))
-            }
+            _ => return out(Err(pgisolate::Error::Config("give exactly one of migrations, files or sql".into()))),
         };
-        let tpl = self.inner.template(m).await.map_err(err)?;
-        Ok(Template { inner: tpl })
+        out(self.inner.template(m).await.map(|inner| Template { inner }))
     }
 
     /// Starts a template built by the caller's own tool: `{template}` when it exists, else
     /// `{build}` (migrate `build.url`, then `build.commit()`, or `build.fail(what, message)`).
     /// `inputs` (files, directories: the migrations) are hashed into the key, so a changed
     /// migration builds a new template.
-    #[napi]
-    pub async fn template_begin(&self, key: String, inputs: Option<Vec<String>>) -> Result<TemplateBegin> {
-        match self.inner.template_begin_inputs(&key, &inputs.unwrap_or_default()).await.map_err(err)? {
-            TemplateStart::Ready(t) => Ok(TemplateBegin { template: Some(Template { inner: t }), build: None }),
-            TemplateStart::Build(b) => Ok(TemplateBegin {
+    #[napi(ts_return_type = "Promise<TemplateBegin>")]
+    pub async fn template_begin(&self, key: String, inputs: Option<Vec<String>>) -> Out<TemplateBegin> {
+        out(self.inner.template_begin_inputs(&key, &inputs.unwrap_or_default()).await.map(|start| match start {
+            TemplateStart::Ready(t) => TemplateBegin { template: Some(Template { inner: t }), build: None },
+            TemplateStart::Build(b) => TemplateBegin {
                 template: None,
                 build: Some(TemplateBuild {
                     url: b.url().to_owned(),
@@ -130,67 +187,58 @@ impl Engine {
                     schema: b.schema().to_owned(),
                     inner: Mutex::new(Some(b)),
                 }),
-            }),
-        }
+            },
+        }))
     }
 
     /// A fresh schema for `{feature, scenario, discriminator?}` from `template`.
-    #[napi]
-    pub async fn acquire(&self, template: &Template, identity: IdentityInput) -> Result<Schema> {
-        let mut id = Identity::new(identity.feature, identity.scenario);
-        if let Some(d) = identity.discriminator {
-            id = id.with_discriminator(d);
-        }
-        let s = self.inner.acquire(&template.inner, id).await.map_err(err)?;
-        Ok(Schema::new(s))
+    #[napi(ts_return_type = "Promise<Schema>")]
+    pub async fn acquire(&self, template: &Template, identity: IdentityInput) -> Out<Schema> {
+        out(self.inner.acquire(&template.inner, identity.into()).await.map(Schema::new))
     }
 
     /// Drops marked schemas whose owner is gone (older than `graceMs`, default the engine's);
     /// returns their names.
-    #[napi]
-    pub async fn gc(&self, grace_ms: Option<f64>) -> Result<Vec<String>> {
+    #[napi(ts_return_type = "Promise<Array<string>>")]
+    pub async fn gc(&self, grace_ms: Option<f64>) -> Out<Vec<String>> {
         let grace = match grace_ms {
             Some(ms) if ms >= 0.0 => Duration::from_secs_f64(ms / 1000.0),
-            Some(_) => {
-                return Err(Error::new(Status::InvalidArg, "[pgisolate:config] graceMs must be >= 0".to_owned()))
-            }
+            Some(_) => return out(Err(pgisolate::Error::Config("graceMs must be >= 0".into()))),
             None => self.inner.config().gc_grace,
         };
-        Ok(self.inner.gc_with(grace, false).await.map_err(err)?.dropped)
+        out(self.inner.gc_with(grace, false).await.map(|r| r.dropped))
     }
 
     /// Live and kept schemas.
-    #[napi]
-    pub async fn list(&self) -> Result<Vec<Entry>> {
-        Ok(self
-            .inner
-            .list()
-            .await
-            .map_err(err)?
-            .into_iter()
-            .map(|e| Entry {
-                schema: e.schema,
-                identity: e.identity,
-                state: e.state,
-                owner_alive: e.owner_alive,
-                pid: e.pid,
-                host: e.host,
-                run_id: e.run_id,
-                age_seconds: e.age.as_secs_f64(),
-            })
-            .collect())
+    #[napi(ts_return_type = "Promise<Array<Entry>>")]
+    pub async fn list(&self) -> Out<Vec<Entry>> {
+        out(self.inner.list().await.map(|entries| {
+            entries
+                .into_iter()
+                .map(|e| Entry {
+                    schema: e.schema,
+                    identity: e.identity,
+                    state: e.state,
+                    owner_alive: e.owner_alive,
+                    pid: e.pid,
+                    host: e.host,
+                    run_id: e.run_id,
+                    age_seconds: e.age.as_secs_f64(),
+                })
+                .collect()
+        }))
     }
 
     /// Drops a schema carrying a pgisolate marker, by name.
-    #[napi]
-    pub async fn drop_schema(&self, name: String) -> Result<()> {
-        self.inner.drop_schema(&name).await.map_err(err)
+    #[napi(ts_return_type = "Promise<void>")]
+    pub async fn drop_schema(&self, name: String) -> Out<()> {
+        out(self.inner.drop_schema(&name).await)
     }
 
     /// Waits for background releases, closes connections, gives up the lease. Idempotent.
-    #[napi]
-    pub async fn close(&self) -> Result<()> {
-        self.inner.close().await.map_err(err)
+    #[napi(ts_return_type = "Promise<void>")]
+    pub async fn close(&self) -> Out<()> {
+        out(self.inner.close().await)
     }
 }
 
@@ -267,31 +315,28 @@ impl TemplateBuild {
     }
 
     /// Publishes the build as the template.
-    #[napi]
-    pub async fn commit(&self) -> Result<Template> {
-        let b = self.take()?;
-        Ok(Template { inner: b.commit().await.map_err(err)? })
+    #[napi(ts_return_type = "Promise<Template>")]
+    pub async fn commit(&self) -> Out<Template> {
+        out(async { Ok(Template { inner: self.take()?.commit().await? }) }.await)
     }
 
     /// Abandons the build.
-    #[napi]
-    pub async fn abort(&self) -> Result<()> {
-        let b = self.take()?;
-        b.abort().await.map_err(err)
+    #[napi(ts_return_type = "Promise<void>")]
+    pub async fn abort(&self) -> Out<()> {
+        out(async { self.take()?.abort().await }.await)
     }
 
-    /// Abandons the build after the migration tool failed with `message`; always rejects, with
+    /// Abandons the build after the migration tool failed with `message`; always fails, with
     /// the error to report (the message, plus a hint when the build could not see an object,
     /// such as an extension installed in public).
-    #[napi]
-    pub async fn fail(&self, source_name: String, message: String) -> Result<()> {
-        let b = self.take()?;
-        Err(err(b.fail(&source_name, &message).await))
+    #[napi(ts_return_type = "Promise<void>")]
+    pub async fn fail(&self, source_name: String, message: String) -> Out<()> {
+        out(async { Err(self.take()?.fail(&source_name, &message).await) }.await)
     }
 }
 
 impl TemplateBuild {
-    fn take(&self) -> Result<pgisolate::TemplateBuild> {
+    fn take(&self) -> pgisolate::Result<pgisolate::TemplateBuild> {
         self.inner
             .lock()
             .map_err(|_| closed("template build lock poisoned"))?
@@ -357,9 +402,9 @@ impl Schema {
     }
 
     /// A Prisma-style URL (`?schema=<name>`).
-    #[napi(getter)]
-    pub fn prisma_url(&self) -> Result<String> {
-        pgisolate::conninfo::prisma_url(&self.url, &self.name).map_err(err)
+    #[napi(getter, ts_return_type = "string")]
+    pub fn prisma_url(&self) -> Out<String> {
+        out(pgisolate::conninfo::prisma_url(&self.url, &self.name))
     }
 
     /// A key in this schema's cache namespace: `<hex>_<key>`.
@@ -376,24 +421,23 @@ impl Schema {
 
     /// Releases the schema (kept per the keep policy when `failed`); resolves to whether it
     /// was kept. A second call does nothing and resolves to false.
-    #[napi]
-    pub async fn release(&self, failed: Option<bool>) -> Result<bool> {
-        let taken = self.inner.lock().map_err(|_| closed("schema lock poisoned"))?.take();
+    #[napi(ts_return_type = "Promise<boolean>")]
+    pub async fn release(&self, failed: Option<bool>) -> Out<bool> {
+        let taken = match self.inner.lock() {
+            Ok(mut g) => g.take(),
+            Err(_) => return out(Err(closed("schema lock poisoned"))),
+        };
         match taken {
-            Some(s) => Ok(s.finish(failed.unwrap_or(false)).await.map_err(err)? == pgisolate::Released::Kept),
-            None => Ok(false),
+            Some(s) => out(s.finish(failed.unwrap_or(false)).await.map(|r| r == pgisolate::Released::Kept)),
+            None => out(Ok(false)),
         }
     }
 }
 
 /// The deterministic schema name for an identity (no server needed).
-#[napi]
-pub fn schema_name(prefix: String, hash_len: u32, identity: IdentityInput) -> Result<String> {
-    let mut id = Identity::new(identity.feature, identity.scenario);
-    if let Some(d) = identity.discriminator {
-        id = id.with_discriminator(d);
-    }
-    pgisolate::schema_name(&prefix, hash_len as usize, &id).map_err(err)
+#[napi(ts_return_type = "string")]
+pub fn schema_name(prefix: String, hash_len: u32, identity: IdentityInput) -> Out<String> {
+    out(pgisolate::schema_name(&prefix, hash_len as usize, &identity.into()))
 }
 
 /// The cache-key prefix of a schema name made with `prefix`.
@@ -409,23 +453,23 @@ pub fn cache_key(cache_prefix: String, key: String) -> String {
 }
 
 /// A URL or key/value string scoped to `schema` (then `tail`, default ["public"]).
-#[napi]
-pub fn scoped_url(url: String, schema: String, tail: Option<Vec<String>>) -> Result<String> {
+#[napi(ts_return_type = "string")]
+pub fn scoped_url(url: String, schema: String, tail: Option<Vec<String>>) -> Out<String> {
     let tail = tail.unwrap_or_else(|| vec!["public".to_owned()]);
-    pgisolate::conninfo::scoped(&url, &schema, &tail).map_err(err)
+    out(pgisolate::conninfo::scoped(&url, &schema, &tail))
 }
 
 /// `url` with `?schema=<schema>`.
-#[napi]
-pub fn prisma_url(url: String, schema: String) -> Result<String> {
-    pgisolate::conninfo::prisma_url(&url, &schema).map_err(err)
+#[napi(ts_return_type = "string")]
+pub fn prisma_url(url: String, schema: String) -> Out<String> {
+    out(pgisolate::conninfo::prisma_url(&url, &schema))
 }
 
 /// Throws the error `Engine.start({key: value})` would (config, or conninfo for a URL)
 /// without starting anything.
-#[napi]
-pub fn check_setting(key: String, value: String) -> Result<()> {
-    Config::check_setting(&key, &value).map_err(err)
+#[napi(ts_return_type = "void")]
+pub fn check_setting(key: String, value: String) -> Out<()> {
+    out(Config::check_setting(&key, &value))
 }
 
 /// The connection string with its password hidden.

@@ -10,10 +10,15 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-pyo3::create_exception!(_pgisolate, Error, PyException, "Base class of every pgisolate error; `.code` names the kind.");
+pyo3::create_exception!(
+    _pgisolate,
+    Error,
+    PyException,
+    "Base class of every pgisolate error: `.kind` (the stable number), `.code` (its name), `.sqlstate` (the server's code, or None)."
+);
 pyo3::create_exception!(_pgisolate, ConfigError, Error, "A configuration value is invalid.");
 pyo3::create_exception!(_pgisolate, ConnInfoError, Error, "A connection string could not be parsed.");
-pyo3::create_exception!(_pgisolate, ServerError, Error, "The embedded server could not be started.");
+pyo3::create_exception!(_pgisolate, ServerError, Error, "The embedded server could not be started or reached.");
 pyo3::create_exception!(_pgisolate, BinariesNotFoundError, ServerError, "PostgreSQL binaries were not found.");
 pyo3::create_exception!(_pgisolate, ConnectError, Error, "The database server could not be reached.");
 pyo3::create_exception!(_pgisolate, DatabaseError, Error, "A statement failed on the server; `.sqlstate` is its code.");
@@ -23,26 +28,39 @@ pyo3::create_exception!(_pgisolate, NameExhaustedError, Error, "No unique schema
 pyo3::create_exception!(_pgisolate, RefusedError, Error, "The engine refused to touch something it does not own.");
 pyo3::create_exception!(_pgisolate, ClosedError, Error, "The engine or object is closed.");
 pyo3::create_exception!(_pgisolate, FileError, Error, "A file could not be read or written.");
+pyo3::create_exception!(
+    _pgisolate,
+    InternalError,
+    Error,
+    "A bug in pgisolate (a panic caught at the boundary): please report it."
+);
+pyo3::create_exception!(_pgisolate, CacheError, Error, "The cache server (Redis) failed or refused a command.");
+pyo3::create_exception!(_pgisolate, LeaseError, Error, "The engine could not take its owner lease, or lost it.");
 
 fn to_py(py: Python<'_>, e: pgisolate::Error) -> PyErr {
+    use pgisolate::ErrorKind as K;
     let msg = e.to_string();
-    let err = match e.code() {
-        "config" => ConfigError::new_err(msg),
-        "conninfo" => ConnInfoError::new_err(msg),
-        "binaries" => BinariesNotFoundError::new_err(msg),
-        "server" => ServerError::new_err(msg),
-        "connect" => ConnectError::new_err(msg),
-        "db" => DatabaseError::new_err(msg),
-        "migration" => MigrationError::new_err(msg),
-        "timeout" => OperationTimeout::new_err(msg),
-        "name" => NameExhaustedError::new_err(msg),
-        "refused" => RefusedError::new_err(msg),
-        "closed" => ClosedError::new_err(msg),
-        "io" => FileError::new_err(msg),
-        _ => Error::new_err(msg),
+    let kind = e.kind();
+    let err = match kind {
+        K::Config => ConfigError::new_err(msg),
+        K::ConnInfo => ConnInfoError::new_err(msg),
+        K::BinariesNotFound => BinariesNotFoundError::new_err(msg),
+        K::Server => ServerError::new_err(msg),
+        K::Connect => ConnectError::new_err(msg),
+        K::Db => DatabaseError::new_err(msg),
+        K::Migration => MigrationError::new_err(msg),
+        K::Io => FileError::new_err(msg),
+        K::Timeout => OperationTimeout::new_err(msg),
+        K::NameExhausted => NameExhaustedError::new_err(msg),
+        K::Refused => RefusedError::new_err(msg),
+        K::Closed => ClosedError::new_err(msg),
+        K::Internal => InternalError::new_err(msg),
+        K::Cache => CacheError::new_err(msg),
+        K::Lease => LeaseError::new_err(msg),
     };
     let value = err.value(py);
-    let _ = value.setattr("code", e.code());
+    let _ = value.setattr("kind", kind as u32);
+    let _ = value.setattr("code", kind.code());
     let _ = value.setattr("sqlstate", e.sqlstate());
     if let pgisolate::Error::Io { source, .. } = &e {
         let cause = pyo3::exceptions::PyOSError::new_err((source.raw_os_error().unwrap_or(0), source.to_string()));
@@ -576,21 +594,32 @@ fn _pgisolate(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyTemplate>()?;
     m.add_class::<PyTemplateBuild>()?;
     m.add_class::<PySchema>()?;
-    for (name, ty) in [
-        ("Error", py.get_type::<Error>()),
-        ("ConfigError", py.get_type::<ConfigError>()),
-        ("ConnInfoError", py.get_type::<ConnInfoError>()),
-        ("ServerError", py.get_type::<ServerError>()),
-        ("BinariesNotFoundError", py.get_type::<BinariesNotFoundError>()),
-        ("ConnectError", py.get_type::<ConnectError>()),
-        ("DatabaseError", py.get_type::<DatabaseError>()),
-        ("MigrationError", py.get_type::<MigrationError>()),
-        ("OperationTimeout", py.get_type::<OperationTimeout>()),
-        ("NameExhaustedError", py.get_type::<NameExhaustedError>()),
-        ("RefusedError", py.get_type::<RefusedError>()),
-        ("ClosedError", py.get_type::<ClosedError>()),
-        ("FileError", py.get_type::<FileError>()),
+    use pgisolate::ErrorKind as K;
+    let base = py.get_type::<Error>();
+    base.setattr("kind", py.None())?;
+    base.setattr("code", py.None())?;
+    base.setattr("sqlstate", py.None())?;
+    m.add("Error", base)?;
+    // One class per kind; the class carries its kind, so errors raised in Python have it too.
+    for (name, ty, kind) in [
+        ("ConfigError", py.get_type::<ConfigError>(), K::Config),
+        ("ConnInfoError", py.get_type::<ConnInfoError>(), K::ConnInfo),
+        ("BinariesNotFoundError", py.get_type::<BinariesNotFoundError>(), K::BinariesNotFound),
+        ("ServerError", py.get_type::<ServerError>(), K::Server),
+        ("ConnectError", py.get_type::<ConnectError>(), K::Connect),
+        ("DatabaseError", py.get_type::<DatabaseError>(), K::Db),
+        ("MigrationError", py.get_type::<MigrationError>(), K::Migration),
+        ("FileError", py.get_type::<FileError>(), K::Io),
+        ("OperationTimeout", py.get_type::<OperationTimeout>(), K::Timeout),
+        ("NameExhaustedError", py.get_type::<NameExhaustedError>(), K::NameExhausted),
+        ("RefusedError", py.get_type::<RefusedError>(), K::Refused),
+        ("ClosedError", py.get_type::<ClosedError>(), K::Closed),
+        ("InternalError", py.get_type::<InternalError>(), K::Internal),
+        ("CacheError", py.get_type::<CacheError>(), K::Cache),
+        ("LeaseError", py.get_type::<LeaseError>(), K::Lease),
     ] {
+        ty.setattr("kind", kind as u32)?;
+        ty.setattr("code", kind.code())?;
         m.add(name, ty)?;
     }
     m.add_function(wrap_pyfunction!(schema_name, m)?)?;

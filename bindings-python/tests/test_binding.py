@@ -90,6 +90,45 @@ def test_error_hierarchy():
     assert "hunter2" not in str(info.value) and info.value.code == "connect"
 
 
+ERRORS = json.loads((VECTORS / "errors.json").read_text())
+
+
+@pytest.mark.parametrize("kind", ERRORS["kinds"], ids=lambda k: k["code"])
+def test_every_kind_has_its_class(kind):
+    cls = getattr(pgisolate, kind["python"])
+    assert issubclass(cls, pgisolate.Error) and kind["python"] in pgisolate.__all__
+    assert (cls.kind, cls.code) == (kind["number"], kind["code"])
+    # Raised from Python (the plugin, the Alembic helper), it still carries its kind.
+    assert cls("x").kind == kind["number"] and cls("x").sqlstate is None
+
+
+def _with_user(url, user):
+    scheme, rest = url.split("://", 1)
+    host, sep, tail = rest.partition("/")
+    return f"{scheme}://{user}@{host.rpartition('@')[2]}{sep}{tail}"
+
+
+@pytest.mark.parametrize("failure", ERRORS["failures"], ids=lambda f: f["name"])
+def test_failures_carry_kind_and_sqlstate(engine, failure):
+    holder = None
+    try:
+        with pytest.raises(pgisolate.Error) as info:
+            if "user" in failure:
+                pgisolate.Engine(_with_user(engine.url, failure["user"]), gc_on_start=False)
+            else:
+                if "lock" in failure:
+                    holder = psycopg.connect(engine.url, autocommit=True)
+                    holder.execute("select pg_advisory_lock(%s)", (failure["lock"],))
+                engine.template(sql=failure["sql"])
+    finally:
+        if holder is not None:
+            holder.close()
+    kind = next(k for k in ERRORS["kinds"] if k["number"] == failure["kind"])
+    assert type(info.value) is getattr(pgisolate, kind["python"]), info.value
+    assert info.value.kind == failure["kind"] and info.value.code == kind["code"]
+    assert info.value.sqlstate == failure["sqlstate"], info.value
+
+
 def test_missing_migrations_keeps_the_os_error_as_cause(engine):
     with pytest.raises(pgisolate.FileError) as info:
         engine.template("/nonexistent/migrations")

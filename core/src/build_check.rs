@@ -154,7 +154,7 @@ pub async fn check_build(client: &Client, build: &str, begin_xid: i64) -> Result
         };
         if written > 0 {
             return Err(Error::Migration {
-            code: None,
+                code: None,
                 source_name: format!("template build {build}"),
                 message: format!(
                     "the migration tool recorded its version in {schema}.{table}, outside the build schema: the \

@@ -264,7 +264,9 @@ impl fmt::Display for Error {
             Error::Migration { source_name, code: Some(code), message } => {
                 write!(f, "migration {source_name} failed: {message} [SQLSTATE {code}]")
             }
-            Error::Migration { source_name, code: None, message } => write!(f, "migration {source_name} failed: {message}"),
+            Error::Migration { source_name, code: None, message } => {
+                write!(f, "migration {source_name} failed: {message}")
+            }
             Error::Io { context, source } => write!(f, "{context}: {source}"),
         }
     }

@@ -15,7 +15,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::time::Duration;
 
-use pgisolate::{Config, Engine, ErrorKind, Identity, Migrations, Released, Schema, Template, TemplateBuild, TemplateStart};
+use pgisolate::{
+    Config, Engine, ErrorKind, Identity, Migrations, Released, Schema, Template, TemplateBuild, TemplateStart,
+};
 
 /// What kind of failure a `pgi_error` reports: the core's error kinds with their numbers
 /// (never reused; 16 is retired), plus the ABI's own argument errors (13, 14).

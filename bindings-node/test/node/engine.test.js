@@ -193,3 +193,55 @@ test('the pgisolate bin runs a command that can write to its stdout and stderr',
   const v = spawnSync(process.execPath, [bin, '--version'], { encoding: 'utf8' })
   assert.equal(v.stdout.trim(), `pgisolate ${pgi.version()}`)
 })
+
+const ERRORS = require('../../../tests/vectors/errors.json')
+
+test('every error kind has its class, number and name', () => {
+  for (const k of ERRORS.kinds) {
+    const Cls = pgi[k.node]
+    assert.ok(Cls && Cls.prototype instanceof pgi.PgIsolateError, k.node)
+    assert.equal(Cls.kind, k.number, k.node)
+    assert.equal(Cls.code, k.code, k.node)
+    const e = new Cls('x')
+    assert.equal(e.kind, k.number)
+    assert.equal(e.sqlstate, null)
+  }
+})
+
+function withUser(url, user) {
+  const [scheme, rest] = url.split('://')
+  const slash = rest.indexOf('/') < 0 ? rest.length : rest.indexOf('/')
+  const host = rest.slice(0, slash).split('@').pop()
+  return `${scheme}://${user}@${host}${rest.slice(slash)}`
+}
+
+for (const f of ERRORS.failures) {
+  test(`${f.name} gives its kind and the server's SQLSTATE`, async () => {
+    const e = await engine()
+    const kind = ERRORS.kinds.find((k) => k.number === f.kind)
+    let holder
+    try {
+      let err
+      try {
+        if (f.user) {
+          await pgi.Engine.start({ url: withUser(e.url, f.user), gcOnStart: false })
+        } else {
+          if (f.lock) {
+            holder = new Client({ connectionString: e.url })
+            await holder.connect()
+            await holder.query('select pg_advisory_lock($1)', [f.lock])
+          }
+          await e.template({ sql: f.sql })
+        }
+      } catch (caught) {
+        err = caught
+      }
+      assert.ok(err instanceof pgi[kind.node], `${f.name}: ${err}`)
+      assert.equal(err.kind, f.kind)
+      assert.equal(err.code, kind.code)
+      assert.equal(err.sqlstate, f.sqlstate, String(err))
+    } finally {
+      if (holder) await holder.end()
+    }
+  })
+}

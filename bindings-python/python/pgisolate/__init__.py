@@ -19,6 +19,7 @@ from typing import Callable, Optional, Sequence, Union
 
 from ._pgisolate import (
     BinariesNotFoundError,
+    CacheError,
     ClosedError,
     ConfigError,
     ConnectError,
@@ -27,6 +28,8 @@ from ._pgisolate import (
     Engine as _NativeEngine,
     Error,
     FileError,
+    InternalError,
+    LeaseError,
     MigrationError,
     NameExhaustedError,
     OperationTimeout,
@@ -55,6 +58,7 @@ __all__ = [
     "PgIsolateWarning",
     "check_setting",
     "BinariesNotFoundError",
+    "CacheError",
     "ClosedError",
     "ConfigError",
     "ConnInfoError",
@@ -63,6 +67,8 @@ __all__ = [
     "Engine",
     "Error",
     "FileError",
+    "InternalError",
+    "LeaseError",
     "MigrationError",
     "NameExhaustedError",
     "OperationTimeout",
