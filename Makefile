@@ -30,6 +30,7 @@ demo: build ## 8 concurrent scenarios, each in its own schema, on the embedded s
 lint: ## rustfmt, clippy, gofmt and go vet, warnings as errors
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p pgisolate --no-default-features -- -D warnings
 	@out=$$(gofmt -l bindings-go examples/godog examples/go-migrations tests/dist/go); if [ -n "$$out" ]; then echo "gofmt needed: $$out" >&2; exit 1; fi
 	cd bindings-go && go vet ./...
 	cd examples/godog && go vet ./...

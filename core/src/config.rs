@@ -90,8 +90,12 @@ pub struct Config {
     /// schema's `search_path` (`PGISOLATE_EXTENSIONS`, comma-separated).
     pub extensions: Vec<String>,
     /// Redis whose keys under each schema's cache prefix are deleted on release and by gc
-    /// (`PGISOLATE_REDIS_URL`, `redis://[:password@]host[:port][/db]`).
+    /// (`PGISOLATE_REDIS_URL`, `redis://[user[:password]@]host[:port][/db]`, `rediss://…` for
+    /// TLS; a cluster member's URL covers the whole cluster). Needs the `redis` feature.
     pub redis_url: Option<String>,
+    /// PEM file with the CA certificate(s) that signed a `rediss://` server's certificate,
+    /// trusted instead of the system's roots (`PGISOLATE_REDIS_CA_FILE`).
+    pub redis_ca_file: Option<PathBuf>,
     /// Run the hand-out check ([`crate::Schema::verify`]) on every acquire (`PGISOLATE_VERIFY`,
     /// default off: it costs a connection).
     pub verify_handout: bool,
@@ -160,6 +164,7 @@ impl Default for Config {
             defer_drop: true,
             extensions: Vec::new(),
             redis_url: None,
+            redis_ca_file: None,
             verify_handout: false,
             login_role: false,
             unchecked_hash_len: false,
@@ -273,7 +278,12 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "redis_url",
         env: "PGISOLATE_REDIS_URL",
-        takes: "redis://[:password@]host[:port][/db] whose keys under each cache prefix are deleted (unset)",
+        takes: "redis://[user[:password]@]host[:port][/db] (rediss:// for TLS; a cluster member finds the rest) whose keys under each cache prefix are deleted (unset)",
+    },
+    Setting {
+        key: "redis_ca_file",
+        env: "PGISOLATE_REDIS_CA_FILE",
+        takes: "PEM file of the CA that signed a rediss:// server's certificate (unset: the system's roots)",
     },
     Setting {
         key: "collect_warnings",
@@ -334,6 +344,7 @@ impl Config {
                 "login_role" => self.login_role = flag(v)?,
                 "verify" => self.verify_handout = flag(v)?,
                 "redis_url" => self.redis_url = opt(v),
+                "redis_ca_file" => self.redis_ca_file = opt(v).map(PathBuf::from),
                 "collect_warnings" => self.collect_warnings = flag(v)?,
                 _ => {
                     let keys: Vec<&str> = SETTINGS.iter().map(|s| s.key).collect();
@@ -390,7 +401,12 @@ impl Config {
             }
         }
         if let Some(r) = &self.redis_url {
-            crate::cache_key::RedisTarget::parse(r)?;
+            crate::cache_key::Redis::check_url(r)?;
+        }
+        if self.redis_ca_file.is_some() && !self.redis_url.as_deref().is_some_and(|u| u.starts_with("rediss://")) {
+            return Err(Error::Config(
+                "PGISOLATE_REDIS_CA_FILE is set, but PGISOLATE_REDIS_URL is not a rediss:// (TLS) URL".into(),
+            ));
         }
         if self.max_admin_connections == 0 {
             return Err(Error::Config("max_admin_connections must be at least 1".into()));

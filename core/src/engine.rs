@@ -55,7 +55,7 @@ pub(crate) struct Inner {
     /// The database's oid (marks per-schema roles, which are cluster-wide).
     pub(crate) db_oid: u32,
     pub(crate) superuser: bool,
-    redis: Option<crate::cache_key::RedisTarget>,
+    redis: Option<crate::cache_key::Redis>,
     /// Schema `extensions` exists (made by PGISOLATE_EXTENSIONS or by moving an extension a
     /// migration created out of a build): it joins every search_path.
     ext_in_tail: AtomicBool,
@@ -145,6 +145,12 @@ impl Engine {
     /// owner lease, creates the registry if needed and, unless disabled, runs gc.
     pub async fn start(mut cfg: Config) -> Result<Engine> {
         cfg.validate()?;
+        // Redis first: a wrong password or an unreachable server fails here, before anything
+        // is started (tests would otherwise share cache keys nobody deletes).
+        let redis = match cfg.redis_url.as_deref() {
+            Some(u) => Some(crate::cache_key::Redis::open(u, cfg.redis_ca_file.as_deref()).await?),
+            None => None,
+        };
         if !cfg.extensions.is_empty() && !cfg.search_path_tail.iter().any(|t| t == "extensions") {
             cfg.search_path_tail.push("extensions".to_owned());
         }
@@ -236,7 +242,7 @@ impl Engine {
             next_candidate: Mutex::new(HashMap::new()),
             db_oid,
             superuser,
-            redis: cfg.redis_url.as_deref().map(crate::cache_key::RedisTarget::parse).transpose()?,
+            redis,
             ext_in_tail: AtomicBool::new(false),
             warnings: Mutex::new(Vec::new()),
             warned_templates: Mutex::new(Default::default()),
@@ -1195,7 +1201,7 @@ impl Inner {
     pub(crate) async fn delete_cache_keys(&self, schema: &str) {
         let Some(target) = &self.redis else { return };
         let prefix = naming::cache_prefix(&self.cfg.prefix, schema);
-        if let Err(e) = crate::cache_key::delete_prefix(target, &prefix).await {
+        if let Err(e) = target.delete_prefix(&prefix).await {
             self.warn(&format!("could not delete the Redis keys {prefix}* of {schema}: {e}"));
         }
     }

@@ -102,6 +102,7 @@ class Engine:
         login_role: Optional[bool] = None,
         verify: Optional[bool] = None,
         redis_url: Optional[str] = None,
+        redis_ca_file: Optional[_Path] = None,
         collect_warnings: Optional[bool] = None,
     ) -> None:
         """Every setting of the README's table by its key; durations as seconds or "500ms", "2m"."""

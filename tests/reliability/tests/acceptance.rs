@@ -1638,41 +1638,187 @@ async fn verify_url(url: &str, expected: &str) -> Result<(), String> {
     }
 }
 
-/// A redis-server of the test's own on a free port, killed when dropped.
+/// redis-server(s) of the test's own on free ports, killed (and their directory removed) when
+/// dropped: `url` is what the engine gets, `cli` the arguments that point `redis-cli` at them.
 struct Redis {
-    child: std::process::Child,
+    children: Vec<std::process::Child>,
+    dir: std::path::PathBuf,
     url: String,
+    cli: Vec<String>,
 }
 
 impl Drop for Redis {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-fn redis() -> Result<Redis, String> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = std::process::Command::new("redis-server")
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts one redis-server on `port` with `extra` arguments, waiting until it accepts
+/// connections.
+fn redis_server(dir: &std::path::Path, port: u16, extra: &[String]) -> Result<std::process::Child, String> {
+    let mut child = std::process::Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .args(extra)
         .stdout(std::process::Stdio::null())
         .spawn()
         .map_err(|e| format!("start redis-server (apt-get install redis-server): {e}"))?;
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(Redis { child, url: format!("redis://127.0.0.1:{port}") });
+            return Ok(child);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Err("redis-server did not start".into())
+    let _ = child.kill();
+    let _ = child.wait();
+    Err(format!("redis-server {extra:?} did not start"))
 }
 
-/// Cache isolation: same logical key in two concurrent scenarios; release and gc delete keys.
+fn redis_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("pgi-redis-{}-{}", std::process::id(), free_port()));
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+fn redis() -> Result<Redis, String> {
+    redis_with(&[])
+}
+
+/// A plain redis-server with `extra` arguments (`--requirepass`, …).
+fn redis_with(extra: &[&str]) -> Result<Redis, String> {
+    let dir = redis_dir();
+    let port = free_port();
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    let child = redis_server(&dir, port, &extra)?;
+    let url = format!("redis://127.0.0.1:{port}");
+    Ok(Redis { children: vec![child], dir, cli: vec!["-u".into(), url.clone()], url })
+}
+
+/// A redis-server that speaks only TLS, with a certificate from a CA made for the test.
+fn redis_tls() -> Result<Redis, String> {
+    let dir = redis_dir();
+    let sh = |script: &str| -> Result<(), String> {
+        let out = std::process::Command::new("sh").arg("-c").arg(script).current_dir(&dir).output();
+        match out {
+            Ok(o) if o.status.success() => Ok(()),
+            Ok(o) => Err(format!("{script}: {}", String::from_utf8_lossy(&o.stderr))),
+            Err(e) => Err(format!("sh: {e}")),
+        }
+    };
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 1 -subj /CN=pgisolate-test-ca 2>/dev/null \
+        && openssl req -newkey rsa:2048 -nodes -keyout redis.key -out redis.csr -subj /CN=localhost 2>/dev/null \
+        && printf 'subjectAltName=IP:127.0.0.1,DNS:localhost' > san.ext \
+        && openssl x509 -req -in redis.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out redis.crt -days 1 \
+           -extfile san.ext 2>/dev/null")?;
+    let port = free_port();
+    let file = |f: &str| dir.join(f).display().to_string();
+    let extra = vec![
+        "--tls-port".into(),
+        port.to_string(),
+        "--tls-cert-file".into(),
+        file("redis.crt"),
+        "--tls-key-file".into(),
+        file("redis.key"),
+        "--tls-ca-cert-file".into(),
+        file("ca.crt"),
+        "--tls-auth-clients".into(),
+        "no".into(),
+    ];
+    // --port 0 turns the plain port off; the TLS port is the one waited for.
+    let mut child = std::process::Command::new("redis-server")
+        .args(["--port", "0", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(&dir)
+        .args(&extra)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("start redis-server: {e}"))?;
+    let mut up = false;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if !up {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err("redis-server with TLS did not start (built without TLS?)".into());
+    }
+    let cli = ["--tls", "--cacert", &file("ca.crt"), "-h", "127.0.0.1", "-p", &port.to_string()];
+    Ok(Redis {
+        children: vec![child],
+        url: format!("rediss://127.0.0.1:{port}"),
+        cli: cli.iter().map(|s| s.to_string()).collect(),
+        dir,
+    })
+}
+
+/// A three-primary Redis Cluster (no replicas), all slots assigned.
+fn redis_cluster() -> Result<Redis, String> {
+    let dir = redis_dir();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut children = Vec::new();
+    for p in &ports {
+        let extra: Vec<String> = ["--cluster-enabled", "yes", "--cluster-config-file"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([format!("nodes-{p}.conf")])
+            .collect();
+        match redis_server(&dir, *p, &extra) {
+            Ok(c) => children.push(c),
+            Err(e) => {
+                drop(Redis { children, dir, url: String::new(), cli: vec![] });
+                return Err(e);
+            }
+        }
+    }
+    let redis = Redis {
+        children,
+        url: format!("redis://127.0.0.1:{}", ports[0]),
+        cli: vec!["-c".into(), "-p".into(), ports[0].to_string()],
+        dir,
+    };
+    let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let out = std::process::Command::new("redis-cli")
+        .arg("--cluster")
+        .arg("create")
+        .args(&nodes)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .map_err(|e| format!("redis-cli --cluster create: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("redis-cli --cluster create: {}", String::from_utf8_lossy(&out.stdout)));
+    }
+    for _ in 0..100 {
+        let info = std::process::Command::new("redis-cli")
+            .args(["-p", &ports[0].to_string(), "cluster", "info"])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+            return Ok(redis);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err("the Redis cluster never reached cluster_state:ok".into())
+}
+
 /// One command through `redis-cli` (formatted replies): `(nil)` is None, `(integer) n` is n,
 /// a quoted string is its text.
-async fn redis_cli(url: String, args: Vec<String>) -> Result<Option<String>, String> {
+async fn redis_cli(cli: Vec<String>, args: Vec<String>) -> Result<Option<String>, String> {
     let out = tokio::process::Command::new("redis-cli")
-        .args(["--no-raw", "-u", &url])
+        .arg("--no-raw")
+        .args(&cli)
         .args(&args)
         .output()
         .await
@@ -1689,10 +1835,10 @@ async fn redis_cli(url: String, args: Vec<String>) -> Result<Option<String>, Str
 }
 
 /// Many commands, one per line, through one `redis-cli` reading stdin.
-async fn redis_cli_pipe(url: &str, commands: String) -> Result<(), String> {
+async fn redis_cli_pipe(cli: &[String], commands: String) -> Result<(), String> {
     use tokio::io::AsyncWriteExt;
     let mut child = tokio::process::Command::new("redis-cli")
-        .args(["-u", url])
+        .args(cli)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -1706,6 +1852,144 @@ async fn redis_cli_pipe(url: &str, commands: String) -> Result<(), String> {
     check(out.status.success() && oks == commands.lines().count(), format!("redis-cli pipe: {oks} OK replies"))
 }
 
+/// Writes `n` keys under `schema`'s prefix plus one key of a bystander, releases the schema,
+/// and checks that exactly the bystander's key is left (`dbsize` sums every node).
+async fn release_deletes_keys(
+    r: &Redis,
+    engine: &Engine,
+    tpl: &pgisolate::Template,
+    n: usize,
+    dbsize: impl Fn() -> Pin<Box<dyn Future<Output = Result<u64, String>> + Send>>,
+) -> Result<(), String> {
+    let s = engine.acquire(tpl, Identity::new("cache", "keys")).await.map_err(|e| e.to_string())?;
+    let bulk: String = (0..n).map(|i| format!("SET {} x\n", s.cache_key(&format!("k:{i}")))).collect();
+    redis_cli_pipe(&r.cli, bulk + "SET bystander:key kept\n").await?;
+    check(dbsize().await? == n as u64 + 1, "keys were not all written")?;
+    s.release().await.map_err(|e| e.to_string())?;
+    let left = dbsize().await?;
+    check(left == 1, format!("after release {left} keys remain (want the bystander's 1)"))?;
+    let kept = redis_cli(r.cli.clone(), vec!["GET".into(), "bystander:key".into()]).await?;
+    check(kept.as_deref() == Some("kept"), "release deleted a key outside its prefix")
+}
+
+fn single_dbsize(cli: Vec<String>) -> impl Fn() -> Pin<Box<dyn Future<Output = Result<u64, String>> + Send>> {
+    move || {
+        let cli = cli.clone();
+        Box::pin(async move {
+            let n = redis_cli(cli, vec!["DBSIZE".into()]).await?.unwrap_or_default();
+            n.parse::<u64>().map_err(|e| format!("DBSIZE {n:?}: {e}"))
+        })
+    }
+}
+
+/// Redis behind a password, an ACL user, TLS, a cluster: the engine reaches each the way
+/// users write the URL, a wrong password fails the engine's start (kind cache, password not
+/// shown), and keys are deleted everywhere they live.
+fn cache_deployments() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+    Box::pin(async {
+        let mut cfg = config(None);
+        let base = Engine::start(cfg.clone()).await.map_err(|e| e.to_string())?;
+        let tpl = base.template(migrations()).await.map_err(|e| e.to_string())?;
+        let start = |url: String| {
+            let mut c = cfg.clone();
+            c.redis_url = Some(url);
+            Engine::start(c)
+        };
+
+        // A password, and an ACL user whose password needs percent-encoding.
+        let r = tokio::task::spawn_blocking(|| redis_with(&["--requirepass", "default-secret"])).await.unwrap()?;
+        let port = r.url.rsplit(':').next().unwrap_or("").to_owned();
+        let admin = vec![
+            "-p".to_string(),
+            port.clone(),
+            "--user".into(),
+            "default".into(),
+            "--pass".into(),
+            "default-secret".into(),
+            "--no-auth-warning".into(),
+        ];
+        redis_cli(admin.clone(), "ACL SETUSER app on >p@ss:w/rd ~* +@all".split(' ').map(String::from).collect())
+            .await?;
+        let wrong = start(format!("redis://:not-the-password@127.0.0.1:{port}")).await;
+        let err = match wrong {
+            Ok(e) => {
+                e.close().await.ok();
+                return Err("a wrong Redis password started an engine".into());
+            }
+            Err(e) => e,
+        };
+        check(err.kind() == pgisolate::ErrorKind::Cache, format!("wrong password: kind {:?}: {err}", err.kind()))?;
+        check(!err.to_string().contains("not-the-password"), format!("the message shows the password: {err}"))?;
+        let acl_url = format!("redis://app:p%40ss%3Aw%2Frd@127.0.0.1:{port}");
+        let e = start(acl_url).await.map_err(|e| format!("ACL user: {e}"))?;
+        let cli = vec![
+            "-p".to_string(),
+            port.clone(),
+            "--user".into(),
+            "app".into(),
+            "--pass".into(),
+            "p@ss:w/rd".into(),
+            "--no-auth-warning".into(),
+        ];
+        let mut r = r;
+        r.cli = cli.clone();
+        release_deletes_keys(&r, &e, &tpl, 300, single_dbsize(cli)).await.map_err(|m| format!("ACL user: {m}"))?;
+        e.close().await.map_err(|e| e.to_string())?;
+        drop(r);
+
+        // TLS: verified against the system's roots (which do not know the test's CA), or the
+        // CA in PGISOLATE_REDIS_CA_FILE.
+        let r = tokio::task::spawn_blocking(redis_tls).await.unwrap()?;
+        let err = match start(r.url.clone()).await {
+            Ok(e) => {
+                e.close().await.ok();
+                return Err("rediss:// accepted a certificate from an unknown CA".into());
+            }
+            Err(e) => e,
+        };
+        check(err.kind() == pgisolate::ErrorKind::Cache, format!("unverified TLS: {err}"))?;
+        let mut tls_cfg = cfg.clone();
+        tls_cfg.redis_url = Some(r.url.clone());
+        tls_cfg.redis_ca_file = Some(r.dir.join("ca.crt"));
+        let e = Engine::start(tls_cfg).await.map_err(|e| format!("rediss:// with the CA file: {e}"))?;
+        release_deletes_keys(&r, &e, &tpl, 300, single_dbsize(r.cli.clone())).await.map_err(|m| format!("TLS: {m}"))?;
+        e.close().await.map_err(|e| e.to_string())?;
+        drop(r);
+
+        // A cluster: one member's URL; keys spread over every primary's slots.
+        let r = tokio::task::spawn_blocking(redis_cluster).await.unwrap()?;
+        let e = start(r.url.clone()).await.map_err(|e| format!("cluster: {e}"))?;
+        let ports: Vec<String> = {
+            let nodes = redis_cli(r.cli.clone(), vec!["CLUSTER".into(), "NODES".into()]).await?.unwrap_or_default();
+            nodes
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(1)?.split('@').next()?.rsplit(':').next().map(String::from))
+                .collect()
+        };
+        check(ports.len() == 3, format!("cluster nodes: {ports:?}"))?;
+        let dbsize = move || -> Pin<Box<dyn Future<Output = Result<u64, String>> + Send>> {
+            let ports = ports.clone();
+            Box::pin(async move {
+                let mut total = 0;
+                for p in ports {
+                    let n = redis_cli(vec!["-p".into(), p], vec!["DBSIZE".into()]).await?.unwrap_or_default();
+                    total += n.parse::<u64>().map_err(|e| format!("DBSIZE {n:?}: {e}"))?;
+                }
+                Ok(total)
+            })
+        };
+        release_deletes_keys(&r, &e, &tpl, 600, dbsize).await.map_err(|m| format!("cluster: {m}"))?;
+        e.close().await.map_err(|e| e.to_string())?;
+        drop(r);
+        base.close().await.map_err(|e| e.to_string())?;
+        cfg.redis_url = None;
+        Ok("wrong password: start fails (cache, password hidden); ACL user with a percent-encoded password, \
+            rediss:// (unknown CA refused, the CA file trusted) and a 3-primary cluster: release deleted 300/300/600 keys, \
+            never the bystander's"
+            .into())
+    })
+}
+
 fn cache() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
     Box::pin(async {
         let r = tokio::task::spawn_blocking(redis).await.unwrap()?;
@@ -1714,7 +1998,7 @@ fn cache() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         let engine = Engine::start(cfg.clone()).await.map_err(|e| e.to_string())?;
         let tpl = engine.template(migrations()).await.map_err(|e| e.to_string())?;
         // Redis is read and written with redis-cli, not with the engine's own client.
-        let cmd = |args: Vec<String>| redis_cli(r.url.clone(), args);
+        let cmd = |args: Vec<String>| redis_cli(r.cli.clone(), args);
         // Two concurrent scenarios with the same identity write the same logical key.
         let a = engine.acquire(&tpl, Identity::new("cache", "same scenario")).await.map_err(|e| e.to_string())?;
         let b = engine.acquire(&tpl, Identity::new("cache", "same scenario")).await.map_err(|e| e.to_string())?;
@@ -1729,7 +2013,7 @@ fn cache() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         check(cmd(vec!["GET".into(), ka.clone()]).await? == Some("from a".into()), "a saw b's value")?;
         check(cmd(vec!["GET".into(), kb.clone()]).await? == Some("from b".into()), "b saw a's value")?;
         let bulk: String = (0..1200).map(|i| format!("SET {} x\n", a.cache_key(&format!("bulk:{i}")))).collect();
-        redis_cli_pipe(&r.url, bulk).await?;
+        redis_cli_pipe(&r.cli, bulk).await?;
         a.release().await.map_err(|e| e.to_string())?;
         check(cmd(vec!["GET".into(), ka.clone()]).await?.is_none(), "release left a's key")?;
         let left = cmd(vec!["DBSIZE".into()]).await?;
@@ -1787,6 +2071,12 @@ fn main() -> std::process::ExitCode {
         ("R21", "max_connections nearly exhausted", 120, r21),
         ("roles", "least privilege: a LOGIN role per schema (opt-in)", 90, roles),
         ("cache", "Redis keys isolated and deleted (real redis-server)", 120, cache),
+        (
+            "cache-deployments",
+            "Redis with a password, an ACL user, TLS, a cluster (real redis-servers)",
+            180,
+            cache_deployments,
+        ),
     ];
     let mut args = libtest_mimic::Arguments::from_args();
     args.test_threads = Some(1);
