@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::{Client, NoTls};
 
+pub(crate) use crate::sql::{ident, literal};
 use crate::conninfo::redact;
 use crate::error::{describe_pg, Error, Result};
 
@@ -170,19 +171,18 @@ impl AdminPool {
     }
 }
 
-/// Runs `sql` (simple protocol, may hold several statements), mapping errors with `context`.
-pub async fn exec(client: &Client, context: &str, sql: &str) -> Result<()> {
-    client.batch_execute(sql).await.map_err(|e| Error::db(context, e))
+/// Runs `sql` (simple protocol, may hold several statements, usually `BEGIN; …; COMMIT;`);
+/// when it fails, rolls back whatever transaction it left open, so the connection is usable
+/// again, and returns the server's error.
+pub(crate) async fn transaction(client: &Client, sql: &str) -> std::result::Result<(), tokio_postgres::Error> {
+    let r = client.batch_execute(sql).await;
+    if r.is_err() {
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    r
 }
 
-/// A string as an SQL escape-string literal (`E'…'`), safe whatever
-/// `standard_conforming_strings` is. NUL characters, which PostgreSQL text cannot hold, become
-/// U+FFFD.
-pub fn literal(s: &str) -> String {
-    format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''").replace('\0', "\u{FFFD}"))
-}
-
-/// An identifier, always double-quoted.
-pub fn ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
+/// [`transaction`], its error described by `context`.
+pub(crate) async fn exec(client: &Client, context: &str, sql: &str) -> Result<()> {
+    transaction(client, sql).await.map_err(|e| Error::db(context, e))
 }

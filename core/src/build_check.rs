@@ -13,7 +13,7 @@
 
 use tokio_postgres::Client;
 
-use crate::admin::ident;
+use crate::admin::{ident, transaction};
 use crate::error::{Error, Result};
 use crate::lease::REGISTRY_CLASS;
 
@@ -85,8 +85,7 @@ pub async fn relocate_extensions(client: &Client, build: &str) -> Result<Relocat
         sql.push_str(&format!(" ALTER EXTENSION {} SET SCHEMA extensions;", ident(r.get::<_, &str>(0))));
     }
     sql.push_str(" COMMIT;");
-    if let Err(e) = client.batch_execute(&sql).await {
-        let _ = client.batch_execute("ROLLBACK").await;
+    if let Err(e) = transaction(client, &sql).await {
         return Err(Error::db("move the build's extensions to schema extensions", e));
     }
     Ok(Relocated { moved: true, schema_exists: true })

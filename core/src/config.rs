@@ -422,3 +422,23 @@ impl Config {
         Ok(())
     }
 }
+
+impl Config {
+    /// Whether released schemas should be recycled into a warm pool (`recycle` on and a pool):
+    /// the engine does when the server also lets it watch DDL.
+    pub(crate) fn wants_recycling(&self) -> bool {
+        self.recycle && self.pool_size > 0
+    }
+}
+
+impl Keep {
+    /// The policy's name as accepted by [`Keep::parse`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Keep::Never => "never",
+            Keep::Failed => "failed",
+            Keep::Always => "always",
+        }
+    }
+}
+

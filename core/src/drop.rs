@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
-use crate::admin::ident;
+use crate::admin::{ident, literal, transaction};
+use crate::conninfo;
 use crate::error::{Error, Result};
 
 /// Relations dropped per transaction.
@@ -65,16 +66,9 @@ async fn attempt(client: &Client, schema: &str, batch: usize) -> std::result::Re
             }
         }
         sql.push_str(" COMMIT;");
-        if let Err(e) = client.batch_execute(&sql).await {
-            let _ = client.batch_execute("ROLLBACK").await;
-            return Err(e);
-        }
+        transaction(client, &sql).await?;
     }
-    let r = client.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", ident(schema))).await;
-    if r.is_err() {
-        let _ = client.batch_execute("ROLLBACK").await;
-    }
-    r
+    transaction(client, &format!("DROP SCHEMA IF EXISTS {} CASCADE", ident(schema))).await
 }
 
 /// Drops `schema` (batched, under `lock_timeout`), terminating sessions tagged with any of
@@ -121,4 +115,26 @@ pub async fn drop_schema(client: &Client, schema: &str, apps: &[String], deadlin
         crate::role::drop_role(client, &r).await?;
     }
     Ok(())
+}
+
+/// SQL listing the backends of a schema's sessions (comma-separated pids), for the end of a
+/// release batch.
+/// (`pg_stat_get_activity` directly: the `pg_stat_activity` view's joins double the cost of
+/// a query that runs on every release.)
+pub(crate) fn sessions_sql(name: &str, role: Option<&str>) -> String {
+    let by_role = role.map(|r| format!(" OR usesysid = to_regrole({})::oid", literal(r))).unwrap_or_default();
+    format!(
+        "SELECT coalesce(string_agg(pid::text, ','), '') FROM pg_catalog.pg_stat_get_activity(NULL) \
+         WHERE (application_name = {}{by_role}) AND pid <> pg_backend_pid();",
+        literal(&conninfo::application_name(name))
+    )
+}
+
+/// The pids printed by [`sessions_sql`] (the batch's last row).
+pub(crate) fn parse_pids(rows: Vec<tokio_postgres::SimpleQueryMessage>) -> Vec<i32> {
+    let last = rows.into_iter().rev().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+        _ => None,
+    });
+    last.unwrap_or_default().split(',').filter_map(|p| p.trim().parse().ok()).collect()
 }

@@ -1,106 +1,20 @@
-//! The registry (`pgisolate.leases`, `pgisolate.templates`), schema markers, and gc.
+//! The registry (`pgisolate.leases`, `pgisolate.templates`) and what gc reads from it.
 //!
-//! Every schema the engine creates carries a marker comment
-//! `pgisolate:v1:<kind> owner=<key> t=<unix seconds>` and, while live, a registry row with its
-//! identity and owner. gc drops only schemas whose marker is this version's, whose kind is a
+//! Every schema the engine creates carries a marker comment ([`crate::markers`]) and, while
+//! live, a registry row with its identity and owner. gc drops only schemas whose marker is this version's, whose kind is a
 //! test schema, a build or a tombstone, whose owner lease is free, and that are older than the
 //! grace period. Anything else (no marker, another version's marker, `public`, templates) is
 //! never touched.
 
 use std::collections::HashSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use crate::admin::{exec, literal};
+use crate::admin::{exec, literal, transaction};
 use crate::error::{Error, Result};
 use crate::lease::{LIVE_OWNERS_SQL, REGISTRY_CLASS};
-
-/// Marker prefix of this engine version.
-pub const MARKER_PREFIX: &str = "pgisolate:v1:";
-
-/// What a marked schema is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// A test schema in use.
-    Schema,
-    /// A test schema kept by the keep policy.
-    Kept,
-    /// A template being built.
-    Build,
-    /// A published template.
-    Template,
-    /// A released schema being dropped.
-    Tomb,
-    /// A ready schema in an engine's warm pool.
-    Pool,
-}
-
-impl Kind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Kind::Schema => "schema",
-            Kind::Kept => "kept",
-            Kind::Build => "build",
-            Kind::Template => "template",
-            Kind::Tomb => "tomb",
-            Kind::Pool => "pool",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Kind> {
-        Some(match s {
-            "schema" => Kind::Schema,
-            "kept" => Kind::Kept,
-            "build" => Kind::Build,
-            "template" => Kind::Template,
-            "tomb" => Kind::Tomb,
-            "pool" => Kind::Pool,
-            _ => return None,
-        })
-    }
-}
-
-/// A parsed marker comment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Marker {
-    /// The kind of schema.
-    pub kind: Kind,
-    /// Owner key, 0 for templates.
-    pub owner: i64,
-    /// Creation time, unix seconds.
-    pub created: u64,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-/// The marker text for a new schema of `kind` owned by `owner`.
-pub fn marker(kind: Kind, owner: i32) -> String {
-    format!("{MARKER_PREFIX}{} owner={owner} t={}", kind.as_str(), unix_now())
-}
-
-/// `COMMENT ON SCHEMA` setting a marker.
-pub fn comment_sql(schema: &str, kind: Kind, owner: i32) -> String {
-    format!("COMMENT ON SCHEMA {} IS {};", crate::admin::ident(schema), literal(&marker(kind, owner)))
-}
-
-/// Parses a marker of this version; `None` for anything else.
-pub fn parse_marker(s: &str) -> Option<Marker> {
-    let rest = s.strip_prefix(MARKER_PREFIX)?;
-    let mut parts = rest.split(' ');
-    let kind = Kind::parse(parts.next()?)?;
-    let (mut owner, mut created) = (None, None);
-    for p in parts {
-        match p.split_once('=') {
-            Some(("owner", v)) => owner = v.parse().ok(),
-            Some(("t", v)) => created = v.parse().ok(),
-            _ => {}
-        }
-    }
-    Some(Marker { kind, owner: owner?, created: created? })
-}
+use crate::markers::{parse_marker, unix_now, Kind, Marker};
 
 const REGISTRY_DDL: &str = "
 CREATE SCHEMA IF NOT EXISTS pgisolate;
@@ -187,8 +101,7 @@ pub async fn ensure_ddl_watch(client: &Client) -> Result<bool> {
         return Ok(true);
     }
     let sql = format!("BEGIN; SELECT pg_advisory_xact_lock({REGISTRY_CLASS}, 1); {DDL_WATCH} COMMIT;");
-    if client.batch_execute(&sql).await.is_err() {
-        let _ = client.batch_execute("ROLLBACK").await;
+    if transaction(client, &sql).await.is_err() {
         return Ok(false);
     }
     Ok(true)
@@ -214,8 +127,7 @@ pub async fn ensure_extensions(client: &Client, names: &[String]) -> Result<()> 
         sql.push_str(&format!(" CREATE EXTENSION IF NOT EXISTS {} SCHEMA extensions;", crate::admin::ident(n)));
     }
     sql.push_str(" COMMIT;");
-    if let Err(e) = client.batch_execute(&sql).await {
-        let _ = client.batch_execute("ROLLBACK").await;
+    if let Err(e) = transaction(client, &sql).await {
         return Err(Error::db(
             format!(
                 "create extensions {} (install them on the server, or create them as a superuser first)",
@@ -253,8 +165,7 @@ pub async fn rescue_extensions(client: &Client) -> Result<bool> {
         sql.push_str(&format!(" DELETE FROM pgisolate.templates WHERE schema_name = {};", literal(nsp)));
     }
     sql.push_str(" COMMIT;");
-    if let Err(e) = client.batch_execute(&sql).await {
-        let _ = client.batch_execute("ROLLBACK").await;
+    if let Err(e) = transaction(client, &sql).await {
         return Err(Error::db("move extensions out of pgisolate schemas into schema extensions", e));
     }
     Ok(true)
@@ -324,10 +235,9 @@ pub async fn prune_templates(client: &Client, max_age: Duration, keep: &[String]
             l = literal(&t.schema),
             i = crate::admin::ident(&t.schema)
         );
-        match client.batch_execute(&sql).await {
+        match transaction(client, &sql).await {
             Ok(()) => dropped.push(t.schema),
             Err(e) => {
-                let _ = client.batch_execute("ROLLBACK").await;
                 return Err(Error::db(format!("drop template {}", t.schema), e));
             }
         }
@@ -372,10 +282,7 @@ pub async fn ensure(client: &Client) -> Result<()> {
         "BEGIN; SELECT pg_advisory_xact_lock({REGISTRY_CLASS}, 0); {REGISTRY_DDL} {} COMMIT;",
         crate::role::GIVE_SCHEMA_DDL
     );
-    if let Err(e) = exec(client, "create the pgisolate registry", &sql).await {
-        let _ = client.batch_execute("ROLLBACK").await;
-        return Err(e);
-    }
+    exec(client, "create the pgisolate registry", &sql).await?;
     Ok(())
 }
 
@@ -497,17 +404,11 @@ pub async fn prune_rows(client: &Client) -> Result<u64> {
     client.execute(&sql, &[]).await.map_err(|e| Error::db("prune the registry", e))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn markers_round_trip_and_foreign_ones_are_ignored() {
-        let m = parse_marker(&marker(Kind::Tomb, 42)).unwrap();
-        assert_eq!((m.kind, m.owner), (Kind::Tomb, 42));
-        assert!(parse_marker("pgisolate:v0:schema owner=1 t=1").is_none());
-        assert!(parse_marker("pgisolate:v1:schema t=1").is_none());
-        assert!(parse_marker("pgisolate:v1:other owner=1 t=1").is_none());
-        assert!(parse_marker("my own comment").is_none());
-    }
+/// Forgets a schema: deletes its registry row (once it is dropped, or was never made).
+pub(crate) async fn forget(client: &Client, schema: &str) -> Result<()> {
+    client
+        .execute("delete from pgisolate.leases where schema_name = $1", &[&schema])
+        .await
+        .map(|_| ())
+        .map_err(|e| Error::db(format!("clear the registry row of {schema}"), e))
 }

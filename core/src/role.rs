@@ -10,9 +10,9 @@
 
 use tokio_postgres::Client;
 
-use crate::admin::{ident, literal};
+use crate::admin::{ident, literal, transaction};
 use crate::error::{Error, Result};
-use crate::registry::MARKER_PREFIX;
+use crate::markers::MARKER_PREFIX;
 
 /// Name prefix of per-schema roles.
 pub const ROLE_PREFIX: &str = "pgir_";
@@ -149,8 +149,7 @@ pub async fn share_extensions(client: &Client) -> Result<()> {
          DO $pgi$ BEGIN IF NOT ({shared}) THEN GRANT USAGE ON SCHEMA extensions TO PUBLIC; END IF; END $pgi$; COMMIT;",
         crate::lease::REGISTRY_CLASS
     );
-    if let Err(e) = client.batch_execute(&sql).await {
-        let _ = client.batch_execute("ROLLBACK").await;
+    if let Err(e) = transaction(client, &sql).await {
         return Err(Error::db("let every role use schema extensions (GRANT USAGE ON SCHEMA extensions TO PUBLIC)", e));
     }
     Ok(())
@@ -180,8 +179,7 @@ pub async fn drop_role(client: &Client, role: &str) -> Result<()> {
         rl = literal(role),
         r = ident(role)
     );
-    if let Err(e) = client.batch_execute(&sql).await {
-        let _ = client.batch_execute("ROLLBACK").await;
+    if let Err(e) = transaction(client, &sql).await {
         if e.code().map(|c| c.code()) == Some("42704") {
             return Ok(()); // already gone
         }

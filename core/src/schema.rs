@@ -1,8 +1,8 @@
 //! A schema handed to one test.
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
 
-use crate::engine::{Inner, Released};
 use crate::error::{Error, Result};
 use crate::naming::{self, Identity};
 
@@ -19,7 +19,25 @@ pub struct Schema {
     pub(crate) identity: Identity,
     pub(crate) template_fp: Option<String>,
     pub(crate) role: Option<String>,
-    pub(crate) engine: Option<Arc<Inner>>,
+    /// What releases it: all a schema knows of its engine.
+    pub(crate) releaser: Option<Box<dyn Releaser>>,
+}
+
+/// What a release needs to know about a schema.
+#[derive(Debug, Clone)]
+pub(crate) struct Ticket {
+    pub(crate) name: String,
+    pub(crate) identity: String,
+    /// The template it came from, when it may be recycled into that template's pool.
+    pub(crate) template_fp: Option<String>,
+    pub(crate) role: Option<String>,
+}
+
+/// The narrow handle a [`Schema`] holds on its engine: release now, or in the background
+/// (when it is dropped unreleased).
+pub(crate) trait Releaser: Send + Sync + std::fmt::Debug {
+    fn release(&self, ticket: Ticket, failed: bool) -> Pin<Box<dyn Future<Output = Result<Released>> + Send + '_>>;
+    fn release_in_background(&self, ticket: Ticket, failed: bool);
 }
 
 impl Schema {
@@ -109,35 +127,38 @@ impl Schema {
     }
 
     /// Releases the schema given the test's outcome; the keep policy decides keep or drop.
+    /// Releasing twice is not possible (it consumes the schema); a binding's second release
+    /// does nothing.
     pub async fn finish(mut self, failed: bool) -> Result<Released> {
-        let inner = self.engine.take().ok_or_else(|| Error::Closed("schema already released".into()))?;
-        let recycle = self.template_fp.as_deref();
-        inner.release(&self.name, &self.identity.display(), failed, recycle, self.role.as_deref()).await
+        let releaser = self.releaser.take().ok_or_else(|| Error::Closed("schema already released".into()))?;
+        releaser.release(self.ticket(), failed).await
+    }
+
+    fn ticket(&mut self) -> Ticket {
+        Ticket {
+            name: std::mem::take(&mut self.name),
+            identity: self.identity.display(),
+            template_fp: self.template_fp.take(),
+            role: self.role.take(),
+        }
     }
 }
 
 impl Drop for Schema {
     fn drop(&mut self) {
-        let Some(inner) = self.engine.take() else { return };
-        let name = std::mem::take(&mut self.name);
-        let identity = self.identity.display();
-        let recycle = self.template_fp.take();
-        let role = self.role.take();
-        let failed = std::thread::panicking();
-        inner.begin_background();
-        let rt = inner.runtime.clone();
-        rt.spawn(async move {
-            let r = recycle.as_deref();
-            if let Err(e) = inner.release(&name, &identity, failed, r, role.as_deref()).await {
-                if inner.is_closed() {
-                    inner.warn(&format!(
-                        "schema {name} was still held when the engine closed; gc will drop it once this process is gone"
-                    ));
-                } else {
-                    inner.warn(&format!("background release of {name} failed (gc will retry): {e}"));
-                }
-            }
-            inner.end_background();
-        });
+        if let Some(releaser) = self.releaser.take() {
+            releaser.release_in_background(self.ticket(), std::thread::panicking());
+        }
     }
+}
+
+/// How a release ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Released {
+    /// The schema was dropped (or renamed away and queued for a background drop).
+    Dropped,
+    /// Its DDL was unchanged: its data was reset and it went back to the warm pool.
+    Recycled,
+    /// The keep policy kept it (`pgisolate ls` shows it; `pgisolate gc --kept` drops it).
+    Kept,
 }

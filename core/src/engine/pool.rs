@@ -15,12 +15,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::admin::{ident, literal};
+use crate::admin::{ident, literal, transaction};
 use crate::conninfo;
 use crate::drop;
-use crate::engine::{parse_pids, sessions_sql, Inner, Settle};
+use super::Inner;
+use crate::drop::{parse_pids, sessions_sql};
 use crate::error::{Error, Result};
-use crate::registry::{self, Kind};
+use crate::markers::{self, Kind};
+use crate::registry;
 use crate::template::{Template, PLACEHOLDER};
 
 /// A ready schema in the pool.
@@ -114,17 +116,16 @@ impl Inner {
             "BEGIN; {internal} CREATE SCHEMA {n}; {comment}\n{replay}\n; {prepare} COMMIT;",
             internal = registry::INTERNAL,
             n = ident(&name),
-            comment = registry::comment_sql(&name, Kind::Pool, self.owner),
+            comment = markers::comment_sql(&name, Kind::Pool, self.owner),
             replay = tpl.replay_sql(&name),
             prepare = role
                 .as_deref()
                 .map(|r| crate::role::prepare_sql(&name, r, self.owner, self.db_oid))
                 .unwrap_or_default(),
         );
-        match admin.batch_execute(&sql).await {
+        match transaction(&admin, &sql).await {
             Ok(()) => Ok(Ready { name, role }),
             Err(e) => {
-                let _ = admin.batch_execute("ROLLBACK").await;
                 Err(Error::db(format!("fill the pool from template {}", tpl.schema), e))
             }
         }
@@ -166,7 +167,7 @@ impl Inner {
         fp: &str,
         role: Option<&str>,
     ) -> bool {
-        if !self.cfg.recycle || !self.superuser || self.cfg.pool_size == 0 || self.is_closed() {
+        if !self.recycles() {
             return false;
         }
         let Some(tpl) = self.pooled_template(fp) else { return false };
@@ -183,7 +184,7 @@ impl Inner {
             nl = literal(name),
             n = ident(name),
             f = ident(&fresh),
-            comment = registry::comment_sql(&fresh, Kind::Pool, self.owner),
+            comment = markers::comment_sql(&fresh, Kind::Pool, self.owner),
             sessions = sessions_sql(name, role),
         );
         let pids = match client.simple_query(&sql).await {
@@ -235,8 +236,7 @@ impl Inner {
         let admin = self.pool.get().await.ok()?;
         let role = crate::role::new_role();
         let sql = format!("BEGIN; {} COMMIT;", crate::role::handover_sql(old, &role, self.owner, self.db_oid));
-        if let Err(e) = admin.batch_execute(&sql).await {
-            let _ = admin.batch_execute("ROLLBACK").await;
+        if let Err(e) = transaction(&admin, &sql).await {
             self.warn(&format!(
                 "could not give recycled {schema} a new role, dropping it: {}",
                 crate::error::describe_pg(&e).1
@@ -264,10 +264,9 @@ impl Inner {
         sql.push_str("SELECT pg_catalog.set_config('search_path', '', true);\n");
         sql.push_str(&seed.replace(PLACEHOLDER, schema));
         sql.push_str("\n;COMMIT;");
-        match admin.batch_execute(&sql).await {
+        match transaction(&admin, &sql).await {
             Ok(()) => true,
             Err(e) => {
-                let _ = admin.batch_execute("ROLLBACK").await;
                 self.warn(&format!(
                     "could not reset {schema} for reuse, dropping it: {}",
                     crate::error::describe_pg(&e).1
@@ -275,42 +274,6 @@ impl Inner {
                 false
             }
         }
-    }
-
-    /// Drops `schema` in the background (bounded, batched, retried; gc finishes what fails),
-    /// after ending the sessions its release saw.
-    pub(crate) fn defer_drop(self: &Arc<Self>, schema: String, settle: Option<Settle>) {
-        self.begin_background();
-        let me = self.clone();
-        let pool = self.pool.clone();
-        let slots = self.drop_slots.clone();
-        let timeout = self.cfg.release_timeout.max(Duration::from_secs(30));
-        let inner_warn = self.cfg.on_warning.clone();
-        let done = self.background_done();
-        self.runtime.spawn(async move {
-            let _slot = slots.acquire_owned().await;
-            let result = async {
-                let admin = pool.get_teardown().await?;
-                if let Some(s) = &settle {
-                    me.settle(&admin, &s.pids, &s.name, &s.identity).await;
-                }
-                drop::drop_schema(&admin, &schema, &[], Instant::now() + timeout).await?;
-                admin
-                    .execute("delete from pgisolate.leases where schema_name = $1", &[&schema])
-                    .await
-                    .map_err(|e| Error::db("clear the registry row", e))?;
-                Ok::<_, Error>(())
-            }
-            .await;
-            if let Err(e) = result {
-                let msg = format!("background drop of {schema} failed (gc will retry): {e}");
-                match &inner_warn {
-                    Some(w) => w(&msg),
-                    None => eprintln!("pgisolate: warning: {msg}"),
-                }
-            }
-            done();
-        });
     }
 
     /// Drops every ready schema of every pool (at close).

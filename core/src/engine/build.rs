@@ -1,0 +1,470 @@
+//! Templates: built once per server from migrations (or by the caller's own tool), checked,
+//! captured for replay, published and cached.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::Client;
+
+use super::Engine;
+use crate::admin::{self, exec, ident, literal, transaction};
+use crate::build_check;
+use crate::conninfo;
+use crate::drop;
+use crate::registry;
+use crate::error::{Error, Result};
+use crate::lease::TEMPLATE_CLASS;
+use crate::markers::{self, Kind};
+use crate::server;
+use crate::template::{self, Migrations, Replay, Template};
+
+/// A template build the caller performs with its own migration tool: run migrations against
+/// [`TemplateBuild::url`], then [`TemplateBuild::commit`]. Dropping it without committing
+/// abandons the build (gc reaps it).
+#[derive(Debug)]
+pub struct TemplateBuild {
+    engine: Engine,
+    fingerprint: String,
+    schema: String,
+    url: String,
+    conninfo: String,
+    locker: Option<Client>,
+    /// The build's first transaction id (mod 2^32): version-table rows written since then
+    /// were written by this build.
+    begin_xid: i64,
+    /// What the template is built from (a directory, a key), for listing and pruning.
+    source: String,
+}
+
+/// Result of [`Engine::template_begin`].
+#[derive(Debug)]
+pub enum TemplateStart {
+    /// The template already exists: use it.
+    Ready(Template),
+    /// This caller must build it.
+    Build(TemplateBuild),
+}
+
+impl Engine {
+    /// A template from migrations, built once per (server, database, fingerprint) across
+    /// every process and host, and cached in this engine.
+    pub async fn template(&self, migrations: Migrations) -> Result<Template> {
+        self.inner.check_open()?;
+        let steps = migrations.load()?;
+        let fp = template::fingerprint(&steps);
+        if let Some(t) = self.cached(&fp) {
+            return Ok(t);
+        }
+        let t = self.template_uncached(&fp, steps, &migrations.source()).await?;
+        self.inner.ensure_pool(&t);
+        Ok(t)
+    }
+
+    async fn template_uncached(&self, fp: &str, steps: Vec<(String, String)>, source: &str) -> Result<Template> {
+        let fp = fp.to_owned();
+        match self.begin_build(&fp, Some(&steps), source).await? {
+            TemplateStart::Ready(t) => Ok(self.remember(t)),
+            TemplateStart::Build(mut b) => {
+                let locker =
+                    b.locker.as_ref().ok_or_else(|| Error::Closed("template build lost its connection".into()))?;
+                let path = Engine::build_path(&b.schema).iter().map(|s| ident(s)).collect::<Vec<_>>().join(", ");
+                for (name, sql) in &steps {
+                    let batch = format!("BEGIN; SET LOCAL search_path TO {path};\n{sql}\n;\nCOMMIT;");
+                    if let Err(e) = transaction(&locker, &batch).await {
+                        let (code, mut message) = crate::error::describe_pg(&e);
+                        message.push_str(&crate::build_check::hint_for(locker, &e).await);
+                        let _ = b.abort_inner().await;
+                        return Err(Error::Migration { source_name: name.clone(), code, message });
+                    }
+                }
+                let t = b.publish(Some(steps)).await?;
+                Ok(self.remember(t))
+            }
+        }
+    }
+
+    /// Starts a template the caller builds with its own migration tool, identified by `key`
+    /// (for example a hash of the migration files, or a version string). Returns the existing
+    /// template, or a [`TemplateBuild`] holding the build lock.
+    pub async fn template_begin(&self, key: &str) -> Result<TemplateStart> {
+        self.template_begin_source(key, key).await
+    }
+
+    /// [`Engine::template_begin`] for a build whose inputs are files and directories (the
+    /// migration tool's directory, its config): their contents are hashed into the key
+    /// ([`template::inputs_key`]), so changing a migration builds a new template instead of
+    /// reusing a stale one. `key` may be empty. With no inputs it is [`Engine::template_begin`].
+    pub async fn template_begin_inputs<P: AsRef<std::path::Path>>(
+        &self,
+        key: &str,
+        inputs: &[P],
+    ) -> Result<TemplateStart> {
+        if inputs.is_empty() {
+            return self.template_begin(key).await;
+        }
+        self.inner.check_open()?;
+        let full = template::inputs_key(key, inputs)?;
+        let paths: Vec<String> = inputs
+            .iter()
+            .map(|p| {
+                std::fs::canonicalize(p.as_ref()).unwrap_or_else(|_| p.as_ref().to_path_buf()).display().to_string()
+            })
+            .collect();
+        let source = format!("{key}{}{}", if key.is_empty() { "" } else { " " }, paths.join(" "));
+        self.template_begin_source(&full, &source).await
+    }
+
+    /// [`Engine::template_with`] keyed by the contents of `inputs` ([`Engine::template_begin_inputs`]).
+    pub async fn template_with_inputs<P, F, Fut>(&self, key: &str, inputs: &[P], build: F) -> Result<Template>
+    where
+        P: AsRef<std::path::Path>,
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>>,
+    {
+        let start = self.template_begin_inputs(key, inputs).await?;
+        Engine::finish_with(start, key, build).await
+    }
+
+    async fn template_begin_source(&self, key: &str, source: &str) -> Result<TemplateStart> {
+        self.inner.check_open()?;
+        let fp = template::caller_fingerprint(key);
+        if let Some(t) = self.cached(&fp) {
+            return Ok(TemplateStart::Ready(t));
+        }
+        match self.begin_build(&fp, None, source).await? {
+            TemplateStart::Ready(t) => {
+                let t = self.remember(t);
+                self.inner.ensure_pool(&t);
+                Ok(TemplateStart::Ready(t))
+            }
+            b => Ok(b),
+        }
+    }
+
+    /// Builds (once) a template with an async function that migrates the database at the
+    /// given URL, for migration tools driven from Rust.
+    pub async fn template_with<F, Fut>(&self, key: &str, build: F) -> Result<Template>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>>,
+    {
+        let start = self.template_begin(key).await?;
+        Engine::finish_with(start, key, build).await
+    }
+
+    async fn finish_with<F, Fut>(start: TemplateStart, key: &str, build: F) -> Result<Template>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>>,
+    {
+        match start {
+            TemplateStart::Ready(t) => Ok(t),
+            TemplateStart::Build(b) => match build(b.url().to_owned()).await {
+                Ok(()) => b.commit().await,
+                Err(e) => Err(b.fail(&format!("template {key:?}"), &e.to_string()).await),
+            },
+        }
+    }
+
+    fn cached(&self, fp: &str) -> Option<Template> {
+        self.inner.templates.lock().ok()?.get(fp).cloned()
+    }
+
+    fn remember(&self, t: Template) -> Template {
+        if let Ok(mut m) = self.inner.templates.lock() {
+            m.insert(t.fingerprint.clone(), Template { built_here: false, ..t.clone() });
+        }
+        t
+    }
+
+    /// A build's search_path: the build schema and `extensions`, nothing else. Never `public`
+    /// or the tail: a migration tool that finds its version table (or the app's tables) there
+    /// would skip its work and publish an empty template.
+    fn build_path(schema: &str) -> Vec<String> {
+        vec![schema.to_owned(), "extensions".to_owned()]
+    }
+
+    async fn lookup(&self, client: &Client, fp: &str, steps: Option<&[(String, String)]>) -> Result<Option<Template>> {
+        let row = client
+            .query_opt(
+                "select t.schema_name, t.replay_sql, t.seed_sql, \
+                 exists (select 1 from pg_namespace where nspname = 'extensions') from pgisolate.templates t \
+                 where t.fingerprint = $1 and exists (select 1 from pg_namespace n where n.nspname = t.schema_name)",
+                &[&fp],
+            )
+            .await
+            .map_err(|e| Error::db("look up a template", e))?;
+        let Some(row) = row else { return Ok(None) };
+        if row.get::<_, bool>(3) {
+            // Another process's build may have moved an extension there since this engine started.
+            self.inner.ext_in_tail.store(true, Ordering::SeqCst);
+        }
+        let _ = client.execute("update pgisolate.templates set last_used = now() where fingerprint = $1", &[&fp]).await;
+        let replay = match (row.get::<_, Option<String>>(1), steps) {
+            (Some(sql), _) => Replay::Captured(sql),
+            (None, Some(steps)) => Replay::Migrations(steps.to_vec()),
+            (None, None) => {
+                return Err(Error::BinariesNotFound(format!(
+                    "template {} has no captured DDL to copy from (pg_dump was unavailable when it was built): \
+                     install pg_dump or set PGISOLATE_PG_BIN, then drop the template schema so it is rebuilt",
+                    row.get::<_, String>(0)
+                )))
+            }
+        };
+        let schema: String = row.get(0);
+        let tables = template_tables(client, &schema).await?;
+        let mut seed_sql: Option<String> = row.get(2);
+        if seed_sql.is_none() && matches!(replay, Replay::Captured(_)) {
+            // Built by an engine that did not capture rows yet: capture them now, once.
+            let (url, tpl) = (self.inner.url.clone(), schema.clone());
+            let bin = self.inner.cfg.pg_bin.clone().or_else(|| server::find_binaries(None).ok().map(|b| b.dir));
+            seed_sql = tokio::task::spawn_blocking(move || template::capture(&url, &tpl, bin.as_deref(), true).ok())
+                .await
+                .ok()
+                .flatten();
+            if let Some(seed) = &seed_sql {
+                let _ = client
+                    .execute("update pgisolate.templates set seed_sql = $2 where fingerprint = $1", &[&fp, seed])
+                    .await;
+            }
+        }
+        Ok(Some(Template { fingerprint: fp.to_owned(), schema, replay, built_here: false, seed_sql, tables }))
+    }
+
+    async fn begin_build(&self, fp: &str, steps: Option<&[(String, String)]>, source: &str) -> Result<TemplateStart> {
+        {
+            let admin = self.inner.pool.get().await?;
+            if let Some(t) = self.lookup(&admin, fp, steps).await? {
+                return Ok(TemplateStart::Ready(t));
+            }
+        }
+        let locker = admin::connect(&self.inner.url, admin::ADMIN_APP).await?;
+        let key = i32::from_str_radix(&fp[..7], 16).unwrap_or(0);
+        locker
+            .execute("select pg_advisory_lock($1::int4, $2::int4)", &[&TEMPLATE_CLASS, &key])
+            .await
+            .map_err(|e| Error::db("take the template build lock", e))?;
+        if let Some(t) = self.lookup(&locker, fp, steps).await? {
+            return Ok(TemplateStart::Ready(t));
+        }
+        if let Some(p) = &self.inner.cfg.progress {
+            p(&format!("building template {}", template::template_schema(fp)));
+        }
+        let build = template::build_schema(fp, self.inner.owner);
+        let sql = format!(
+            "BEGIN; DROP SCHEMA IF EXISTS {b} CASCADE; CREATE SCHEMA {b}; {comment} \
+             INSERT INTO pgisolate.leases (schema_name, identity_hash, identity, owner_key, run_id, host, pid, state) \
+             VALUES ({bl}, {fpl}, {idl}, {owner}, {run}, {host}, {pid}, 'building') \
+             ON CONFLICT (schema_name) DO UPDATE SET state = 'building', created_at = now(); COMMIT;",
+            b = ident(&build),
+            comment = markers::comment_sql(&build, Kind::Build, self.inner.owner),
+            bl = literal(&build),
+            fpl = literal(fp),
+            idl = literal(&format!("template {}", template::template_schema(fp))),
+            owner = self.inner.owner,
+            run = literal(&self.inner.run_id),
+            host = literal(&self.inner.host),
+            pid = std::process::id() as i32,
+        );
+        exec(&locker, "create the template build schema", &sql).await?;
+        let tail = Engine::build_path(&build)[1..].to_vec();
+        let begin_xid: i64 = locker
+            .query_one("select txid_current() % 4294967296", &[])
+            .await
+            .map_err(|e| Error::db("start the template build", e))?
+            .get(0);
+        Ok(TemplateStart::Build(TemplateBuild {
+            begin_xid,
+            source: source.to_owned(),
+            engine: self.clone(),
+            fingerprint: fp.to_owned(),
+            url: conninfo::scoped(&self.inner.url_form.to_string(), &build, &tail)?,
+            conninfo: conninfo::scoped(&self.inner.kv_form.to_string(), &build, &tail)?,
+            schema: build,
+            locker: Some(locker),
+        }))
+    }
+}
+
+impl TemplateBuild {
+    /// URL scoped to the build schema: run migrations against it.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Key/value connection string scoped to the build schema.
+    pub fn conninfo(&self) -> &str {
+        &self.conninfo
+    }
+
+    /// The build schema's name.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// Publishes the build as the template (captures it for replay first).
+    pub async fn commit(mut self) -> Result<Template> {
+        let t = self.publish(None).await?;
+        let t = self.engine.remember(t);
+        self.engine.inner.ensure_pool(&t);
+        Ok(t)
+    }
+
+    /// Abandons the build and drops its schema.
+    pub async fn abort(mut self) -> Result<()> {
+        self.abort_inner().await
+    }
+
+    /// Abandons the build after the caller's migration tool failed with `message`, and returns
+    /// the error to report: the message, plus a hint when it looks like an object the build
+    /// cannot see (an extension installed in `public`, say).
+    pub async fn fail(mut self, source_name: &str, message: &str) -> Error {
+        let mut message = message.to_owned();
+        if let Some(locker) = &self.locker {
+            message.push_str(&build_check::hint_for_message(locker, &message).await);
+        }
+        if let Err(e) = self.abort_inner().await {
+            message.push_str(&format!(" (and the build could not be dropped: {e}; gc will)"));
+        }
+        Error::Migration { source_name: source_name.to_owned(), code: None, message }
+    }
+
+    async fn abort_inner(&mut self) -> Result<()> {
+        if let Some(locker) = self.locker.take() {
+            let apps = vec![conninfo::application_name(&self.schema)];
+            drop::drop_schema(&locker, &self.schema, &apps, Instant::now() + Duration::from_secs(10)).await?;
+            let _ = registry::forget(&locker, &self.schema).await;
+        }
+        Ok(())
+    }
+
+    async fn publish(&mut self, steps: Option<Vec<(String, String)>>) -> Result<Template> {
+        let inner = &self.engine.inner;
+        let locker = self.locker.take().ok_or_else(|| Error::Closed("template build already finished".into()))?;
+        // Sessions the caller's migration tool left open must not outlive the build.
+        let _ = drop::terminate(&locker, &[conninfo::application_name(&self.schema)]).await;
+        let checked = async {
+            let relocated = build_check::relocate_extensions(&locker, &self.schema).await?;
+            build_check::check_build(&locker, &self.schema, self.begin_xid).await?;
+            Ok::<_, Error>(relocated)
+        }
+        .await;
+        match checked {
+            Ok(relocated) => {
+                // The build saw schema extensions (its search_path has it); so must the tests.
+                // It may exist without this build having moved anything: made since this
+                // engine started by another engine's build or start-up rescue.
+                if relocated.schema_exists {
+                    inner.ext_in_tail.store(true, Ordering::SeqCst);
+                }
+                if relocated.moved && inner.cfg.login_role {
+                    crate::role::share_extensions(&locker).await?;
+                }
+            }
+            Err(e) => {
+                let apps = vec![conninfo::application_name(&self.schema)];
+                let _ = drop::drop_schema(&locker, &self.schema, &apps, Instant::now() + Duration::from_secs(10)).await;
+                let _ = registry::forget(&locker, &self.schema).await;
+                return Err(e);
+            }
+        }
+        let url = inner.url.clone();
+        let build = self.schema.clone();
+        let bin = inner.cfg.pg_bin.clone().or_else(|| server::find_binaries(None).ok().map(|b| b.dir));
+        let (captured, seed) = tokio::task::spawn_blocking(move || {
+            let ddl = template::capture(&url, &build, bin.as_deref(), false);
+            let seed = ddl.as_ref().ok().and_then(|_| template::capture(&url, &build, bin.as_deref(), true).ok());
+            (ddl, seed)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("template capture panicked: {e}")))?;
+        let tpl_name = template::template_schema(&self.fingerprint);
+        let (replay, replay_sql) = match (captured, steps) {
+            (Ok(sql), _) => (Replay::Captured(sql.clone()), Some(sql)),
+            (Err(why), Some(steps)) => {
+                inner.warn(&format!(
+                    "cannot capture template {tpl_name} for replay ({why}); new schemas will re-run its migrations"
+                ));
+                (Replay::Migrations(steps), None)
+            }
+            (Err(why), None) => {
+                let _ = drop::drop_schema(&locker, &self.schema, &[], Instant::now() + Duration::from_secs(10)).await;
+                return Err(Error::BinariesNotFound(format!(
+                    "cannot capture template {tpl_name} built by the caller's migrations: {why}; \
+                     install pg_dump (PostgreSQL client) or set PGISOLATE_PG_BIN"
+                )));
+            }
+        };
+        let existing: Option<Option<String>> = locker
+            .query_opt("select obj_description(oid, 'pg_namespace') from pg_namespace where nspname = $1", &[&tpl_name])
+            .await
+            .map_err(|e| Error::db("look up the template schema", e))?
+            .map(|r| r.get(0));
+        let replace_old = match existing {
+            None => String::new(),
+            Some(m) if m.as_deref().and_then(markers::parse_marker).is_some_and(|m| m.kind == Kind::Template) => {
+                format!("DROP SCHEMA {} CASCADE;", ident(&tpl_name))
+            }
+            Some(_) => {
+                return Err(Error::Refused(format!(
+                    "schema {tpl_name} exists and is not a pgisolate template: rename or drop it"
+                )))
+            }
+        };
+        let sql = format!(
+            "BEGIN; {replace_old} ALTER SCHEMA {b} RENAME TO {t}; COMMENT ON SCHEMA {t} IS {marker}; \
+             DELETE FROM pgisolate.leases WHERE schema_name = {bl}; \
+             INSERT INTO pgisolate.templates (fingerprint, schema_name, replay_sql, seed_sql, built_by, source, last_used) \
+             VALUES ({fpl}, {tl}, {rl}, {sl}, {owner}, {src}, now()) \
+             ON CONFLICT (fingerprint) DO UPDATE SET schema_name = excluded.schema_name, replay_sql = excluded.replay_sql, \
+             seed_sql = excluded.seed_sql, built_by = excluded.built_by, built_at = now(), source = excluded.source, \
+             last_used = now(); COMMIT;",
+            src = literal(&self.source),
+            b = ident(&self.schema),
+            t = ident(&tpl_name),
+            marker = literal(&markers::marker(Kind::Template, 0)),
+            bl = literal(&self.schema),
+            fpl = literal(&self.fingerprint),
+            tl = literal(&tpl_name),
+            rl = replay_sql.as_deref().map(literal).unwrap_or_else(|| "NULL".into()),
+            sl = seed.as_deref().map(literal).unwrap_or_else(|| "NULL".into()),
+            owner = inner.owner,
+        );
+        exec(&locker, "publish the template", &sql).await?;
+        let tables = template_tables(&locker, &tpl_name).await?;
+        Ok(Template {
+            fingerprint: self.fingerprint.clone(),
+            schema: tpl_name,
+            replay,
+            built_here: true,
+            seed_sql: seed,
+            tables,
+        })
+    }
+}
+
+impl Drop for TemplateBuild {
+    fn drop(&mut self) {
+        if let Some(locker) = self.locker.take() {
+            let schema = self.schema.clone();
+            let handle = self.engine.inner.runtime.clone();
+            handle.spawn(async move {
+                let _ = drop::drop_schema(&locker, &schema, &[], Instant::now() + Duration::from_secs(10)).await;
+                let _ = registry::forget(&locker, &schema).await;
+            });
+        }
+    }
+}
+
+/// The tables of a template schema (quoted), emptied when a copy is recycled.
+async fn template_tables(client: &Client, schema: &str) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            "select quote_ident(c.relname) from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+             where n.nspname = $1 and c.relkind in ('r', 'p') and not c.relispartition order by c.oid",
+            &[&schema],
+        )
+        .await
+        .map_err(|e| Error::db("list the template's tables", e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}

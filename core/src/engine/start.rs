@@ -1,0 +1,210 @@
+//! Start-up (the server, the owner lease, the registry, the `public` guard) and close.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use tokio_postgres::Client;
+
+use super::{Engine, Inner};
+use crate::admin::AdminPool;
+use crate::config::Config;
+use crate::conninfo::ConnInfo;
+use crate::error::{Error, Result};
+use crate::lease::Lease;
+use crate::registry;
+use crate::server;
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+impl Engine {
+    /// Starts an engine: connects to `cfg.url` (or boots/reuses the embedded server), takes an
+    /// owner lease, creates the registry if needed and, unless disabled, runs gc.
+    pub async fn start(mut cfg: Config) -> Result<Engine> {
+        cfg.validate()?;
+        // Redis first: a wrong password or an unreachable server fails here, before anything
+        // is started (tests would otherwise share cache keys nobody deletes).
+        let redis = match cfg.redis_url.as_deref() {
+            Some(u) => Some(crate::cache_key::Redis::open(u, cfg.redis_ca_file.as_deref()).await?),
+            None => None,
+        };
+        if !cfg.extensions.is_empty() && !cfg.search_path_tail.iter().any(|t| t == "extensions") {
+            cfg.search_path_tail.push("extensions".to_owned());
+        }
+        // A registry package's binaries serve only a machine without PostgreSQL's own.
+        if cfg.pg_bin.is_none() && cfg.pg_bin_fallback.is_some() && server::find_binaries(None).is_err() {
+            cfg.pg_bin = cfg.pg_bin_fallback.clone();
+        }
+        let progress = cfg.progress.clone();
+        let (url, server, start_lock) = match &cfg.url {
+            // Normalized: a SQLAlchemy postgresql+driver:// URL becomes libpq's postgresql://.
+            Some(u) => (ConnInfo::parse(u)?.to_string_form(), None, None),
+            None => {
+                let bin = cfg.pg_bin.clone();
+                let (srv, lock) = tokio::task::spawn_blocking(move || {
+                    let say = |m: &str| {
+                        if let Some(p) = &progress {
+                            p(m)
+                        }
+                    };
+                    server::ensure(bin.as_deref(), &say)
+                })
+                .await
+                .map_err(|e| Error::Internal(format!("embedded server start-up panicked: {e}")))??;
+                (srv.url.clone(), Some(srv), Some(lock))
+            }
+        };
+        let lease = Lease::take(&url).await?;
+        drop(start_lock);
+        let parsed = ConnInfo::parse(&url)?;
+        let url_form = parsed.to_url();
+        let kv_form = parsed.to_keyvalue()?;
+        let pool = AdminPool::new(&url, cfg.max_admin_connections);
+        pool.set_reserved(lease.reserved());
+        let public_warning;
+        let db_oid: u32;
+        let ddl_watch = {
+            let admin = pool.get().await?;
+            let row = admin
+                .query_one(
+                    "select (select oid from pg_database where datname = current_database()), rolsuper, \
+                     rolsuper or rolcreaterole, exists (select 1 from pg_namespace where nspname = 'extensions') \
+                     from pg_roles where rolname = current_user",
+                    &[],
+                )
+                .await
+                .map_err(|e| Error::db("look up the engine's role", e))?;
+            db_oid = row.get(0);
+            if cfg.login_role && !row.get::<_, bool>(2) {
+                return Err(Error::Config(
+                    "PGISOLATE_LOGIN_ROLE needs an admin role with CREATEROLE (or a superuser) to create a login \
+                     role per schema: ALTER ROLE <admin> CREATEROLE, or turn PGISOLATE_LOGIN_ROLE off"
+                        .into(),
+                ));
+            }
+            registry::ensure(&admin).await?;
+            registry::ensure_extensions(&admin, &cfg.extensions).await?;
+            if cfg.login_role {
+                crate::role::share_extensions(&admin).await?;
+            }
+            let su: bool = row.get(1);
+            public_warning = Engine::guard_public(&mut cfg, &admin, server.is_some()).await;
+            let rescued = registry::rescue_extensions(&admin).await?;
+            // Schema extensions exists if it did before, or the rescue made it just now
+            // (configured extensions already put it in the tail above).
+            let has_ext_schema = row.get::<_, bool>(3) || rescued;
+            if has_ext_schema && !cfg.search_path_tail.iter().any(|t| t == "extensions") {
+                cfg.search_path_tail.push("extensions".to_owned());
+            }
+            su && cfg.wants_recycling() && registry::ensure_ddl_watch(&admin).await?
+        };
+        let run_id = cfg.run_id.clone().unwrap_or_else(|| crate::secret::random_hex(16));
+        let inner = Inner {
+            owner: lease.key,
+            lease: Mutex::new(Some(lease)),
+            url,
+            url_form,
+            kv_form,
+            pool,
+            run_id,
+            host: hostname(),
+            server,
+            runtime: tokio::runtime::Handle::current(),
+            closed: AtomicBool::new(false),
+            templates: Mutex::new(HashMap::new()),
+            pending: Arc::new(AtomicUsize::new(0)),
+            idle: Arc::new(Notify::new()),
+            pools: Mutex::new(HashMap::new()),
+            drop_slots: Arc::new(Semaphore::new(2)),
+            next_candidate: Mutex::new(HashMap::new()),
+            db_oid,
+            ddl_watch,
+            redis,
+            ext_in_tail: AtomicBool::new(false),
+            warnings: Mutex::new(Vec::new()),
+            warned_templates: Mutex::new(Default::default()),
+            cfg,
+        };
+        let engine = Engine { inner: Arc::new(inner) };
+        if let Some(w) = public_warning {
+            engine.inner.warn(&w);
+        }
+        if engine.inner.cfg.gc_on_start {
+            let report = engine.gc().await?;
+            for (s, why) in report.failed {
+                engine.inner.warn(&format!("gc could not drop {s}: {why}"));
+            }
+        }
+        Ok(engine)
+    }
+
+    /// R16: `public` in the search_path tail is where a test's unqualified CREATE TABLE goes
+    /// when its schema is gone (dropped behind our back, or a leaked connection reconnecting
+    /// after release) if the role can create there. The default tail leaves such a `public`
+    /// out unless an extension lives in it; a tail the user chose is kept, with a warning.
+    async fn guard_public(cfg: &mut Config, admin: &Client, embedded: bool) -> Option<String> {
+        if !cfg.search_path_tail.iter().any(|t| t == "public") {
+            return None;
+        }
+        let row = admin
+            .query_one(
+                "select coalesce(has_schema_privilege('public', 'CREATE'), false), \
+                 exists (select 1 from pg_namespace n, aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a \
+                         where n.nspname = 'public' and a.grantee = 0 and a.privilege_type = 'CREATE'), \
+                 exists (select 1 from pg_extension e join pg_namespace n on n.oid = e.extnamespace where n.nspname = 'public')",
+                &[],
+            )
+            .await
+            .ok()?;
+        let (writable, by_everyone, has_extensions): (bool, bool, bool) = (row.get(0), row.get(1), row.get(2));
+        if !writable {
+            return None;
+        }
+        let who = if by_everyone { "every role" } else { "this role" };
+        if !cfg.search_path_tail_set && !has_extensions {
+            cfg.search_path_tail.retain(|t| t != "public");
+            // Only a grant to every role is a misconfiguration worth a word; the owner or a
+            // superuser can always create there.
+            if embedded || !by_everyone {
+                return None;
+            }
+            return Some(format!(
+                "schema public is writable by {who}, so it is left out of each test's search_path (a test whose \
+                 schema vanished would otherwise create its tables there); set PGISOLATE_SEARCH_PATH_TAIL=public to \
+                 keep it, or REVOKE CREATE ON SCHEMA public FROM PUBLIC"
+            ));
+        }
+        Some(format!(
+            "schema public is writable by {who} and is in each test's search_path{why}: a test whose schema vanished \
+             would create its tables there; REVOKE CREATE ON SCHEMA public FROM PUBLIC, or set \
+             PGISOLATE_SEARCH_PATH_TAIL without public (PGISOLATE_EXTENSIONS installs extensions into schema extensions)",
+            why = if cfg.search_path_tail_set { "" } else { " (extensions are installed there)" },
+        ))
+    }
+
+    /// Waits for background releases, closes admin connections and gives up the lease.
+    /// Idempotent; later calls on the engine fail with a "closed" error.
+    pub async fn close(&self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.inner.wait_idle(self.inner.cfg.release_timeout + Duration::from_secs(5)).await;
+        self.inner.drain_pools().await;
+        self.inner.pool.close();
+        if let Ok(mut l) = self.inner.lease.lock() {
+            l.take();
+        }
+        Ok(())
+    }
+}

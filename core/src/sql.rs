@@ -1,0 +1,13 @@
+//! Quoting for SQL text the engine writes: literals and identifiers. A leaf.
+
+/// A string as an SQL escape-string literal (`E'…'`), safe whatever
+/// `standard_conforming_strings` is. NUL characters, which PostgreSQL text cannot hold, become
+/// U+FFFD.
+pub fn literal(s: &str) -> String {
+    format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''").replace('\0', "\u{FFFD}"))
+}
+
+/// An identifier, always double-quoted.
+pub fn ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
