@@ -253,13 +253,13 @@ impl Template {
     /// The template schema's name.
     #[napi(getter)]
     pub fn name(&self) -> String {
-        self.inner.schema.clone()
+        self.inner.schema().to_owned()
     }
 
     /// Whether the call that returned it built it.
     #[napi(getter)]
     pub fn built_here(&self) -> bool {
-        self.inner.built_here
+        self.inner.built_here()
     }
 }
 

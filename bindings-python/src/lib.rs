@@ -296,29 +296,29 @@ impl PyTemplate {
     /// The template schema's name.
     #[getter]
     fn name(&self) -> String {
-        self.tpl.schema.clone()
+        self.tpl.schema().to_owned()
     }
 
     /// Whether the call that returned it built it.
     #[getter]
     fn built_here(&self) -> bool {
-        self.tpl.built_here
+        self.tpl.built_here()
     }
 
     /// The fingerprint of its migrations.
     #[getter]
     fn fingerprint(&self) -> String {
-        self.tpl.fingerprint.clone()
+        self.tpl.fingerprint().to_owned()
     }
 
     /// Its tables (quoted identifiers), in creation order.
     #[getter]
     fn tables(&self) -> Vec<String> {
-        self.tpl.tables.clone()
+        self.tpl.tables().to_vec()
     }
 
     fn __repr__(&self) -> String {
-        format!("<pgisolate.Template {}>", self.tpl.schema)
+        format!("<pgisolate.Template {}>", self.tpl.schema())
     }
 }
 

@@ -275,9 +275,9 @@ async fn demo(migrations: PathBuf, scenarios: usize) -> Result<u8, BoxError> {
     );
     println!(
         "template: {} from {} ({} in {} ms)",
-        tpl.schema,
+        tpl.schema(),
         migrations.display(),
-        if tpl.built_here { "built" } else { "reused" },
+        if tpl.built_here() { "built" } else { "reused" },
         built.as_millis()
     );
     let mut tasks = Vec::new();

@@ -12,10 +12,10 @@ use crate::conninfo::redact;
 use crate::error::{describe_pg, Error, Result};
 
 /// application_name of the engine's admin connections.
-pub const ADMIN_APP: &str = "pgisolate-admin";
+pub(crate) const ADMIN_APP: &str = "pgisolate-admin";
 
 /// Opens one connection with `application_name`, driving it on the current tokio runtime.
-pub async fn connect(url: &str, application_name: &str) -> Result<Client> {
+pub(crate) async fn connect(url: &str, application_name: &str) -> Result<Client> {
     let mut cfg = tokio_postgres::Config::from_str(url)
         .map_err(|e| Error::ConnInfo(format!("cannot parse {}: {e}", redact(url))))?;
     cfg.application_name(application_name);
@@ -46,7 +46,7 @@ pub async fn connect(url: &str, application_name: &str) -> Result<Client> {
 /// A bounded set of reusable admin connections, plus one reserved connection (the owner
 /// lease's) that teardown and gc fall back to when no new connection can be opened.
 #[derive(Debug)]
-pub struct AdminPool {
+pub(crate) struct AdminPool {
     url: String,
     idle: Mutex<Vec<Client>>,
     slots: Arc<Semaphore>,
@@ -55,18 +55,11 @@ pub struct AdminPool {
 
 /// An admin connection borrowed from the pool; goes back when dropped (unless broken).
 #[derive(Debug)]
-pub struct Admin {
+pub(crate) struct Admin {
     client: Option<Client>,
     reserved: Option<tokio::sync::OwnedMutexGuard<Client>>,
     pool: Arc<AdminPool>,
     _permit: Option<OwnedSemaphorePermit>,
-}
-
-impl Admin {
-    /// Whether this is the reserved connection (teardown fell back to it).
-    pub fn is_reserved(&self) -> bool {
-        self.reserved.is_some()
-    }
 }
 
 impl std::ops::Deref for Admin {
@@ -94,7 +87,7 @@ impl Drop for Admin {
 
 impl AdminPool {
     /// A pool of at most `max` connections to `url`.
-    pub fn new(url: &str, max: usize) -> Arc<AdminPool> {
+    pub(crate) fn new(url: &str, max: usize) -> Arc<AdminPool> {
         Arc::new(AdminPool {
             url: url.to_owned(),
             idle: Mutex::new(Vec::new()),
@@ -104,7 +97,7 @@ impl AdminPool {
     }
 
     /// Sets the reserved connection [`AdminPool::get_teardown`] falls back to.
-    pub fn set_reserved(&self, client: Arc<tokio::sync::Mutex<Client>>) {
+    pub(crate) fn set_reserved(&self, client: Arc<tokio::sync::Mutex<Client>>) {
         if let Ok(mut r) = self.reserved.lock() {
             *r = Some(client);
         }
@@ -112,7 +105,7 @@ impl AdminPool {
 
     /// A connection for teardown and gc: a pooled one when possible; when none can be opened
     /// (no free slot on the server, 53300), the reserved connection, shared in turn.
-    pub async fn get_teardown(self: &Arc<Self>) -> Result<Admin> {
+    pub(crate) async fn get_teardown(self: &Arc<Self>) -> Result<Admin> {
         match self.get().await {
             Ok(a) => Ok(a),
             Err(e @ Error::Connect { .. }) => {
@@ -133,7 +126,7 @@ impl AdminPool {
     }
 
     /// Borrows a connection, opening one if none is idle.
-    pub async fn get(self: &Arc<Self>) -> Result<Admin> {
+    pub(crate) async fn get(self: &Arc<Self>) -> Result<Admin> {
         let permit =
             self.slots.clone().acquire_owned().await.map_err(|_| Error::Closed("the engine is closed".into()))?;
         let reuse = {
@@ -155,7 +148,7 @@ impl AdminPool {
     }
 
     /// Closes idle connections and refuses new borrowers.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.slots.close();
         if let Ok(mut idle) = self.idle.lock() {
             idle.clear();
@@ -163,11 +156,6 @@ impl AdminPool {
         if let Ok(mut r) = self.reserved.lock() {
             r.take();
         }
-    }
-
-    /// The URL connections go to.
-    pub fn url(&self) -> &str {
-        &self.url
     }
 }
 

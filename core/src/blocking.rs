@@ -18,7 +18,7 @@ static RUNTIME: Mutex<Option<Rt>> = Mutex::new(None);
 static INHERITED: Mutex<Vec<&'static tokio::runtime::Runtime>> = Mutex::new(Vec::new());
 
 /// The runtime of this process (created on first use, re-created after fork).
-pub fn runtime() -> Result<&'static tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<&'static tokio::runtime::Runtime> {
     let pid = std::process::id();
     let mut slot = RUNTIME.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(r) = slot.as_ref() {
@@ -43,9 +43,4 @@ pub fn runtime() -> Result<&'static tokio::runtime::Runtime> {
 /// async task (it would block that task's worker).
 pub fn block_on<T>(fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
     runtime()?.block_on(fut)
-}
-
-/// The pid that owns engines made now (for bindings that refuse use after fork).
-pub fn current_pid() -> u32 {
-    std::process::id()
 }

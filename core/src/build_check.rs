@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::lease::REGISTRY_CLASS;
 
 /// Version tables of the migration tools users build templates with.
-pub const VERSION_TABLES: &[&str] = &[
+pub(crate) const VERSION_TABLES: &[&str] = &[
     "alembic_version",
     "schema_migrations",
     "goose_db_version",
@@ -38,7 +38,7 @@ pub const VERSION_TABLES: &[&str] = &[
 
 /// What [`relocate_extensions`] did.
 #[derive(Debug, Clone, Copy)]
-pub struct Relocated {
+pub(crate) struct Relocated {
     /// Whether any extension was moved out of the build.
     pub moved: bool,
     /// Whether schema `extensions` exists now (made by this move or earlier by anyone).
@@ -48,7 +48,7 @@ pub struct Relocated {
 /// Moves the extensions a build created inside `build` to schema `extensions`, and says
 /// whether that schema exists (one catalog query either way); an extension that is not
 /// relocatable is an error that says to create it up front with `PGISOLATE_EXTENSIONS`.
-pub async fn relocate_extensions(client: &Client, build: &str) -> Result<Relocated> {
+pub(crate) async fn relocate_extensions(client: &Client, build: &str) -> Result<Relocated> {
     let rows = client
         .query(
             "select e.extname, e.extrelocatable, exists (select 1 from pg_namespace where nspname = 'extensions') \
@@ -93,7 +93,7 @@ pub async fn relocate_extensions(client: &Client, build: &str) -> Result<Relocat
 
 /// Checks a finished build before it is published: not empty, and no version table written
 /// outside it. `begin_xid` is the build's first transaction id modulo 2^32.
-pub async fn check_build(client: &Client, build: &str, begin_xid: i64) -> Result<()> {
+pub(crate) async fn check_build(client: &Client, build: &str, begin_xid: i64) -> Result<()> {
     let objects: i64 = client
         .query_one(
             "select (select count(*) from pg_class c where c.relnamespace = n.oid and c.relkind in ('r','p','v','m','S','f')) \
@@ -184,7 +184,7 @@ async fn version_tables_elsewhere(client: &Client, build: &str) -> Result<Vec<(S
 
 /// A sentence to append to a failed migration's message when the failure looks like an
 /// object the build cannot see (an extension installed in `public`, say).
-pub async fn hint_for(client: &Client, e: &tokio_postgres::Error) -> String {
+pub(crate) async fn hint_for(client: &Client, e: &tokio_postgres::Error) -> String {
     let code = e.code().map(|c| c.code()).unwrap_or("");
     if !matches!(code, "42883" | "42704" | "42P01") {
         return String::new();
@@ -194,7 +194,7 @@ pub async fn hint_for(client: &Client, e: &tokio_postgres::Error) -> String {
 
 /// [`hint_for`] for a message from the caller's migration tool (no SQLSTATE at hand): given
 /// when it says that something "does not exist".
-pub async fn hint_for_message(client: &Client, message: &str) -> String {
+pub(crate) async fn hint_for_message(client: &Client, message: &str) -> String {
     if !message.contains("does not exist") {
         return String::new();
     }
@@ -231,7 +231,7 @@ async fn extensions_hint(client: &Client) -> String {
 }
 
 /// Tables of template `tpl` that also exist by name in a schema of `tail` (`schema.table`).
-pub async fn shadowed(client: &Client, tpl: &str, tail: &[String]) -> Result<Vec<String>> {
+pub(crate) async fn shadowed(client: &Client, tpl: &str, tail: &[String]) -> Result<Vec<String>> {
     let tail: Vec<String> = tail.iter().filter(|t| *t != "extensions").cloned().collect();
     if tail.is_empty() {
         return Ok(Vec::new());
@@ -251,7 +251,7 @@ pub async fn shadowed(client: &Client, tpl: &str, tail: &[String]) -> Result<Vec
 }
 
 /// The warning for tables a template shares by name with the tail.
-pub fn shadow_warning(tpl: &str, shadowed: &[String]) -> String {
+pub(crate) fn shadow_warning(tpl: &str, shadowed: &[String]) -> String {
     let mut shown: Vec<&str> = shadowed.iter().take(5).map(String::as_str).collect();
     if shadowed.len() > 5 {
         shown.push("…");

@@ -257,7 +257,7 @@ pub fn scoped(input: &str, schema: &str, tail: &[String]) -> Result<String> {
 /// application_name of the schema set, and no `search_path` in `options` (the role's own
 /// default `search_path` scopes its sessions, so poolers that reject startup options work).
 /// Other options the input carried are kept.
-pub fn with_role(input: &str, schema: &str, role: &str, password: &str) -> Result<String> {
+pub(crate) fn with_role(input: &str, schema: &str, role: &str, password: &str) -> Result<String> {
     let mut ci = ConnInfo::parse(input)?;
     let mut tokens = split_options(ci.get("options").unwrap_or(""));
     remove_setting(&mut tokens, "search_path");
@@ -465,7 +465,7 @@ fn quote_kv(v: &str) -> String {
 
 /// Splits an `options` value the way the server does: on white space, with `\` escaping the
 /// next character.
-pub fn split_options(s: &str) -> Vec<String> {
+pub(crate) fn split_options(s: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut in_token = false;
@@ -536,7 +536,7 @@ fn remove_setting(tokens: &mut Vec<String>, name: &str) {
 }
 
 /// An identifier as it must appear in `search_path`: bare when plain, else double-quoted.
-pub fn quote_ident(s: &str) -> String {
+pub(crate) fn quote_ident(s: &str) -> String {
     if crate::naming::is_plain_identifier(s) {
         s.to_owned()
     } else {

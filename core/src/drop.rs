@@ -14,10 +14,10 @@ use crate::conninfo;
 use crate::error::{Error, Result};
 
 /// Relations dropped per transaction.
-pub const BATCH: usize = 100;
+pub(crate) const BATCH: usize = 100;
 
 /// Terminates sessions whose application_name is one of `apps`; returns how many.
-pub async fn terminate(client: &Client, apps: &[String]) -> Result<i64> {
+pub(crate) async fn terminate(client: &Client, apps: &[String]) -> Result<i64> {
     let row = client
         .query_one(
             "select count(pg_terminate_backend(pid)) from pg_catalog.pg_stat_get_activity(NULL) \
@@ -73,7 +73,7 @@ async fn attempt(client: &Client, schema: &str, batch: usize) -> std::result::Re
 
 /// Drops `schema` (batched, under `lock_timeout`), terminating sessions tagged with any of
 /// `apps` before each attempt and retrying transient failures until `deadline`.
-pub async fn drop_schema(client: &Client, schema: &str, apps: &[String], deadline: Instant) -> Result<()> {
+pub(crate) async fn drop_schema(client: &Client, schema: &str, apps: &[String], deadline: Instant) -> Result<()> {
     if crate::naming::is_reserved(schema) {
         return Err(Error::Refused(format!("refusing to drop reserved schema {schema:?}")));
     }

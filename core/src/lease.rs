@@ -10,15 +10,15 @@ use crate::error::{Error, Result};
 use crate::naming::sha256_hex;
 
 /// classid of owner-lease advisory locks (`'pgis'`).
-pub const LEASE_CLASS: i32 = 0x7067_6973;
+pub(crate) const LEASE_CLASS: i32 = 0x7067_6973;
 /// classid of template-build advisory locks.
-pub const TEMPLATE_CLASS: i32 = LEASE_CLASS + 1;
+pub(crate) const TEMPLATE_CLASS: i32 = LEASE_CLASS + 1;
 /// classid of the registry-DDL advisory lock.
-pub const REGISTRY_CLASS: i32 = LEASE_CLASS + 2;
+pub(crate) const REGISTRY_CLASS: i32 = LEASE_CLASS + 2;
 
 /// A held owner lease.
 #[derive(Debug)]
-pub struct Lease {
+pub(crate) struct Lease {
     /// The owner key (objid of the advisory lock), positive.
     pub key: i32,
     client: std::sync::Arc<tokio::sync::Mutex<Client>>,
@@ -27,7 +27,7 @@ pub struct Lease {
 impl Lease {
     /// Opens the lease connection and takes a fresh owner key. Refuses poolers that hand
     /// successive transactions to different backends: a lease there would not be held.
-    pub async fn take(url: &str) -> Result<Lease> {
+    pub(crate) async fn take(url: &str) -> Result<Lease> {
         let client = crate::admin::connect(url, crate::server::LEASE_APP).await?;
         let pid_of = |rows: Vec<tokio_postgres::SimpleQueryMessage>| -> Option<String> {
             rows.into_iter().find_map(|m| match m {
@@ -120,11 +120,6 @@ impl Lease {
         Err(Error::Lease("could not take an owner lease: 64 random keys were all held".into()))
     }
 
-    /// Whether the lease connection is still open (the lock is held while it is).
-    pub fn is_held(&self) -> bool {
-        self.client.try_lock().map(|c| !c.is_closed()).unwrap_or(true)
-    }
-
     /// The lease connection, shared as the engine's reserved admin connection: always open
     /// while the engine lives, so teardown and gc work even when the server has no free
     /// connection slot left (R21). Session state it must keep (the advisory lock) is never
@@ -140,7 +135,7 @@ fn key_from(hex: &str) -> i32 {
 }
 
 /// SQL listing the owner keys whose lease is held now, in this database.
-pub const LIVE_OWNERS_SQL: &str = "select objid::int8 from pg_locks \
+pub(crate) const LIVE_OWNERS_SQL: &str = "select objid::int8 from pg_locks \
      where locktype = 'advisory' and classid = 1885825395 and objsubid = 2 and granted \
      and database = (select oid from pg_database where datname = current_database())";
 

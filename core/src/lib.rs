@@ -13,23 +13,25 @@
 //! # }
 //! ```
 
-pub mod admin;
+#![warn(unreachable_pub)]
+
+mod admin;
 pub mod blocking;
-pub mod build_check;
-pub mod cache_key;
+mod build_check;
+mod cache_key;
 pub mod catalog;
 pub mod config;
 pub mod conninfo;
-pub mod drop;
-pub mod engine;
-pub mod error;
+mod drop;
+mod engine;
+mod error;
 pub mod layout;
-pub mod lease;
+mod lease;
 mod markers;
 pub mod naming;
-pub mod registry;
-pub mod role;
-pub mod schema;
+mod registry;
+mod role;
+mod schema;
 mod secret;
 mod sql;
 pub mod server;
@@ -40,8 +42,8 @@ pub use config::{Config, Keep};
 pub use engine::build::{TemplateBuild, TemplateStart};
 pub use engine::gc::GcReport;
 pub use engine::Engine;
-pub use schema::Released;
 pub use error::{Error, ErrorKind, Result};
 pub use naming::{cache_key, schema_name, Identity};
-pub use schema::Schema;
+pub use registry::{Entry, TemplateInfo};
+pub use schema::{Released, Schema};
 pub use template::{Migrations, Template};

@@ -10,11 +10,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::sql::{ident, literal};
 
 /// Marker prefix of this engine version.
-pub const MARKER_PREFIX: &str = "pgisolate:v1:";
+pub(crate) const MARKER_PREFIX: &str = "pgisolate:v1:";
 
 /// What a marked schema is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// A test schema in use.
     Schema,
     /// A test schema kept by the keep policy.
@@ -56,7 +56,7 @@ impl Kind {
 
 /// A parsed marker comment.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Marker {
+pub(crate) struct Marker {
     /// The kind of schema.
     pub kind: Kind,
     /// Owner key, 0 for templates.
@@ -70,17 +70,17 @@ pub(crate) fn unix_now() -> u64 {
 }
 
 /// The marker text for a new schema of `kind` owned by `owner`.
-pub fn marker(kind: Kind, owner: i32) -> String {
+pub(crate) fn marker(kind: Kind, owner: i32) -> String {
     format!("{MARKER_PREFIX}{} owner={owner} t={}", kind.as_str(), unix_now())
 }
 
 /// `COMMENT ON SCHEMA` setting a marker.
-pub fn comment_sql(schema: &str, kind: Kind, owner: i32) -> String {
+pub(crate) fn comment_sql(schema: &str, kind: Kind, owner: i32) -> String {
     format!("COMMENT ON SCHEMA {} IS {};", ident(schema), literal(&marker(kind, owner)))
 }
 
 /// Parses a marker of this version; `None` for anything else.
-pub fn parse_marker(s: &str) -> Option<Marker> {
+pub(crate) fn parse_marker(s: &str) -> Option<Marker> {
     let rest = s.strip_prefix(MARKER_PREFIX)?;
     let mut parts = rest.split(' ');
     let kind = Kind::parse(parts.next()?)?;

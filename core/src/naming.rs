@@ -79,7 +79,7 @@ impl Identity {
 }
 
 /// Lowercase hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -90,12 +90,12 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// sha256 of arbitrary bytes as lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
 /// Checks a schema-name prefix: `[a-z_][a-z0-9_]*`, at most [`MAX_PREFIX`] bytes, not `pg_`.
-pub fn validate_prefix(prefix: &str) -> Result<()> {
+pub(crate) fn validate_prefix(prefix: &str) -> Result<()> {
     let ok_chars = prefix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
     let ok_start = prefix.bytes().next().is_some_and(|b| !b.is_ascii_digit());
     if !ok_chars || !ok_start || prefix.len() > MAX_PREFIX || prefix.starts_with("pg_") {
@@ -108,7 +108,7 @@ pub fn validate_prefix(prefix: &str) -> Result<()> {
 }
 
 /// Checks a hash length against [`HASH_LEN_RANGE`].
-pub fn validate_hash_len(len: usize) -> Result<()> {
+pub(crate) fn validate_hash_len(len: usize) -> Result<()> {
     if !HASH_LEN_RANGE.contains(&len) {
         return Err(Error::Config(format!(
             "hash length {len} is out of range: use 8..=32 hex characters (PGISOLATE_HASH_LEN)"
@@ -135,15 +135,11 @@ pub fn cache_key(cache_prefix: &str, key: &str) -> String {
     format!("{cache_prefix}{key}")
 }
 
-/// Candidate names for an identity, in the order the engine tries them: the configured length,
-/// then longer hashes in steps of 8 up to 32, then 32 hex characters plus a salt derived from
-/// the run id and an attempt counter. Deterministic for a given (identity, run id).
-pub fn candidates(prefix: &str, hash_len: usize, identity_hash: &str, run_id: &str) -> impl Iterator<Item = String> {
-    candidates_from(prefix, hash_len, identity_hash, run_id, 0)
-}
-
-/// [`candidates`] from index `start` on (without computing the ones skipped).
-pub fn candidates_from(
+/// Candidate names for an identity from index `start` on, in the order the engine tries them:
+/// the configured length, then longer hashes in steps of 8 up to 32, then 32 hex characters
+/// plus a salt derived from the run id and an attempt counter. Deterministic for a given
+/// (identity, run id).
+pub(crate) fn candidates_from(
     prefix: &str,
     hash_len: usize,
     identity_hash: &str,
@@ -169,7 +165,7 @@ pub fn candidates_from(
 }
 
 /// True when `name` is a name PostgreSQL or users reserve and the engine must never drop.
-pub fn is_reserved(name: &str) -> bool {
+pub(crate) fn is_reserved(name: &str) -> bool {
     name.starts_with("pg_") || name == "public" || name == "information_schema" || name == "pgisolate"
 }
 
@@ -196,7 +192,7 @@ mod tests {
     #[test]
     fn candidates_extend_then_salt() {
         let h = Identity::new("f", "s").hash_hex();
-        let c: Vec<String> = candidates("test_", 8, &h, "run").take(6).collect();
+        let c: Vec<String> = candidates_from("test_", 8, &h, "run", 0).take(6).collect();
         assert_eq!(c[0], format!("test_{}", &h[..8]));
         assert_eq!(c[1], format!("test_{}", &h[..16]));
         assert_eq!(c[3], format!("test_{}", &h[..32]));

@@ -86,7 +86,7 @@ DO $pgi$ BEGIN
 END $pgi$;";
 
 /// Installs the DDL watch once (needs superuser); false when it could not.
-pub async fn ensure_ddl_watch(client: &Client) -> Result<bool> {
+pub(crate) async fn ensure_ddl_watch(client: &Client) -> Result<bool> {
     let present = client
         .query_one(
             "select count(*) = 2 and to_regprocedure('pgisolate.check_untouched(text)') is not null \
@@ -109,7 +109,7 @@ pub async fn ensure_ddl_watch(client: &Client) -> Result<bool> {
 
 /// Creates `extensions` once per database, race-free: under a transaction advisory lock, in
 /// one schema, skipped when every one is already installed (anywhere).
-pub async fn ensure_extensions(client: &Client, names: &[String]) -> Result<()> {
+pub(crate) async fn ensure_extensions(client: &Client, names: &[String]) -> Result<()> {
     if names.is_empty() {
         return Ok(());
     }
@@ -143,7 +143,7 @@ pub async fn ensure_extensions(client: &Client, names: &[String]) -> Result<()> 
 /// build or test schema to schema `extensions`, and forgets the templates that held them (their
 /// captured DDL names the extension's objects under the template; they are rebuilt on next
 /// use). Extensions in other schemas (`public`) are the user's and are left alone.
-pub async fn rescue_extensions(client: &Client) -> Result<bool> {
+pub(crate) async fn rescue_extensions(client: &Client) -> Result<bool> {
     let rows = client
         .query(
             "select e.extname, n.nspname, e.extrelocatable from pg_extension e join pg_namespace n on n.oid = e.extnamespace \
@@ -200,7 +200,7 @@ from pgisolate.templates t join pg_namespace n on n.nspname = t.schema_name
 order by t.source, t.built_at";
 
 /// Every template whose schema exists.
-pub async fn templates(client: &Client) -> Result<Vec<TemplateInfo>> {
+pub(crate) async fn templates(client: &Client) -> Result<Vec<TemplateInfo>> {
     let rows = client.query(TEMPLATES_SQL, &[]).await.map_err(|e| Error::db("list templates", e))?;
     Ok(rows
         .iter()
@@ -217,7 +217,7 @@ pub async fn templates(client: &Client) -> Result<Vec<TemplateInfo>> {
 
 /// Drops templates unused for `max_age`, and superseded ones unused for ten minutes, except
 /// those in `keep`; their registry rows go with them. Returns the dropped schemas.
-pub async fn prune_templates(client: &Client, max_age: Duration, keep: &[String]) -> Result<Vec<String>> {
+pub(crate) async fn prune_templates(client: &Client, max_age: Duration, keep: &[String]) -> Result<Vec<String>> {
     let mut dropped = Vec::new();
     for t in templates(client).await? {
         if keep.contains(&t.schema) {
@@ -249,7 +249,7 @@ pub async fn prune_templates(client: &Client, max_age: Duration, keep: &[String]
 /// `released` row for the old name: no other engine takes the name while the releasing owner
 /// lives, since a leaked pool of the released test could still reconnect with its URL. gc
 /// prunes the row once the owner is gone.
-pub fn released_sql(name: &str, moved_to: &str) -> String {
+pub(crate) fn released_sql(name: &str, moved_to: &str) -> String {
     format!(
         "INSERT INTO pgisolate.leases (schema_name, identity_hash, identity, owner_key, run_id, host, pid, template, state) \
          SELECT {nl}, identity_hash, identity, owner_key, run_id, host, pid, template, 'released' \
@@ -260,10 +260,10 @@ pub fn released_sql(name: &str, moved_to: &str) -> String {
 }
 
 /// Statement that marks the rest of a transaction as the engine's own DDL.
-pub const INTERNAL: &str = "SET LOCAL pgisolate.internal = 'on';";
+pub(crate) const INTERNAL: &str = "SET LOCAL pgisolate.internal = 'on';";
 
 /// Creates the registry once, race-free, under a transaction advisory lock.
-pub async fn ensure(client: &Client) -> Result<()> {
+pub(crate) async fn ensure(client: &Client) -> Result<()> {
     let present = client
         .query_one(
             "select to_regclass('pgisolate.leases') is not null and exists (select 1 from pg_attribute \
@@ -310,7 +310,7 @@ pub struct Entry {
 }
 
 /// Lists registry rows with their owners' liveness.
-pub async fn list(client: &Client) -> Result<Vec<Entry>> {
+pub(crate) async fn list(client: &Client) -> Result<Vec<Entry>> {
     let live = live_owners(client).await?;
     let rows = client
         .query(
@@ -341,14 +341,14 @@ pub async fn list(client: &Client) -> Result<Vec<Entry>> {
 }
 
 /// Owner keys whose lease is held now.
-pub async fn live_owners(client: &Client) -> Result<HashSet<i64>> {
+pub(crate) async fn live_owners(client: &Client) -> Result<HashSet<i64>> {
     let rows = client.query(LIVE_OWNERS_SQL, &[]).await.map_err(|e| Error::db("read owner leases", e))?;
     Ok(rows.iter().map(|r| r.get::<_, i64>(0)).collect())
 }
 
 /// A marked schema gc may drop.
 #[derive(Debug, Clone)]
-pub struct Orphan {
+pub(crate) struct Orphan {
     /// Schema name.
     pub schema: String,
     /// Its marker.
@@ -357,7 +357,7 @@ pub struct Orphan {
 
 /// Marked schemas whose owner lease is free and that are older than `grace`. With
 /// `include_kept`, kept schemas of dead owners too.
-pub async fn orphans(client: &Client, grace: Duration, include_kept: bool) -> Result<Vec<Orphan>> {
+pub(crate) async fn orphans(client: &Client, grace: Duration, include_kept: bool) -> Result<Vec<Orphan>> {
     let live = live_owners(client).await?;
     let rows = client
         .query(
@@ -389,7 +389,7 @@ pub async fn orphans(client: &Client, grace: Duration, include_kept: bool) -> Re
 }
 
 /// Deletes registry rows of dead owners whose schema no longer exists.
-pub async fn prune_rows(client: &Client) -> Result<u64> {
+pub(crate) async fn prune_rows(client: &Client) -> Result<u64> {
     let _ = client
         .execute(
             "delete from pgisolate.ddl_touched t where to_regclass('pgisolate.ddl_touched') is not null \

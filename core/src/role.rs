@@ -15,27 +15,27 @@ use crate::error::{Error, Result};
 use crate::markers::MARKER_PREFIX;
 
 /// Name prefix of per-schema roles.
-pub const ROLE_PREFIX: &str = "pgir_";
+pub(crate) const ROLE_PREFIX: &str = "pgir_";
 
 /// A fresh role name.
-pub fn new_role() -> String {
+pub(crate) fn new_role() -> String {
     format!("{ROLE_PREFIX}{}", crate::secret::random_hex(24))
 }
 
 /// A fresh password.
-pub fn new_password() -> String {
+pub(crate) fn new_password() -> String {
     crate::secret::random_hex(32)
 }
 
 /// The role's marker comment.
-pub fn marker(owner: i32, db_oid: u32) -> String {
+pub(crate) fn marker(owner: i32, db_oid: u32) -> String {
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     format!("{MARKER_PREFIX}role owner={owner} t={t} db={db_oid}")
 }
 
 /// Statements that create the role (NOLOGIN) and give it `schema` and every object in it. Run
 /// where the schema is made: for a warm pool ahead of time, off the test's critical path.
-pub fn prepare_sql(schema: &str, role: &str, owner: i32, db_oid: u32) -> String {
+pub(crate) fn prepare_sql(schema: &str, role: &str, owner: i32, db_oid: u32) -> String {
     format!(
         "CREATE ROLE {r} NOLOGIN NOINHERIT; COMMENT ON ROLE {r} IS {m}; GRANT {r} TO CURRENT_USER; \
          ALTER SCHEMA {s} OWNER TO {r}; SELECT pgisolate.give_schema({sl}, {rl});",
@@ -49,7 +49,7 @@ pub fn prepare_sql(schema: &str, role: &str, owner: i32, db_oid: u32) -> String 
 
 /// Statements that move everything `old` owns here (its recycled schema) to a new NOLOGIN role
 /// `new`, with the same grants; `old` is left owning nothing, for [`drop_role`].
-pub fn handover_sql(old: &str, new: &str, owner: i32, db_oid: u32) -> String {
+pub(crate) fn handover_sql(old: &str, new: &str, owner: i32, db_oid: u32) -> String {
     format!(
         "CREATE ROLE {n} NOLOGIN NOINHERIT; COMMENT ON ROLE {n} IS {m}; GRANT {n} TO CURRENT_USER; \
          REASSIGN OWNED BY {o} TO {n}; DROP OWNED BY {o};",
@@ -64,7 +64,7 @@ pub fn handover_sql(old: &str, new: &str, owner: i32, db_oid: u32) -> String {
 /// verifier made here: given plain text, the server spends about 3.6 ms hashing it (4,096
 /// PBKDF2 rounds) on every acquire. The passwords are 128 random bits that live for one test,
 /// so a few rounds protect them as well.
-pub fn login_sql(role: &str, password: &str, search_path: &[String]) -> String {
+pub(crate) fn login_sql(role: &str, password: &str, search_path: &[String]) -> String {
     let path: Vec<String> = search_path.iter().map(|s| ident(s)).collect();
     format!(
         "ALTER ROLE {r} LOGIN PASSWORD {pw}; ALTER ROLE {r} SET search_path TO {path};",
@@ -107,7 +107,7 @@ pub(crate) fn scram_verifier(password: &str, salt: &[u8], rounds: u32) -> String
 /// indexes and owned sequences, views, sequences, functions, types). The shared `extensions`
 /// schema is usable by every role once ([`share_extensions`]): granting it per role would
 /// update one catalog row from many transactions at once ("tuple concurrently updated").
-pub const GIVE_SCHEMA_DDL: &str = "
+pub(crate) const GIVE_SCHEMA_DDL: &str = "
 CREATE OR REPLACE FUNCTION pgisolate.give_schema(n text, r text) RETURNS void LANGUAGE plpgsql AS $pgi$
 DECLARE o record;
 BEGIN
@@ -135,7 +135,7 @@ BEGIN
 END $pgi$;";
 
 /// Lets every role use the shared `extensions` schema, once, under the registry's lock.
-pub async fn share_extensions(client: &Client) -> Result<()> {
+pub(crate) async fn share_extensions(client: &Client) -> Result<()> {
     let shared = "select to_regnamespace('extensions') is null or exists (select 1 from pg_namespace n, \
          aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a \
          where n.nspname = 'extensions' and a.grantee = 0 and a.privilege_type = 'USAGE')";
@@ -156,7 +156,7 @@ pub async fn share_extensions(client: &Client) -> Result<()> {
 }
 
 /// The pgisolate role owning `schema`, if any (read before the schema is dropped).
-pub async fn owner_role(client: &Client, schema: &str) -> Result<Option<String>> {
+pub(crate) async fn owner_role(client: &Client, schema: &str) -> Result<Option<String>> {
     let row = client
         .query_opt(
             "select r.rolname::text from pg_namespace n join pg_roles r on r.oid = n.nspowner \
@@ -169,7 +169,7 @@ pub async fn owner_role(client: &Client, schema: &str) -> Result<Option<String>>
 }
 
 /// Ends the role's sessions and drops it (with whatever it still owns or was granted here).
-pub async fn drop_role(client: &Client, role: &str) -> Result<()> {
+pub(crate) async fn drop_role(client: &Client, role: &str) -> Result<()> {
     if !role.starts_with(ROLE_PREFIX) {
         return Err(Error::Refused(format!("refusing to drop role {role:?}: not a pgisolate role")));
     }
@@ -189,7 +189,7 @@ pub async fn drop_role(client: &Client, role: &str) -> Result<()> {
 }
 
 /// Marked roles of this database whose owner is dead and who own no schema here any more.
-pub async fn orphan_roles(client: &Client) -> Result<Vec<String>> {
+pub(crate) async fn orphan_roles(client: &Client) -> Result<Vec<String>> {
     let sql = format!(
         "select r.rolname::text from pg_roles r \
          where r.rolname like 'pgir\\_%' and shobj_description(r.oid, 'pg_authid') like {like} \

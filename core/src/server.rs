@@ -19,7 +19,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 
 /// application_name of lease connections; the keeper counts these.
-pub const LEASE_APP: &str = "pgisolate-lease";
+pub(crate) const LEASE_APP: &str = "pgisolate-lease";
 /// Superuser created by initdb.
 const SUPERUSER: &str = "postgres";
 
@@ -53,7 +53,7 @@ pub struct Server {
 /// Holds the start-up lock; drop it once the caller's lease connection is open, so the keeper
 /// cannot stop the server between "it is running" and "someone uses it".
 #[derive(Debug)]
-pub struct StartLock {
+pub(crate) struct StartLock {
     _file: fs::File,
 }
 
@@ -61,7 +61,7 @@ pub struct StartLock {
 /// `/dev/shm/pgisolate-<euid>` when `/dev/shm` is a writable memory file system (DDL creates
 /// files, and on disk each file creation can cost a millisecond), else
 /// `$TMPDIR/pgisolate-<euid>`.
-pub fn home() -> PathBuf {
+pub(crate) fn home() -> PathBuf {
     match std::env::var_os("PGISOLATE_HOME") {
         Some(h) if !h.is_empty() => PathBuf::from(h),
         _ => {
@@ -274,7 +274,7 @@ fn accepts_tcp(port: u16) -> bool {
 
 /// Starts the shared embedded server, or finds the one already running. Blocking. The returned
 /// [`StartLock`] must be held until the caller's lease connection is open.
-pub fn ensure(explicit_bin: Option<&Path>, progress: &dyn Fn(&str)) -> Result<(Server, StartLock)> {
+pub(crate) fn ensure(explicit_bin: Option<&Path>, progress: &dyn Fn(&str)) -> Result<(Server, StartLock)> {
     let home = home();
     let who = run_as()?;
     fs::create_dir_all(&home).map_err(|e| Error::io(format!("create {}", home.display()), e))?;
@@ -447,23 +447,6 @@ done"#
         std::thread::sleep(Duration::from_millis(20));
     }
     Err(Error::Server("the server keeper did not start (no keeper.pid after 2 s)".into()))
-}
-
-/// Blocks until the embedded server under [`home`] has stopped, up to `timeout`. True if it
-/// is stopped.
-pub fn wait_stopped(timeout: Duration) -> bool {
-    let home = home();
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let running = postmaster_pid(&home.join("data")).is_some_and(pid_alive);
-        if !running {
-            return true;
-        }
-        if std::time::Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The URL of the embedded server if one is running now (does not start one).

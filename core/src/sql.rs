@@ -3,11 +3,11 @@
 /// A string as an SQL escape-string literal (`E'…'`), safe whatever
 /// `standard_conforming_strings` is. NUL characters, which PostgreSQL text cannot hold, become
 /// U+FFFD.
-pub fn literal(s: &str) -> String {
+pub(crate) fn literal(s: &str) -> String {
     format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''").replace('\0', "\u{FFFD}"))
 }
 
 /// An identifier, always double-quoted.
-pub fn ident(s: &str) -> String {
+pub(crate) fn ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }

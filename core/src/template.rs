@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::naming::sha256_hex;
 
 /// Placeholder for the target schema in captured DDL.
-pub const PLACEHOLDER: &str = "__pgisolate_target_schema__";
+pub(crate) const PLACEHOLDER: &str = "__pgisolate_target_schema__";
 
 /// Where a template's schema comes from.
 #[derive(Debug, Clone)]
@@ -93,7 +93,7 @@ pub fn fingerprint(steps: &[(String, String)]) -> String {
 }
 
 /// Fingerprint for a template built by the caller's own migration tool.
-pub fn caller_fingerprint(key: &str) -> String {
+pub(crate) fn caller_fingerprint(key: &str) -> String {
     sha256_hex(format!("pgisolate/caller/v1\0{key}").as_bytes())
 }
 
@@ -105,7 +105,7 @@ const SKIPPED_INPUTS: &[&str] = &[".git", "__pycache__", "node_modules", ".pytes
 /// plus a sha256 over every input file's path and contents (directories walked recursively in
 /// name order, caches such as `__pycache__` and `node_modules` skipped). Any change to a
 /// migration gives a new key, so a template cannot go stale. A missing input is an error.
-pub fn inputs_key<P: AsRef<Path>>(key: &str, inputs: &[P]) -> Result<String> {
+pub(crate) fn inputs_key<P: AsRef<Path>>(key: &str, inputs: &[P]) -> Result<String> {
     if inputs.is_empty() {
         return Ok(key.to_owned());
     }
@@ -145,18 +145,18 @@ pub fn inputs_key<P: AsRef<Path>>(key: &str, inputs: &[P]) -> Result<String> {
 }
 
 /// Name of the published template schema for a fingerprint.
-pub fn template_schema(fingerprint: &str) -> String {
+pub(crate) fn template_schema(fingerprint: &str) -> String {
     format!("tpl_{}", &fingerprint[..16])
 }
 
 /// Name of a build schema for a fingerprint and owner.
-pub fn build_schema(fingerprint: &str, owner: i32) -> String {
+pub(crate) fn build_schema(fingerprint: &str, owner: i32) -> String {
     format!("tpl_build_{}_{owner:x}", &fingerprint[..16])
 }
 
 /// How new schemas are filled from a template.
 #[derive(Debug, Clone)]
-pub enum Replay {
+pub(crate) enum Replay {
     /// Captured DDL and rows with [`PLACEHOLDER`] for the target schema.
     Captured(String),
     /// Re-run the migrations with the target schema first in `search_path`.
@@ -167,24 +167,45 @@ pub enum Replay {
 #[derive(Debug, Clone)]
 pub struct Template {
     /// Fingerprint of its migrations (or of the caller's key).
-    pub fingerprint: String,
+    pub(crate) fingerprint: String,
     /// Name of the published template schema.
-    pub schema: String,
+    pub(crate) schema: String,
     /// How schemas are made from it.
-    pub replay: Replay,
+    pub(crate) replay: Replay,
     /// Whether this call built it (false when another process or an earlier call had).
-    pub built_here: bool,
+    pub(crate) built_here: bool,
     /// Its rows and sequence positions as SQL ([`PLACEHOLDER`] for the target schema), for
     /// resetting a recycled schema; `None` when it could not be captured.
-    pub seed_sql: Option<String>,
+    pub(crate) seed_sql: Option<String>,
     /// Its tables (quoted identifiers), emptied when a schema is recycled.
-    pub tables: Vec<String>,
+    pub(crate) tables: Vec<String>,
 }
 
 impl Template {
+    /// The template schema's name (`pgi_tpl_<fingerprint>`).
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// The fingerprint of its migrations (or of the caller's key).
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// Whether the call that returned it built it (false when another process or an earlier
+    /// call had).
+    pub fn built_here(&self) -> bool {
+        self.built_here
+    }
+
+    /// Its tables (quoted identifiers).
+    pub fn tables(&self) -> &[String] {
+        &self.tables
+    }
+
     /// The SQL that fills `target` (already created) from this template, run inside the
     /// acquiring transaction.
-    pub fn replay_sql(&self, target: &str) -> String {
+    pub(crate) fn replay_sql(&self, target: &str) -> String {
         match &self.replay {
             Replay::Captured(sql) => format!(
                 "SET LOCAL check_function_bodies = off; SELECT pg_catalog.set_config('search_path', '', true);\n{}",
@@ -205,7 +226,7 @@ impl Template {
 /// Captures schema `schema` as replayable SQL with `pg_dump` from `bin_dir` (or PATH): its DDL
 /// and rows, or with `data_only` its rows and sequence positions. Returns a reason when capture
 /// is not possible.
-pub fn capture(
+pub(crate) fn capture(
     url: &str,
     schema: &str,
     bin_dir: Option<&Path>,

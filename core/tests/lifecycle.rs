@@ -224,9 +224,9 @@ async fn caller_built_template_with_begin_and_commit() {
     .unwrap();
     drop(c);
     let tpl = build.commit().await.unwrap();
-    assert!(tpl.built_here);
+    assert!(tpl.built_here());
     match engine.template_begin(&key).await.unwrap() {
-        TemplateStart::Ready(t) => assert_eq!(t.schema, tpl.schema),
+        TemplateStart::Ready(t) => assert_eq!(t.schema(), tpl.schema()),
         TemplateStart::Build(_) => panic!("second begin must find the template"),
     }
     let s = engine.acquire(&tpl, Identity::new("orm", "widgets")).await.unwrap();

@@ -19,7 +19,7 @@ fn child_entry(mode: String) {
                 let engine = engine().await;
                 let sql = std::env::var("CHILD_SQL").unwrap();
                 let tpl = engine.template(Migrations::sql(sql)).await.unwrap();
-                println!("BUILT {} {}", tpl.built_here, tpl.schema);
+                println!("BUILT {} {}", tpl.built_here(), tpl.schema());
                 engine.close().await.unwrap();
             }
             "hold" => {
@@ -90,7 +90,7 @@ async fn a_builder_killed_mid_build_leaves_nothing_usable_and_the_next_build_suc
     tokio::time::sleep(Duration::from_millis(300)).await;
     sigkill(&mut child);
     let tpl = engine.template(Migrations::sql(sql)).await.unwrap();
-    assert!(tpl.built_here, "the killed build must not count as a template");
+    assert!(tpl.built_here(), "the killed build must not count as a template");
     let s = engine.acquire(&tpl, Identity::new("r18", "after kill")).await.unwrap();
     let c = connect(s.url()).await;
     c.execute("insert into slow values (1)", &[]).await.unwrap();

@@ -296,18 +296,18 @@ async fn caller_builds_keyed_by_inputs_cannot_go_stale_and_old_templates_are_pru
     assert!(built);
     std::fs::write(dir.join("versions/__pycache__/001.cpython-311.pyc"), "other cache").unwrap();
     let (same, built) = build(&engine, dir.clone()).await;
-    assert!(!built && same.schema == v1.schema, "caches do not change the key");
+    assert!(!built && same.schema() == v1.schema(), "caches do not change the key");
     std::fs::write(dir.join("versions/001.py"), "create table a (id int, label text);").unwrap();
     let (v2, built) = build(&engine, dir.clone()).await;
-    assert!(built && v2.schema != v1.schema, "a changed migration builds a new template");
+    assert!(built && v2.schema() != v1.schema(), "a changed migration builds a new template");
     let s = engine.acquire(&v2, Identity::new("inputs", "v2")).await.unwrap();
     assert_eq!(count(s.url(), "select count(*) from information_schema.columns where table_schema = current_schema() and column_name = 'label'").await, 1);
     s.release().await.unwrap();
 
     let list = engine.templates().await.unwrap();
-    let old = list.iter().find(|t| t.schema == v1.schema).unwrap();
+    let old = list.iter().find(|t| t.schema == v1.schema()).unwrap();
     assert!(old.superseded && old.source.starts_with("alembic "), "{old:?}");
-    assert!(!list.iter().find(|t| t.schema == v2.schema).unwrap().superseded);
+    assert!(!list.iter().find(|t| t.schema == v2.schema()).unwrap().superseded);
     // Recently used templates stay; unused for longer than the age, they go.
     assert!(engine.prune_templates(std::time::Duration::from_secs(3600)).await.unwrap().is_empty());
     connect(&url)
@@ -320,9 +320,9 @@ async fn caller_builds_keyed_by_inputs_cannot_go_stale_and_old_templates_are_pru
     engine.close().await.unwrap();
     let other = engine_on(&url, &[]).await;
     let dropped = other.prune_templates(std::time::Duration::from_secs(86400)).await.unwrap();
-    assert_eq!(dropped, vec![v1.schema.clone()], "only the superseded one");
+    assert_eq!(dropped, vec![v1.schema().to_owned()], "only the superseded one");
     let dropped = other.prune_templates(std::time::Duration::from_secs(60)).await.unwrap();
-    assert_eq!(dropped, vec![v2.schema.clone()], "unused for longer than the age");
+    assert_eq!(dropped, vec![v2.schema().to_owned()], "unused for longer than the age");
     other.close().await.unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     drop_database(server.url(), &db).await;

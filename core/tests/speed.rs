@@ -37,7 +37,7 @@ async fn a_replayed_schema_equals_its_template_by_catalog_fingerprint() {
     for migrations in [migrations(), Migrations::sql(format!("-- {}\n{RICH}", unique()))] {
         let tpl = engine.template(migrations).await.unwrap();
         let s = engine.acquire(&tpl, Identity::new("replay", "equals template")).await.unwrap();
-        let (want, want_lines) = catalog::fingerprint(&admin, &tpl.schema).await.unwrap();
+        let (want, want_lines) = catalog::fingerprint(&admin, tpl.schema()).await.unwrap();
         let (got, got_lines) = catalog::fingerprint(&admin, s.name()).await.unwrap();
         assert!(want_lines.len() > 20, "fingerprint saw too little: {want_lines:?}");
         assert_eq!(got, want, "copy differs from template:\n{}", diff(&want_lines, &got_lines));
@@ -87,7 +87,7 @@ async fn a_released_schema_is_reset_and_recycled_unless_its_ddl_changed() {
     let tpl = engine.template(migrations()).await.unwrap();
     engine.flush().await;
     let admin = connect(engine.url()).await;
-    let (want, _) = catalog::fingerprint(&admin, &tpl.schema).await.unwrap();
+    let (want, _) = catalog::fingerprint(&admin, tpl.schema()).await.unwrap();
 
     let s = engine.acquire(&tpl, Identity::new("recycle", "dirty data")).await.unwrap();
     let name = s.name().to_owned();

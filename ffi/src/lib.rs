@@ -770,7 +770,7 @@ pub unsafe extern "C" fn pgi_template_build_free(build: *mut pgi_template_build)
 #[no_mangle]
 pub unsafe extern "C" fn pgi_template_name(template: *const pgi_template, out: *mut *mut c_char) -> *mut pgi_error {
     // SAFETY: arguments follow the documented contract.
-    unsafe { string_out(out, || Ok(handle(template, "template")?.tpl.schema.clone())) }
+    unsafe { string_out(out, || Ok(handle(template, "template")?.tpl.schema().to_owned())) }
 }
 
 /// Whether the call that produced this template built it (false when it already existed).
@@ -778,7 +778,7 @@ pub unsafe extern "C" fn pgi_template_name(template: *const pgi_template, out: *
 #[no_mangle]
 pub unsafe extern "C" fn pgi_template_built_here(template: *const pgi_template) -> bool {
     // SAFETY: a live template or NULL.
-    guard_or(false, || unsafe { template.as_ref() }.is_some_and(|t| t.tpl.built_here))
+    guard_or(false, || unsafe { template.as_ref() }.is_some_and(|t| t.tpl.built_here()))
 }
 
 /// Frees a template handle (the template itself stays on the server for reuse). Accepts NULL.

@@ -70,7 +70,7 @@ impl Engine {
                 let path = Engine::build_path(&b.schema).iter().map(|s| ident(s)).collect::<Vec<_>>().join(", ");
                 for (name, sql) in &steps {
                     let batch = format!("BEGIN; SET LOCAL search_path TO {path};\n{sql}\n;\nCOMMIT;");
-                    if let Err(e) = transaction(&locker, &batch).await {
+                    if let Err(e) = transaction(locker, &batch).await {
                         let (code, mut message) = crate::error::describe_pg(&e);
                         message.push_str(&crate::build_check::hint_for(locker, &e).await);
                         let _ = b.abort_inner().await;

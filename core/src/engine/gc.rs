@@ -93,7 +93,7 @@ impl Engine {
         }
         let apps = vec![conninfo::application_name(name)];
         drop::drop_schema(&admin, name, &apps, Instant::now() + self.inner.cfg.release_timeout).await?;
-        let _ = registry::forget(&admin, &name).await;
+        let _ = registry::forget(&admin, name).await;
         Ok(())
     }
 

@@ -100,7 +100,7 @@ impl Inner {
                     let code = e.code().map(|c| c.code().to_owned()).unwrap_or_default();
                     if code == "3F000" {
                         // Dropped behind our back: nothing left but the registry row.
-                        let _ = registry::forget(&admin, &name).await;
+                        let _ = registry::forget(&admin, name).await;
                         return Ok(Released::Dropped);
                     }
                     if !matches!(code.as_str(), "55P03" | "40P01") || Instant::now() >= deadline {

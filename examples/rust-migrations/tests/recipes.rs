@@ -46,7 +46,7 @@ async fn sqlx_migrate_builds_the_template() {
         .template_with_inputs("sqlx", &inputs, |_| async { panic!("unchanged migrations were rebuilt") })
         .await
         .unwrap();
-    assert_eq!(again.schema, tpl.schema);
+    assert_eq!(again.schema(), tpl.schema());
     // _sqlx_migrations is in each test's schema, with both migrations applied (up only).
     let counts = isolated(
         &engine,

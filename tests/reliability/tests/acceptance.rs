@@ -611,7 +611,7 @@ fn child_entry(mode: String) {
             "build" => {
                 let sql = std::env::var("PGI_REL_SQL").unwrap();
                 let t = engine.template(Migrations::sql(sql)).await.unwrap();
-                println!("BUILT {} {}", t.built_here, t.schema);
+                println!("BUILT {} {}", t.built_here(), t.schema());
                 engine.close().await.unwrap();
             }
             other => panic!("unknown child mode {other}"),
@@ -1082,7 +1082,7 @@ fn roles() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         let denied = [
             format!("select count(*) from \"{}\".users", b.name()),
             format!("insert into \"{}\".users (email) values ('x')", b.name()),
-            format!("select count(*) from \"{}\".users", tpl.schema),
+            format!("select count(*) from \"{}\".users", tpl.schema()),
             "select count(*) from pgisolate.leases".to_owned(),
             "create table public.stray (id int)".to_owned(),
             format!("drop schema \"{}\" cascade", b.name()),
@@ -1551,7 +1551,9 @@ fn r17() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
             &format!(":{direct_port}/"),
             &format!(":{}/", b.url.rsplit(':').next().unwrap().split('/').next().unwrap()),
         );
-        let err = match pgisolate::admin::connect(&via, "probe").await {
+        // The handed-out URL through the pooler, as an engine's own URL: its first connection
+        // is refused the way a test's would be.
+        let err = match Engine::start(config(Some(via.clone()))).await {
             Ok(_) => return Err("pgbouncer accepted the options startup parameter".into()),
             Err(e) => e.to_string(),
         };
