@@ -401,7 +401,7 @@ impl Config {
             }
         }
         if let Some(r) = &self.redis_url {
-            crate::cache_key::Redis::check_url(r)?;
+            crate::cache::Redis::check_url(r)?;
         }
         if self.redis_ca_file.is_some() && !self.redis_url.as_deref().is_some_and(|u| u.starts_with("rediss://")) {
             return Err(Error::Config(

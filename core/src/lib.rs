@@ -12,13 +12,31 @@
 //! engine.close().await
 //! # }
 //! ```
+//!
+//! # The API
+//!
+//! - [`Engine`] (start, templates, acquire, gc, close), configured by [`Config`] (settings by
+//!   key, [`Keep`] policy);
+//! - [`Migrations`] → [`Template`], or [`TemplateStart`] / [`TemplateBuild`] when your own
+//!   migration tool builds it;
+//! - [`Identity`] → [`Schema`] (URL, conninfo, cache prefix), released as [`Released`];
+//! - [`GcReport`], [`Entry`] (a live or kept schema), [`TemplateInfo`] (a template);
+//! - [`Error`] with its [`ErrorKind`] and SQLSTATE, [`Result`];
+//! - pure helpers: [`schema_name`], [`cache_key`], and the modules [`naming`] (names and cache
+//!   prefixes), [`conninfo`] (scoping, redacting, Prisma and SQLAlchemy URLs);
+//! - test glue: [`testing`] (`cargo test`), [`blocking`] (the library runtime for bindings);
+//! - [`config`] (the settings table), [`template`] (migration loading and fingerprints),
+//!   [`layout`] (how a migrations directory is read), [`server`] (the embedded server and
+//!   binaries), [`catalog`] (a schema's DDL digest, to prove a copy equals its template).
+//!
+//! Everything else is private to the crate (checked by `tests/structure.rs`).
 
 #![warn(unreachable_pub)]
 
 mod admin;
 pub mod blocking;
 mod build_check;
-mod cache_key;
+mod cache;
 pub mod catalog;
 pub mod config;
 pub mod conninfo;

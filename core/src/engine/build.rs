@@ -330,12 +330,10 @@ impl TemplateBuild {
     }
 
     async fn abort_inner(&mut self) -> Result<()> {
-        if let Some(locker) = self.locker.take() {
-            let apps = vec![conninfo::application_name(&self.schema)];
-            drop::drop_schema(&locker, &self.schema, &apps, Instant::now() + Duration::from_secs(10)).await?;
-            let _ = registry::forget(&locker, &self.schema).await;
+        match self.locker.take() {
+            Some(locker) => discard(&locker, &self.schema).await,
+            None => Ok(()),
         }
-        Ok(())
     }
 
     async fn publish(&mut self, steps: Option<Vec<(String, String)>>) -> Result<Template> {
@@ -362,9 +360,7 @@ impl TemplateBuild {
                 }
             }
             Err(e) => {
-                let apps = vec![conninfo::application_name(&self.schema)];
-                let _ = drop::drop_schema(&locker, &self.schema, &apps, Instant::now() + Duration::from_secs(10)).await;
-                let _ = registry::forget(&locker, &self.schema).await;
+                let _ = discard(&locker, &self.schema).await;
                 return Err(e);
             }
         }
@@ -388,7 +384,7 @@ impl TemplateBuild {
                 (Replay::Migrations(steps), None)
             }
             (Err(why), None) => {
-                let _ = drop::drop_schema(&locker, &self.schema, &[], Instant::now() + Duration::from_secs(10)).await;
+                let _ = discard(&locker, &self.schema).await;
                 return Err(Error::BinariesNotFound(format!(
                     "cannot capture template {tpl_name} built by the caller's migrations: {why}; \
                      install pg_dump (PostgreSQL client) or set PGISOLATE_PG_BIN"
@@ -449,8 +445,7 @@ impl Drop for TemplateBuild {
             let schema = self.schema.clone();
             let handle = self.engine.inner.runtime.clone();
             handle.spawn(async move {
-                let _ = drop::drop_schema(&locker, &schema, &[], Instant::now() + Duration::from_secs(10)).await;
-                let _ = registry::forget(&locker, &schema).await;
+                let _ = discard(&locker, &schema).await;
             });
         }
     }
@@ -467,4 +462,11 @@ async fn template_tables(client: &Client, schema: &str) -> Result<Vec<String>> {
         .await
         .map_err(|e| Error::db("list the template's tables", e))?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Drops an abandoned build schema (ending the migration tool's sessions) and forgets it.
+async fn discard(locker: &Client, schema: &str) -> Result<()> {
+    let apps = vec![conninfo::application_name(schema)];
+    drop::drop_schema(locker, schema, &apps, Instant::now() + Duration::from_secs(10)).await?;
+    registry::forget(locker, schema).await
 }

@@ -71,7 +71,7 @@ pub(crate) struct Inner {
     /// Event triggers record which schemas ran DDL (needs a superuser): released schemas
     /// that did not can be recycled.
     ddl_watch: bool,
-    redis: Option<crate::cache_key::Redis>,
+    redis: Option<crate::cache::Redis>,
     /// Schema `extensions` exists (made by PGISOLATE_EXTENSIONS or by moving an extension a
     /// migration created out of a build): it joins every search_path.
     ext_in_tail: AtomicBool,

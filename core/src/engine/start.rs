@@ -36,7 +36,7 @@ impl Engine {
         // Redis first: a wrong password or an unreachable server fails here, before anything
         // is started (tests would otherwise share cache keys nobody deletes).
         let redis = match cfg.redis_url.as_deref() {
-            Some(u) => Some(crate::cache_key::Redis::open(u, cfg.redis_ca_file.as_deref()).await?),
+            Some(u) => Some(crate::cache::Redis::open(u, cfg.redis_ca_file.as_deref()).await?),
             None => None,
         };
         if !cfg.extensions.is_empty() && !cfg.search_path_tail.iter().any(|t| t == "extensions") {

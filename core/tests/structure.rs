@@ -1,0 +1,209 @@
+//! The crate's shape: its modules depend on each other without cycles, and what is public is
+//! what the crate docs list. Read from the source, so a new `use` that closes a cycle, or a new
+//! public item nobody documented, fails here.
+#![allow(clippy::unwrap_used)] // tests fail loudly on unexpected errors, on purpose
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+/// Module path (`engine::build`) of every file under src/ (lib.rs is the root, ``).
+fn modules() -> BTreeMap<String, String> {
+    fn walk(dir: &Path, prefix: &str, out: &mut BTreeMap<String, String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let p = entry.unwrap().path();
+            let stem = p.file_stem().unwrap().to_str().unwrap().to_owned();
+            if p.is_dir() {
+                walk(&p, &format!("{prefix}{stem}::"), out);
+            } else if p.extension().is_some_and(|e| e == "rs") {
+                let name = match stem.as_str() {
+                    "lib" => String::new(),
+                    "mod" => prefix.trim_end_matches("::").to_owned(),
+                    _ => format!("{prefix}{stem}"),
+                };
+                let text = std::fs::read_to_string(&p).unwrap();
+                // Comments (doc links) are not dependencies.
+                let text: String = text
+                    .lines()
+                    .filter(|l| !l.trim_start().starts_with("//"))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                // Unit tests may use anything; they are not the module's dependencies.
+                let text = match text.find("#[cfg(test)]\nmod tests") {
+                    Some(i) => text[..i].to_owned(),
+                    None => text,
+                };
+                out.insert(name, text);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(&src(), "", &mut out);
+    out
+}
+
+/// Expands `use` trees: `a::{b, c::{d, e}}` into `a::b`, `a::c::d`, `a::c::e`.
+fn expand(tree: &str) -> Vec<String> {
+    let tree = tree.trim();
+    let Some(open) = tree.find('{') else { return vec![tree.to_owned()] };
+    let (head, rest) = tree.split_at(open);
+    let inner = &rest[1..rest.rfind('}').unwrap()];
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0, 0);
+    for (i, c) in inner.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&inner[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&inner[start..]);
+    parts.iter().filter(|p| !p.trim().is_empty()).flat_map(|p| expand(p)).map(|p| format!("{head}{p}")).collect()
+}
+
+/// Every path a file names through `crate::` or `super::` (use trees and inline paths).
+fn paths(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("use ") {
+        let after = &rest[i + 4..];
+        let end = after.find(';').unwrap_or(after.len());
+        let stmt = &after[..end];
+        if stmt.starts_with("crate::") || stmt.starts_with("super::") {
+            out.extend(expand(stmt));
+        }
+        rest = &after[end.min(after.len())..];
+    }
+    for prefix in ["crate::", "super::"] {
+        let mut rest = text;
+        while let Some(i) = rest.find(prefix) {
+            let path: String = rest[i..].chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':').collect();
+            out.push(path.trim_end_matches(':').to_owned());
+            rest = &rest[i + prefix.len()..];
+        }
+    }
+    out
+}
+
+/// The module a path ends in: the longest prefix that is a module (`crate::engine::build::X`
+/// → `engine::build`); root re-exports resolve to where they come from.
+fn resolve(from: &str, path: &str, mods: &BTreeMap<String, String>, root: &BTreeMap<String, String>) -> Option<String> {
+    let mut segs: Vec<String> = Vec::new();
+    let mut parts = path.split("::").peekable();
+    match parts.next()? {
+        "crate" => {}
+        "super" => {
+            let parent = from.rsplit_once("::").map(|(p, _)| p.to_owned()).unwrap_or_default();
+            segs.extend(parent.split("::").filter(|s| !s.is_empty()).map(str::to_owned));
+        }
+        _ => return None,
+    }
+    segs.extend(parts.map(str::to_owned));
+    if segs.is_empty() {
+        return None;
+    }
+    if segs.len() == 1 {
+        if let Some(m) = root.get(&segs[0]) {
+            return Some(m.clone());
+        }
+    }
+    (1..=segs.len()).rev().map(|n| segs[..n].join("::")).find(|m| mods.contains_key(m))
+}
+
+/// Names the crate root re-exports (`pub use a::b::{X, Y}`) and the module each comes from.
+fn root_exports(lib: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for line in lib.lines().filter(|l| l.starts_with("pub use ")) {
+        for p in expand(line.trim_start_matches("pub use ").trim_end_matches(';')) {
+            if let Some((m, name)) = p.rsplit_once("::") {
+                out.insert(name.to_owned(), m.to_owned());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn modules_depend_on_each_other_without_cycles() {
+    let mods = modules();
+    let root = root_exports(&mods[""]);
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (m, text) in &mods {
+        if m.is_empty() {
+            continue;
+        }
+        for p in paths(text) {
+            let Some(to) = resolve(m, &p, &mods, &root) else { continue };
+            // A module holds its submodules (declares them, names their types): only the
+            // other direction is a dependency.
+            if to.is_empty() || to == *m || to.starts_with(&format!("{m}::")) {
+                continue;
+            }
+            edges.entry(m.clone()).or_default().insert(to);
+        }
+    }
+    assert!(edges.get("engine::release").is_some_and(|e| e.contains("engine::settle")), "the scan sees no edges: {edges:?}");
+    // Depth-first search for a back edge.
+    fn visit(
+        n: &str,
+        edges: &BTreeMap<String, BTreeSet<String>>,
+        state: &mut BTreeMap<String, u8>,
+        stack: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        state.insert(n.to_owned(), 1);
+        stack.push(n.to_owned());
+        for to in edges.get(n).into_iter().flatten() {
+            match state.get(to.as_str()).copied().unwrap_or(0) {
+                1 => {
+                    let at = stack.iter().position(|s| s == to).unwrap();
+                    let mut cycle = stack[at..].to_vec();
+                    cycle.push(to.clone());
+                    return Some(cycle);
+                }
+                0 => {
+                    if let Some(c) = visit(to, edges, state, stack) {
+                        return Some(c);
+                    }
+                }
+                _ => {}
+            }
+        }
+        stack.pop();
+        state.insert(n.to_owned(), 2);
+        None
+    }
+    let mut state = BTreeMap::new();
+    for m in mods.keys().filter(|m| !m.is_empty()) {
+        if state.get(m.as_str()).copied().unwrap_or(0) == 0 {
+            if let Some(cycle) = visit(m, &edges, &mut state, &mut Vec::new()) {
+                panic!("module cycle: {}", cycle.join(" -> "));
+            }
+        }
+    }
+}
+
+#[test]
+fn the_public_api_is_what_the_crate_docs_list() {
+    let lib = std::fs::read_to_string(src().join("lib.rs")).unwrap();
+    let docs: String = lib.lines().filter(|l| l.starts_with("//!")).collect::<Vec<_>>().join("\n");
+    let mut public: Vec<String> = lib
+        .lines()
+        .filter_map(|l| l.strip_prefix("pub mod "))
+        .map(|m| m.trim_end_matches(';').to_owned())
+        .collect();
+    public.extend(root_exports(&lib).into_keys());
+    let missing: Vec<&String> = public.iter().filter(|p| !docs.contains(&format!("[`{p}`]"))).collect();
+    assert!(missing.is_empty(), "public but not listed in the crate docs (lib.rs //!): {missing:?}");
+    // Every other module is private: no `pub(crate) mod` hiding as `pub`.
+    for line in lib.lines().filter(|l| l.starts_with("mod ")) {
+        let m = line.trim_start_matches("mod ").trim_end_matches(';');
+        assert!(!docs.contains(&format!("[`{m}`]")), "the crate docs list private module {m}");
+    }
+}
