@@ -7,9 +7,9 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::{Client, NoTls};
 
-pub(crate) use crate::sql::{ident, literal};
 use crate::conninfo::redact;
 use crate::error::{describe_pg, Error, Result};
+pub(crate) use crate::sql::{ident, literal};
 
 /// application_name of the engine's admin connections.
 pub(crate) const ADMIN_APP: &str = "pgisolate-admin";

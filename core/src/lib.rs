@@ -51,8 +51,8 @@ mod registry;
 mod role;
 mod schema;
 mod secret;
-mod sql;
 pub mod server;
+mod sql;
 pub mod template;
 pub mod testing;
 

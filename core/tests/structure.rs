@@ -26,11 +26,8 @@ fn modules() -> BTreeMap<String, String> {
                 };
                 let text = std::fs::read_to_string(&p).unwrap();
                 // Comments (doc links) are not dependencies.
-                let text: String = text
-                    .lines()
-                    .filter(|l| !l.trim_start().starts_with("//"))
-                    .collect::<Vec<_>>()
-                    .join("\n");
+                let text: String =
+                    text.lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n");
                 // Unit tests may use anything; they are not the module's dependencies.
                 let text = match text.find("#[cfg(test)]\nmod tests") {
                     Some(i) => text[..i].to_owned(),
@@ -84,7 +81,8 @@ fn paths(text: &str) -> Vec<String> {
     for prefix in ["crate::", "super::"] {
         let mut rest = text;
         while let Some(i) = rest.find(prefix) {
-            let path: String = rest[i..].chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':').collect();
+            let path: String =
+                rest[i..].chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':').collect();
             out.push(path.trim_end_matches(':').to_owned());
             rest = &rest[i + prefix.len()..];
         }
@@ -149,7 +147,10 @@ fn modules_depend_on_each_other_without_cycles() {
             edges.entry(m.clone()).or_default().insert(to);
         }
     }
-    assert!(edges.get("engine::release").is_some_and(|e| e.contains("engine::settle")), "the scan sees no edges: {edges:?}");
+    assert!(
+        edges.get("engine::release").is_some_and(|e| e.contains("engine::settle")),
+        "the scan sees no edges: {edges:?}"
+    );
     // Depth-first search for a back edge.
     fn visit(
         n: &str,
@@ -193,11 +194,8 @@ fn modules_depend_on_each_other_without_cycles() {
 fn the_public_api_is_what_the_crate_docs_list() {
     let lib = std::fs::read_to_string(src().join("lib.rs")).unwrap();
     let docs: String = lib.lines().filter(|l| l.starts_with("//!")).collect::<Vec<_>>().join("\n");
-    let mut public: Vec<String> = lib
-        .lines()
-        .filter_map(|l| l.strip_prefix("pub mod "))
-        .map(|m| m.trim_end_matches(';').to_owned())
-        .collect();
+    let mut public: Vec<String> =
+        lib.lines().filter_map(|l| l.strip_prefix("pub mod ")).map(|m| m.trim_end_matches(';').to_owned()).collect();
     public.extend(root_exports(&lib).into_keys());
     let missing: Vec<&String> = public.iter().filter(|p| !docs.contains(&format!("[`{p}`]"))).collect();
     assert!(missing.is_empty(), "public but not listed in the crate docs (lib.rs //!): {missing:?}");

@@ -11,10 +11,10 @@ use crate::admin::{self, exec, ident, literal, transaction};
 use crate::build_check;
 use crate::conninfo;
 use crate::drop;
-use crate::registry;
 use crate::error::{Error, Result};
 use crate::lease::TEMPLATE_CLASS;
 use crate::markers::{self, Kind};
+use crate::registry;
 use crate::server;
 use crate::template::{self, Migrations, Replay, Template};
 

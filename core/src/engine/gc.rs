@@ -7,8 +7,8 @@ use super::Engine;
 use crate::conninfo;
 use crate::drop;
 use crate::error::{Error, Result};
-use crate::naming;
 use crate::markers::{self, Kind};
+use crate::naming;
 use crate::registry;
 
 #[derive(Debug, Default, Clone)]

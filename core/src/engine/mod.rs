@@ -92,7 +92,6 @@ impl std::fmt::Debug for Inner {
     }
 }
 
-
 impl Engine {
     /// Starts an engine configured from the environment ([`Config::from_env`]).
     pub async fn from_env() -> Result<Engine> {

@@ -15,10 +15,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::Inner;
 use crate::admin::{ident, literal, transaction};
 use crate::conninfo;
 use crate::drop;
-use super::Inner;
 use crate::drop::{parse_pids, sessions_sql};
 use crate::error::{Error, Result};
 use crate::markers::{self, Kind};
@@ -125,9 +125,7 @@ impl Inner {
         );
         match transaction(&admin, &sql).await {
             Ok(()) => Ok(Ready { name, role }),
-            Err(e) => {
-                Err(Error::db(format!("fill the pool from template {}", tpl.schema), e))
-            }
+            Err(e) => Err(Error::db(format!("fill the pool from template {}", tpl.schema), e)),
         }
     }
 

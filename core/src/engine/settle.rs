@@ -8,8 +8,8 @@ use tokio_postgres::Client;
 
 use super::Inner;
 use crate::drop;
-use crate::registry;
 use crate::error::Error;
+use crate::registry;
 
 /// Sessions a release saw, to be ended in the background.
 #[derive(Debug)]
