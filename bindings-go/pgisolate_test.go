@@ -1,6 +1,7 @@
 package pgisolate
 
 import (
+	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib"
 	_ "github.com/lib/pq"
@@ -562,3 +564,26 @@ func TestCloseIsIdempotentAndLaterCallsFail(t *testing.T) {
 // The godog glue: every scenario (same-named ones and outline rows included) gets its own
 // schema, running concurrently, and every schema is released, even after a failed or
 // panicking step.
+
+func TestContextVariantsStopWaitingWhenTheContextEnds(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := shared.AcquireContext(ctx, sharedTpl, "ctx", "cancelled"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("want context.Canceled, got %v", err)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := shared.AcquireContext(ctx, sharedTpl, "ctx", "in time")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kept, err := s.FinishContext(ctx, false); err != nil || kept {
+		t.Fatalf("finish: kept=%v err=%v", kept, err)
+	}
+	if _, err := shared.TemplateContext(ctx, filepath.Join("..", "examples", "migrations")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := shared.GCContext(ctx, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+}

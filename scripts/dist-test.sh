@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 version=$(scripts/version.sh)
 for f in dist/go/go.mod dist/go/link.go dist/npm/pgisolate-"$version".tgz dist/python/pgisolate-"$version"-*.whl dist/python/pgisolate-"$version".tar.gz \
-  dist/c/pgisolate-"$version"-*.tar.gz dist/rust/pgisolate-"$version".crate; do
+  dist/c/pgisolate-"$version"-*.tar.gz dist/rust/pgisolate-"$version".crate dist/rust/pgisolate-macros-"$version".crate; do
   [ -f "$f" ] || { echo "dist-test: $f is missing: run make dist" >&2; exit 1; }
 done
 
@@ -116,6 +116,8 @@ step "Go: a module requiring the dist module (replace to a copy), godog, cgo wit
 mkdir -p "$work/go"
 cp -r dist/go "$work/go/pgisolate-go"
 cp -r tests/dist/go/features tests/dist/go/consumer_test.go "$work/go/"
+mkdir -p "$work/go/migrations"
+echo "create table users (id serial primary key, email text unique not null);" > "$work/go/migrations/001_users.sql"
 sed "s/@VERSION@/$version/" tests/dist/go/go.mod.in > "$work/go/go.mod"
 (
   cd "$work/go"
@@ -127,6 +129,7 @@ sed "s/@VERSION@/$version/" tests/dist/go/go.mod.in > "$work/go/go.mod"
       go test -count=1 -v ./... > test.log 2>&1 || { cat test.log; exit 1; }
       tail -12 test.log
       grep -q -- "--- PASS: TestSignup" test.log
+      grep -q -- "--- PASS: TestHelperGivesEachTestItsSchema" test.log
       go list -deps -test ./... | grep -q "^github.com/pgisolate/pgisolate/bindings-go$"
     '
 )
@@ -135,11 +138,14 @@ took "Go module"
 step "Rust: a cargo project depending on the packaged crate"
 mkdir -p "$work/rust/tests"
 tar -xzf dist/rust/pgisolate-"$version".crate -C "$work/rust"
-sed "s|@CRATE@|pgisolate-$version|" tests/dist/rust/Cargo.toml.in > "$work/rust/Cargo.toml"
+tar -xzf dist/rust/pgisolate-macros-"$version".crate -C "$work/rust"
+sed "s|@CRATE@|pgisolate-$version|; s|@MACROS@|pgisolate-macros-$version|" tests/dist/rust/Cargo.toml.in > "$work/rust/Cargo.toml"
 cp tests/dist/rust/tests/consumer.rs "$work/rust/tests/"
+mkdir -p "$work/rust/migrations"
+echo "create table users (id serial primary key, email text unique not null);" > "$work/rust/migrations/001_users.sql"
 mkdir -p "$work/rust/src" && : > "$work/rust/src/lib.rs"
 # The repository's target dir is only a build cache (registry crates compiled once).
 (cd "$work/rust" && CARGO_TARGET_DIR="$root/target/dist-consumer" cargo test -q --test consumer 2>&1) | tee "$work/rust.log"
-grep -q "test result: ok. 2 passed" "$work/rust.log" || { echo "dist-test: the crate's consumer tests did not both run" >&2; exit 1; }
+grep -q "test result: ok. 3 passed" "$work/rust.log" || { echo "dist-test: the crate's 3 consumer tests did not all run" >&2; exit 1; }
 took "Rust crate"
 printf '\n== dist-test: every artifact of %s installed and used\n' "$version"

@@ -6,8 +6,9 @@
 #   dist/npm     npm pack tarballs: pgisolate (loader, types, test helper, bin) and one
 #                pgisolate-<platform> package per target with the addon
 #   dist/go      the Go module tree (go.mod at its root) with the static library inside it,
-#                cgo flags pointing only inside the module; godog support in godogisolate/
-#   dist/rust    the packaged crate
+#                cgo flags pointing only inside the module; godog support in godogisolate/,
+#                the testing.TB helper in pgisolatetest/
+#   dist/rust    the packaged crates (pgisolate, pgisolate-macros)
 # Platforms come from packaging/targets; only the build machine's line can be built here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -106,9 +107,10 @@ took "C"
 
 step "Go module"
 gotree=dist/go
-mkdir -p "$gotree/include" "$gotree/godogisolate"
-cp bindings-go/go.mod bindings-go/go.sum bindings-go/pgisolate.go bindings-go/native.go "$gotree/"
+mkdir -p "$gotree/include" "$gotree/godogisolate" "$gotree/pgisolatetest"
+cp bindings-go/go.mod bindings-go/go.sum bindings-go/pgisolate.go bindings-go/native.go bindings-go/context.go "$gotree/"
 cp bindings-go/godogisolate/godogisolate.go "$gotree/godogisolate/"
+cp bindings-go/pgisolatetest/pgisolatetest.go "$gotree/pgisolatetest/"
 cp include/pgisolate.h "$gotree/include/"
 cp LICENSE-MIT LICENSE-APACHE "$gotree/"
 # link.go: one line per platform of packaging/targets (go dir os_arch -> #cgo os,arch).
@@ -129,9 +131,10 @@ done
 cp bindings-go/README.md "$gotree/"
 took "Go"
 
-step "Rust crate"
-cargo package -q -p pgisolate --no-verify --allow-dirty
-cp "target/package/pgisolate-$version.crate" dist/rust/
+step "Rust crates"
+# pgisolate and the #[pgisolate::test] macro it re-exports, packaged together.
+cargo package -q -p pgisolate-macros -p pgisolate --no-verify --allow-dirty
+cp "target/package/pgisolate-$version.crate" "target/package/pgisolate-macros-$version.crate" dist/rust/
 took "Rust"
 
 printf '\n== dist: artifacts (version %s)\n' "$version"

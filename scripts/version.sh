@@ -12,6 +12,7 @@ current() { sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' Ca
 places() {
   local v
   v=$(sed -n 's/^pgisolate = { path = "core", version = "\(.*\)" }/\1/p' Cargo.toml); echo "Cargo.toml workspace.dependencies.pgisolate $v"
+  v=$(sed -n 's/^pgisolate-macros = { path = "macros", version = "\(.*\)" }/\1/p' Cargo.toml); echo "Cargo.toml workspace.dependencies.pgisolate-macros $v"
   v=$(node -p 'require("./bindings-node/package.json").version'); echo "bindings-node/package.json version $v"
   v=$(sed -n 's/^## \[\([0-9][^]]*\)\].*/\1/p' CHANGELOG.md | head -1); echo "CHANGELOG.md latest $v"
 }
@@ -31,6 +32,7 @@ case "${1:-}" in
     old=$(current)
     sed -i "/^\[workspace.package\]/,/^\[/s/^version = \".*\"/version = \"$new\"/" Cargo.toml
     sed -i "s/^pgisolate = { path = \"core\", version = \".*\" }/pgisolate = { path = \"core\", version = \"$new\" }/" Cargo.toml
+    sed -i "s/^pgisolate-macros = { path = \"macros\", version = \".*\" }/pgisolate-macros = { path = \"macros\", version = \"$new\" }/" Cargo.toml
     node -e '
       const fs = require("fs"); const f = "bindings-node/package.json"
       const p = JSON.parse(fs.readFileSync(f, "utf8")); p.version = process.argv[1]

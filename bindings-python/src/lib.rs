@@ -579,6 +579,13 @@ fn check_setting(py: Python<'_>, key: &str, value: &Bound<'_, PyAny>) -> PyResul
     Config::check_setting(key, &setting_text(value)?).map_err(|e| to_py(py, e))
 }
 
+/// Every setting of the core's table as `(key, environment variable, what it takes)`: the pytest
+/// plugin makes an ini key and a `--pgisolate-*` flag of each.
+#[pyfunction]
+fn settings() -> Vec<(&'static str, &'static str, &'static str)> {
+    pgisolate::config::SETTINGS.iter().map(|s| (s.key, s.env, s.takes)).collect()
+}
+
 /// The `pgisolate` command (`python -m pgisolate`, the console script): runs `argv` (program
 /// name first) and returns the exit status.
 #[pyfunction]
@@ -630,5 +637,6 @@ fn _pgisolate(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(redact, m)?)?;
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     m.add_function(wrap_pyfunction!(check_setting, m)?)?;
+    m.add_function(wrap_pyfunction!(settings, m)?)?;
     Ok(())
 }

@@ -209,3 +209,124 @@ def test_a_killed_worker_is_reaped_and_the_next_run_is_green(pytester, engine):
     second.assert_outcomes(passed=6)
     left = [e for e in engine.list() if "test_killme" in e["identity"]]
     assert not left, f"left behind: {left}"
+
+
+def test_every_setting_is_an_ini_key_and_a_flag(pytester, engine):
+    """The core's settings table, through pytest: ini keys, flags beating them, bad values as
+    usage errors."""
+    keys = [k for k, _, _ in pgisolate.settings()]
+    assert {"keep", "hash_len", "pool_size", "login_role", "extensions", "redis_url"} <= set(keys)
+    help_text = pytester.runpytest_subprocess("--help").stdout.str()
+    for key in keys:
+        assert f"--pgisolate-{key.replace('_', '-')}" in help_text, key
+        assert f"pgisolate_{key} " in help_text or f"pgisolate_{key}(" in help_text, key
+    pytester.makeini(
+        f"""
+        [pytest]
+        pgisolate_migrations = {MIGRATIONS}
+        pgisolate_hash_len = 12
+        pgisolate_keep = failed
+        pgisolate_prefix = ini_
+        """
+    )
+    pytester.makepyfile(
+        test_settings="""
+        def test_fails(isolated_schema):
+            print("SCHEMA", isolated_schema.name)
+            assert False, "deliberate"
+        """
+    )
+    # The flag beats the ini's prefix; hash_len and keep come from the ini.
+    result = pytester.runpytest_subprocess("--pgisolate-prefix=flag_", "-s")
+    result.assert_outcomes(failed=1)
+    name = re.search(r"SCHEMA (\w+)", result.stdout.str()).group(1)
+    assert name.startswith("flag_") and len(name) == len("flag_") + 12, name
+    assert name in {e["schema"] for e in engine.list() if e["state"] == "kept"}
+    engine.drop_schema(name)
+    bad = pytester.runpytest_subprocess("--pgisolate-hash-len=99")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    assert "pgisolate" in bad.stderr.str() and "hash" in bad.stderr.str()
+
+
+def test_the_marker_picks_the_template_and_widens_the_scope(pytester, unique):
+    pytester.makeconftest(
+        f"""
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def other_template(pgisolate_engine):
+            return pgisolate_engine.template(sql="-- {unique}\\ncreate table other (id int);")
+        """
+    )
+    pytester.makepyfile(
+        test_marker="""
+        import psycopg, pytest
+
+        names = []
+
+        @pytest.mark.pgisolate(template="other_template")
+        def test_other_template(isolated_schema):
+            with psycopg.connect(isolated_schema.url) as conn:
+                assert conn.execute("select to_regclass('other') is not null, to_regclass('users') is null").fetchone() == (True, True)
+
+        @pytest.mark.pgisolate(scope="module")
+        class TestShared:
+            def test_first(self, isolated_schema):
+                names.append(isolated_schema.name)
+                with psycopg.connect(isolated_schema.url) as conn:
+                    conn.execute("insert into users (email) values ('shared@example.com')")
+
+            def test_second_sees_the_first(self, isolated_schema):
+                names.append(isolated_schema.name)
+                with psycopg.connect(isolated_schema.url) as conn:
+                    assert conn.execute("select count(*) from users").fetchone()[0] == 1
+
+        def test_unmarked_is_its_own(isolated_schema):
+            assert names[0] == names[1] and isolated_schema.name != names[0]
+
+        @pytest.mark.pgisolate(scope="weekly")
+        def test_bad_scope(isolated_schema):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess(MIG)
+    result.assert_outcomes(passed=4, errors=1)
+    assert "scope is one of function, module, session" in result.stdout.str()
+
+
+def test_async_tests_and_the_async_api(pytester):
+    pytester.makepyfile(
+        test_async="""
+        import asyncio, psycopg, pytest, pgisolate
+
+        pytestmark = pytest.mark.asyncio
+
+        async def test_fixture_in_an_async_test(isolated_schema):
+            async with await psycopg.AsyncConnection.connect(isolated_schema.url) as conn:
+                await conn.execute("insert into users (email) values ('a@example.com')")
+                assert (await (await conn.execute("select count(*) from users")).fetchone())[0] == 1
+
+        async def test_aschema_keeps_the_loop_running(pgisolate_engine, pgisolate_template):
+            ticks = 0
+
+            async def ticker():
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await asyncio.sleep(0)
+
+            task = asyncio.create_task(ticker())
+            async with pgisolate_engine.aschema(pgisolate_template, "async", "context manager") as schema:
+                async with await psycopg.AsyncConnection.connect(schema.url) as conn:
+                    await conn.execute("insert into users (email) values ('a@example.com')")
+            name = schema.name
+            s = await pgisolate_engine.aschema(pgisolate_template, "async", "awaited")
+            assert s.name != name
+            assert await pgisolate_engine.arelease(s) is False
+            task.cancel()
+            assert ticks > 0
+            assert name not in {e["schema"] for e in pgisolate_engine.list()}
+        """
+    )
+    result = pytester.runpytest_subprocess(MIG, "-o", "asyncio_default_fixture_loop_scope=function")
+    result.assert_outcomes(passed=2)

@@ -24,7 +24,8 @@
 //! - [`Error`] with its [`ErrorKind`] and SQLSTATE, [`Result`];
 //! - pure helpers: [`schema_name`], [`cache_key`], and the modules [`naming`] (names and cache
 //!   prefixes), [`conninfo`] (scoping, redacting, Prisma and SQLAlchemy URLs);
-//! - test glue: [`testing`] (`cargo test`), [`blocking`] (the library runtime for bindings);
+//! - test glue: [`test`] (`#[pgisolate::test]`), [`testing`] (`cargo test`), [`blocking`]
+//!   (the library runtime for bindings);
 //! - [`config`] (the settings table), [`template`] (migration loading and fingerprints),
 //!   [`layout`] (how a migrations directory is read), [`server`] (the embedded server and
 //!   binaries), [`catalog`] (a schema's DDL digest, to prove a copy equals its template).
@@ -65,3 +66,7 @@ pub use naming::{cache_key, schema_name, Identity};
 pub use registry::{Entry, TemplateInfo};
 pub use schema::{Released, Schema};
 pub use template::{Migrations, Template};
+
+/// `#[pgisolate::test]`: the test gets its own schema, its arguments injected by type (see
+/// [`testing`]).
+pub use pgisolate_macros::test;

@@ -404,6 +404,15 @@ pub(crate) async fn prune_rows(client: &Client) -> Result<u64> {
     client.execute(&sql, &[]).await.map_err(|e| Error::db("prune the registry", e))
 }
 
+/// Forgets the names `owner` released (its `released` rows), when it closes: they were kept
+/// only while it lived.
+pub(crate) async fn forget_released(client: &Client, owner: i32) -> Result<u64> {
+    client
+        .execute("delete from pgisolate.leases where owner_key = $1 and state = 'released'", &[&owner])
+        .await
+        .map_err(|e| Error::db("clear the released names", e))
+}
+
 /// Forgets a schema: deletes its registry row (once it is dropped, or was never made).
 pub(crate) async fn forget(client: &Client, schema: &str) -> Result<()> {
     client

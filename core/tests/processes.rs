@@ -49,6 +49,21 @@ fn child_entry(mode: String) {
                 });
                 let _ = schema.await;
             }
+            "testing_exit" => {
+                // A `cargo test` process: the glue's engine is closed when the process exits.
+                let (owner, url) = tokio::task::spawn_blocking(|| {
+                    let s = pgisolate::testing::schema_from(migrations());
+                    drop(s);
+                    let engine = pgisolate::testing::engine();
+                    (engine.owner(), engine.url().to_owned())
+                })
+                .await
+                .unwrap();
+                pgisolate::testing::engine().flush().await;
+                let c = connect(&url).await;
+                let held = owned_schemas(&c, owner).await;
+                println!("OWNER {owner} {held}");
+            }
             other => panic!("unknown child mode {other}"),
         }
     });
@@ -162,6 +177,48 @@ fn embedded_server_stops_after_every_client_was_killed() {
     let _ = std::fs::remove_dir_all(&home);
 }
 
+/// Schemas whose marker names `owner` (pool, test, tomb), plus its registry rows.
+async fn owned_schemas(c: &tokio_postgres::Client, owner: i32) -> i64 {
+    let pattern = format!("pgisolate:v1:% owner={owner} %");
+    let schemas: i64 = c
+        .query_one("select count(*) from pg_namespace where obj_description(oid, 'pg_namespace') like $1", &[&pattern])
+        .await
+        .unwrap()
+        .get(0);
+    let rows: i64 =
+        c.query_one("select count(*) from pgisolate.leases where owner_key = $1", &[&owner]).await.unwrap().get(0);
+    schemas + rows
+}
+
+async fn a_cargo_test_process_leaves_nothing_on_the_server() {
+    let engine = engine().await;
+    let mut child = spawn_child("testing_exit", &[]);
+    let line = read_tagged(&mut child, "OWNER", Duration::from_secs(60));
+    let status = child.wait().unwrap();
+    assert!(status.success(), "child failed: {status}");
+    let (owner, held) = line.split_once(' ').unwrap();
+    let owner: i32 = owner.parse().unwrap();
+    // Not vacuous: before exiting, the process held its warm pool.
+    assert!(held.parse::<i64>().unwrap() > 0, "the child held nothing before it exited ({held})");
+    let c = connect(engine.url()).await;
+    let left = owned_schemas(&c, owner).await;
+    if left != 0 {
+        let pattern = format!("pgisolate:v1:% owner={owner} %");
+        let rows = c
+            .query(
+                "select nspname::text || ' ' || obj_description(oid, 'pg_namespace') from pg_namespace \
+                 where obj_description(oid, 'pg_namespace') like $1 \
+                 union all select 'row ' || schema_name || ' ' || state from pgisolate.leases where owner_key = $2",
+                &[&pattern, &owner],
+            )
+            .await
+            .unwrap();
+        let what: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        panic!("the exited test process left {left} schemas or registry rows: {what:?}");
+    }
+    engine.close().await.unwrap();
+}
+
 async fn cargo_test_glue_keeps_a_failed_tests_schema_when_asked() {
     let engine = engine().await;
     let mut child = spawn_child("panic_keep", &[("PGISOLATE_KEEP", "failed")]);
@@ -211,6 +268,9 @@ fn main() -> std::process::ExitCode {
         ),
         libtest_mimic::Trial::test("gc_reaps_exactly_a_killed_process_schemas_while_a_live_run_keeps_its_own", || {
             run_async(gc_reaps_exactly_a_killed_process_schemas_while_a_live_run_keeps_its_own)
+        }),
+        libtest_mimic::Trial::test("a_cargo_test_process_leaves_nothing_on_the_server", || {
+            run_async(a_cargo_test_process_leaves_nothing_on_the_server)
         }),
         libtest_mimic::Trial::test("cargo_test_glue_keeps_a_failed_tests_schema_when_asked", || {
             run_async(cargo_test_glue_keeps_a_failed_tests_schema_when_asked)

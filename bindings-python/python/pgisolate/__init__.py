@@ -7,12 +7,16 @@
             psycopg.connect(schema.url)                     # lands in the schema
             redis.set(schema.cache_key("user:alice"), ...)
 
-With pytest, use the ``isolated_schema`` fixture (the plugin loads automatically).
+With pytest, use the ``isolated_schema`` fixture (the plugin loads automatically). In asyncio
+code (pytest-asyncio, anyio on asyncio), ``async with engine.aschema(tpl, feature, scenario) as
+schema:`` waits without blocking the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import os
 import warnings
 from typing import Callable, Optional, Sequence, Union
@@ -42,6 +46,7 @@ from ._pgisolate import (
     cache_key,
     cache_prefix,
     check_setting,
+    settings,
     prisma_url,
     redact,
     schema_name,
@@ -55,8 +60,10 @@ class PgIsolateWarning(UserWarning):
 
 
 __all__ = [
+    "AsyncSchema",
     "PgIsolateWarning",
     "check_setting",
+    "settings",
     "BinariesNotFoundError",
     "CacheError",
     "ClosedError",
@@ -155,3 +162,51 @@ class Engine(_NativeEngine):
     def schema(self, template: Template, feature: str, scenario: str, discriminator: Optional[str] = None) -> Schema:
         """A fresh schema for (feature, scenario[, discriminator]); use it as a context manager."""
         return self._warning_after(self.acquire, template, feature, scenario, discriminator)
+
+    def aschema(
+        self, template: Template, feature: str, scenario: str, discriminator: Optional[str] = None
+    ) -> "AsyncSchema":
+        """:meth:`schema` for asyncio: ``schema = await engine.aschema(...)``, or
+        ``async with engine.aschema(...) as schema:`` (released at the end, kept per the keep
+        policy when the block raised). The engine works on its own threads; the event loop
+        keeps running meanwhile."""
+        return AsyncSchema(self, template, feature, scenario, discriminator)
+
+    async def atemplate(self, migrations=None, **kwargs) -> Template:
+        """:meth:`template` for asyncio (a first build can take a while)."""
+        return await _in_thread(functools.partial(self.template, migrations, **kwargs))
+
+    async def arelease(self, schema: Schema, failed: bool = False) -> bool:
+        """Releases ``schema`` without blocking the event loop; returns whether it was kept."""
+        return await _in_thread(functools.partial(self._warning_after, schema.release, failed))
+
+
+async def _in_thread(call):
+    """Runs a blocking engine call on the default executor (the GIL is released while the
+    engine waits) and awaits it."""
+    return await asyncio.get_running_loop().run_in_executor(None, call)
+
+
+class AsyncSchema:
+    """What :meth:`Engine.aschema` returns: await it for the Schema, or use it with
+    ``async with``."""
+
+    def __init__(self, engine: Engine, template: Template, feature: str, scenario: str, discriminator: Optional[str]):
+        self._engine = engine
+        self._args = (template, feature, scenario, discriminator)
+        self._schema: Optional[Schema] = None
+
+    async def _acquire(self) -> Schema:
+        return await _in_thread(functools.partial(self._engine.schema, *self._args))
+
+    def __await__(self):
+        return self._acquire().__await__()
+
+    async def __aenter__(self) -> Schema:
+        self._schema = await self._acquire()
+        return self._schema
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool:
+        if self._schema is not None:
+            await self._engine.arelease(self._schema, failed=exc_type is not None)
+        return False

@@ -13,6 +13,21 @@ Fixtures
                              ``pgisolate_migrations``). Override it to run Alembic, Django or any
                              tool: ``return pgisolate_engine.template(build=migrate, key="v3")``.
 
+Settings
+    Every setting of the README's table is an ini key ``pgisolate_<key>`` and a flag
+    ``--pgisolate-<key>`` (``pgisolate_keep = failed``, ``--pgisolate-pool-size 4``); a flag
+    beats the ini, which beats the ``PGISOLATE_*`` environment. A bad value is a usage error.
+
+Marker
+    ``@pytest.mark.pgisolate(template="fixture_name", scope="module")`` on a test, class or
+    module: ``isolated_schema`` comes from that template fixture instead of
+    ``pgisolate_template``, and with ``scope="module"`` (or ``"session"``) the tests of a module
+    (or the whole session) share one schema.
+
+Async
+    ``isolated_schema`` works in async tests (pytest-asyncio, anyio); code of your own awaits
+    ``engine.aschema(template, feature, scenario)`` (also ``async with``).
+
 With pytest-xdist and no URL, the controller starts ONE embedded server for the whole run and
 hands its URL and run id to the workers; the template is built once (the first worker builds,
 the others wait on the engine's lock and reuse it). At the end the controller reaps what crashed
@@ -49,7 +64,7 @@ class _State:
 
     # -- configuration ------------------------------------------------------------------
     def url(self) -> Optional[str]:
-        opt = self.config.getoption("pgisolate_url")
+        opt = self.config.getoption("pgisolate_url") or self.config.getini("pgisolate_url")
         if opt:
             return opt
         workerinput = getattr(self.config, "workerinput", None)
@@ -63,8 +78,19 @@ class _State:
             return workerinput["pgisolate_run_id"]
         return os.environ.get("PGISOLATE_RUN_ID") or None
 
-    def keep(self) -> Optional[str]:
-        return self.config.getoption("pgisolate_keep") or None
+    def settings(self) -> Dict[str, str]:
+        """Settings given as flags or ini keys (a flag beats the ini); the rest stay as the
+        environment or the defaults have them."""
+        out: Dict[str, str] = {}
+        for key, _env, _takes in pgisolate.settings():
+            if key == "url":
+                continue
+            value = self.config.getoption(f"pgisolate_{key}")
+            if value is None or value == "":
+                value = self.config.getini(f"pgisolate_{key}")
+            if value is not None and value != "":
+                out[key] = value
+        return out
 
     def migrations(self) -> Optional[str]:
         opt = self.config.getoption("pgisolate_migrations") or self.config.getini("pgisolate_migrations")
@@ -75,7 +101,11 @@ class _State:
 
     def get_engine(self) -> pgisolate.Engine:
         if self.engine is None:
-            self.engine = pgisolate.Engine(self.url(), keep=self.keep(), run_id=self.run_id())
+            settings = self.settings()
+            run_id = self.run_id()
+            if run_id:
+                settings["run_id"] = run_id
+            self.engine = pgisolate.Engine(self.url(), **settings)
         return self.engine
 
 
@@ -85,24 +115,20 @@ def _state(config: pytest.Config) -> _State:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("pgisolate", "one PostgreSQL schema per test")
-    group.addoption(
-        "--pgisolate-url",
-        dest="pgisolate_url",
-        default=None,
-        help="PostgreSQL server to use (default: PGISOLATE_DATABASE_URL, else an embedded server)",
-    )
+    # One flag and one ini key per setting of the core's table (the README's).
+    for key, env, takes in pgisolate.settings():
+        group.addoption(
+            f"--pgisolate-{key.replace('_', '-')}",
+            dest=f"pgisolate_{key}",
+            default=None,
+            help=f"{takes} (ini: pgisolate_{key}; env: {env})",
+        )
+        parser.addini(f"pgisolate_{key}", f"{takes} (env: {env})", default="")
     group.addoption(
         "--pgisolate-migrations",
         dest="pgisolate_migrations",
         default=None,
         help="directory of *.sql migrations the template is built from (ini: pgisolate_migrations)",
-    )
-    group.addoption(
-        "--pgisolate-keep",
-        dest="pgisolate_keep",
-        default=None,
-        choices=["never", "failed", "always"],
-        help="keep schemas after tests: never (default), failed, always (env PGISOLATE_KEEP)",
     )
     parser.addini("pgisolate_migrations", "directory of *.sql migrations for the template", default="")
 
@@ -117,7 +143,21 @@ def _is_xdist_controller(config: pytest.Config) -> bool:
 
 @pytest.hookimpl(trylast=True)  # after xdist registered its "dsession" plugin
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "pgisolate(template=None, scope='function'): isolated_schema from the fixture named by template, "
+        "shared by the tests of a module or session with scope='module' / 'session'",
+    )
     state = _State(config)
+    # A bad setting is a usage error now, not a fixture error in every test.
+    url = config.getoption("pgisolate_url") or config.getini("pgisolate_url")
+    try:
+        if url:
+            pgisolate.check_setting("url", url)
+        for key, value in state.settings().items():
+            pgisolate.check_setting(key, value)
+    except pgisolate.Error as exc:
+        raise pytest.UsageError(f"pgisolate: {exc}") from exc
     config.stash[_STATE] = state
     if _is_xdist_controller(config):
         config.pluginmanager.register(_ControllerHooks(state), "pgisolate-controller")
@@ -131,7 +171,10 @@ class _ControllerHooks:
 
     def _engine(self) -> pgisolate.Engine:
         if self.state.controller_engine is None:
-            self.state.controller_engine = pgisolate.Engine(self.state.url(), run_id=self.state.run_id())
+            settings = self.state.settings()
+            if self.state.run_id():
+                settings["run_id"] = self.state.run_id()
+            self.state.controller_engine = pgisolate.Engine(self.state.url(), **settings)
         return self.state.controller_engine
 
     def pytest_configure_node(self, node: Any) -> None:
@@ -306,10 +349,73 @@ def isolated_worker_schema(request: pytest.FixtureRequest, isolated_schema_facto
     isolated_schema_factory.release(schema, failed=request.session.testsfailed > 0)
 
 
+_SCOPES = ("function", "module", "session")
+
+
+def _marker(node: Any) -> Dict[str, Any]:
+    """The closest ``@pytest.mark.pgisolate``'s arguments (test, then class, then module)."""
+    mark = node.get_closest_marker("pgisolate")
+    if mark is None:
+        return {}
+    if mark.args:
+        raise pytest.UsageError("@pytest.mark.pgisolate takes keywords only: template=..., scope=...")
+    unknown = set(mark.kwargs) - {"template", "scope"}
+    if unknown:
+        raise pytest.UsageError(f"@pytest.mark.pgisolate: unknown argument(s) {sorted(unknown)}; it takes template= and scope=")
+    scope = mark.kwargs.get("scope", "function")
+    if scope not in _SCOPES:
+        raise pytest.UsageError(f"@pytest.mark.pgisolate(scope={scope!r}): scope is one of {', '.join(_SCOPES)}")
+    return mark.kwargs
+
+
+class _Shared:
+    """Schemas shared by the tests of a module or of the session (marker scope)."""
+
+    def __init__(self) -> None:
+        self.schemas: Dict[tuple, pgisolate.Schema] = {}
+        self.failed: Dict[tuple, bool] = {}
+
+
+@pytest.fixture(scope="module")
+def _pgisolate_module_shared(isolated_schema_factory: _Factory):
+    shared = _Shared()
+    yield shared
+    for key, schema in shared.schemas.items():
+        isolated_schema_factory.release(schema, failed=shared.failed.get(key, False))
+
+
+@pytest.fixture(scope="session")
+def _pgisolate_session_shared(isolated_schema_factory: _Factory):
+    shared = _Shared()
+    yield shared
+    for key, schema in shared.schemas.items():
+        isolated_schema_factory.release(schema, failed=shared.failed.get(key, False))
+
+
 @pytest.fixture
 def isolated_schema(request: pytest.FixtureRequest, isolated_schema_factory: _Factory) -> Any:
-    """A fresh schema for this test: ``.name``, ``.url``, ``.conninfo``, ``.cache_key(k)``."""
-    feature, scenario = _identity(request.node)
-    schema = isolated_schema_factory(feature, scenario)
-    yield schema
-    isolated_schema_factory.release(schema, failed=_failed(request.node))
+    """A fresh schema for this test: ``.name``, ``.url``, ``.conninfo``, ``.cache_key(k)``
+    (see ``@pytest.mark.pgisolate`` for another template or a wider scope)."""
+    opts = _marker(request.node)
+    template = request.getfixturevalue(opts["template"]) if opts.get("template") else None
+    if template is not None and not isinstance(template, pgisolate.Template):
+        raise pytest.UsageError(
+            f"@pytest.mark.pgisolate(template={opts['template']!r}): that fixture returned "
+            f"{type(template).__name__}, not a pgisolate.Template"
+        )
+    scope = opts.get("scope", "function")
+    if scope == "function":
+        feature, scenario = _identity(request.node)
+        schema = isolated_schema_factory(feature, scenario, template=template)
+        yield schema
+        isolated_schema_factory.release(schema, failed=_failed(request.node))
+        return
+    shared: _Shared = request.getfixturevalue(f"_pgisolate_{scope}_shared")
+    module = request.node.nodeid.split("::", 1)[0]
+    key = (module if scope == "module" else "session", opts.get("template"))
+    if key not in shared.schemas:
+        shared.schemas[key] = isolated_schema_factory(
+            key[0], f"shared by @pytest.mark.pgisolate(scope={scope!r})", opts.get("template"), template=template
+        )
+    yield shared.schemas[key]
+    shared.failed[key] = shared.failed.get(key, False) or _failed(request.node)

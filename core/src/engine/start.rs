@@ -201,6 +201,10 @@ impl Engine {
         }
         self.inner.wait_idle(self.inner.cfg.release_timeout + Duration::from_secs(5)).await;
         self.inner.drain_pools().await;
+        // The names this engine released were reserved while it lived; it is done.
+        if let Ok(admin) = self.inner.pool.get_teardown().await {
+            let _ = registry::forget_released(&admin, self.inner.owner).await;
+        }
         self.inner.pool.close();
         if let Ok(mut l) = self.inner.lease.lock() {
             l.take();

@@ -1,5 +1,5 @@
 // A Go module that requires the released pgisolate module (cgo, no cargo): a godog suite with
-// one schema per scenario, four scenarios at once.
+// one schema per scenario, four scenarios at once; and plain tests with pgisolatetest.DB.
 package consumer
 
 import (
@@ -13,6 +13,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib"
 	"github.com/pgisolate/pgisolate/bindings-go"
 	"github.com/pgisolate/pgisolate/bindings-go/godogisolate"
+	"github.com/pgisolate/pgisolate/bindings-go/pgisolatetest"
 )
 
 type dbKey struct{}
@@ -65,3 +66,17 @@ func TestSignup(t *testing.T) {
 		t.Fatalf("%d scenarios ran, want 4", scenarios)
 	}
 }
+
+func TestHelperGivesEachTestItsSchema(t *testing.T) {
+	for _, name := range []string{"alice", "alice again"} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			db := pgisolatetest.DB(t, pgisolatetest.Migrations("migrations"))
+			if _, err := db.Exec("insert into users (email) values ('alice@example.com')"); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestMain(m *testing.M) { pgisolatetest.Main(m) }

@@ -1,4 +1,5 @@
-//! A crate that depends on the packaged pgisolate crate: two tests, the same email, two schemas.
+//! A crate that depends on the packaged pgisolate crate: two tests, the same email, two
+//! schemas; and a `#[pgisolate::test]` with an injected client.
 
 use pgisolate::{Config, Engine, Identity, Migrations};
 
@@ -29,4 +30,11 @@ async fn alice_registers() {
 #[tokio::test]
 async fn alice_registers_again() {
     register("alice again").await;
+}
+
+#[pgisolate::test(migrations = "migrations")]
+async fn the_attribute_injects_a_client(db: tokio_postgres::Client) {
+    db.execute("insert into users (email) values ('alice@example.com')", &[]).await.unwrap();
+    let n: i64 = db.query_one("select count(*) from users", &[]).await.unwrap().get(0);
+    assert_eq!(n, 1);
 }
