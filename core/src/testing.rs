@@ -261,7 +261,8 @@ pub mod __private {
             let sql = std::fs::read_to_string(f).unwrap_or_else(|e| panic!("pgisolate: fixture {f}: {e}"));
             let (url, file) = (schema.url().to_owned(), f.to_string());
             let done: std::result::Result<(), String> = block_on(async move {
-                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
+                let (client, conn) =
+                    tokio_postgres::connect(&url, tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
                 let driver = tokio::spawn(conn);
                 let r = client.batch_execute(&sql).await.map_err(|e| crate::error::describe_pg(&e).1);
                 drop(client);

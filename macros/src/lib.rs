@@ -96,10 +96,13 @@ fn expand(opts: Options, func: ItemFn) -> syn::Result<TokenStream2> {
     let is_async = sig.asyncness.is_some();
     let output = &sig.output;
     let migrations = match &opts.migrations {
-        Some(dir) => quote! { ::core::option::Option::Some(::core::concat!(::core::env!("CARGO_MANIFEST_DIR"), "/", #dir)) },
+        Some(dir) => {
+            quote! { ::core::option::Option::Some(::core::concat!(::core::env!("CARGO_MANIFEST_DIR"), "/", #dir)) }
+        }
         None => quote! { ::core::option::Option::None },
     };
-    let fixtures = opts.fixtures.iter().map(|f| quote! { ::core::concat!(::core::env!("CARGO_MANIFEST_DIR"), "/", #f) });
+    let fixtures =
+        opts.fixtures.iter().map(|f| quote! { ::core::concat!(::core::env!("CARGO_MANIFEST_DIR"), "/", #f) });
     let schema = syn::Ident::new("__pgisolate_schema", Span::mixed_site());
     let mut bindings = Vec::new();
     for arg in &sig.inputs {

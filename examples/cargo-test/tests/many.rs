@@ -152,7 +152,8 @@ sync_schema! {
 /// The options: migrations named by the attribute, a fixture run in the test's schema.
 #[pgisolate::test(migrations = "../migrations", fixtures("fixtures/users.sql"))]
 async fn fixtures_are_applied_to_this_tests_schema_only(db: tokio_postgres::Client) {
-    let n: i64 = db.query_one("select count(*) from users where email = 'fixture@example.com'", &[]).await.unwrap().get(0);
+    let n: i64 =
+        db.query_one("select count(*) from users where email = 'fixture@example.com'", &[]).await.unwrap().get(0);
     assert_eq!(n, 1);
     assert_eq!(register(&db).await, 2);
 }
@@ -173,11 +174,8 @@ fn a_sync_test_can_release_its_schema_itself(schema: TestSchema) {
     let gone = testing::block_on(async move {
         let (db, conn) = tokio_postgres::connect(engine.url(), tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(conn);
-        let n: i64 = db
-            .query_one("select count(*) from pg_namespace where nspname = $1", &[&name])
-            .await
-            .unwrap()
-            .get(0);
+        let n: i64 =
+            db.query_one("select count(*) from pg_namespace where nspname = $1", &[&name]).await.unwrap().get(0);
         n == 0
     });
     assert!(gone, "the released schema is still there");
