@@ -12,7 +12,7 @@ NATIVE_LIBS := -lpthread -ldl -lm -lutil -lrt
 VALGRIND := valgrind --quiet --child-silent-after-fork=yes --leak-check=full --show-leak-kinds=definite,indirect \
 	--errors-for-leak-kinds=definite,indirect --error-exitcode=3
 
-.PHONY: dist dist-test version-check help deps build demo test lint fmt clean header header-check c-test go-test godog-bench build-python py-test build-node node-test bench
+.PHONY: warm-bench dist dist-test version-check help deps build demo test lint fmt clean header header-check c-test go-test godog-bench build-python py-test build-node node-test bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ go-test: build ## Go binding tests (-race), the godog example (3 packages in par
 	cd examples/godog && go test -count=1 -p 3 ./...
 	cd examples/go-migrations && go test -count=1 ./...
 
+warm-bench: build build-python ## Cold vs warm (PGISOLATE_REUSE) runs of the pytest suite and the godog example
+	scripts/warm-bench.sh $(BIN)
+
 bench: deps ## Every isolation strategy side by side (release build); writes docs/bench/bench.csv and .svg
 	$(CARGO) build --release -p pgisolate-cli
 	target/release/pgisolate bench --out docs/bench
@@ -102,6 +105,7 @@ test: build lint header-check version-check ## Every suite: Rust, C (valgrind), 
 	$(BIN) bench --tests 20 --suite-tests 40 --out target/bench-smoke
 	$(CARGO) run -q -p pgisolate --example quickstart
 	$(BIN) demo
+	scripts/kept-check.sh $(BIN)
 	scripts/check-clean.sh $(BIN)
 
 dist: build-python ## Release artifacts of one version into dist/ (wheel + sdist, C tarball, crate)

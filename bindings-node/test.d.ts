@@ -16,8 +16,32 @@ export interface GlobalSetupOptions {
   fingerprint?: string
 }
 
-/** Once per run: start the server, build the template, export the environment for workers. Returns the teardown. */
+/** What globalSetup provides to Vitest's workers (`inject('pgisolate')`). */
+export interface Provided {
+  url: string
+  runId: string
+  migrations?: string
+  templateBuilt?: string
+}
+
+/**
+ * Once per run: start the server, build the template, hand the workers where they are.
+ * Returns the teardown. Called by Vitest with its project (`export default (project) =>
+ * globalSetup(project, options)`), the workers get them through provide/inject; otherwise
+ * (Jest, a script of yours) through the environment.
+ */
 export declare function globalSetup(options?: GlobalSetupOptions): Promise<() => Promise<number>>
+export declare function globalSetup(
+  project: { provide: (key: 'pgisolate', value: Provided) => void },
+  options?: GlobalSetupOptions,
+): Promise<() => Promise<number>>
+/**
+ * node:test without a wrapper: call from a module preloaded with `node --import ./setup.mjs
+ * --test` (`--import pgisolate/register` does it with PGISOLATE_MIGRATIONS or ./migrations).
+ * Sets the run up in the runner's process, tears it down at its exit; nothing in the test
+ * files' processes.
+ */
+export declare function setupRun(options?: GlobalSetupOptions): Promise<void>
 export default globalSetup
 export declare function globalTeardown(): Promise<number>
 /** A fresh schema for the current test; released when the test finishes when `ctx` is node:test's `t` or Vitest's context. */

@@ -2,9 +2,12 @@
 // pgisolate/test: one schema per test for node:test, Vitest and Jest.
 //
 //   globalSetup()     once per run, in the runner's main process: starts (or reuses) the server,
-//                     builds the template, and hands the workers plain environment variables
-//                     (PGISOLATE_DATABASE_URL, PGISOLATE_RUN_ID, PGISOLATE_MIGRATIONS). Returns
+//                     builds the template, and hands the workers where to find them: through
+//                     Vitest's provide/inject when Vitest calls it (its project's provide), else
+//                     environment variables (PGISOLATE_DATABASE_URL, PGISOLATE_RUN_ID,
+//                     PGISOLATE_MIGRATIONS) that node:test's and Jest's workers inherit. Returns
 //                     the teardown (Vitest's globalSetup contract); globalTeardown() is the same.
+//                     node:test without a wrapper: `node --import pgisolate/register --test`.
 //   isolatedSchema(ctx?)  in a test: a fresh schema named from the test file and test name.
 //                     With node:test's `t` or Vitest's test context it is released when the
 //                     test finishes; otherwise call `await schema.release()`. node:test runs
@@ -22,14 +25,27 @@ let enginePromise
 let templatePromise
 let templateSource
 let workerSchemaPromise
+let providedPromise
+/** Schemas isolatedSchema handed out in this process (setupRun checks they were released). */
+const handedOut = new Set()
+
+/** What globalSetup handed Vitest's workers (provide/inject), or undefined elsewhere. */
+function provided() {
+  if (!providedPromise) {
+    providedPromise = process.env.VITEST
+      ? import('vitest').then((v) => (typeof v.inject === 'function' ? v.inject('pgisolate') : undefined)).catch(() => undefined)
+      : Promise.resolve(undefined)
+  }
+  return providedPromise
+}
 
 function workerId() {
   return process.env.VITEST_POOL_ID || process.env.JEST_WORKER_ID || process.env.NODE_TEST_WORKER_ID || String(process.pid)
 }
 
-function sourceFromEnv() {
+function sourceFromEnv(state = {}) {
   if (templateSource) return templateSource
-  const built = process.env.PGISOLATE_TEMPLATE_BUILT
+  const built = state.templateBuilt || process.env.PGISOLATE_TEMPLATE_BUILT
   if (built) {
     // globalSetup built the template with the caller's tool: workers find it by the same key
     // and inputs; they never run the tool themselves.
@@ -44,7 +60,7 @@ function sourceFromEnv() {
       },
     }
   }
-  const dir = process.env.PGISOLATE_MIGRATIONS
+  const dir = state.migrations || process.env.PGISOLATE_MIGRATIONS
   if (!dir) {
     throw new ConfigError(
       'pgisolate/test needs migrations: call globalSetup({ migrations: "dir" }) or globalSetup({ inputs, build }) ' +
@@ -60,16 +76,21 @@ function setTemplate(source) {
   templatePromise = undefined
 }
 
-/** This process's engine (started on first use, with the URL from the environment). */
+/** This process's engine (started on first use, on the server globalSetup provided, else the
+ * one the environment names). */
 function engine() {
-  if (!enginePromise) enginePromise = Engine.start({ gcOnStart: false })
+  if (!enginePromise) {
+    enginePromise = provided().then((state) =>
+      Engine.start({ gcOnStart: false, url: state && state.url, runId: state && state.runId }),
+    )
+  }
   return enginePromise
 }
 
 /** This process's template (built once per server; other processes reuse it). */
 function template() {
   if (!templatePromise) {
-    templatePromise = (async () => (await engine()).template(sourceFromEnv()))()
+    templatePromise = (async () => (await engine()).template(sourceFromEnv((await provided()) || {})))()
     templatePromise.catch(() => {
       templatePromise = undefined
     })
@@ -77,17 +98,75 @@ function template() {
   return templatePromise
 }
 
-async function globalSetup(options = {}) {
-  const opts = options && typeof options === 'object' && !('config' in options) ? options : {}
-  if (opts.migrations) process.env.PGISOLATE_MIGRATIONS = path.resolve(opts.migrations)
+/**
+ * Once per run. `globalSetup(options)` from a setup file of yours; `globalSetup(project,
+ * options)` when Vitest calls it with its project (`export default (project) =>
+ * globalSetup(project, {migrations})`, or `globalSetup: ['pgisolate/test']` with
+ * PGISOLATE_MIGRATIONS set): the workers then get the server and template through
+ * `project.provide` / `inject('pgisolate')` instead of the environment.
+ */
+async function globalSetup(first, second) {
+  const project = first && typeof first === 'object' && typeof first.provide === 'function' ? first : undefined
+  const candidate = project ? second : first
+  // Vitest 1-2 pass an object with `config` and no provide: not options.
+  const opts = candidate && typeof candidate === 'object' && !('config' in candidate) ? candidate : {}
+  const migrations = opts.migrations ? path.resolve(opts.migrations) : process.env.PGISOLATE_MIGRATIONS
   const inputs = (opts.inputs || []).map((p) => path.resolve(p))
   if (opts.build) setTemplate({ fingerprint: opts.fingerprint, inputs, build: opts.build })
   globalEngine = await Engine.start({ url: opts.url })
-  await globalEngine.template(sourceFromEnv())
-  process.env.PGISOLATE_DATABASE_URL = globalEngine.url
-  process.env.PGISOLATE_RUN_ID = globalEngine.runId
-  if (opts.build) process.env.PGISOLATE_TEMPLATE_BUILT = JSON.stringify({ fingerprint: opts.fingerprint || '', inputs })
+  await globalEngine.template(sourceFromEnv({ migrations }))
+  const templateBuilt = opts.build ? JSON.stringify({ fingerprint: opts.fingerprint || '', inputs }) : undefined
+  if (project) {
+    project.provide('pgisolate', { url: globalEngine.url, runId: globalEngine.runId, migrations, templateBuilt })
+  } else {
+    if (migrations) process.env.PGISOLATE_MIGRATIONS = migrations
+    process.env.PGISOLATE_DATABASE_URL = globalEngine.url
+    process.env.PGISOLATE_RUN_ID = globalEngine.runId
+    if (templateBuilt) process.env.PGISOLATE_TEMPLATE_BUILT = templateBuilt
+  }
   return globalTeardown
+}
+
+/**
+ * node:test without a wrapper script: call it from a module preloaded with `node --import
+ * ./setup.mjs --test` (`--import pgisolate/register` does it with the migrations in
+ * PGISOLATE_MIGRATIONS, else ./migrations). Node 20 runs a preload only in the test files'
+ * processes: each sets the template source (the first to need the template builds it, once
+ * per server; the others wait for it and reuse it), and when it exits it closes its engine
+ * and fails the run if a test left a schema unreleased. Where the preload also runs in the
+ * runner's process (newer Node, or a plain script), that process runs globalSetup(options)
+ * first and the teardown at its exit.
+ */
+async function setupRun(options = {}) {
+  if (process.env.NODE_TEST_CONTEXT) {
+    const built = process.env.PGISOLATE_TEMPLATE_BUILT || process.env.PGISOLATE_MIGRATIONS
+    if (!built) {
+      setTemplate(options.build ? options : { migrations: path.resolve(options.migrations || 'migrations') })
+    }
+    let done = false
+    process.on('beforeExit', async () => {
+      if (done) return
+      done = true
+      const left = [...handedOut].filter((s) => !s.released)
+      for (const s of left) await s.release(false)
+      if (enginePromise) await (await enginePromise).close()
+      if (left.length) {
+        console.error(`pgisolate: ${left.length} schema(s) were not released by their tests: ${left.map((s) => s.name).join(', ')}`)
+        if (!process.exitCode) process.exitCode = 1
+      }
+    })
+    return
+  }
+  if (process.env.PGISOLATE_RUN_SET_UP) return
+  process.env.PGISOLATE_RUN_SET_UP = '1'
+  const teardown = await globalSetup(options)
+  let done = false
+  process.on('beforeExit', async () => {
+    if (done) return
+    done = true
+    const unreleased = await teardown()
+    if (unreleased && !process.exitCode) process.exitCode = 1
+  })
 }
 
 /** Reaps what workers left (their leases are gone once they exit) and closes the engine.
@@ -135,12 +214,20 @@ function testName(ctx) {
 async function isolatedSchema(ctx, discriminator) {
   const [e, tpl] = await Promise.all([engine(), template()])
   const schema = await e.acquire(tpl, { feature: path.relative(process.cwd(), testFile(ctx)), scenario: testName(ctx), discriminator })
+  handedOut.add(schema)
   if (ctx && typeof ctx.onTestFinished === 'function') {
-    ctx.onTestFinished((result) => schema.release(isFailed(ctx, result)))
+    ctx.onTestFinished(async (result) => {
+      if (await schema.release(isFailed(ctx, result))) console.log(keptLine(schema, testName(ctx)))
+    })
   } else if (ctx && typeof ctx.after === 'function') {
     ctx.after(() => schema.release(false))
   }
   return schema
+}
+
+/** The line every runner prints for a kept schema: where it is and the command that opens it. */
+function keptLine(schema, what) {
+  return `pgisolate: kept schema ${schema.name} (${what}); open it with: psql '${schema.url.replace(/'/g, "'\\''")}'`
 }
 
 function isFailed(ctx, result) {
@@ -182,6 +269,7 @@ function workerSchema() {
 
 module.exports = {
   globalSetup,
+  setupRun,
   globalTeardown,
   isolatedSchema,
   useIsolatedSchema,

@@ -138,7 +138,7 @@ func Schema(t testing.TB, opts ...Option) *pgisolate.Schema {
 			return
 		}
 		if kept {
-			t.Logf("pgisolate: kept schema %s; open it with: psql %s", s.Name(), shellQuote(s.URL()))
+			t.Logf("pgisolate: kept schema %s (%s); open it with: psql %s", s.Name(), t.Name(), shellQuote(s.URL()))
 		}
 	})
 	return s

@@ -93,7 +93,7 @@ func TestAFailedTestsSchemaIsKeptAndOpensWithPsql(t *testing.T) {
 	if err == nil {
 		t.Fatalf("the deliberately failing test passed:\n%s", out)
 	}
-	m := regexp.MustCompile(`kept schema (\S+); open it with: psql '([^']+)'`).FindSubmatch(out)
+	m := regexp.MustCompile(`kept schema (\S+) \([^)]*\); open it with: psql '([^']+)'`).FindSubmatch(out)
 	if m == nil {
 		t.Fatalf("no kept-schema line in the failing test's log:\n%s", out)
 	}

@@ -54,6 +54,16 @@ enum Command {
     },
     /// Print the server URL (configured, or the running embedded server's).
     Url,
+    /// The embedded server: `start` keeps it (and its templates) up between runs until `stop`
+    /// or --idle after its last user; `status` shows it.
+    Server {
+        /// start, stop or status.
+        #[arg(value_parser = ["start", "stop", "status"])]
+        action: String,
+        /// For start: how long it stays up after its last user (30m, 2h, 1d).
+        #[arg(long, default_value = "30m")]
+        idle: String,
+    },
     /// List templates: schema, size, built, last used, superseded, source. `templates prune`
     /// drops unused and superseded ones.
     Templates {
@@ -242,6 +252,7 @@ async fn run(cli: Cli) -> Result<u8, BoxError> {
             let met = bench::run(migrations, tests.max(10), suite_tests.max(2), out).await?;
             Ok(if met || !strict { 0 } else { 3 })
         }
+        Command::Server { action, idle } => server_cmd(&action, &idle).await,
         Command::Url => match existing_server()? {
             Some(cfg) => {
                 println!("{}", cfg.url.unwrap_or_default());
@@ -254,6 +265,67 @@ async fn run(cli: Cli) -> Result<u8, BoxError> {
                 Ok(1)
             }
         },
+    }
+}
+
+async fn server_cmd(action: &str, idle: &str) -> Result<u8, BoxError> {
+    match action {
+        "start" => {
+            let idle = pgisolate::config::parse_age(idle)
+                .ok_or_else(|| format!("--idle {idle:?}: use a duration such as 30m, 2h or 1d"))?;
+            let bin = Config::from_env()?.pg_bin;
+            let url =
+                tokio::task::spawn_blocking(move || pgisolate::server::start_kept_up(bin.as_deref(), idle)).await??;
+            println!("{url}");
+            eprintln!(
+                "pgisolate: the embedded server stays up {} after its last user (reuse: runs find it, and their \
+                 templates, warm); `pgisolate server stop` stops it",
+                human(idle)
+            );
+            Ok(0)
+        }
+        "stop" => {
+            let stopped = tokio::task::spawn_blocking(pgisolate::server::stop).await??;
+            eprintln!(
+                "pgisolate: {}",
+                if stopped { "embedded server stopped" } else { "no embedded server was running" }
+            );
+            Ok(0)
+        }
+        _ => {
+            let Some(st) = pgisolate::server::status() else {
+                println!("embedded server: not running");
+                return Ok(1);
+            };
+            println!("embedded server: running at {}", pgisolate::conninfo::redact(&st.url));
+            println!("directory: {}", st.dir.display());
+            println!("stays up: {} after its last user", human(std::time::Duration::from_secs(st.idle_limit)));
+            match st.keeper_pid {
+                Some(pid) => println!("keeper: pid {pid}"),
+                None => println!("keeper: not running (the next engine starts one)"),
+            }
+            let mut cfg = Config::from_env()?;
+            cfg.url = Some(st.url);
+            cfg.gc_on_start = false;
+            let engine = Engine::start(cfg).await?;
+            let entries = engine.list().await?;
+            let kept = entries.iter().filter(|e| e.state == "kept").count();
+            let live = entries.iter().filter(|e| e.state == "live" && e.owner_alive).count();
+            let templates = engine.templates().await?.len();
+            engine.close().await?;
+            println!("schemas: {live} live, {kept} kept; templates: {templates}");
+            Ok(0)
+        }
+    }
+}
+
+fn human(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s >= 86400 && s % 86400 == 0 => format!("{}d", s / 86400),
+        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
     }
 }
 

@@ -96,6 +96,10 @@ pub struct Config {
     /// PEM file with the CA certificate(s) that signed a `rediss://` server's certificate,
     /// trusted instead of the system's roots (`PGISOLATE_REDIS_CA_FILE`).
     pub redis_ca_file: Option<PathBuf>,
+    /// Keep the embedded server, and the templates in it, up between runs for this long after
+    /// its last user (`PGISOLATE_REUSE`: `on` is 30 minutes, or a duration; off by default:
+    /// it stops seconds after the run). `pgisolate server stop` stops it sooner.
+    pub reuse: Option<Duration>,
     /// Run the hand-out check ([`crate::Schema::verify`]) on every acquire (`PGISOLATE_VERIFY`,
     /// default off: it costs a connection).
     pub verify_handout: bool,
@@ -165,6 +169,7 @@ impl Default for Config {
             extensions: Vec::new(),
             redis_url: None,
             redis_ca_file: None,
+            reuse: None,
             verify_handout: false,
             login_role: false,
             unchecked_hash_len: false,
@@ -286,6 +291,11 @@ pub const SETTINGS: &[Setting] = &[
         takes: "PEM file of the CA that signed a rediss:// server's certificate (unset: the system's roots)",
     },
     Setting {
+        key: "reuse",
+        env: "PGISOLATE_REUSE",
+        takes: "on (30 minutes), off, or a duration: keep the embedded server and its templates up that long after the run (off)",
+    },
+    Setting {
         key: "collect_warnings",
         env: "PGISOLATE_COLLECT_WARNINGS",
         takes: "on or off: queue warnings for take_warnings instead of stderr (off; bindings turn it on)",
@@ -345,6 +355,16 @@ impl Config {
                 "verify" => self.verify_handout = flag(v)?,
                 "redis_url" => self.redis_url = opt(v),
                 "redis_ca_file" => self.redis_ca_file = opt(v).map(PathBuf::from),
+                "reuse" => {
+                    self.reuse = match flag(v) {
+                        Ok(true) => Some(Duration::from_secs(30 * 60)),
+                        Ok(false) => None,
+                        Err(_) => Some(duration(v).map_err(|_| {
+                            "use on (30 minutes), off, or how long to keep the server after its last user (30m, 2h)"
+                                .to_owned()
+                        })?),
+                    }
+                }
                 "collect_warnings" => self.collect_warnings = flag(v)?,
                 _ => {
                     let keys: Vec<&str> = SETTINGS.iter().map(|s| s.key).collect();

@@ -394,9 +394,10 @@ fn run_checked(mut cmd: Command, home: &Path, who: Option<RunAs>, what: &str) ->
     )))
 }
 
-/// The keeper: a detached shell loop that counts lease connections once a second and, after
-/// three empty checks in a row (or if the server is gone), takes the start-up lock, checks
-/// again, stops the server and deletes its data.
+/// The keeper: a detached shell loop that counts, once a second, lease connections and kept
+/// schemas (a failed test's, to open after the run); after `idle_limit` seconds with neither
+/// (3 unless a reuse mode raised it: [`keep_up_for`]), or if the server is gone, it takes the
+/// start-up lock, checks again, stops the server and deletes its data.
 fn spawn_keeper(home: &Path, bins: &Binaries, port: u16, who: Option<RunAs>) -> Result<i32> {
     let q = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', "'\\''"));
     let psql = q(&bins.tool("psql"));
@@ -406,21 +407,27 @@ fn spawn_keeper(home: &Path, bins: &Binaries, port: u16, who: Option<RunAs>) -> 
     let homeq = q(home);
     let count = format!(
         "PGCONNECT_TIMEOUT=3 {psql} -h {sock} -p {port} -U {SUPERUSER} -d postgres -XAtqc \
-         \"select count(*) from pg_stat_activity where application_name = '{LEASE_APP}'\" 2>/dev/null"
+         \"select (select count(*) from pg_stat_activity where application_name = '{LEASE_APP}') \
+         + (select count(*) from pg_namespace where obj_description(oid, 'pg_namespace') like '{KEPT_MARKER}%')\" \
+         2>/dev/null"
     );
     let script = format!(
         r#"echo $$ > {homeq}/keeper.pid
 idle=0
+downs=0
 while sleep 1; do
   n=$({count}) || n=down
+  if [ "$n" = down ]; then downs=$((downs+1)); else downs=0; fi
   if [ "$n" = 0 ] || [ "$n" = down ]; then idle=$((idle+1)); else idle=0; fi
-  if [ "$idle" -ge 3 ]; then
+  limit=$(cat {homeq}/idle_limit 2>/dev/null) || limit=3
+  case "$limit" in ''|*[!0-9]*) limit=3;; esac
+  if [ "$downs" -ge 3 ] || [ "$idle" -ge "$limit" ]; then
     exec 9<{homeq}/server.lock
     flock -x 9
     n=$({count}) || n=down
     if [ "$n" = 0 ] || [ "$n" = down ]; then
       {pg_ctl} -D {data} -m fast -w -t 20 stop >/dev/null 2>&1 || {pg_ctl} -D {data} -m immediate -w -t 10 stop >/dev/null 2>&1
-      rm -f {homeq}/server.env {homeq}/keeper.pid
+      rm -f {homeq}/server.env {homeq}/keeper.pid {homeq}/idle_limit
       rm -rf {data} {sock}
       exit 0
     fi
@@ -447,6 +454,95 @@ done"#
         std::thread::sleep(Duration::from_millis(20));
     }
     Err(Error::Server("the server keeper did not start (no keeper.pid after 2 s)".into()))
+}
+
+/// The marker prefix of kept schemas (see `markers`): the keeper keeps the server up for them.
+const KEPT_MARKER: &str = "pgisolate:v1:kept ";
+
+/// Keeps the embedded server up for `idle` after its last user and its last kept schema are
+/// gone (reuse between runs), if that is longer than what it keeps now. Read by the keeper
+/// every second.
+pub(crate) fn keep_up_for(idle: Duration) -> Result<()> {
+    let home = home();
+    let file = home.join("idle_limit");
+    let now: u64 = fs::read_to_string(&file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(3);
+    let want = idle.as_secs().max(3);
+    if want > now {
+        fs::write(&file, format!("{want}\n")).map_err(|e| Error::io(format!("write {}", file.display()), e))?;
+        chown(&file, run_as()?)?;
+    }
+    Ok(())
+}
+
+/// What `pgisolate server status` shows.
+#[derive(Debug, Clone)]
+pub struct Status {
+    /// The running server's URL.
+    pub url: String,
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Seconds it stays up after its last user (3 unless reuse raised it).
+    pub idle_limit: u64,
+    /// The keeper's pid, when it runs.
+    pub keeper_pid: Option<i32>,
+}
+
+/// The embedded server's status, if one is running (does not start one).
+pub fn status() -> Option<Status> {
+    let home = home();
+    let st = read_state(&home)?;
+    if !(postmaster_pid(&home.join("data")).is_some_and(pid_alive) && accepts_tcp(st.port)) {
+        return None;
+    }
+    let idle_limit = fs::read_to_string(home.join("idle_limit")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(3);
+    Some(Status {
+        url: url_for(st.port),
+        dir: home,
+        idle_limit,
+        keeper_pid: pid_alive(st.keeper_pid).then_some(st.keeper_pid),
+    })
+}
+
+/// Starts the embedded server (or finds it running) and keeps it up for `idle` after its last
+/// user: `pgisolate server start`. Returns its URL.
+pub fn start_kept_up(explicit_bin: Option<&Path>, idle: Duration) -> Result<String> {
+    let (server, _lock) = ensure(explicit_bin, &|_| {})?;
+    keep_up_for(idle)?;
+    Ok(server.url)
+}
+
+/// Stops the embedded server now, whoever uses it, and deletes its data: `pgisolate server
+/// stop`. False when none was running.
+pub fn stop() -> Result<bool> {
+    let home = home();
+    if !home.join("server.lock").exists() {
+        return Ok(false);
+    }
+    let who = run_as()?;
+    let _lock = flock_exclusive(&home.join("server.lock"))?;
+    let st = read_state(&home);
+    if let Some(pid) = st.as_ref().map(|s| s.keeper_pid).filter(|p| pid_alive(*p)) {
+        // SAFETY: plain signal delivery to the keeper recorded for this server.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    let data = home.join("data");
+    let running = postmaster_pid(&data).is_some_and(pid_alive);
+    if running {
+        let bins = find_binaries(None)?;
+        let mut stop = Command::new(bins.tool("pg_ctl"));
+        stop.arg("-D").arg(&data).args(["-m", "fast", "-w", "-t", "20", "stop"]);
+        if run_checked(stop, &home, who, "pg_ctl stop").is_err() {
+            let mut stop = Command::new(bins.tool("pg_ctl"));
+            stop.arg("-D").arg(&data).args(["-m", "immediate", "-w", "-t", "10", "stop"]);
+            run_checked(stop, &home, who, "pg_ctl stop")?;
+        }
+    }
+    for f in ["server.env", "keeper.pid", "idle_limit"] {
+        let _ = fs::remove_file(home.join(f));
+    }
+    let _ = fs::remove_dir_all(&data);
+    let _ = fs::remove_dir_all(home.join("sock"));
+    Ok(running || st.is_some())
 }
 
 /// The URL of the embedded server if one is running now (does not start one).

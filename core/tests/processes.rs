@@ -64,6 +64,10 @@ fn child_entry(mode: String) {
                 let held = owned_schemas(&c, owner).await;
                 println!("OWNER {owner} {held}");
             }
+            "server_stop" => {
+                let stopped = tokio::task::spawn_blocking(pgisolate::server::stop).await.unwrap().unwrap();
+                println!("STOPPED {stopped}");
+            }
             other => panic!("unknown child mode {other}"),
         }
     });
@@ -219,6 +223,45 @@ async fn a_cargo_test_process_leaves_nothing_on_the_server() {
     engine.close().await.unwrap();
 }
 
+/// PGISOLATE_REUSE: the embedded server and its templates outlive the run (the next run builds
+/// nothing), until `pgisolate server stop`.
+fn reuse_keeps_the_server_and_its_templates_between_runs() {
+    let home = std::env::temp_dir().join(format!("pgisolate-reuse-test-{}", unique()));
+    let home_s = home.to_string_lossy().into_owned();
+    let sql = format!("-- {}\ncreate table reused (id int);", unique());
+    let env = [("PGISOLATE_HOME", home_s.as_str()), ("PGISOLATE_REUSE", "60s"), ("CHILD_SQL", sql.as_str())];
+    let mut first = spawn_child("build", &env);
+    let built = read_tagged(&mut first, "BUILT", Duration::from_secs(60));
+    assert!(first.wait().unwrap().success());
+    assert!(built.starts_with("true "), "the first run did not build: {built}");
+    // Longer than the keeper's usual 3 idle seconds, with no user left.
+    std::thread::sleep(Duration::from_secs(5));
+    let pid: i32 = std::fs::read_to_string(home.join("data/postmaster.pid"))
+        .expect("the server stopped although PGISOLATE_REUSE was set")
+        .lines()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // SAFETY: signal 0 only checks existence.
+    assert_eq!(unsafe { libc::kill(pid, 0) }, 0, "the server stopped although PGISOLATE_REUSE was set");
+    let mut second = spawn_child("build", &env);
+    let again = read_tagged(&mut second, "BUILT", Duration::from_secs(60));
+    assert!(second.wait().unwrap().success());
+    assert_eq!(again, built.replacen("true", "false", 1), "the second run built again");
+    let mut stop = spawn_child("server_stop", &env[..1]);
+    assert_eq!(read_tagged(&mut stop, "STOPPED", Duration::from_secs(60)), "true");
+    assert!(stop.wait().unwrap().success());
+    let t = Instant::now();
+    // SAFETY: as above (a stopped postmaster may linger a moment as a zombie of its parent).
+    while unsafe { libc::kill(pid, 0) } == 0 {
+        assert!(t.elapsed() < Duration::from_secs(5), "server stop left the server running");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!home.join("data").exists(), "server stop left the data directory");
+    let _ = std::fs::remove_dir_all(&home);
+}
+
 async fn cargo_test_glue_keeps_a_failed_tests_schema_when_asked() {
     let engine = engine().await;
     let mut child = spawn_child("panic_keep", &[("PGISOLATE_KEEP", "failed")]);
@@ -269,6 +312,10 @@ fn main() -> std::process::ExitCode {
         libtest_mimic::Trial::test("gc_reaps_exactly_a_killed_process_schemas_while_a_live_run_keeps_its_own", || {
             run_async(gc_reaps_exactly_a_killed_process_schemas_while_a_live_run_keeps_its_own)
         }),
+        libtest_mimic::Trial::test("reuse_keeps_the_server_and_its_templates_between_runs", || {
+            run(reuse_keeps_the_server_and_its_templates_between_runs)
+        })
+        .with_ignored_flag(std::env::var_os("PGISOLATE_DATABASE_URL").is_some()),
         libtest_mimic::Trial::test("a_cargo_test_process_leaves_nothing_on_the_server", || {
             run_async(a_cargo_test_process_leaves_nothing_on_the_server)
         }),

@@ -4,6 +4,7 @@ import { globalSetup } from 'pgisolate/test'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 
-export default function setup() {
-  return globalSetup({ migrations: path.join(here, '..', '..', '..', 'examples', 'migrations') })
+// Vitest passes its project: the workers get the server and template through provide/inject.
+export default function setup(project) {
+  return globalSetup(project, { migrations: path.join(here, '..', '..', '..', 'examples', 'migrations') })
 }

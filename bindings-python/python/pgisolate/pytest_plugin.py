@@ -60,6 +60,7 @@ class _State:
         self.created = 0
         self.kept = 0
         self.empty_templates: List[str] = []
+        self.kept_lines: List[str] = []
         self.worker_stats: List[Dict[str, Any]] = []
 
     # -- configuration ------------------------------------------------------------------
@@ -194,6 +195,7 @@ def _record_stats(state: _State) -> Dict[str, Any]:
         "kept": state.kept,
         "acquire_ms": state.acquire_ms,
         "empty_templates": state.empty_templates,
+        "kept_lines": state.kept_lines,
     }
 
 
@@ -236,6 +238,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             )
         except pgisolate.Error:
             pass
+    # A failed test's schema, kept: where it is and the command that opens it (the server
+    # stays up while kept schemas exist, until `pgisolate gc --kept` or `pgisolate server stop`).
+    for s in state.worker_stats:
+        for line in s.get("kept_lines", []):
+            terminalreporter.write_line(line, yellow=True)
     terminalreporter.write_line(
         f"pgisolate: {created} schemas created, acquire median {median:.1f} ms, p99 {p99:.1f} ms, "
         f"{kept} kept, {leftovers} leftovers"
@@ -317,9 +324,13 @@ class _Factory:
         self.held.append(schema)
         return schema
 
-    def release(self, schema: pgisolate.Schema, failed: bool) -> None:
+    def release(self, schema: pgisolate.Schema, failed: bool, what: str = "") -> None:
         if schema.release(failed=failed):
             self.state.kept += 1
+            quoted = schema.url.replace("'", "'\\''")
+            self.state.kept_lines.append(
+                f"pgisolate: kept schema {schema.name} ({what or 'failed test'}); open it with: psql '{quoted}'"
+            )
         # Leaked connections found at release, and earlier background warnings: shown by
         # pytest against this test.
         self.engine.emit_warnings(stacklevel=3)
@@ -408,7 +419,7 @@ def isolated_schema(request: pytest.FixtureRequest, isolated_schema_factory: _Fa
         feature, scenario = _identity(request.node)
         schema = isolated_schema_factory(feature, scenario, template=template)
         yield schema
-        isolated_schema_factory.release(schema, failed=_failed(request.node))
+        isolated_schema_factory.release(schema, failed=_failed(request.node), what=request.node.nodeid)
         return
     shared: _Shared = request.getfixturevalue(f"_pgisolate_{scope}_shared")
     module = request.node.nodeid.split("::", 1)[0]

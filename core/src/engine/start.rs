@@ -52,13 +52,18 @@ impl Engine {
             Some(u) => (ConnInfo::parse(u)?.to_string_form(), None, None),
             None => {
                 let bin = cfg.pg_bin.clone();
+                let reuse = cfg.reuse;
                 let (srv, lock) = tokio::task::spawn_blocking(move || {
                     let say = |m: &str| {
                         if let Some(p) = &progress {
                             p(m)
                         }
                     };
-                    server::ensure(bin.as_deref(), &say)
+                    let started = server::ensure(bin.as_deref(), &say)?;
+                    if let Some(idle) = reuse {
+                        server::keep_up_for(idle)?;
+                    }
+                    Ok::<_, Error>(started)
                 })
                 .await
                 .map_err(|e| Error::Internal(format!("embedded server start-up panicked: {e}")))??;

@@ -180,3 +180,12 @@ fn a_sync_test_can_release_its_schema_itself(schema: TestSchema) {
     });
     assert!(gone, "the released schema is still there");
 }
+
+/// Fails on purpose, for scripts/kept-check.sh: with PGISOLATE_KEEP=failed its schema is kept
+/// and the line naming it (with the psql command) is printed.
+#[pgisolate::test]
+#[ignore = "fails on purpose; scripts/kept-check.sh runs it"]
+async fn deliberately_fails(db: tokio_postgres::Client) {
+    register(&db).await;
+    panic!("deliberate failure: the schema must be kept");
+}

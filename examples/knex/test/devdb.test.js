@@ -6,6 +6,7 @@ const { test } = require('node:test')
 const assert = require('node:assert/strict')
 const { Client } = require('pg')
 const pgi = require('pgisolate')
+const pgiTest = require('pgisolate/test')
 const { migrateLatest, migrations } = require('./migrate')
 const { register } = require('../accounts')
 const knex = require('knex')
@@ -22,7 +23,7 @@ async function sql(url, text) {
 }
 
 test('a migrated dev database gives isolation or a clear error', async (t) => {
-  const admin = process.env.PGISOLATE_DATABASE_URL // the server globalSetup started
+  const admin = (await pgiTest.engine()).url // the server this run's tests share
   const name = `pgi_knex_dev_${process.pid}`
   await sql(admin, `create database ${name}`)
   t.after(() => sql(admin, `drop database ${name} with (force)`))
