@@ -386,21 +386,23 @@ class _Shared:
         self.schemas: Dict[tuple, pgisolate.Schema] = {}
         self.failed: Dict[tuple, bool] = {}
 
-
-@pytest.fixture(scope="module")
-def _pgisolate_module_shared(isolated_schema_factory: _Factory):
-    shared = _Shared()
-    yield shared
-    for key, schema in shared.schemas.items():
-        isolated_schema_factory.release(schema, failed=shared.failed.get(key, False))
+    def release_all(self, factory: _Factory) -> None:
+        for key, schema in self.schemas.items():
+            factory.release(schema, failed=self.failed.get(key, False))
 
 
-@pytest.fixture(scope="session")
-def _pgisolate_session_shared(isolated_schema_factory: _Factory):
-    shared = _Shared()
-    yield shared
-    for key, schema in shared.schemas.items():
-        isolated_schema_factory.release(schema, failed=shared.failed.get(key, False))
+def _shared_fixture(scope: str):
+    @pytest.fixture(scope=scope, name=f"_pgisolate_{scope}_shared")
+    def shared(isolated_schema_factory: _Factory):
+        state = _Shared()
+        yield state
+        state.release_all(isolated_schema_factory)
+
+    return shared
+
+
+_pgisolate_module_shared = _shared_fixture("module")
+_pgisolate_session_shared = _shared_fixture("session")
 
 
 @pytest.fixture

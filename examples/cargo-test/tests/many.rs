@@ -20,34 +20,12 @@ async fn connect(schema: &TestSchema) -> tokio_postgres::Client {
     db
 }
 
-/// `#[tokio::test]` (current-thread) calling the blocking `testing::schema()` first.
-macro_rules! tokio_blocking {
-    ($($name:ident)*) => { $(
-        #[tokio::test]
+/// `#[tokio::test]` functions (with the given flavor) getting their schema from `$schema`.
+macro_rules! tokio_tests {
+    (#[$attr:meta] $schema:expr; $($name:ident)*) => { $(
+        #[$attr]
         async fn $name() {
-            let schema = testing::schema();
-            assert_eq!(register(&connect(&schema).await).await, 1, "{} saw another test's rows", schema.name());
-        }
-    )* };
-}
-
-/// `#[tokio::test(flavor = "multi_thread")]` calling the blocking `testing::schema()`.
-macro_rules! tokio_multi {
-    ($($name:ident)*) => { $(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            let schema = testing::schema();
-            assert_eq!(register(&connect(&schema).await).await, 1, "{} saw another test's rows", schema.name());
-        }
-    )* };
-}
-
-/// `#[tokio::test]` awaiting `testing::schema_async()`.
-macro_rules! tokio_async {
-    ($($name:ident)*) => { $(
-        #[tokio::test]
-        async fn $name() {
-            let schema = testing::schema_async().await;
+            let schema = $schema;
             assert_eq!(register(&connect(&schema).await).await, 1, "{} saw another test's rows", schema.name());
         }
     )* };
@@ -91,7 +69,8 @@ macro_rules! sync_schema {
     )* };
 }
 
-tokio_blocking! {
+tokio_tests! {
+    #[tokio::test] testing::schema(); // current-thread, the blocking call
     tokio_blocking_000 tokio_blocking_001 tokio_blocking_002 tokio_blocking_003 tokio_blocking_004 tokio_blocking_005 tokio_blocking_006 tokio_blocking_007 tokio_blocking_008 tokio_blocking_009
     tokio_blocking_010 tokio_blocking_011 tokio_blocking_012 tokio_blocking_013 tokio_blocking_014 tokio_blocking_015 tokio_blocking_016 tokio_blocking_017 tokio_blocking_018 tokio_blocking_019
     tokio_blocking_020 tokio_blocking_021 tokio_blocking_022 tokio_blocking_023 tokio_blocking_024 tokio_blocking_025 tokio_blocking_026 tokio_blocking_027 tokio_blocking_028 tokio_blocking_029
@@ -104,7 +83,8 @@ tokio_blocking! {
     tokio_blocking_090 tokio_blocking_091 tokio_blocking_092 tokio_blocking_093 tokio_blocking_094 tokio_blocking_095 tokio_blocking_096 tokio_blocking_097 tokio_blocking_098 tokio_blocking_099
 }
 
-tokio_multi! {
+tokio_tests! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)] testing::schema();
     tokio_multi_000 tokio_multi_001 tokio_multi_002 tokio_multi_003 tokio_multi_004 tokio_multi_005 tokio_multi_006 tokio_multi_007 tokio_multi_008 tokio_multi_009
     tokio_multi_010 tokio_multi_011 tokio_multi_012 tokio_multi_013 tokio_multi_014 tokio_multi_015 tokio_multi_016 tokio_multi_017 tokio_multi_018 tokio_multi_019
     tokio_multi_020 tokio_multi_021 tokio_multi_022 tokio_multi_023 tokio_multi_024 tokio_multi_025 tokio_multi_026 tokio_multi_027 tokio_multi_028 tokio_multi_029
@@ -112,7 +92,8 @@ tokio_multi! {
     tokio_multi_040 tokio_multi_041 tokio_multi_042 tokio_multi_043 tokio_multi_044 tokio_multi_045 tokio_multi_046 tokio_multi_047 tokio_multi_048 tokio_multi_049
 }
 
-tokio_async! {
+tokio_tests! {
+    #[tokio::test] testing::schema_async().await;
     tokio_async_000 tokio_async_001 tokio_async_002 tokio_async_003 tokio_async_004 tokio_async_005 tokio_async_006 tokio_async_007 tokio_async_008 tokio_async_009
     tokio_async_010 tokio_async_011 tokio_async_012 tokio_async_013 tokio_async_014 tokio_async_015 tokio_async_016 tokio_async_017 tokio_async_018 tokio_async_019
     tokio_async_020 tokio_async_021 tokio_async_022 tokio_async_023 tokio_async_024 tokio_async_025 tokio_async_026 tokio_async_027 tokio_async_028 tokio_async_029
