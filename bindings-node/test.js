@@ -220,9 +220,26 @@ async function isolatedSchema(ctx, discriminator) {
       if (await schema.release(isFailed(ctx, result))) console.log(keptLine(schema, testName(ctx)))
     })
   } else if (ctx && typeof ctx.after === 'function') {
-    ctx.after(() => schema.release(false))
+    // node:test: in an after hook, `t.passed` is false once the test failed.
+    ctx.after(async () => {
+      if (await schema.release(ctx.passed === false)) console.log(keptLine(schema, testName(ctx)))
+    })
   }
   return schema
+}
+
+function jestTestName() {
+  const state = typeof expect !== 'undefined' && expect.getState ? expect.getState() : undefined
+  return state && state.currentTestName
+}
+
+/** Whether the running Jest test has failed so far (jest-circus keeps its state on the global;
+ * false when it cannot tell). */
+function currentTestFailed() {
+  const key = Object.getOwnPropertySymbols(globalThis).find((k) => k.description === 'JEST_STATE_SYMBOL')
+  const state = key && globalThis[key]
+  const running = state && state.currentlyRunningTest
+  return Boolean(running && Array.isArray(running.errors) && running.errors.length > 0)
 }
 
 /** The line every runner prints for a kept schema: where it is and the command that opens it. */
@@ -246,7 +263,7 @@ function useIsolatedSchema({ beforeEach, afterEach }) {
   afterEach(async () => {
     const s = current
     current = undefined
-    if (s) await s.release(false)
+    if (s && (await s.release(currentTestFailed()))) console.log(keptLine(s, jestTestName() || s.name))
   })
   return {
     get schema() {

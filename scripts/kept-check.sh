@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# A deliberately failing test in each language, with PGISOLATE_KEEP=failed, on the embedded
-# server: each run prints "pgisolate: kept schema <name> (…); open it with: psql '<url>'".
-# After every run has ended (and the keeper's few idle seconds have passed), each printed psql
-# command must open its schema and see the test's row; then `pgisolate gc --kept` drops them
-# and the server stops (check-clean verifies).
+# A deliberately failing test in each language (Node: Vitest, node:test and Jest), with
+# PGISOLATE_KEEP=failed, on the embedded server: each run prints
+# "pgisolate: kept schema <name> (…); open it with: psql '<url>'". After every run has ended
+# (and the keeper's few idle seconds have passed), each printed psql command must open its
+# schema and see the test's row; then `pgisolate gc --kept` drops them and the server stops
+# (check-clean verifies).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -38,11 +39,13 @@ def test_deliberately_fails(isolated_schema):
     assert False, "deliberate failure: the schema must be kept"
 PY
 expect_failure python sh -c "cd '$out/py' && '$root/.venv/bin/python' -m pytest -q -p no:cacheprovider --pgisolate-migrations='$root/examples/migrations' test_fails.py"
-expect_failure node sh -c 'cd bindings-node && npx vitest run --config vitest.kept.config.mjs'
+expect_failure vitest sh -c 'cd bindings-node && npx vitest run --config vitest.kept.config.mjs'
+expect_failure node-test sh -c 'cd bindings-node && node --import pgisolate/register --test test/kept/fails.node.js'
+expect_failure jest sh -c 'cd bindings-node && npx jest --config jest.kept.config.js'
 
 # Every run has ended: only the kept schemas hold the server up now.
 sleep 5
-for lang in rust go python node; do
+for lang in rust go python vitest node-test jest; do
   line=$(cat "$out/$lang.line")
   name=$(sed -E 's/^pgisolate: kept schema ([^ ]+) .*/\1/' <<<"$line")
   url=$(sed -E "s/.*open it with: psql '(.*)'$/\1/" <<<"$line")

@@ -15,7 +15,6 @@ use tokio_postgres::Client;
 
 use crate::admin::{ident, transaction};
 use crate::error::{Error, Result};
-use crate::lease::REGISTRY_CLASS;
 
 /// Version tables of the migration tools users build templates with.
 pub(crate) const VERSION_TABLES: &[&str] = &[
@@ -79,8 +78,7 @@ pub(crate) async fn relocate_extensions(client: &Client, build: &str) -> Result<
             ),
         });
     }
-    let mut sql =
-        format!("BEGIN; SELECT pg_advisory_xact_lock({REGISTRY_CLASS}, 2); CREATE SCHEMA IF NOT EXISTS extensions;");
+    let mut sql = crate::registry::begin_extensions_sql();
     for r in &rows {
         sql.push_str(&format!(" ALTER EXTENSION {} SET SCHEMA extensions;", ident(r.get::<_, &str>(0))));
     }

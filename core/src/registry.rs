@@ -40,7 +40,56 @@ CREATE TABLE IF NOT EXISTS pgisolate.templates (
 );
 ALTER TABLE pgisolate.templates ADD COLUMN IF NOT EXISTS seed_sql text;
 ALTER TABLE pgisolate.templates ADD COLUMN IF NOT EXISTS source text NOT NULL DEFAULT '';
-ALTER TABLE pgisolate.templates ADD COLUMN IF NOT EXISTS last_used timestamptz NOT NULL DEFAULT now();";
+ALTER TABLE pgisolate.templates ADD COLUMN IF NOT EXISTS last_used timestamptz NOT NULL DEFAULT now();
+ALTER TABLE pgisolate.leases ADD COLUMN IF NOT EXISTS handout_txid bigint;
+-- Recycling without superuser: did the schema's catalog change since its hand-out? A test's
+-- DDL (CREATE, ALTER, GRANT, TRUNCATE) writes catalog rows newer than the hand-out (age(xmin)
+-- counts transactions back from now; the hand-out's own rows are exactly `since` old); a DROP
+-- leaves fewer rows than the template has. Data does neither.
+CREATE OR REPLACE FUNCTION pgisolate.catalog_counts(ns oid) RETURNS bigint[] LANGUAGE sql STABLE AS $pgi$
+SELECT ARRAY[
+    (SELECT count(*) FROM pg_class WHERE relnamespace = ns),
+    (SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+     WHERE c.relnamespace = ns AND NOT a.attisdropped),
+    (SELECT count(*) FROM pg_constraint WHERE connamespace = ns),
+    (SELECT count(*) FROM pg_proc WHERE pronamespace = ns),
+    (SELECT count(*) FROM pg_type WHERE typnamespace = ns),
+    (SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid WHERE c.relnamespace = ns),
+    (SELECT count(*) FROM pg_attrdef d JOIN pg_class c ON c.oid = d.adrelid WHERE c.relnamespace = ns),
+    (SELECT count(*) FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class WHERE c.relnamespace = ns)
+]::bigint[] $pgi$;
+CREATE OR REPLACE FUNCTION pgisolate.check_unchanged(n text) RETURNS void LANGUAGE plpgsql AS $pgi$
+DECLARE
+    since bigint;
+    ns oid;
+    tpl oid;
+BEGIN
+    SELECT txid_current() - l.handout_txid, t.oid INTO since, tpl
+        FROM pgisolate.leases l LEFT JOIN pg_namespace t ON t.nspname = l.template WHERE l.schema_name = n;
+    SELECT oid INTO ns FROM pg_namespace WHERE nspname = n;
+    IF since IS NULL OR ns IS NULL OR tpl IS NULL
+       OR pgisolate.catalog_counts(ns) IS DISTINCT FROM pgisolate.catalog_counts(tpl)
+       OR EXISTS (SELECT 1 FROM pg_namespace WHERE oid = ns AND age(xmin) < since)
+       OR EXISTS (SELECT 1 FROM pg_class WHERE relnamespace = ns AND age(xmin) < since)
+       OR EXISTS (SELECT 1 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+                  WHERE c.relnamespace = ns AND age(a.xmin) < since)
+       OR EXISTS (SELECT 1 FROM pg_constraint WHERE connamespace = ns AND age(xmin) < since)
+       OR EXISTS (SELECT 1 FROM pg_proc WHERE pronamespace = ns AND age(xmin) < since)
+       OR EXISTS (SELECT 1 FROM pg_type WHERE typnamespace = ns AND age(xmin) < since)
+       OR EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+                  WHERE c.relnamespace = ns AND age(i.xmin) < since)
+       OR EXISTS (SELECT 1 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+                  WHERE c.relnamespace = ns AND age(t.xmin) < since)
+       OR EXISTS (SELECT 1 FROM pg_attrdef d JOIN pg_class c ON c.oid = d.adrelid
+                  WHERE c.relnamespace = ns AND age(d.xmin) < since)
+       OR EXISTS (SELECT 1 FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid
+                  WHERE c.relnamespace = ns AND age(s.xmin) < since)
+       OR EXISTS (SELECT 1 FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class
+                  WHERE c.relnamespace = ns AND age(r.xmin) < since)
+    THEN
+        RAISE EXCEPTION 'pgisolate: DDL ran in schema %', n USING ERRCODE = 'P0001';
+    END IF;
+END $pgi$;";
 
 /// The DDL watch (superuser only): event triggers record every schema in which a live test
 /// ran DDL, so recycling can tell in one index lookup whether a schema still matches its
@@ -107,6 +156,18 @@ pub(crate) async fn ensure_ddl_watch(client: &Client) -> Result<bool> {
     Ok(true)
 }
 
+/// Opens a transaction that may create schema `extensions`, race-free: under the extensions'
+/// advisory lock, and after reading pg_namespace, which makes this session drop what its
+/// catalog cache remembered from before the lock (a "no such schema" cached by an earlier
+/// search_path lookup would make `CREATE SCHEMA IF NOT EXISTS` collide with the schema another
+/// session created meanwhile: a duplicate key in pg_namespace).
+pub(crate) fn begin_extensions_sql() -> String {
+    format!(
+        "BEGIN; SELECT pg_advisory_xact_lock({REGISTRY_CLASS}, 2); \
+         SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = 'extensions'; CREATE SCHEMA IF NOT EXISTS extensions;"
+    )
+}
+
 /// Creates `extensions` once per database, race-free: under a transaction advisory lock, in
 /// one schema, skipped when every one is already installed (anywhere).
 pub(crate) async fn ensure_extensions(client: &Client, names: &[String]) -> Result<()> {
@@ -121,8 +182,7 @@ pub(crate) async fn ensure_extensions(client: &Client, names: &[String]) -> Resu
     if present as usize == names.len() {
         return Ok(());
     }
-    let mut sql =
-        format!("BEGIN; SELECT pg_advisory_xact_lock({REGISTRY_CLASS}, 2); CREATE SCHEMA IF NOT EXISTS extensions;");
+    let mut sql = begin_extensions_sql();
     for n in names {
         sql.push_str(&format!(" CREATE EXTENSION IF NOT EXISTS {} SCHEMA extensions;", crate::admin::ident(n)));
     }
@@ -155,8 +215,7 @@ pub(crate) async fn rescue_extensions(client: &Client) -> Result<bool> {
     if rows.is_empty() {
         return Ok(false);
     }
-    let mut sql =
-        format!("BEGIN; SELECT pg_advisory_xact_lock({REGISTRY_CLASS}, 2); CREATE SCHEMA IF NOT EXISTS extensions;");
+    let mut sql = begin_extensions_sql();
     for r in &rows {
         let (ext, nsp, relocatable): (&str, &str, bool) = (r.get(0), r.get(1), r.get(2));
         if relocatable {
@@ -268,6 +327,10 @@ pub(crate) async fn ensure(client: &Client) -> Result<()> {
         .query_one(
             "select to_regclass('pgisolate.leases') is not null and exists (select 1 from pg_attribute \
              where attrelid = to_regclass('pgisolate.templates') and attname = 'last_used' and not attisdropped) \
+             and exists (select 1 from pg_attribute \
+             where attrelid = to_regclass('pgisolate.leases') and attname = 'handout_txid' and not attisdropped) \
+             and to_regprocedure('pgisolate.check_unchanged(text)') is not null \
+             and to_regprocedure('pgisolate.catalog_counts(oid)') is not null \
              and coalesce((select prosrc not like '%GRANT USAGE%' from pg_proc \
                            where oid = to_regprocedure('pgisolate.give_schema(text, text)')), false)",
             &[],

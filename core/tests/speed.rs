@@ -4,7 +4,10 @@
 mod common;
 
 use common::*;
+use std::sync::{Arc, Mutex};
+
 use pgisolate::{catalog, Identity, Migrations, Released};
+use tokio_postgres::Client;
 
 const RICH: &str = "
 create type mood as enum ('sad', 'ok', 'happy');
@@ -84,6 +87,58 @@ async fn acquire_takes_a_ready_schema_from_the_warm_pool() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_released_schema_is_reset_and_recycled_unless_its_ddl_changed() {
     let (engine, warnings) = engine_with_warnings().await;
+    recycles_unless_ddl_changed(engine, warnings).await;
+}
+
+/// A role of its own owning a database of its own (no superuser): CREATEROLE or a plain role.
+async fn own_database(createrole: bool) -> (String, String, Client) {
+    let admin_url = engine().await.url().to_owned();
+    let admin = connect(&admin_url).await;
+    let role = format!("pgi_nosu_{}{}", if createrole { "cr_" } else { "" }, unique().to_lowercase());
+    let attrs = if createrole { "LOGIN CREATEROLE" } else { "LOGIN" };
+    admin.batch_execute(&format!("create role {role} {attrs}")).await.unwrap();
+    admin.batch_execute(&format!("create database {role} owner {role}")).await.unwrap();
+    let (scheme, rest) = admin_url.split_once("://").unwrap();
+    let (_, hostpart) = rest.split_once('@').unwrap();
+    let (host, query) =
+        hostpart.split_once('/').map(|(h, q)| (h, q.split_once('?').map(|(_, q)| q).unwrap_or(""))).unwrap();
+    (role.clone(), format!("{scheme}://{role}@{host}/{role}?{query}"), admin)
+}
+
+async fn without_superuser(createrole: bool) {
+    let (role, url, admin) = own_database(createrole).await;
+    let warnings = Arc::new(Mutex::new(Vec::new()));
+    let w = warnings.clone();
+    let mut c = config();
+    c.url = Some(url);
+    c.on_warning = Some(Arc::new(move |m: &str| w.lock().unwrap().push(m.to_owned())));
+    let engine = pgisolate::Engine::start(c).await.unwrap();
+    let su: bool = connect(engine.url())
+        .await
+        .query_one("select rolsuper from pg_roles where rolname = current_user", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!su, "the engine's role must not be a superuser here");
+    recycles_unless_ddl_changed(engine, warnings).await;
+    admin.batch_execute(&format!("drop database {role} with (force)")).await.unwrap();
+    admin.batch_execute(&format!("drop role {role}")).await.unwrap();
+}
+
+/// Recycling needs no superuser: the schema's catalog rows are compared with its hand-out,
+/// and a recycled schema is reset by TRUNCATE; under a CREATEROLE-only admin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_createrole_admin_recycles_too() {
+    without_superuser(true).await;
+}
+
+/// The same under a plain role that only owns its database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_owner_role_recycles_too() {
+    without_superuser(false).await;
+}
+
+async fn recycles_unless_ddl_changed(engine: pgisolate::Engine, warnings: Arc<Mutex<Vec<String>>>) {
     let tpl = engine.template(migrations()).await.unwrap();
     engine.flush().await;
     let admin = connect(engine.url()).await;

@@ -59,8 +59,8 @@ impl Engine {
                 None => String::new(),
             };
             let sql = format!(
-                "BEGIN; {internal} INSERT INTO pgisolate.leases (schema_name, identity_hash, identity, owner_key, run_id, host, pid, template) \
-                 VALUES ({nl}, {hl}, {il}, {owner}, {run}, {host}, {pid}, {tpl}); {make} {comment} {untouch} {grant} COMMIT;",
+                "BEGIN; {internal} INSERT INTO pgisolate.leases (schema_name, identity_hash, identity, owner_key, run_id, host, pid, template, handout_txid) \
+                 VALUES ({nl}, {hl}, {il}, {owner}, {run}, {host}, {pid}, {tpl}, txid_current()); {make} {comment} {untouch} {grant} COMMIT;",
                 internal = registry::INTERNAL,
                 untouch = self.untouch_sql(&n),
                 nl = literal(&n),

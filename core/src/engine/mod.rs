@@ -68,9 +68,12 @@ pub(crate) struct Inner {
     next_candidate: Mutex<HashMap<String, usize>>,
     /// The database's oid (marks per-schema roles, which are cluster-wide).
     db_oid: u32,
-    /// Event triggers record which schemas ran DDL (needs a superuser): released schemas
-    /// that did not can be recycled.
+    /// Event triggers record which schemas ran DDL (needs a superuser); without them, a
+    /// released schema's catalog rows are compared with its hand-out (`check_unchanged`).
     ddl_watch: bool,
+    /// The engine's role is a superuser: a recycled schema is reset with triggers and foreign
+    /// keys off; otherwise by TRUNCATE, then the seed rows with user triggers off.
+    superuser: bool,
     redis: Option<crate::cache::Redis>,
     /// Schema `extensions` exists (made by PGISOLATE_EXTENSIONS or by moving an extension a
     /// migration created out of a build): it joins every search_path.
@@ -176,9 +179,9 @@ impl Inner {
     }
 
     /// Whether released schemas whose DDL did not change go back to the pool: asked for
-    /// (`recycle`, a pool), possible (DDL watched), and the engine still open.
+    /// (`recycle`, a pool) and the engine still open.
     fn recycles(&self) -> bool {
-        self.ddl_watch && self.cfg.wants_recycling() && !self.is_closed()
+        self.cfg.wants_recycling() && !self.is_closed()
     }
 
     pub(crate) fn is_closed(&self) -> bool {

@@ -4,11 +4,12 @@
 //! - Pool: `pool_size` schemas per template (`pgi_pool_*`, marked as this engine's), made in the
 //!   background by replaying the template. Acquire renames one to the test's deterministic name
 //!   in the transaction that registers it: one round trip.
-//! - Recycle: on release, if no DDL ran in the schema (event triggers record it, see
-//!   [`crate::registry`]), one transaction deletes its rows with triggers and foreign keys off,
-//!   restores the template's rows and sequence positions, and renames it back into the pool.
-//!   Any DDL, a lock it cannot get, or a server where we are not superuser: it is dropped
-//!   instead.
+//! - Recycle: on release, if no DDL ran in the schema (event triggers record it as superuser;
+//!   otherwise `pgisolate.check_unchanged` compares its catalog rows with its hand-out), one
+//!   transaction empties it (as superuser DELETE with triggers and foreign keys off, else one
+//!   TRUNCATE and the rows with user triggers off), restores the template's rows and sequence
+//!   positions, and renames it back into the pool. Any DDL, or a lock it cannot get: it is
+//!   dropped instead.
 //! - Deferred drop: a released schema is renamed to a tombstone (so nothing reconnects into it)
 //!   and dropped by a background task; `Engine::flush` and `Engine::close` wait for it.
 
@@ -39,6 +40,8 @@ pub(crate) struct PoolState {
     pub(crate) template: Template,
     pub(crate) ready: Vec<Ready>,
     pub(crate) filling: bool,
+    /// False once resetting one of its schemas failed: they are dropped instead.
+    pub(crate) recyclable: bool,
 }
 
 fn pool_name() -> String {
@@ -57,6 +60,7 @@ impl Inner {
                 template: tpl.clone(),
                 ready: Vec::new(),
                 filling: false,
+                recyclable: true,
             });
             if !st.filling && st.ready.len() < self.cfg.pool_size {
                 st.filling = true;
@@ -150,7 +154,7 @@ impl Inner {
 
     /// The template of a pool, if this engine pools it.
     fn pooled_template(&self, fp: &str) -> Option<Template> {
-        self.pools.lock().ok()?.get(fp).map(|st| st.template.clone())
+        self.pools.lock().ok()?.get(fp).filter(|st| st.recyclable).map(|st| st.template.clone())
     }
 
     /// Tries to recycle `name` into its template's pool: if no DDL ran in it, one quick
@@ -174,11 +178,13 @@ impl Inner {
         }
         let fresh = pool_name();
         let sql = format!(
-            "BEGIN; {internal} SET LOCAL lock_timeout = '1s'; SELECT pgisolate.check_untouched({nl}); \
+            "BEGIN; {internal} SET LOCAL lock_timeout = '1s'; SELECT pgisolate.{check}({nl}); \
              ALTER SCHEMA {n} RENAME TO {f}; {comment} UPDATE pgisolate.leases SET state = 'released' WHERE schema_name = {nl}; \
              {nologin} COMMIT; {sessions}",
             nologin = role.map(|r| format!("ALTER ROLE {} NOLOGIN;", ident(r))).unwrap_or_default(),
             internal = registry::INTERNAL,
+            // Event triggers' record where they run, else the catalog compared with the hand-out.
+            check = if self.ddl_watch { "check_untouched" } else { "check_unchanged" },
             nl = literal(name),
             n = ident(name),
             f = ident(&fresh),
@@ -247,29 +253,56 @@ impl Inner {
         Some(role)
     }
 
-    /// Deletes every row of `schema` (triggers and foreign keys off) and restores the
-    /// template's rows and sequence positions, in one transaction.
+    /// Empties `schema` and restores the template's rows and sequence positions, in one
+    /// transaction. As superuser: DELETE with triggers and foreign keys off. Otherwise (the
+    /// schema's owner can do this much): one TRUNCATE of every table, then the rows with user
+    /// triggers off (foreign keys stay on: the rows come in dependency order). When that fails
+    /// for a template (foreign keys in a cycle, say), its schemas are dropped from then on.
     async fn reset(&self, tpl: &Template, schema: &str) -> bool {
         let Some(seed) = tpl.seed_sql.as_deref() else { return false };
         let Ok(admin) = self.pool.get().await else { return false };
-        let mut sql = format!(
-            "BEGIN; {internal} SET LOCAL lock_timeout = '2s'; SET LOCAL session_replication_role = replica;\n",
-            internal = registry::INTERNAL
-        );
-        for t in &tpl.tables {
-            sql.push_str(&format!("DELETE FROM {}.{t};\n", ident(schema)));
+        let s = ident(schema);
+        let tables: Vec<String> = tpl.tables.iter().map(|t| format!("{s}.{t}")).collect();
+        let mut sql = format!("BEGIN; {internal} SET LOCAL lock_timeout = '2s';\n", internal = registry::INTERNAL);
+        if self.superuser {
+            sql.push_str("SET LOCAL session_replication_role = replica;\n");
+            for t in &tables {
+                sql.push_str(&format!("DELETE FROM {t};\n"));
+            }
+        } else if !tables.is_empty() {
+            sql.push_str(&format!("TRUNCATE {};\n", tables.join(", ")));
+            for t in &tables {
+                sql.push_str(&format!("ALTER TABLE {t} DISABLE TRIGGER USER;\n"));
+            }
         }
         sql.push_str("SELECT pg_catalog.set_config('search_path', '', true);\n");
         sql.push_str(&seed.replace(PLACEHOLDER, schema));
-        sql.push_str("\n;COMMIT;");
+        sql.push_str("\n;");
+        if !self.superuser {
+            for t in &tables {
+                sql.push_str(&format!("ALTER TABLE {t} ENABLE TRIGGER USER;\n"));
+            }
+        }
+        sql.push_str("COMMIT;");
         match transaction(&admin, &sql).await {
             Ok(()) => true,
             Err(e) => {
+                self.stop_recycling(&tpl.fingerprint);
                 self.warn(&format!(
-                    "could not reset {schema} for reuse, dropping it: {}",
-                    crate::error::describe_pg(&e).1
+                    "could not reset {schema} for reuse ({}); schemas of template {} are dropped at release from now on",
+                    crate::error::describe_pg(&e).1,
+                    tpl.schema
                 ));
                 false
+            }
+        }
+    }
+
+    /// Released schemas of `fp` are dropped instead of recycled from now on.
+    fn stop_recycling(&self, fp: &str) {
+        if let Ok(mut pools) = self.pools.lock() {
+            if let Some(st) = pools.get_mut(fp) {
+                st.recyclable = false;
             }
         }
     }

@@ -79,6 +79,7 @@ impl Engine {
         pool.set_reserved(lease.reserved());
         let public_warning;
         let db_oid: u32;
+        let superuser;
         let ddl_watch = {
             let admin = pool.get().await?;
             let row = admin
@@ -104,6 +105,7 @@ impl Engine {
                 crate::role::share_extensions(&admin).await?;
             }
             let su: bool = row.get(1);
+            superuser = su;
             public_warning = Engine::guard_public(&mut cfg, &admin, server.is_some()).await;
             let rescued = registry::rescue_extensions(&admin).await?;
             // Schema extensions exists if it did before, or the rescue made it just now
@@ -135,6 +137,7 @@ impl Engine {
             next_candidate: Mutex::new(HashMap::new()),
             db_oid,
             ddl_watch,
+            superuser,
             redis,
             ext_in_tail: AtomicBool::new(false),
             warnings: Mutex::new(Vec::new()),
