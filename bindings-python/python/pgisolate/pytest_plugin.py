@@ -22,7 +22,8 @@ Marker
     ``@pytest.mark.pgisolate(template="fixture_name", scope="module")`` on a test, class or
     module: ``isolated_schema`` comes from that template fixture instead of
     ``pgisolate_template``, and with ``scope="module"`` (or ``"session"``) the tests of a module
-    (or the whole session) share one schema.
+    (or the whole session) share one schema — per process: with pytest-xdist, keep a module's
+    tests on one worker (``--dist loadfile``).
 
 Async
     ``isolated_schema`` works in async tests (pytest-asyncio, anyio); code of your own awaits
