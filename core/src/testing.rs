@@ -147,13 +147,18 @@ fn default_migrations() -> PathBuf {
 
 /// The template for `migrations`, built once per process (and once per server).
 pub fn template(migrations: Migrations) -> Result<Template> {
+    block_on(cached_template(migrations))
+}
+
+/// The template for `migrations` from the process's cache, built (once per server) on a miss.
+async fn cached_template(migrations: Migrations) -> Result<Template> {
+    let g = global();
     let key = format!("{migrations:?}");
-    if let Some(t) = global().templates.lock().ok().and_then(|m| m.get(&key).cloned()) {
+    if let Some(t) = g.templates.lock().ok().and_then(|m| m.get(&key).cloned()) {
         return Ok(t);
     }
-    let engine = engine();
-    let t = block_on(async move { engine.template(migrations).await })?;
-    if let Ok(mut m) = global().templates.lock() {
+    let t = g.engine.template(migrations).await?;
+    if let Ok(mut m) = g.templates.lock() {
         m.insert(key, t.clone());
     }
     Ok(t)
@@ -194,21 +199,9 @@ pub fn try_schema(migrations: Migrations, identity: Identity) -> Result<TestSche
 pub async fn schema_async() -> TestSchema {
     let identity = current_identity();
     let migrations = Migrations::dir(default_migrations());
-    let key = format!("{migrations:?}");
     let schema = on_engine_runtime(async move {
-        let g = global();
-        let cached = g.templates.lock().ok().and_then(|m| m.get(&key).cloned());
-        let tpl = match cached {
-            Some(t) => t,
-            None => {
-                let t = g.engine.template(migrations).await?;
-                if let Ok(mut m) = g.templates.lock() {
-                    m.insert(key, t.clone());
-                }
-                t
-            }
-        };
-        g.engine.acquire(&tpl, identity).await
+        let tpl = cached_template(migrations).await?;
+        global().engine.acquire(&tpl, identity).await
     })
     .await
     .unwrap_or_else(|e| panic!("pgisolate: {e}"));
