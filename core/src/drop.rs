@@ -41,8 +41,11 @@ async fn attempt(client: &Client, schema: &str, batch: usize) -> std::result::Re
     loop {
         let rows = client
             .query(
-                "select c.relkind::text, c.relname::text from pg_class c join pg_namespace n on n.oid = c.relnamespace \
-                 where n.nspname = $1 and c.relkind in ('r','p','f','m','v') and not c.relispartition \
+                // Through pg_depend's index (every relation depends on its schema): reading
+                // pg_class by namespace scans the whole catalog, which grows with the pool.
+                "select c.relkind::text, c.relname::text from pg_depend d join pg_class c on c.oid = d.objid \
+                 where d.refclassid = 'pg_namespace'::regclass and d.refobjid = to_regnamespace(quote_ident($1)) \
+                 and d.classid = 'pg_class'::regclass and c.relkind in ('r','p','f','m','v') and not c.relispartition \
                  order by c.oid limit $2",
                 &[&schema, &(batch as i64 + 1)],
             )
@@ -68,7 +71,17 @@ async fn attempt(client: &Client, schema: &str, batch: usize) -> std::result::Re
         sql.push_str(" COMMIT;");
         transaction(client, &sql).await?;
     }
-    transaction(client, &format!("DROP SCHEMA IF EXISTS {} CASCADE", ident(schema))).await
+    // The tables' write notes go with them.
+    transaction(
+        client,
+        &format!(
+            "BEGIN; DELETE FROM pgisolate.written w USING pg_catalog.pg_class c \
+             WHERE c.oid = w.rel AND c.relnamespace = pg_catalog.to_regnamespace({}); DROP SCHEMA IF EXISTS {} CASCADE; COMMIT;",
+            literal(&ident(schema)),
+            ident(schema)
+        ),
+    )
+    .await
 }
 
 /// Drops `schema` (batched, under `lock_timeout`), terminating sessions tagged with any of

@@ -49,6 +49,7 @@ mod lease;
 mod markers;
 pub mod naming;
 mod registry;
+mod reset;
 mod role;
 mod schema;
 mod secret;

@@ -42,6 +42,21 @@ ALTER TABLE pgisolate.templates ADD COLUMN IF NOT EXISTS seed_sql text;
 ALTER TABLE pgisolate.templates ADD COLUMN IF NOT EXISTS source text NOT NULL DEFAULT '';
 ALTER TABLE pgisolate.templates ADD COLUMN IF NOT EXISTS last_used timestamptz NOT NULL DEFAULT now();
 ALTER TABLE pgisolate.leases ADD COLUMN IF NOT EXISTS handout_txid bigint;
+-- Which tables tests wrote: a statement-level trigger on every template table (made ENABLE
+-- ALWAYS, so session_replication_role does not silence it) notes the table here, so a
+-- recycled schema resets only those. Rows are appended, never upserted: a unique key would make
+-- a write wait for another session's open transaction that wrote the same table.
+CREATE TABLE IF NOT EXISTS pgisolate.written (rel oid NOT NULL);
+CREATE INDEX IF NOT EXISTS written_rel ON pgisolate.written (rel);
+CREATE OR REPLACE FUNCTION pgisolate.note_write() RETURNS trigger LANGUAGE plpgsql
+    SECURITY DEFINER AS $pgi$
+BEGIN
+    IF pg_catalog.current_setting('pgisolate.internal', true) = 'on' THEN RETURN NULL; END IF;
+    IF NOT EXISTS (SELECT 1 FROM pgisolate.written WHERE rel = TG_RELID) THEN
+        INSERT INTO pgisolate.written VALUES (TG_RELID);
+    END IF;
+    RETURN NULL;
+END $pgi$;
 -- Recycling without superuser: did the schema's catalog change since its hand-out? A test's
 -- DDL (CREATE, ALTER, GRANT, TRUNCATE) writes catalog rows newer than the hand-out (age(xmin)
 -- counts transactions back from now; the hand-out's own rows are exactly `since` old); a DROP
@@ -331,6 +346,7 @@ pub(crate) async fn ensure(client: &Client) -> Result<()> {
              where attrelid = to_regclass('pgisolate.leases') and attname = 'handout_txid' and not attisdropped) \
              and to_regprocedure('pgisolate.check_unchanged(text)') is not null \
              and to_regprocedure('pgisolate.catalog_counts(oid)') is not null \
+             and to_regprocedure('pgisolate.note_write()') is not null \
              and coalesce((select prosrc not like '%GRANT USAGE%' from pg_proc \
                            where oid = to_regprocedure('pgisolate.give_schema(text, text)')), false)",
             &[],
@@ -459,6 +475,10 @@ pub(crate) async fn prune_rows(client: &Client) -> Result<u64> {
              and not exists (select 1 from pg_namespace n where n.nspname = t.nspname)",
             &[],
         )
+        .await;
+    // Written-table notes of tables that are gone (their schema was dropped).
+    let _ = client
+        .execute("delete from pgisolate.written w where not exists (select 1 from pg_class c where c.oid = w.rel)", &[])
         .await;
     let sql = format!(
         "delete from pgisolate.leases l where not exists (select 1 from pg_namespace n where n.nspname = l.schema_name) \

@@ -159,8 +159,8 @@ pub(crate) async fn share_extensions(client: &Client) -> Result<()> {
 pub(crate) async fn owner_role(client: &Client, schema: &str) -> Result<Option<String>> {
     let row = client
         .query_opt(
-            "select r.rolname::text from pg_namespace n join pg_roles r on r.oid = n.nspowner \
-             where n.nspname = $1 and shobj_description(r.oid, 'pg_authid') like $2",
+            "select pg_get_userbyid(n.nspowner)::text from pg_namespace n \
+             where n.nspname = $1 and shobj_description(n.nspowner, 'pg_authid') like $2",
             &[&schema, &format!("{MARKER_PREFIX}role %")],
         )
         .await

@@ -15,8 +15,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::naming::sha256_hex;
 
-/// Placeholder for the target schema in captured DDL.
-pub(crate) const PLACEHOLDER: &str = "__pgisolate_target_schema__";
+pub(crate) use crate::sql::PLACEHOLDER;
 
 /// Where a template's schema comes from.
 #[derive(Debug, Clone)]
@@ -82,7 +81,8 @@ impl Migrations {
 /// Fingerprint of migration steps: sha256 over each step's name and SQL, length-prefixed.
 pub fn fingerprint(steps: &[(String, String)]) -> String {
     let mut buf = Vec::new();
-    buf.extend_from_slice(b"pgisolate/migrations/v1");
+    // v2: templates carry the write triggers (crate::reset); v1 templates are never reused.
+    buf.extend_from_slice(b"pgisolate/migrations/v2");
     for (name, sql) in steps {
         for part in [name.as_bytes(), sql.as_bytes()] {
             buf.extend_from_slice(&(part.len() as u64).to_be_bytes());
@@ -94,7 +94,7 @@ pub fn fingerprint(steps: &[(String, String)]) -> String {
 
 /// Fingerprint for a template built by the caller's own migration tool.
 pub(crate) fn caller_fingerprint(key: &str) -> String {
-    sha256_hex(format!("pgisolate/caller/v1\0{key}").as_bytes())
+    sha256_hex(format!("pgisolate/caller/v2\0{key}").as_bytes())
 }
 
 /// Names skipped when hashing input directories: caches and tool state that do not change
@@ -177,8 +177,8 @@ pub struct Template {
     /// Its rows and sequence positions as SQL ([`PLACEHOLDER`] for the target schema), for
     /// resetting a recycled schema; `None` when it could not be captured.
     pub(crate) seed_sql: Option<String>,
-    /// Its tables (quoted identifiers), emptied when a schema is recycled.
-    pub(crate) tables: Vec<String>,
+    /// How a recycled copy is reset: its tables, rows, sequences, foreign keys and triggers.
+    pub(crate) reset: std::sync::Arc<crate::reset::Plan>,
 }
 
 impl Template {
@@ -200,7 +200,7 @@ impl Template {
 
     /// Its tables (quoted identifiers).
     pub fn tables(&self) -> &[String] {
-        &self.tables
+        self.reset.tables()
     }
 
     /// The SQL that fills `target` (already created) from this template, run inside the

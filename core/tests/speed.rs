@@ -120,6 +120,7 @@ async fn without_superuser(createrole: bool) {
         .unwrap()
         .get(0);
     assert!(!su, "the engine's role must not be a superuser here");
+    resets_only_what_the_test_wrote(&engine, false).await;
     recycles_unless_ddl_changed(engine, warnings).await;
     admin.batch_execute(&format!("drop database {role} with (force)")).await.unwrap();
     admin.batch_execute(&format!("drop role {role}")).await.unwrap();
@@ -136,6 +137,117 @@ async fn a_createrole_admin_recycles_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_owner_role_recycles_too() {
     without_superuser(false).await;
+}
+
+const WRITES: &str = "
+create table parent (id serial primary key, name text not null);
+create table child (id serial primary key, parent_id int not null references parent (id) on delete cascade, note text);
+create table untouched (id serial primary key, v text);
+create table ev (id bigserial, k int not null) partition by range (k);
+create table ev_1 partition of ev for values from (0) to (100);
+create table trg_log (id serial primary key, what text);
+create function log_it() returns trigger language plpgsql as $$ begin insert into trg_log (what) values (tg_op); return new; end $$;
+create trigger parent_log after insert on parent for each row execute function log_it();
+create trigger parent_off after insert on parent for each row execute function log_it();
+alter table parent disable trigger parent_off;
+insert into parent (name) values ('p1'), ('p2');
+insert into child (parent_id, note) values (1, 'c1');
+insert into untouched (v) values ('u');
+";
+
+/// A recycled schema gets back exactly the template's rows and sequence positions while only
+/// the tables the test wrote are reset: writes through a foreign-key cascade, straight into a
+/// partition and under `session_replication_role = replica` count; a rolled-back insert moves
+/// only its sequence; a table nobody wrote keeps its rows (same xmin); user triggers keep their
+/// enabled/disabled state.
+async fn resets_only_what_the_test_wrote(engine: &pgisolate::Engine, superuser: bool) {
+    let tpl = engine.template(Migrations::sql(format!("-- {}\n{WRITES}", unique()))).await.unwrap();
+    engine.flush().await;
+    let admin = connect(engine.url()).await;
+    let (want, _) = catalog::fingerprint(&admin, tpl.schema()).await.unwrap();
+    let ns = |name: String| {
+        let admin = &admin;
+        async move {
+            admin
+                .query_one("select oid::int8 from pg_namespace where nspname = $1", &[&name])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    let s = engine.acquire(&tpl, Identity::new("reset", "writes")).await.unwrap();
+    let first = ns(s.name().to_owned()).await;
+    let c = connect(s.url()).await;
+    let untouched_xmin = scalar_string(&c, "select xmin::text from untouched").await;
+    for sql in [
+        "delete from parent where id = 1",
+        "begin; insert into untouched (v) values ('gone'); rollback",
+        "insert into ev_1 (k) values (5)",
+    ] {
+        c.batch_execute(sql).await.unwrap();
+    }
+    if superuser {
+        c.batch_execute("set session_replication_role = replica; insert into trg_log (what) values ('replica')")
+            .await
+            .unwrap();
+    }
+    drop(c);
+    assert_eq!(s.release().await.unwrap(), Released::Recycled);
+    engine.flush().await;
+    // The pool hands out its schemas last in, first out, and a refill may finish after it.
+    let mut others = Vec::new();
+    let s = loop {
+        let s = engine.acquire(&tpl, Identity::new("reset", format!("after {}", others.len()))).await.unwrap();
+        if ns(s.name().to_owned()).await == first {
+            break s;
+        }
+        assert!(others.len() < 4, "the recycled schema never came back");
+        others.push(s);
+    };
+    let c = connect(s.url()).await;
+    let count = |t: &'static str| {
+        let c = &c;
+        async move { c.query_one(&format!("select count(*) from {t}"), &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(count("parent").await, 2, "deleted seed row restored");
+    assert_eq!(count("child").await, 1, "a row a cascade deleted is restored");
+    assert_eq!(count("ev").await, 0, "a row written straight into a partition is gone");
+    assert_eq!(count("trg_log").await, 2, "seed rows restored without firing triggers again");
+    assert_eq!(
+        scalar_string(&c, "select xmin::text from untouched").await,
+        untouched_xmin,
+        "an unwritten table was reset"
+    );
+    let next: i32 = c.query_one("insert into untouched (v) values ('n') returning id", &[]).await.unwrap().get(0);
+    assert_eq!(next, 2, "the sequence a rolled-back insert moved is set back");
+    let states: Vec<String> = c
+        .query(
+            "select tgname || '=' || tgenabled::text from pg_trigger where tgrelid = 'parent'::regclass and not tgisinternal \
+             order by tgname",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(states, ["parent_log=O", "parent_off=D", "pgisolate_written=A"]);
+    c.execute("insert into parent (name) values ('p3')", &[]).await.unwrap();
+    assert_eq!(count("trg_log").await, 3, "an enabled trigger fires, a disabled one does not");
+    drop(c);
+    let (got, _) = catalog::fingerprint(&admin, s.name()).await.unwrap();
+    assert_eq!(got, want);
+    assert_eq!(s.release().await.unwrap(), Released::Recycled);
+    for o in others {
+        o.release().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recycled_schema_is_reset_where_the_test_wrote_only() {
+    let engine = engine().await;
+    resets_only_what_the_test_wrote(&engine, true).await;
+    engine.close().await.unwrap();
 }
 
 async fn recycles_unless_ddl_changed(engine: pgisolate::Engine, warnings: Arc<Mutex<Vec<String>>>) {

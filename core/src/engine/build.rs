@@ -2,6 +2,7 @@
 //! captured for replay, published and cached.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
@@ -15,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::lease::TEMPLATE_CLASS;
 use crate::markers::{self, Kind};
 use crate::registry;
+use crate::reset;
 use crate::server;
 use crate::template::{self, Migrations, Replay, Template};
 
@@ -212,7 +214,6 @@ impl Engine {
             }
         };
         let schema: String = row.get(0);
-        let tables = template_tables(client, &schema).await?;
         let mut seed_sql: Option<String> = row.get(2);
         if seed_sql.is_none() && matches!(replay, Replay::Captured(_)) {
             // Built by an engine that did not capture rows yet: capture them now, once.
@@ -228,7 +229,8 @@ impl Engine {
                     .await;
             }
         }
-        Ok(Some(Template { fingerprint: fp.to_owned(), schema, replay, built_here: false, seed_sql, tables }))
+        let reset = Arc::new(reset::Plan::load(client, &schema, seed_sql.as_deref()).await?);
+        Ok(Some(Template { fingerprint: fp.to_owned(), schema, replay, built_here: false, seed_sql, reset }))
     }
 
     async fn begin_build(&self, fp: &str, steps: Option<&[(String, String)]>, source: &str) -> Result<TemplateStart> {
@@ -364,6 +366,11 @@ impl TemplateBuild {
                 return Err(e);
             }
         }
+        // Before the capture, so every copy carries them.
+        if let Err(e) = reset::install(&locker, &self.schema).await {
+            let _ = discard(&locker, &self.schema).await;
+            return Err(e);
+        }
         let url = inner.url.clone();
         let build = self.schema.clone();
         let bin = inner.cfg.pg_bin.clone().or_else(|| server::find_binaries(None).ok().map(|b| b.dir));
@@ -427,14 +434,14 @@ impl TemplateBuild {
             owner = inner.owner,
         );
         exec(&locker, "publish the template", &sql).await?;
-        let tables = template_tables(&locker, &tpl_name).await?;
+        let reset = Arc::new(reset::Plan::load(&locker, &tpl_name, seed.as_deref()).await?);
         Ok(Template {
             fingerprint: self.fingerprint.clone(),
             schema: tpl_name,
             replay,
             built_here: true,
             seed_sql: seed,
-            tables,
+            reset,
         })
     }
 }
@@ -449,19 +456,6 @@ impl Drop for TemplateBuild {
             });
         }
     }
-}
-
-/// The tables of a template schema (quoted), emptied when a copy is recycled.
-async fn template_tables(client: &Client, schema: &str) -> Result<Vec<String>> {
-    let rows = client
-        .query(
-            "select quote_ident(c.relname) from pg_class c join pg_namespace n on n.oid = c.relnamespace \
-             where n.nspname = $1 and c.relkind in ('r', 'p') and not c.relispartition order by c.oid",
-            &[&schema],
-        )
-        .await
-        .map_err(|e| Error::db("list the template's tables", e))?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// Drops an abandoned build schema (ending the migration tool's sessions) and forgets it.

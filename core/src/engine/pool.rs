@@ -5,11 +5,10 @@
 //!   background by replaying the template. Acquire renames one to the test's deterministic name
 //!   in the transaction that registers it: one round trip.
 //! - Recycle: on release, if no DDL ran in the schema (event triggers record it as superuser;
-//!   otherwise `pgisolate.check_unchanged` compares its catalog rows with its hand-out), one
-//!   transaction empties it (as superuser DELETE with triggers and foreign keys off, else one
-//!   TRUNCATE and the rows with user triggers off), restores the template's rows and sequence
-//!   positions, and renames it back into the pool. Any DDL, or a lock it cannot get: it is
-//!   dropped instead.
+//!   otherwise `pgisolate.check_unchanged` compares its catalog rows with its hand-out), it is
+//!   renamed back into the pool after one transaction empties the tables the test wrote and
+//!   restores their rows and the sequences that moved ([`crate::reset`]). Any DDL, or a lock
+//!   it cannot get: it is dropped instead.
 //! - Deferred drop: a released schema is renamed to a tombstone (so nothing reconnects into it)
 //!   and dropped by a background task; `Engine::flush` and `Engine::close` wait for it.
 
@@ -24,7 +23,7 @@ use crate::drop::{parse_pids, sessions_sql};
 use crate::error::{Error, Result};
 use crate::markers::{self, Kind};
 use crate::registry;
-use crate::template::{Template, PLACEHOLDER};
+use crate::template::Template;
 
 /// A ready schema in the pool.
 #[derive(Debug, Clone)]
@@ -253,37 +252,33 @@ impl Inner {
         Some(role)
     }
 
-    /// Empties `schema` and restores the template's rows and sequence positions, in one
-    /// transaction. As superuser: DELETE with triggers and foreign keys off. Otherwise (the
-    /// schema's owner can do this much): one TRUNCATE of every table, then the rows with user
-    /// triggers off (foreign keys stay on: the rows come in dependency order). When that fails
-    /// for a template (foreign keys in a cycle, say), its schemas are dropped from then on.
+    /// Gives `schema` the template's rows and sequence positions again, in one transaction,
+    /// touching only the tables the test wrote and the sequences that moved
+    /// ([`crate::reset`]). When that fails for a template (foreign keys in a cycle, say), its
+    /// schemas are dropped from then on.
     async fn reset(&self, tpl: &Template, schema: &str) -> bool {
-        let Some(seed) = tpl.seed_sql.as_deref() else { return false };
+        if tpl.seed_sql.is_none() {
+            return false;
+        }
         let Ok(admin) = self.pool.get().await else { return false };
-        let s = ident(schema);
-        let tables: Vec<String> = tpl.tables.iter().map(|t| format!("{s}.{t}")).collect();
-        let mut sql = format!("BEGIN; {internal} SET LOCAL lock_timeout = '2s';\n", internal = registry::INTERNAL);
-        if self.superuser {
-            sql.push_str("SET LOCAL session_replication_role = replica;\n");
-            for t in &tables {
-                sql.push_str(&format!("DELETE FROM {t};\n"));
+        let plan = &tpl.reset;
+        let (written, moved) = if plan.tracked() {
+            match admin.query_one(&plan.changes_sql(schema), &[]).await {
+                Ok(row) => (row.get::<_, Vec<String>>(0), row.get::<_, Vec<String>>(1)),
+                Err(e) => {
+                    self.warn(&format!(
+                        "could not read what the test changed in {schema}, dropping it: {}",
+                        crate::error::describe_pg(&e).1
+                    ));
+                    return false;
+                }
             }
-        } else if !tables.is_empty() {
-            sql.push_str(&format!("TRUNCATE {};\n", tables.join(", ")));
-            for t in &tables {
-                sql.push_str(&format!("ALTER TABLE {t} DISABLE TRIGGER USER;\n"));
-            }
-        }
-        sql.push_str("SELECT pg_catalog.set_config('search_path', '', true);\n");
-        sql.push_str(&seed.replace(PLACEHOLDER, schema));
-        sql.push_str("\n;");
-        if !self.superuser {
-            for t in &tables {
-                sql.push_str(&format!("ALTER TABLE {t} ENABLE TRIGGER USER;\n"));
-            }
-        }
-        sql.push_str("COMMIT;");
+        } else {
+            plan.everything()
+        };
+        let Some(steps) = plan.reset_sql(schema, &written, &moved, self.superuser) else { return true };
+        let sql =
+            format!("BEGIN; {internal} SET LOCAL lock_timeout = '2s';\n{steps}COMMIT;", internal = registry::INTERNAL);
         match transaction(&admin, &sql).await {
             Ok(()) => true,
             Err(e) => {
