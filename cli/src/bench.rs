@@ -180,18 +180,58 @@ async fn engine_strategy(
     Ok(row)
 }
 
-/// Runs every strategy and the two-worker suite; writes CSV and SVG to `out_dir`.
-pub async fn run(migrations: PathBuf, tests: usize, suite_tests: usize, out_dir: PathBuf) -> Result<bool, BoxError> {
-    let base = Config::from_env()?;
+/// What `pgisolate bench` runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The migrations every strategy builds from.
+    pub migrations: PathBuf,
+    /// Tests per strategy.
+    pub tests: usize,
+    /// Tests of the two-worker suite.
+    pub suite_tests: usize,
+    /// Where bench.csv and bench.svg go.
+    pub out_dir: PathBuf,
+    /// Tables of the generated schema the reset comparison uses; 0 skips it.
+    pub schema_tables: usize,
+    /// Run as a plain role owning its database.
+    pub no_superuser: bool,
+}
+
+/// The role `--no-superuser` runs as, and its database.
+const OWNER_ROLE: &str = "pgi_bench_owner";
+
+/// Runs every strategy, the reset comparison and the two-worker suite; writes CSV and SVG.
+pub async fn run(opts: Options) -> Result<bool, BoxError> {
+    let Options { migrations, tests, suite_tests, out_dir, schema_tables, no_superuser } = opts;
+    let mut base = Config::from_env()?;
     let probe = Engine::start(engine_cfg(&base, 0, false, false)).await?;
-    let url = probe.url().to_owned();
     let data = probe.server().map(|s| s.dir.join("data"));
     let data = data.as_deref();
+    let mut url = probe.url().to_owned();
+    let superuser_admin = connect(&url).await?;
+    if no_superuser {
+        // A plain role that owns its database: no superuser, no CREATEDB, no CREATEROLE.
+        superuser_admin
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {OWNER_ROLE} WITH (FORCE); DROP ROLE IF EXISTS {OWNER_ROLE}; \
+                 CREATE ROLE {OWNER_ROLE} LOGIN; CREATE DATABASE {OWNER_ROLE} OWNER {OWNER_ROLE}"
+            ))
+            .await?;
+        let mut ci = pgisolate::conninfo::ConnInfo::parse(&url)?.to_keyvalue()?;
+        ci.set("user", OWNER_ROLE);
+        ci.set("dbname", OWNER_ROLE);
+        url = ci.to_string();
+        base.url = Some(url.clone());
+    }
     let steps = Migrations::dir(&migrations).load()?;
     let migration_sql: String = steps.iter().map(|(_, sql)| format!("{sql}\n;\n")).collect();
     let admin = connect(&url).await?;
     let mut rows = Vec::new();
-    eprintln!("pgisolate bench: {tests} tests per strategy on {}", pgisolate::conninfo::redact(&url));
+    eprintln!(
+        "pgisolate bench: {tests} tests per strategy on {}{}",
+        pgisolate::conninfo::redact(&url),
+        if no_superuser { " as a plain role owning its database" } else { "" }
+    );
 
     // 1. Fresh schema + migrations, then DROP SCHEMA … CASCADE.
     let admin_ref = &admin;
@@ -233,35 +273,11 @@ pub async fn run(migrations: PathBuf, tests: usize, suite_tests: usize, out_dir:
         rows.push(engine_strategy(strategy, what, cfg, &migrations, tests, data).await?);
     }
 
-    // 5. CREATE DATABASE … TEMPLATE + DROP DATABASE (pgtestdb, pytest-postgresql, IntegreSQL).
-    admin.batch_execute("DROP DATABASE IF EXISTS pgi_bench_tpl").await?;
-    admin.batch_execute("CREATE DATABASE pgi_bench_tpl").await?;
-    {
-        let mut tpl_url = pgisolate::conninfo::ConnInfo::parse(&url)?.to_keyvalue()?;
-        tpl_url.set("dbname", "pgi_bench_tpl");
-        let c = connect(&tpl_url.to_string()).await?;
-        c.batch_execute(&migration_sql).await?;
+    // 5. CREATE DATABASE … TEMPLATE + DROP DATABASE (pgtestdb, pytest-postgresql, IntegreSQL),
+    // which a role without CREATEDB cannot do.
+    if !no_superuser {
+        rows.push(template_db(&admin, &url, &migration_sql, tests, data).await?);
     }
-    rows.push(
-        measure(
-            "template-db",
-            "CREATE DATABASE … TEMPLATE; DROP DATABASE",
-            tests.min(100),
-            data,
-            |i| async move {
-                let name = format!("pgi_bench_db_{i}");
-                admin_ref.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE pgi_bench_tpl")).await?;
-                Ok::<_, BoxError>(name)
-            },
-            |name| async move {
-                admin_ref.batch_execute(&format!("DROP DATABASE {name}")).await?;
-                Ok(())
-            },
-            async {},
-        )
-        .await?,
-    );
-    admin.batch_execute("DROP DATABASE IF EXISTS pgi_bench_tpl").await?;
 
     // 6. The floor: one transaction rolled back (no isolation of committed data).
     let tx_schema = format!("bench_rollback_{}", std::process::id());
@@ -292,10 +308,176 @@ pub async fn run(migrations: PathBuf, tests: usize, suite_tests: usize, out_dir:
     );
     admin.batch_execute(&format!("DROP SCHEMA {tx_schema} CASCADE")).await?;
 
+    let resets = if schema_tables > 0 {
+        Some(reset_comparison(&base, &migrations, schema_tables, tests, data).await?)
+    } else {
+        None
+    };
     let suite = two_worker_suite(&base, &migrations, suite_tests, data).await?;
+    drop(admin);
+    if no_superuser {
+        superuser_admin
+            .batch_execute(&format!("DROP DATABASE {OWNER_ROLE} WITH (FORCE); DROP ROLE {OWNER_ROLE}"))
+            .await?;
+    }
     probe.close().await?;
 
-    print_and_write(&rows, &suite, &out_dir)
+    print_and_write(&rows, resets.as_ref(), &suite, &out_dir)
+}
+
+async fn template_db(
+    admin: &Client,
+    url: &str,
+    migration_sql: &str,
+    tests: usize,
+    data: Option<&Path>,
+) -> Result<Row, BoxError> {
+    admin.batch_execute("DROP DATABASE IF EXISTS pgi_bench_tpl").await?;
+    admin.batch_execute("CREATE DATABASE pgi_bench_tpl").await?;
+    {
+        let mut tpl_url = pgisolate::conninfo::ConnInfo::parse(url)?.to_keyvalue()?;
+        tpl_url.set("dbname", "pgi_bench_tpl");
+        let c = connect(&tpl_url.to_string()).await?;
+        c.batch_execute(migration_sql).await?;
+    }
+    let row = measure(
+        "template-db",
+        "CREATE DATABASE … TEMPLATE; DROP DATABASE",
+        tests.min(100),
+        data,
+        |i| async move {
+            let name = format!("pgi_bench_db_{i}");
+            admin.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE pgi_bench_tpl")).await?;
+            Ok::<_, BoxError>(name)
+        },
+        |name| async move {
+            admin.batch_execute(&format!("DROP DATABASE {name}")).await?;
+            Ok(())
+        },
+        async {},
+    )
+    .await?;
+    admin.batch_execute("DROP DATABASE IF EXISTS pgi_bench_tpl").await?;
+    Ok(row)
+}
+
+/// A generated schema of `n` tables for the reset comparison, as a migration: each table has
+/// a bigserial key, text, a checked integer, a timestamp default and a flag; two in three
+/// reference one of the twenty tables before them (nullable, indexed); one in four has a
+/// unique code; one in twenty without a reference has three seed rows.
+pub fn generated_schema(n: usize) -> String {
+    let mut sql = format!("-- pgisolate bench: a generated schema of {n} tables\n");
+    for i in 0..n {
+        let mut cols = vec![
+            "id bigserial PRIMARY KEY".to_owned(),
+            "name text NOT NULL DEFAULT ''".to_owned(),
+            "amount integer NOT NULL DEFAULT 0 CHECK (amount >= 0)".to_owned(),
+            "created_at timestamptz NOT NULL DEFAULT now()".to_owned(),
+            "active boolean NOT NULL DEFAULT true".to_owned(),
+        ];
+        // A deterministic spread of references: every run builds the same schema.
+        let parent = (i % 3 != 0).then(|| i - 1 - (i * 7 % 20).min(i - 1));
+        if let Some(p) = parent {
+            cols.push(format!("t{p:04}_id bigint REFERENCES t{p:04} (id)"));
+        }
+        if i % 4 == 0 {
+            cols.push("code text UNIQUE".to_owned());
+        }
+        sql.push_str(&format!("CREATE TABLE t{i:04} (\n    {}\n);\n", cols.join(",\n    ")));
+        if let Some(p) = parent {
+            sql.push_str(&format!("CREATE INDEX t{i:04}_parent ON t{i:04} (t{p:04}_id);\n"));
+        }
+        if i % 20 == 0 && parent.is_none() {
+            sql.push_str(&format!("INSERT INTO t{i:04} (name, amount) VALUES ('a', 1), ('b', 2), ('c', 3);\n"));
+        }
+    }
+    sql
+}
+
+/// Recycled tests writing three tables, on the example schema and on a generated one of `n`
+/// tables: (small, big).
+async fn reset_comparison(
+    base: &Config,
+    migrations: &Path,
+    n: usize,
+    tests: usize,
+    data: Option<&Path>,
+) -> Result<(Row, Row), BoxError> {
+    let dir = std::env::temp_dir().join(format!("pgisolate-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("001_generated.sql"), generated_schema(n))?;
+    let mid = n / 2;
+    let big_writes: Vec<String> =
+        (mid..(mid + 3).min(n)).map(|i| format!("insert into {{s}}.t{i:04} (name) values ('x')")).collect();
+    let small_writes = vec![
+        "with u as (insert into {s}.users (email) values ('bench@example.com') returning id) \
+         insert into {s}.sessions (user_id, token, expires_at) select id, 'token', now() from u"
+            .to_owned(),
+        "insert into {s}.audit_log (entity, action) values ('bench', 'write')".to_owned(),
+    ];
+    let cfg = engine_cfg(base, 4, true, true);
+    let small = writing_strategy(
+        "reset-11",
+        "recycled tests writing 3 of the example's 11 tables",
+        cfg.clone(),
+        migrations,
+        &small_writes,
+        tests,
+        data,
+    )
+    .await;
+    let big = writing_strategy(
+        "reset-big",
+        "recycled tests writing 3 tables of the generated schema",
+        cfg,
+        &dir,
+        &big_writes,
+        tests,
+        data,
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok((small?, big?))
+}
+
+/// The recycle strategy with a body running `writes` (`{s}` is the schema) on an admin
+/// connection (a connection per test would cost more than all the rest).
+async fn writing_strategy(
+    strategy: &'static str,
+    what: &'static str,
+    cfg: Config,
+    migrations: &Path,
+    writes: &[String],
+    tests: usize,
+    data: Option<&Path>,
+) -> Result<Row, BoxError> {
+    let engine = Engine::start(cfg).await?;
+    let tpl = engine.template(Migrations::dir(migrations)).await?;
+    engine.flush().await;
+    let admin = connect(engine.url()).await?;
+    let admin = &admin;
+    let run = |i: usize, label: &'static str| {
+        let (e, t) = (engine.clone(), tpl.clone());
+        async move {
+            let s = e.acquire(&t, Identity::new(format!("bench {strategy} {label}"), format!("test {i}"))).await?;
+            Ok::<_, BoxError>(s)
+        }
+    };
+    let body = |s: pgisolate::Schema| async move {
+        let q = format!("\"{}\"", s.name());
+        let sql: Vec<String> = writes.iter().map(|w| w.replace("{s}", &q)).collect();
+        admin.batch_execute(&sql.join(";\n")).await?;
+        s.release().await?;
+        Ok(())
+    };
+    for i in 0..5 {
+        body(run(i, "warm-up").await?).await?;
+    }
+    engine.flush().await;
+    let e = engine.clone();
+    let row = measure(strategy, what, tests, data, |i| run(i, "test"), body, async move { e.flush().await }).await?;
+    engine.close().await?;
+    Ok(row)
 }
 
 /// The synthetic suite: `n` tests on 2 workers, each connecting, writing and reading; once
@@ -429,7 +611,7 @@ async fn two_worker_suite(base: &Config, migrations: &Path, n: usize, data: Opti
     Ok(Suite { tests: per_worker * 2, base_ms, isolated_ms, cpu })
 }
 
-fn print_and_write(rows: &[Row], suite: &Suite, out_dir: &Path) -> Result<bool, BoxError> {
+fn print_and_write(rows: &[Row], resets: Option<&(Row, Row)>, suite: &Suite, out_dir: &Path) -> Result<bool, BoxError> {
     let get = |s: &str| rows.iter().find(|r| r.strategy == s);
     let cost = |r: &Row| r.server_per_test.unwrap_or(r.wall_per_test);
     let fresh = get("fresh").map(cost).unwrap_or(f64::NAN);
@@ -471,6 +653,33 @@ fn print_and_write(rows: &[Row], suite: &Suite, out_dir: &Path) -> Result<bool, 
             c / tdb
         ));
     }
+    if let Some((small, big)) = resets {
+        println!();
+        for r in [small, big] {
+            println!(
+                "{:<12} {:>7} {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>10.2}ms {:>10}ms  {}",
+                r.strategy,
+                r.tests,
+                r.acquire_p50,
+                r.acquire_p99,
+                r.release_p50,
+                r.wall_per_test,
+                r.server_per_test.map(|v| format!("{v:.2}")).unwrap_or_else(|| "n/a".into()),
+                r.what
+            );
+            csv.push_str(&format!(
+                "{},\"{}\",{},{:.3},{:.3},{:.3},{:.3},{},,\n",
+                r.strategy,
+                r.what,
+                r.tests,
+                r.acquire_p50,
+                r.acquire_p99,
+                r.release_p50,
+                r.wall_per_test,
+                r.server_per_test.map(|v| format!("{v:.3}")).unwrap_or_default(),
+            ));
+        }
+    }
     let overhead = (suite.isolated_ms - suite.base_ms) / (suite.tests as f64 / 2.0);
     println!();
     println!(
@@ -503,10 +712,20 @@ fn print_and_write(rows: &[Row], suite: &Suite, out_dir: &Path) -> Result<bool, 
             cost(p) * 4.0 <= fresh,
             format!("{:.3} of fresh, by {basis}", cost(p) / fresh),
         );
+        if tdb.is_finite() {
+            check(
+                "server time <= 1/8 template-db",
+                cost(p) * 8.0 <= tdb,
+                format!("{:.3} of template-db, by {basis}", cost(p) / tdb),
+            );
+        }
+    }
+    if let Some((small, big)) = resets {
+        let ratio = cost(big) / cost(small);
         check(
-            "server time <= 1/8 template-db",
-            cost(p) * 8.0 <= tdb,
-            format!("{:.3} of template-db, by {basis}", cost(p) / tdb),
+            "recycled test writing 3 tables: big schema <= 1.5x the 11-table one",
+            ratio <= 1.5,
+            format!("{ratio:.2}x: {:.2} vs {:.2} ms, by {basis}", cost(big), cost(small)),
         );
     }
     if let Some(p) = pool {

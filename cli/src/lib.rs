@@ -92,6 +92,14 @@ enum Command {
         /// Exit with status 3 when a target is not met.
         #[arg(long)]
         strict: bool,
+        /// Tables of the generated schema for the reset comparison (FKs, indexes, sequences,
+        /// a few seed rows); 0 skips it.
+        #[arg(long, default_value_t = 300)]
+        schema_tables: usize,
+        /// Run as a plain role that only owns its database (no superuser, no CREATEDB), as on
+        /// managed PostgreSQL: no event triggers, no template databases.
+        #[arg(long)]
+        no_superuser: bool,
     },
 }
 
@@ -248,8 +256,16 @@ async fn run(cli: Cli) -> Result<u8, BoxError> {
             engine.close().await?;
             Ok(0)
         }
-        Command::Bench { migrations, tests, suite_tests, out, strict } => {
-            let met = bench::run(migrations, tests.max(10), suite_tests.max(2), out).await?;
+        Command::Bench { migrations, tests, suite_tests, out, strict, schema_tables, no_superuser } => {
+            let opts = bench::Options {
+                migrations,
+                tests: tests.max(10),
+                suite_tests: suite_tests.max(2),
+                out_dir: out,
+                schema_tables,
+                no_superuser,
+            };
+            let met = bench::run(opts).await?;
             Ok(if met || !strict { 0 } else { 3 })
         }
         Command::Server { action, idle } => server_cmd(&action, &idle).await,

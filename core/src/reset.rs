@@ -14,7 +14,7 @@ use std::collections::{BTreeSet, HashMap};
 use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
-use crate::sql::{ident, literal, PLACEHOLDER};
+use crate::sql::{ident, PLACEHOLDER};
 
 /// The write-noting trigger on every template table.
 pub(crate) const TRIGGER: &str = "pgisolate_written";
@@ -117,32 +117,37 @@ impl Plan {
         self.tracked
     }
 
-    /// One statement that clears `schema`'s write notes and returns (written tables, moved
-    /// sequences), both quoted names of the template's.
-    pub(crate) fn changes_sql(&self, schema: &str) -> String {
-        let q = literal(&ident(schema));
-        let sequences = if self.sequences.is_empty() {
-            "ARRAY[]::text[]".to_owned()
-        } else {
-            let values: Vec<String> = self
-                .sequences
-                .iter()
-                .map(|s| {
-                    format!("({}, {}::int8)", literal(&s.name), s.last.map(|v| v.to_string()).unwrap_or("NULL".into()))
-                })
-                .collect();
-            format!(
-                "ARRAY(SELECT v.n FROM (VALUES {}) v(n, e) WHERE pg_catalog.pg_sequence_last_value(\
-                 pg_catalog.to_regclass({q} || '.' || v.n)) IS DISTINCT FROM v.e)::text[]",
-                values.join(", ")
-            )
-        };
-        format!(
-            "WITH d AS (DELETE FROM pgisolate.written w USING pg_catalog.pg_class c \
-             WHERE c.oid = w.rel AND c.relnamespace = pg_catalog.to_regnamespace({q}) RETURNING w.rel) \
-             SELECT ARRAY(SELECT DISTINCT pg_catalog.quote_ident(r.relname) FROM d \
-             JOIN pg_catalog.pg_class r ON r.oid = coalesce(pg_catalog.pg_partition_root(d.rel), d.rel))::text[], {sequences}"
-        )
+    /// One statement that clears the write notes of the schema whose oid is `$1` and returns
+    /// the written tables (quoted names) and its sequences: oids, quoted names, positions
+    /// (compare them with [`Plan::moved`]). Every catalog row is reached through an index (the
+    /// notes' tables by oid, the sequences through pg_depend): a join the planner turns into a
+    /// scan of pg_class, or a nested loop over the sequences, costs milliseconds once the pool
+    /// fills the catalog.
+    pub(crate) const CHANGES_SQL: &'static str = "WITH d AS (DELETE FROM pgisolate.written w \
+         WHERE (SELECT c.relnamespace FROM pg_catalog.pg_class c WHERE c.oid = w.rel) = $1::oid RETURNING w.rel), \
+         s AS MATERIALIZED (SELECT c.oid AS o, pg_catalog.quote_ident(c.relname) AS n, \
+               pg_catalog.pg_sequence_last_value(c.oid) AS l \
+               FROM pg_catalog.pg_depend dep JOIN pg_catalog.pg_class c ON c.oid = dep.objid \
+               WHERE dep.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND dep.refobjid = $1::oid \
+               AND dep.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND c.relkind = 'S') \
+         SELECT ARRAY(SELECT DISTINCT (SELECT pg_catalog.quote_ident(r.relname) FROM pg_catalog.pg_class r \
+                WHERE r.oid = coalesce(pg_catalog.pg_partition_root(d.rel), d.rel)) FROM d)::text[], \
+         ARRAY(SELECT o FROM s)::oid[], ARRAY(SELECT n FROM s)::text[], ARRAY(SELECT l FROM s)::int8[]";
+
+    /// [`Plan::CHANGES_SQL`] for a schema whose sequences (`$2`, oids) are known from an earlier
+    /// reset: only their positions, in that order. Reading them by oid skips the catalog.
+    pub(crate) const CHANGES_KNOWN_SQL: &'static str = "WITH d AS (DELETE FROM pgisolate.written w \
+         WHERE (SELECT c.relnamespace FROM pg_catalog.pg_class c WHERE c.oid = w.rel) = $1::oid RETURNING w.rel) \
+         SELECT ARRAY(SELECT DISTINCT (SELECT pg_catalog.quote_ident(r.relname) FROM pg_catalog.pg_class r \
+                WHERE r.oid = coalesce(pg_catalog.pg_partition_root(d.rel), d.rel)) FROM d)::text[], \
+         ARRAY(SELECT pg_catalog.pg_sequence_last_value(u.o::pg_catalog.regclass) \
+               FROM unnest($2::oid[]) WITH ORDINALITY u(o, i) ORDER BY u.i)::int8[]";
+
+    /// The sequences (of `names` with `positions`, as [`Plan::changes_sql`] returns them) that
+    /// are not where the template left them.
+    pub(crate) fn moved(&self, names: &[String], positions: &[Option<i64>]) -> Vec<String> {
+        let now: HashMap<&str, Option<i64>> = names.iter().map(String::as_str).zip(positions.iter().copied()).collect();
+        self.sequences.iter().filter(|q| now.get(q.name.as_str()) != Some(&q.last)).map(|q| q.name.clone()).collect()
     }
 
     /// Every table and sequence: what a reset without write notes must restore.

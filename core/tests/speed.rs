@@ -250,6 +250,24 @@ async fn a_recycled_schema_is_reset_where_the_test_wrote_only() {
     engine.close().await.unwrap();
 }
 
+/// Noting a write never makes a test's session wait for another one (a job-queue test holds a
+/// transaction on one connection while another writes the same table).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn noting_writes_never_blocks_a_second_session() {
+    let engine = engine().await;
+    let tpl = engine.template(migrations()).await.unwrap();
+    let s = engine.acquire(&tpl, Identity::new("reset", "two sessions")).await.unwrap();
+    let (a, b) = (connect(s.url()).await, connect(s.url()).await);
+    a.batch_execute("begin; insert into users (email) values ('a@x')").await.unwrap();
+    b.batch_execute("set statement_timeout = '3s'; insert into users (email) values ('b@x')")
+        .await
+        .expect("the second session's write waited for the first one's transaction");
+    a.batch_execute("commit").await.unwrap();
+    drop((a, b));
+    assert_eq!(s.release().await.unwrap(), Released::Recycled);
+    engine.close().await.unwrap();
+}
+
 async fn recycles_unless_ddl_changed(engine: pgisolate::Engine, warnings: Arc<Mutex<Vec<String>>>) {
     let tpl = engine.template(migrations()).await.unwrap();
     engine.flush().await;

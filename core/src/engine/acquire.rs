@@ -28,7 +28,7 @@ impl Engine {
         let mut taken = Vec::new();
         // A ready schema from the pool is renamed to the name; without one, the template is
         // replayed into a new schema. Either way in the transaction that registers the name.
-        let mut ready = self.inner.take_ready(tpl);
+        let mut ready = self.inner.take_ready(tpl).await;
         let start = self.inner.next_candidate.lock().ok().and_then(|m| m.get(&hash).copied()).unwrap_or(0);
         let mut names =
             naming::candidates_from(&self.inner.cfg.prefix, self.inner.cfg.hash_len, &hash, &self.inner.run_id, start)

@@ -41,6 +41,11 @@ pub(crate) struct PoolState {
     pub(crate) filling: bool,
     /// False once resetting one of its schemas failed: they are dropped instead.
     pub(crate) recyclable: bool,
+    /// Released schemas being reset right now, on their way back.
+    pub(crate) recycling: usize,
+    /// What the last replay into a new pool schema took: an acquire that finds the pool empty
+    /// waits up to this long for a schema being recycled rather than replay one itself.
+    pub(crate) replay_cost: Duration,
 }
 
 fn pool_name() -> String {
@@ -60,8 +65,11 @@ impl Inner {
                 ready: Vec::new(),
                 filling: false,
                 recyclable: true,
+                recycling: 0,
+                replay_cost: Duration::ZERO,
             });
-            if !st.filling && st.ready.len() < self.cfg.pool_size {
+            // Schemas being recycled are on their way back: replaying more would overshoot.
+            if !st.filling && st.ready.len() + st.recycling < self.cfg.pool_size {
                 st.filling = true;
                 true
             } else {
@@ -84,18 +92,22 @@ impl Inner {
             let tpl = {
                 let Ok(mut pools) = self.pools.lock() else { return };
                 let Some(st) = pools.get_mut(fp) else { return };
-                if self.is_closed() || st.ready.len() >= self.cfg.pool_size {
+                if self.is_closed() || st.ready.len() + st.recycling >= self.cfg.pool_size {
                     st.filling = false;
                     return;
                 }
                 st.template.clone()
             };
+            let started = Instant::now();
             match self.make_pool_schema(&tpl).await {
                 Ok(ready) => {
                     let Ok(mut pools) = self.pools.lock() else { return };
                     if let Some(st) = pools.get_mut(fp) {
                         st.ready.push(ready);
+                        st.replay_cost = started.elapsed();
                     }
+                    drop(pools);
+                    self.pool_returns.notify_waiters();
                 }
                 Err(e) => {
                     self.warn(&format!("could not fill the pool for {}: {e}", tpl.schema));
@@ -132,11 +144,45 @@ impl Inner {
         }
     }
 
-    /// Takes a ready schema of `fp`'s pool, if any, and starts refilling.
-    pub(crate) fn take_ready(self: &Arc<Self>, tpl: &Template) -> Option<Ready> {
-        let taken = self.pools.lock().ok()?.get_mut(&tpl.fingerprint)?.ready.pop();
-        self.ensure_pool(tpl);
-        taken
+    /// Takes a ready schema of `tpl`'s pool and starts refilling. When the pool is empty but
+    /// released schemas are being reset, waits for one, up to what a replay would take (a big
+    /// schema's replay costs a hundred recycles).
+    pub(crate) async fn take_ready(self: &Arc<Self>, tpl: &Template) -> Option<Ready> {
+        let deadline = Instant::now() + self.replay_cost(tpl);
+        loop {
+            let returned = self.pool_returns.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            let (taken, waiting) = match self.pools.lock() {
+                Ok(mut pools) => match pools.get_mut(&tpl.fingerprint) {
+                    Some(st) => (st.ready.pop(), st.recycling > 0),
+                    None => (None, false),
+                },
+                Err(_) => (None, false),
+            };
+            let now = Instant::now();
+            if taken.is_some() || !waiting || now >= deadline || self.is_closed() {
+                self.ensure_pool(tpl);
+                return taken;
+            }
+            let _ = tokio::time::timeout(deadline - now, returned).await;
+        }
+    }
+
+    fn replay_cost(&self, tpl: &Template) -> Duration {
+        self.pools.lock().ok().and_then(|p| p.get(&tpl.fingerprint).map(|st| st.replay_cost)).unwrap_or_default()
+    }
+
+    /// Counts a recycle of `fp` in flight (`+1`) or done (`-1`), waking waiting acquires.
+    fn recycling(&self, fp: &str, starts: bool) {
+        if let Ok(mut pools) = self.pools.lock() {
+            if let Some(st) = pools.get_mut(fp) {
+                st.recycling = if starts { st.recycling + 1 } else { st.recycling.saturating_sub(1) };
+            }
+        }
+        if !starts {
+            self.pool_returns.notify_waiters();
+        }
     }
 
     /// Puts a recycled schema back; false when the pool is full (the caller drops it).
@@ -208,6 +254,7 @@ impl Inner {
         let (fp, name, identity) = (fp.to_owned(), name.to_owned(), identity.to_owned());
         let old_role = role.map(str::to_owned);
         self.begin_background();
+        self.recycling(&fp, true);
         self.runtime.spawn(async move {
             if let Ok(admin) = me.pool.get_teardown().await {
                 me.settle(&admin, &pids, &name, &identity).await;
@@ -228,6 +275,10 @@ impl Inner {
                     }
                 }
                 None => me.defer_drop(fresh, None),
+            }
+            me.recycling(&fp, false);
+            if let Some(tpl) = me.pooled_template(&fp) {
+                me.ensure_pool(&tpl);
             }
             me.end_background();
         });
@@ -260,11 +311,15 @@ impl Inner {
         if tpl.seed_sql.is_none() {
             return false;
         }
-        let Ok(admin) = self.pool.get().await else { return false };
+        let mut conn = self.reset_conn.lock().await;
+        if conn.as_ref().is_none_or(|c| c.is_closed()) {
+            *conn = crate::admin::connect(&self.url, crate::admin::ADMIN_APP).await.ok();
+        }
+        let Some(admin) = conn.as_ref() else { return false };
         let plan = &tpl.reset;
         let (written, moved) = if plan.tracked() {
-            match admin.query_one(&plan.changes_sql(schema), &[]).await {
-                Ok(row) => (row.get::<_, Vec<String>>(0), row.get::<_, Vec<String>>(1)),
+            match self.changes(admin, plan, schema).await {
+                Ok(changes) => changes,
                 Err(e) => {
                     self.warn(&format!(
                         "could not read what the test changed in {schema}, dropping it: {}",
@@ -279,7 +334,7 @@ impl Inner {
         let Some(steps) = plan.reset_sql(schema, &written, &moved, self.superuser) else { return true };
         let sql =
             format!("BEGIN; {internal} SET LOCAL lock_timeout = '2s';\n{steps}COMMIT;", internal = registry::INTERNAL);
-        match transaction(&admin, &sql).await {
+        match transaction(admin, &sql).await {
             Ok(()) => true,
             Err(e) => {
                 self.stop_recycling(&tpl.fingerprint);
@@ -291,6 +346,33 @@ impl Inner {
                 false
             }
         }
+    }
+
+    /// The tables a test wrote in `schema` (clearing their notes) and the sequences it moved.
+    /// A recycled schema keeps its sequences: their oids are remembered after its first reset.
+    async fn changes(
+        &self,
+        admin: &tokio_postgres::Client,
+        plan: &crate::reset::Plan,
+        schema: &str,
+    ) -> std::result::Result<(Vec<String>, Vec<String>), tokio_postgres::Error> {
+        let ns: u32 = admin.query_one("select to_regnamespace($1)::oid", &[&ident(schema)]).await?.get(0);
+        let known = self.known_sequences.lock().ok().and_then(|m| m.get(&ns).cloned());
+        if let Some(known) = known {
+            let row = admin.query_one(crate::reset::Plan::CHANGES_KNOWN_SQL, &[&ns, &known.0]).await?;
+            return Ok((row.get(0), plan.moved(&known.1, &row.get::<_, Vec<Option<i64>>>(1))));
+        }
+        let row = admin.query_one(crate::reset::Plan::CHANGES_SQL, &[&ns]).await?;
+        let (oids, names): (Vec<u32>, Vec<String>) = (row.get(1), row.get(2));
+        let moved = plan.moved(&names, &row.get::<_, Vec<Option<i64>>>(3));
+        if let Ok(mut m) = self.known_sequences.lock() {
+            // Bounded: schemas that were dropped leave entries behind.
+            if m.len() >= 8 * self.cfg.pool_size.max(4) {
+                m.clear();
+            }
+            m.insert(ns, Arc::new((oids, names)));
+        }
+        Ok((row.get(0), moved))
     }
 
     /// Released schemas of `fp` are dropped instead of recycled from now on.

@@ -133,6 +133,9 @@ impl Engine {
             pending: Arc::new(AtomicUsize::new(0)),
             idle: Arc::new(Notify::new()),
             pools: Mutex::new(HashMap::new()),
+            pool_returns: tokio::sync::Notify::new(),
+            reset_conn: tokio::sync::Mutex::new(None),
+            known_sequences: Mutex::new(HashMap::new()),
             drop_slots: Arc::new(Semaphore::new(2)),
             next_candidate: Mutex::new(HashMap::new()),
             db_oid,
@@ -214,6 +217,7 @@ impl Engine {
             let _ = registry::forget_released(&admin, self.inner.owner).await;
         }
         self.inner.pool.close();
+        self.inner.reset_conn.lock().await.take();
         if let Ok(mut l) = self.inner.lease.lock() {
             l.take();
         }
