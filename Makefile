@@ -102,7 +102,7 @@ test: build lint header-check version-check ## Every suite: Rust, C (valgrind), 
 	$(MAKE) --no-print-directory py-test
 	$(MAKE) --no-print-directory node-test
 	$(MAKE) --no-print-directory dist-test
-	$(BIN) bench --tests 20 --suite-tests 40 --out target/bench-smoke
+	$(BIN) bench --tests 20 --suite-tests 40 --schema-tables 30 --out target/bench-smoke
 	$(CARGO) run -q -p pgisolate --example quickstart
 	$(BIN) demo
 	scripts/kept-check.sh $(BIN)

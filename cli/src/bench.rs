@@ -211,12 +211,15 @@ pub async fn run(opts: Options) -> Result<bool, BoxError> {
     let superuser_admin = connect(&url).await?;
     if no_superuser {
         // A plain role that owns its database: no superuser, no CREATEDB, no CREATEROLE.
-        superuser_admin
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {OWNER_ROLE} WITH (FORCE); DROP ROLE IF EXISTS {OWNER_ROLE}; \
-                 CREATE ROLE {OWNER_ROLE} LOGIN; CREATE DATABASE {OWNER_ROLE} OWNER {OWNER_ROLE}"
-            ))
-            .await?;
+        // One statement per call: DROP/CREATE DATABASE refuse to run in a multi-statement batch.
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {OWNER_ROLE} WITH (FORCE)"),
+            format!("DROP ROLE IF EXISTS {OWNER_ROLE}"),
+            format!("CREATE ROLE {OWNER_ROLE} LOGIN"),
+            format!("CREATE DATABASE {OWNER_ROLE} OWNER {OWNER_ROLE}"),
+        ] {
+            superuser_admin.batch_execute(&sql).await?;
+        }
         let mut ci = pgisolate::conninfo::ConnInfo::parse(&url)?.to_keyvalue()?;
         ci.set("user", OWNER_ROLE);
         ci.set("dbname", OWNER_ROLE);
@@ -316,9 +319,8 @@ pub async fn run(opts: Options) -> Result<bool, BoxError> {
     let suite = two_worker_suite(&base, &migrations, suite_tests, data).await?;
     drop(admin);
     if no_superuser {
-        superuser_admin
-            .batch_execute(&format!("DROP DATABASE {OWNER_ROLE} WITH (FORCE); DROP ROLE {OWNER_ROLE}"))
-            .await?;
+        superuser_admin.batch_execute(&format!("DROP DATABASE {OWNER_ROLE} WITH (FORCE)")).await?;
+        superuser_admin.batch_execute(&format!("DROP ROLE {OWNER_ROLE}")).await?;
     }
     probe.close().await?;
 
@@ -424,6 +426,7 @@ async fn reset_comparison(
         &small_writes,
         tests,
         data,
+        false,
     )
     .await;
     let big = writing_strategy(
@@ -434,6 +437,7 @@ async fn reset_comparison(
         &big_writes,
         tests,
         data,
+        true,
     )
     .await;
     let _ = std::fs::remove_dir_all(&dir);
@@ -450,6 +454,7 @@ async fn writing_strategy(
     writes: &[String],
     tests: usize,
     data: Option<&Path>,
+    drop_template: bool,
 ) -> Result<Row, BoxError> {
     let engine = Engine::start(cfg).await?;
     let tpl = engine.template(Migrations::dir(migrations)).await?;
@@ -477,6 +482,15 @@ async fn writing_strategy(
     let e = engine.clone();
     let row = measure(strategy, what, tests, data, |i| run(i, "test"), body, async move { e.flush().await }).await?;
     engine.close().await?;
+    if drop_template {
+        // The generated schema's template is of no use after the run.
+        admin
+            .batch_execute(&format!(
+                "BEGIN; DROP SCHEMA IF EXISTS \"{t}\" CASCADE; DELETE FROM pgisolate.templates WHERE schema_name = '{t}'; COMMIT;",
+                t = tpl.schema()
+            ))
+            .await?;
+    }
     Ok(row)
 }
 

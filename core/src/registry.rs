@@ -60,50 +60,96 @@ END $pgi$;
 -- Recycling without superuser: did the schema's catalog change since its hand-out? A test's
 -- DDL (CREATE, ALTER, GRANT, TRUNCATE) writes catalog rows newer than the hand-out (age(xmin)
 -- counts transactions back from now; the hand-out's own rows are exactly `since` old); a DROP
--- leaves fewer rows than the template has. Data does neither.
-CREATE OR REPLACE FUNCTION pgisolate.catalog_counts(ns oid) RETURNS bigint[] LANGUAGE sql STABLE AS $pgi$
-SELECT ARRAY[
-    (SELECT count(*) FROM pg_class WHERE relnamespace = ns),
-    (SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
-     WHERE c.relnamespace = ns AND NOT a.attisdropped),
-    (SELECT count(*) FROM pg_constraint WHERE connamespace = ns),
-    (SELECT count(*) FROM pg_proc WHERE pronamespace = ns),
-    (SELECT count(*) FROM pg_type WHERE typnamespace = ns),
-    (SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid WHERE c.relnamespace = ns),
-    (SELECT count(*) FROM pg_attrdef d JOIN pg_class c ON c.oid = d.adrelid WHERE c.relnamespace = ns),
-    (SELECT count(*) FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class WHERE c.relnamespace = ns)
-]::bigint[] $pgi$;
+-- leaves fewer rows than the template has. Data does neither. Every row is reached through an
+-- index, from the schema's entries in pg_depend: the cost follows the schema's size, never the
+-- size of the catalogs (which every pooled copy of every template grows).
+CREATE OR REPLACE FUNCTION pgisolate.schema_state(ns oid, since bigint) RETURNS bigint[] LANGUAGE plpgsql STABLE AS $pgi$
+DECLARE
+    rels oid[];
+    objs oid[];
+    c bigint;
+    n bigint[] := '{}';
+    fresh boolean := false;
+    f boolean;
+BEGIN
+    -- Everything in the schema (tables, views, sequences, functions, types, ...) depends on it.
+    SELECT count(*), coalesce(bool_or(age(d.xmin) < since), false),
+           array_agg(d.objid) FILTER (WHERE d.classid = 'pg_class'::regclass),
+           array_agg(d.objid) FILTER (WHERE d.classid IN ('pg_proc'::regclass, 'pg_type'::regclass))
+      INTO c, f, rels, objs
+      FROM pg_depend d WHERE d.refclassid = 'pg_namespace'::regclass AND d.refobjid = ns;
+    n := n || c; fresh := fresh OR f;
+    rels := coalesce(rels, '{}');
+    objs := coalesce(objs, '{}');
+    -- Indexes depend on their table, not on the schema.
+    rels := rels || coalesce((SELECT array_agg(x.indexrelid) FROM unnest(rels) t(o),
+        LATERAL (SELECT indexrelid FROM pg_index WHERE indrelid = t.o OFFSET 0) x), '{}');
+    n := n || cardinality(rels)::bigint;
+    SELECT coalesce(bool_or(age(x.xmin) < since), false) INTO f FROM unnest(rels) t(o),
+        LATERAL (SELECT xmin FROM pg_class WHERE oid = t.o OFFSET 0) x;
+    fresh := fresh OR f;
+    SELECT count(*) FILTER (WHERE NOT x.attisdropped), coalesce(bool_or(age(x.xmin) < since), false) INTO c, f
+        FROM unnest(rels) t(o), LATERAL (SELECT xmin, attisdropped FROM pg_attribute WHERE attrelid = t.o AND attnum > 0 OFFSET 0) x;
+    n := n || c; fresh := fresh OR f;
+    SELECT count(*), coalesce(bool_or(age(x.xmin) < since), false) INTO c, f
+        FROM unnest(rels) t(o), LATERAL (SELECT xmin FROM pg_constraint WHERE conrelid = t.o OFFSET 0) x;
+    n := n || c; fresh := fresh OR f;
+    SELECT count(*), coalesce(bool_or(age(x.xmin) < since), false) INTO c, f
+        FROM unnest(rels) t(o), LATERAL (SELECT xmin FROM pg_index WHERE indrelid = t.o OFFSET 0) x;
+    n := n || c; fresh := fresh OR f;
+    SELECT count(*), coalesce(bool_or(age(x.xmin) < since), false) INTO c, f
+        FROM unnest(rels) t(o), LATERAL (SELECT xmin FROM pg_trigger WHERE tgrelid = t.o OFFSET 0) x;
+    n := n || c; fresh := fresh OR f;
+    SELECT count(*), coalesce(bool_or(age(x.xmin) < since), false) INTO c, f
+        FROM unnest(rels) t(o), LATERAL (SELECT xmin FROM pg_attrdef WHERE adrelid = t.o OFFSET 0) x;
+    n := n || c; fresh := fresh OR f;
+    SELECT count(*), coalesce(bool_or(age(x.xmin) < since), false) INTO c, f
+        FROM unnest(rels) t(o), LATERAL (SELECT xmin FROM pg_rewrite WHERE ev_class = t.o OFFSET 0) x;
+    n := n || c; fresh := fresh OR f;
+    SELECT count(*), coalesce(bool_or(age(x.xmin) < since), false) INTO c, f
+        FROM unnest(rels) t(o), LATERAL (SELECT xmin FROM pg_sequence WHERE seqrelid = t.o OFFSET 0) x;
+    n := n || c; fresh := fresh OR f;
+    SELECT count(*), coalesce(bool_or(age(x.xmin) < since), false) INTO c, f
+        FROM unnest(rels) t(o), LATERAL (SELECT xmin FROM pg_policy WHERE polrelid = t.o OFFSET 0) x;
+    n := n || c; fresh := fresh OR f;
+    -- Functions and types: their own rows, domain constraints and enum labels.
+    SELECT coalesce(bool_or(age(x.xmin) < since), false) INTO f FROM unnest(objs) t(o),
+        LATERAL (SELECT xmin FROM pg_proc WHERE oid = t.o UNION ALL SELECT xmin FROM pg_type WHERE oid = t.o OFFSET 0) x;
+    fresh := fresh OR f;
+    SELECT count(*), coalesce(bool_or(age(x.xmin) < since), false) INTO c, f FROM unnest(objs) t(o),
+        LATERAL (SELECT xmin FROM pg_constraint WHERE contypid = t.o UNION ALL SELECT xmin FROM pg_enum WHERE enumtypid = t.o OFFSET 0) x;
+    n := n || c; fresh := fresh OR f;
+    SELECT count(*), coalesce(bool_or(age(x.xmin) < since), false) INTO c, f FROM unnest(rels || objs) t(o),
+        LATERAL (SELECT xmin FROM pg_description WHERE objoid = t.o OFFSET 0) x;
+    n := n || c; fresh := fresh OR f;
+    SELECT fresh OR coalesce(age(xmin) < since, false) INTO fresh FROM pg_namespace WHERE oid = ns;
+    RETURN n || (CASE WHEN fresh THEN 1 ELSE 0 END)::bigint;
+END $pgi$;
+-- The template's counts, computed once (a template never changes; a rebuilt one is a new schema).
+CREATE TABLE IF NOT EXISTS pgisolate.template_state (nsp oid PRIMARY KEY, state bigint[] NOT NULL);
 CREATE OR REPLACE FUNCTION pgisolate.check_unchanged(n text) RETURNS void LANGUAGE plpgsql AS $pgi$
 DECLARE
     since bigint;
     ns oid;
     tpl oid;
+    want bigint[];
+    got bigint[];
 BEGIN
     SELECT txid_current() - l.handout_txid, t.oid INTO since, tpl
         FROM pgisolate.leases l LEFT JOIN pg_namespace t ON t.nspname = l.template WHERE l.schema_name = n;
     SELECT oid INTO ns FROM pg_namespace WHERE nspname = n;
-    IF since IS NULL OR ns IS NULL OR tpl IS NULL
-       OR pgisolate.catalog_counts(ns) IS DISTINCT FROM pgisolate.catalog_counts(tpl)
-       OR EXISTS (SELECT 1 FROM pg_namespace WHERE oid = ns AND age(xmin) < since)
-       OR EXISTS (SELECT 1 FROM pg_class WHERE relnamespace = ns AND age(xmin) < since)
-       OR EXISTS (SELECT 1 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
-                  WHERE c.relnamespace = ns AND age(a.xmin) < since)
-       OR EXISTS (SELECT 1 FROM pg_constraint WHERE connamespace = ns AND age(xmin) < since)
-       OR EXISTS (SELECT 1 FROM pg_proc WHERE pronamespace = ns AND age(xmin) < since)
-       OR EXISTS (SELECT 1 FROM pg_type WHERE typnamespace = ns AND age(xmin) < since)
-       OR EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
-                  WHERE c.relnamespace = ns AND age(i.xmin) < since)
-       OR EXISTS (SELECT 1 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-                  WHERE c.relnamespace = ns AND age(t.xmin) < since)
-       OR EXISTS (SELECT 1 FROM pg_attrdef d JOIN pg_class c ON c.oid = d.adrelid
-                  WHERE c.relnamespace = ns AND age(d.xmin) < since)
-       OR EXISTS (SELECT 1 FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid
-                  WHERE c.relnamespace = ns AND age(s.xmin) < since)
-       OR EXISTS (SELECT 1 FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class
-                  WHERE c.relnamespace = ns AND age(r.xmin) < since)
-    THEN
-        RAISE EXCEPTION 'pgisolate: DDL ran in schema %', n USING ERRCODE = 'P0001';
+    IF since IS NOT NULL AND ns IS NOT NULL AND tpl IS NOT NULL THEN
+        SELECT state INTO want FROM pgisolate.template_state WHERE nsp = tpl;
+        IF want IS NULL THEN
+            want := pgisolate.schema_state(tpl, 0);
+            INSERT INTO pgisolate.template_state VALUES (tpl, want) ON CONFLICT DO NOTHING;
+        END IF;
+        got := pgisolate.schema_state(ns, since);
+        IF got = want THEN
+            RETURN;
+        END IF;
     END IF;
+    RAISE EXCEPTION 'pgisolate: DDL ran in schema %', n USING ERRCODE = 'P0001';
 END $pgi$;";
 
 /// The DDL watch (superuser only): event triggers record every schema in which a live test
@@ -345,7 +391,7 @@ pub(crate) async fn ensure(client: &Client) -> Result<()> {
              and exists (select 1 from pg_attribute \
              where attrelid = to_regclass('pgisolate.leases') and attname = 'handout_txid' and not attisdropped) \
              and to_regprocedure('pgisolate.check_unchanged(text)') is not null \
-             and to_regprocedure('pgisolate.catalog_counts(oid)') is not null \
+             and to_regprocedure('pgisolate.schema_state(oid, bigint)') is not null \
              and to_regprocedure('pgisolate.note_write()') is not null \
              and coalesce((select prosrc not like '%GRANT USAGE%' from pg_proc \
                            where oid = to_regprocedure('pgisolate.give_schema(text, text)')), false)",
@@ -473,6 +519,14 @@ pub(crate) async fn prune_rows(client: &Client) -> Result<u64> {
         .execute(
             "delete from pgisolate.ddl_touched t where to_regclass('pgisolate.ddl_touched') is not null \
              and not exists (select 1 from pg_namespace n where n.nspname = t.nspname)",
+            &[],
+        )
+        .await;
+    // The counts of templates that are gone (a template's schema oid could be reused).
+    let _ = client
+        .execute(
+            "delete from pgisolate.template_state s where not exists (select 1 from pgisolate.templates t \
+             join pg_namespace n on n.nspname = t.schema_name where n.oid = s.nsp)",
             &[],
         )
         .await;

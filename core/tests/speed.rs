@@ -327,6 +327,11 @@ async fn recycles_unless_ddl_changed(engine: pgisolate::Engine, warnings: Arc<Mu
         "create type color as enum ('red')",
         "grant select on users to public",
         "alter table users add column nickname text",
+        "create trigger again after insert on orders for each row execute function log_order_change()",
+        "alter table users add constraint positive check (id > 0)",
+        "comment on table users is 'changed'",
+        "create sequence another_seq",
+        "alter table users alter column name set default 'x'",
     ] {
         let s = engine.acquire(&tpl, Identity::new("recycle", "ddl")).await.unwrap();
         let c = connect(s.url()).await;

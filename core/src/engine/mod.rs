@@ -67,7 +67,7 @@ pub(crate) struct Inner {
     /// connection that has opened them before does it ten times faster.
     reset_conn: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
     /// Sequences (oids, quoted names) of the pool schemas reset before, by schema oid.
-    known_sequences: Mutex<HashMap<u32, Arc<(Vec<u32>, Vec<String>)>>>,
+    known_sequences: Mutex<HashMap<u32, pool::KnownSequences>>,
     drop_slots: Arc<Semaphore>,
     /// Per identity hash, the first name candidate not yet handed out by this engine: a name
     /// is never handed out twice by a live engine, so a leaked pool of an earlier test that

@@ -25,6 +25,9 @@ use crate::markers::{self, Kind};
 use crate::registry;
 use crate::template::Template;
 
+/// A reset schema's sequences: oids and quoted names, in the same order.
+pub(crate) type KnownSequences = Arc<(Vec<u32>, Vec<String>)>;
+
 /// A ready schema in the pool.
 #[derive(Debug, Clone)]
 pub(crate) struct Ready {
