@@ -419,8 +419,7 @@ async fn reset_comparison(
     ];
     let cfg = engine_cfg(base, 4, true, true);
     let small = writing_strategy(
-        "reset-11",
-        "recycled tests writing 3 of the example's 11 tables",
+        ("reset-11", "recycled tests writing 3 of the example's 11 tables"),
         cfg.clone(),
         migrations,
         &small_writes,
@@ -430,8 +429,7 @@ async fn reset_comparison(
     )
     .await;
     let big = writing_strategy(
-        "reset-big",
-        "recycled tests writing 3 tables of the generated schema",
+        ("reset-big", "recycled tests writing 3 tables of the generated schema"),
         cfg,
         &dir,
         &big_writes,
@@ -447,8 +445,7 @@ async fn reset_comparison(
 /// The recycle strategy with a body running `writes` (`{s}` is the schema) on an admin
 /// connection (a connection per test would cost more than all the rest).
 async fn writing_strategy(
-    strategy: &'static str,
-    what: &'static str,
+    (strategy, what): (&'static str, &'static str),
     cfg: Config,
     migrations: &Path,
     writes: &[String],
