@@ -317,6 +317,10 @@ pub async fn run(opts: Options) -> Result<bool, BoxError> {
         None
     };
     let suite = two_worker_suite(&base, &migrations, suite_tests, data).await?;
+    let cold = {
+        let m = migrations.clone();
+        tokio::task::spawn_blocking(move || cold_start(&m)).await??
+    };
     drop(admin);
     if no_superuser {
         superuser_admin.batch_execute(&format!("DROP DATABASE {OWNER_ROLE} WITH (FORCE)")).await?;
@@ -324,7 +328,7 @@ pub async fn run(opts: Options) -> Result<bool, BoxError> {
     }
     probe.close().await?;
 
-    print_and_write(&rows, resets.as_ref(), &suite, &out_dir)
+    print_and_write(&rows, resets.as_ref(), &cold, &suite, &out_dir)
 }
 
 async fn template_db(
@@ -394,6 +398,136 @@ pub fn generated_schema(n: usize) -> String {
         }
     }
     sql
+}
+
+/// Cold starts: `pgisolate demo --scenarios 1` against a new embedded server in a home of its
+/// own, three times (the server stopped between runs): the first run on a machine (initdb,
+/// migrations, capture), then runs that find the pristine cluster and the captured template
+/// cached. Returns (run, ms from process start to the first test's end).
+pub fn cold_start(migrations: &Path) -> Result<Vec<(&'static str, f64)>, BoxError> {
+    use std::io::BufRead;
+    let shm = Path::new("/dev/shm");
+    let parent = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
+    let home = parent.join(format!("pgisolate-cold-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    let exe = std::env::current_exe()?;
+    let mut out = Vec::new();
+    let result = (|| {
+        for label in ["first run on this machine", "second run", "third run"] {
+            let t = Instant::now();
+            let mut child = std::process::Command::new(&exe)
+                .args(["demo", "--scenarios", "1", "--migrations"])
+                .arg(migrations)
+                .env("PGISOLATE_HOME", &home)
+                .env_remove("PGISOLATE_DATABASE_URL")
+                .env_remove("PGISOLATE_REUSE")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()?;
+            let mut first = None;
+            if let Some(stdout) = child.stdout.take() {
+                for line in std::io::BufReader::new(stdout).lines() {
+                    // The scenario table's first row: the test ran.
+                    if first.is_none() && line?.starts_with("1 ") {
+                        first = Some(ms(t.elapsed()));
+                    }
+                }
+            }
+            let status = child.wait()?;
+            let _ = std::process::Command::new(&exe)
+                .args(["server", "stop"])
+                .env("PGISOLATE_HOME", &home)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+            match first {
+                Some(v) if status.success() => out.push((label, v)),
+                _ => return Err(format!("cold start ({label}): the demo failed ({status})").into()),
+            }
+        }
+        Ok::<_, BoxError>(())
+    })();
+    let _ = std::fs::remove_dir_all(&home);
+    result.map(|()| out)
+}
+
+/// The long-suite check: `n` tests on `workers` concurrent workers of one engine, each test
+/// acquiring, writing a row and releasing.
+pub struct Scale {
+    pub tests: usize,
+    pub workers: usize,
+    /// Mean acquire + release time (ms) of the first and the last tenth of the tests.
+    pub first_ms: f64,
+    pub last_ms: f64,
+    /// (registry rows, write notes, relations in the database) before and after.
+    pub before: (i64, i64, i64),
+    pub after: (i64, i64, i64),
+}
+
+async fn catalog_sizes(admin: &Client) -> Result<(i64, i64, i64), BoxError> {
+    let r = admin
+        .query_one(
+            "select (select count(*) from pgisolate.leases), (select count(*) from pgisolate.written), \
+             (select count(*) from pg_class)",
+            &[],
+        )
+        .await?;
+    Ok((r.get(0), r.get(1), r.get(2)))
+}
+
+/// Runs the long-suite check.
+pub async fn scale(base: &Config, migrations: &Path, n: usize, workers: usize) -> Result<Scale, BoxError> {
+    let mut cfg = base.clone();
+    cfg.gc_on_start = false;
+    let engine = Engine::start(cfg).await?;
+    let tpl = engine.template(Migrations::dir(migrations)).await?;
+    engine.flush().await;
+    let admin = std::sync::Arc::new(connect(engine.url()).await?);
+    let before = catalog_sizes(&admin).await?;
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let (engine, tpl, admin, next) = (engine.clone(), tpl.clone(), admin.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut done = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if i >= n {
+                    break;
+                }
+                let t = Instant::now();
+                let s = engine.acquire(&tpl, Identity::new(format!("scale worker {w}"), format!("test {i}"))).await?;
+                let mut spent = t.elapsed();
+                admin
+                    .execute(&format!("insert into \"{}\".users (email) values ('scale@example.com')", s.name()), &[])
+                    .await?;
+                let t = Instant::now();
+                s.release().await?;
+                spent += t.elapsed();
+                done.push((i, ms(spent)));
+            }
+            Ok::<_, BoxError>(done)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    engine.flush().await;
+    all.sort_by_key(|(i, _)| *i);
+    let tenth = (n / 10).max(1);
+    let mean = |v: &[(usize, f64)]| v.iter().map(|(_, m)| m).sum::<f64>() / v.len().max(1) as f64;
+    let after = catalog_sizes(&admin).await?;
+    engine.close().await?;
+    Ok(Scale {
+        tests: n,
+        workers,
+        first_ms: mean(&all[..tenth.min(all.len())]),
+        last_ms: mean(&all[all.len().saturating_sub(tenth)..]),
+        before,
+        after,
+    })
 }
 
 /// Recycled tests writing three tables, on the example schema and on a generated one of `n`
@@ -622,7 +756,13 @@ async fn two_worker_suite(base: &Config, migrations: &Path, n: usize, data: Opti
     Ok(Suite { tests: per_worker * 2, base_ms, isolated_ms, cpu })
 }
 
-fn print_and_write(rows: &[Row], resets: Option<&(Row, Row)>, suite: &Suite, out_dir: &Path) -> Result<bool, BoxError> {
+fn print_and_write(
+    rows: &[Row],
+    resets: Option<&(Row, Row)>,
+    cold: &[(&str, f64)],
+    suite: &Suite,
+    out_dir: &Path,
+) -> Result<bool, BoxError> {
     let get = |s: &str| rows.iter().find(|r| r.strategy == s);
     let cost = |r: &Row| r.server_per_test.unwrap_or(r.wall_per_test);
     let fresh = get("fresh").map(cost).unwrap_or(f64::NAN);
@@ -691,6 +831,11 @@ fn print_and_write(rows: &[Row], resets: Option<&(Row, Row)>, suite: &Suite, out
             ));
         }
     }
+    println!();
+    for (label, v) in cold {
+        println!("cold start, {label}: first test done {v:.0} ms after the process started");
+        csv.push_str(&format!("cold-start,\"{label}\",1,,,,{v:.1},,,\n"));
+    }
     let overhead = (suite.isolated_ms - suite.base_ms) / (suite.tests as f64 / 2.0);
     println!();
     println!(
@@ -743,6 +888,10 @@ fn print_and_write(rows: &[Row], resets: Option<&(Row, Row)>, suite: &Suite, out
         println!("(pool without recycling: acquire p50 {:.2} ms, {:.3} of fresh)", p.acquire_p50, cost(p) / fresh);
     }
     check("suite overhead <= 2 ms per test", overhead <= 2.0, format!("{overhead:.2} ms"));
+    if let [(_, first), (_, second), ..] = cold {
+        check("first run ever: first test <= 3 s", *first <= 3000.0, format!("{first:.0} ms"));
+        check("second run: first test <= 1 s", *second <= 1000.0, format!("{second:.0} ms"));
+    }
 
     std::fs::create_dir_all(out_dir)?;
     std::fs::write(out_dir.join("bench.csv"), &csv)?;

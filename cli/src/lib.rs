@@ -100,6 +100,13 @@ enum Command {
         /// managed PostgreSQL: no event triggers, no template databases.
         #[arg(long)]
         no_superuser: bool,
+        /// Instead of the comparison: N tests on --workers workers of one engine, the
+        /// overhead of the first and last tenth, registry and catalog sizes before and after.
+        #[arg(long)]
+        scale: Option<usize>,
+        /// Workers for --scale.
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
     },
 }
 
@@ -256,7 +263,24 @@ async fn run(cli: Cli) -> Result<u8, BoxError> {
             engine.close().await?;
             Ok(0)
         }
-        Command::Bench { migrations, tests, suite_tests, out, strict, schema_tables, no_superuser } => {
+        Command::Bench { migrations, scale: Some(n), workers, .. } => {
+            let base = pgisolate::Config::from_env()?;
+            let r = bench::scale(&base, &migrations, n.max(10), workers.max(1)).await?;
+            println!(
+                "scale: {} tests on {} workers: acquire+release {:.3} ms per test in the first tenth, {:.3} ms in the last ({:.2}x)",
+                r.tests,
+                r.workers,
+                r.first_ms,
+                r.last_ms,
+                r.last_ms / r.first_ms
+            );
+            println!(
+                "registry rows {} -> {}, write notes {} -> {}, relations in the database {} -> {}",
+                r.before.0, r.after.0, r.before.1, r.after.1, r.before.2, r.after.2
+            );
+            Ok(0)
+        }
+        Command::Bench { migrations, tests, suite_tests, out, strict, schema_tables, no_superuser, .. } => {
             let opts = bench::Options {
                 migrations,
                 tests: tests.max(10),

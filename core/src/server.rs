@@ -330,15 +330,61 @@ pub(crate) fn ensure(explicit_bin: Option<&Path>, progress: &dyn Fn(&str)) -> Re
     )))
 }
 
-/// initdb into `<dir>/data` and a private socket directory `<dir>/sock`, as the server's user.
+/// What initdb is run with.
+const INITDB_ARGS: &[&str] = &["-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C", "-N"];
+
+/// A fresh cluster in `<dir>/data` and a private socket directory `<dir>/sock`, as the
+/// server's user: a copy of a pristine cluster initdb made once for these binaries and
+/// arguments (kept in `<home>/pristine`; a copy takes a tenth of initdb's time).
 fn init_cluster(bins: &Binaries, dir: &Path, who: Option<RunAs>) -> Result<()> {
-    let mut initdb = Command::new(bins.tool("initdb"));
-    initdb.arg("-D").arg(dir.join("data")).args(["-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C", "-N"]);
-    run_checked(initdb, dir, who, "initdb")?;
+    let pristine = pristine_cluster(bins, &home(), who)?;
+    let mut cp = Command::new("cp");
+    cp.arg("-a").arg(&pristine).arg(dir.join("data"));
+    if run_checked(cp, dir, who, "copy the pristine cluster").is_err() {
+        // A cache we cannot read (another user's, a full disk): initdb as before.
+        let _ = fs::remove_dir_all(dir.join("data"));
+        let mut initdb = Command::new(bins.tool("initdb"));
+        initdb.arg("-D").arg(dir.join("data")).args(INITDB_ARGS);
+        run_checked(initdb, dir, who, "initdb")?;
+    }
     let sock = dir.join("sock");
     fs::create_dir_all(&sock).map_err(|e| Error::io(format!("create {}", sock.display()), e))?;
     let _ = fs::set_permissions(&sock, fs::Permissions::from_mode(0o700));
     chown(&sock, who)
+}
+
+/// The pristine cluster for these binaries (initdb's path, size and time) and [`INITDB_ARGS`]
+/// under `home`, made now if missing. Concurrent makers each initdb into a directory of their
+/// own and rename it into place; the loser's copy is discarded.
+fn pristine_cluster(bins: &Binaries, home: &Path, who: Option<RunAs>) -> Result<PathBuf> {
+    let initdb = bins.tool("initdb");
+    let real = fs::canonicalize(&initdb).unwrap_or_else(|_| initdb.clone());
+    let meta = fs::metadata(&real).map_err(|e| Error::io(format!("read {}", real.display()), e))?;
+    let stamp = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).unwrap_or_default();
+    let key = crate::naming::sha256_hex(
+        format!("{}\0{}\0{}\0{}", real.display(), meta.len(), stamp.as_nanos(), INITDB_ARGS.join(" ")).as_bytes(),
+    );
+    let root = home.join("pristine");
+    let target = root.join(&key[..16]);
+    if target.join("PG_VERSION").is_file() {
+        return Ok(target);
+    }
+    fs::create_dir_all(&root).map_err(|e| Error::io(format!("create {}", root.display()), e))?;
+    let _ = fs::set_permissions(&root, fs::Permissions::from_mode(0o755));
+    chown(home, who)?;
+    chown(&root, who)?;
+    let tmp = root.join(format!("{}.{}.{}", &key[..16], std::process::id(), crate::secret::random_hex(4)));
+    let mut cmd = Command::new(&initdb);
+    cmd.arg("-D").arg(&tmp).args(INITDB_ARGS);
+    if let Err(e) = run_checked(cmd, &root, who, "initdb") {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if fs::rename(&tmp, &target).is_err() {
+        // Another process made it first.
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    Ok(target)
 }
 
 /// Starts the cluster in `<dir>/data` on 127.0.0.1:`port` with `settings`, waiting until it

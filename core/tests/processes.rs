@@ -19,7 +19,11 @@ fn child_entry(mode: String) {
                 let engine = engine().await;
                 let sql = std::env::var("CHILD_SQL").unwrap();
                 let tpl = engine.template(Migrations::sql(sql)).await.unwrap();
-                println!("BUILT {} {}", tpl.built_here(), tpl.schema());
+                let c = connect(engine.url()).await;
+                let side: bool =
+                    c.query_one("select to_regclass('public.migration_runs') is not null", &[]).await.unwrap().get(0);
+                drop(c);
+                println!("BUILT {} {} migrated={side}", tpl.built_here(), tpl.schema());
                 engine.close().await.unwrap();
             }
             "hold" => {
@@ -228,12 +232,14 @@ async fn a_cargo_test_process_leaves_nothing_on_the_server() {
 fn reuse_keeps_the_server_and_its_templates_between_runs() {
     let home = std::env::temp_dir().join(format!("pgisolate-reuse-test-{}", unique()));
     let home_s = home.to_string_lossy().into_owned();
-    let sql = format!("-- {}\ncreate table reused (id int);", unique());
+    // The migrations leave a mark outside the template (a table in public), to tell a run of
+    // them from a replay of their capture.
+    let sql = format!("-- {}\ncreate table reused (id int); create table public.migration_runs (n int);", unique());
     let env = [("PGISOLATE_HOME", home_s.as_str()), ("PGISOLATE_REUSE", "60s"), ("CHILD_SQL", sql.as_str())];
     let mut first = spawn_child("build", &env);
     let built = read_tagged(&mut first, "BUILT", Duration::from_secs(60));
     assert!(first.wait().unwrap().success());
-    assert!(built.starts_with("true "), "the first run did not build: {built}");
+    assert!(built.starts_with("true ") && built.ends_with("migrated=true"), "the first run did not build: {built}");
     // Longer than the keeper's usual 3 idle seconds, with no user left.
     std::thread::sleep(Duration::from_secs(5));
     let pid: i32 = std::fs::read_to_string(home.join("data/postmaster.pid"))
@@ -259,6 +265,21 @@ fn reuse_keeps_the_server_and_its_templates_between_runs() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(!home.join("data").exists(), "server stop left the data directory");
+    // A new server in the same home: its cluster is a copy of the pristine one initdb made
+    // for the first, and the template is replayed from the first build's capture (the
+    // migrations do not run again: no table in public).
+    assert_eq!(std::fs::read_dir(home.join("pristine")).map(|d| d.count()).unwrap_or(0), 1, "no pristine cluster kept");
+    let mut third = spawn_child("build", &env);
+    let rebuilt = read_tagged(&mut third, "BUILT", Duration::from_secs(60));
+    assert!(third.wait().unwrap().success());
+    assert_eq!(
+        rebuilt,
+        built.replace("migrated=true", "migrated=false"),
+        "the migrations ran again instead of the capture's replay"
+    );
+    let mut stop = spawn_child("server_stop", &env[..1]);
+    assert_eq!(read_tagged(&mut stop, "STOPPED", Duration::from_secs(60)), "true");
+    assert!(stop.wait().unwrap().success());
     let _ = std::fs::remove_dir_all(&home);
 }
 

@@ -36,6 +36,8 @@ pub struct TemplateBuild {
     begin_xid: i64,
     /// What the template is built from (a directory, a key), for listing and pruning.
     source: String,
+    /// Whether the fingerprint hashes the migrations' contents (its capture may be kept).
+    by_content: bool,
 }
 
 /// Result of [`Engine::template_begin`].
@@ -64,7 +66,7 @@ impl Engine {
 
     async fn template_uncached(&self, fp: &str, steps: Vec<(String, String)>, source: &str) -> Result<Template> {
         let fp = fp.to_owned();
-        match self.begin_build(&fp, Some(&steps), source).await? {
+        match self.begin_build(&fp, Some(&steps), source, true).await? {
             TemplateStart::Ready(t) => Ok(self.remember(t)),
             TemplateStart::Build(mut b) => {
                 let locker =
@@ -89,7 +91,7 @@ impl Engine {
     /// (for example a hash of the migration files, or a version string). Returns the existing
     /// template, or a [`TemplateBuild`] holding the build lock.
     pub async fn template_begin(&self, key: &str) -> Result<TemplateStart> {
-        self.template_begin_source(key, key).await
+        self.template_begin_source(key, key, false).await
     }
 
     /// [`Engine::template_begin`] for a build whose inputs are files and directories (the
@@ -113,7 +115,7 @@ impl Engine {
             })
             .collect();
         let source = format!("{key}{}{}", if key.is_empty() { "" } else { " " }, paths.join(" "));
-        self.template_begin_source(&full, &source).await
+        self.template_begin_source(&full, &source, true).await
     }
 
     /// [`Engine::template_with`] keyed by the contents of `inputs` ([`Engine::template_begin_inputs`]).
@@ -127,13 +129,15 @@ impl Engine {
         Engine::finish_with(start, key, build).await
     }
 
-    async fn template_begin_source(&self, key: &str, source: &str) -> Result<TemplateStart> {
+    /// `by_content`: the key hashes the migrations' contents, so a capture kept on disk under
+    /// it cannot be stale (a bare key can: the caller changes migrations, not the key).
+    async fn template_begin_source(&self, key: &str, source: &str, by_content: bool) -> Result<TemplateStart> {
         self.inner.check_open()?;
         let fp = template::caller_fingerprint(key);
         if let Some(t) = self.cached(&fp) {
             return Ok(TemplateStart::Ready(t));
         }
-        match self.begin_build(&fp, None, source).await? {
+        match self.begin_build(&fp, None, source, by_content).await? {
             TemplateStart::Ready(t) => {
                 let t = self.remember(t);
                 self.inner.ensure_pool(&t);
@@ -233,7 +237,13 @@ impl Engine {
         Ok(Some(Template { fingerprint: fp.to_owned(), schema, replay, built_here: false, seed_sql, reset }))
     }
 
-    async fn begin_build(&self, fp: &str, steps: Option<&[(String, String)]>, source: &str) -> Result<TemplateStart> {
+    async fn begin_build(
+        &self,
+        fp: &str,
+        steps: Option<&[(String, String)]>,
+        source: &str,
+        by_content: bool,
+    ) -> Result<TemplateStart> {
         {
             let admin = self.inner.pool.get().await?;
             if let Some(t) = self.lookup(&admin, fp, steps).await? {
@@ -275,7 +285,12 @@ impl Engine {
             .await
             .map_err(|e| Error::db("start the template build", e))?
             .get(0);
-        Ok(TemplateStart::Build(TemplateBuild {
+        let cached = match by_content {
+            true => capture_cache::load(&self.inner, &locker, fp).await,
+            false => None,
+        };
+        let mut b = TemplateBuild {
+            by_content,
             begin_xid,
             source: source.to_owned(),
             engine: self.clone(),
@@ -284,7 +299,66 @@ impl Engine {
             conninfo: conninfo::scoped(&self.inner.kv_form.to_string(), &build, &tail)?,
             schema: build,
             locker: Some(locker),
-        }))
+        };
+        if let Some((ddl, seed)) = cached {
+            // Built before on this machine: replay what that build captured instead of running
+            // the migrations (and pg_dump) again. Anything off, and the build runs as usual.
+            let replay = format!(
+                "BEGIN; {} SET LOCAL check_function_bodies = off; SELECT pg_catalog.set_config('search_path', '', true);\n{}\n; COMMIT;",
+                registry::INTERNAL,
+                ddl.replace(template::PLACEHOLDER, &b.schema)
+            );
+            let replayed = match &b.locker {
+                Some(l) => transaction(l, &replay).await.is_ok(),
+                None => false,
+            };
+            if replayed {
+                let steps = steps.map(<[(String, String)]>::to_vec);
+                return Ok(TemplateStart::Ready(b.publish_as(steps, Some((ddl, seed))).await?));
+            }
+        }
+        Ok(TemplateStart::Build(b))
+    }
+}
+
+/// Captured templates kept beside the embedded server (`<home>/captures`), by fingerprint and
+/// server version, so a new server builds a template it had before by replaying the capture:
+/// no migrations, no pg_dump.
+mod capture_cache {
+    use std::path::PathBuf;
+
+    use tokio_postgres::Client;
+
+    use super::super::Inner;
+
+    async fn paths(inner: &Inner, client: &Client, fp: &str) -> Option<(PathBuf, PathBuf)> {
+        let server = inner.server.as_ref()?;
+        let version: String = client.query_one("select current_setting('server_version_num')", &[]).await.ok()?.get(0);
+        let base = server.dir.join("captures").join(format!("{}-{version}", &fp[..32.min(fp.len())]));
+        Some((base.with_extension("ddl"), base.with_extension("seed")))
+    }
+
+    /// The DDL and rows an earlier build of `fp` captured, if any.
+    pub(super) async fn load(inner: &Inner, client: &Client, fp: &str) -> Option<(String, String)> {
+        let (ddl, seed) = paths(inner, client, fp).await?;
+        Some((std::fs::read_to_string(ddl).ok()?, std::fs::read_to_string(seed).ok()?))
+    }
+
+    /// Keeps a build's capture (best effort: a cache).
+    pub(super) async fn store(inner: &Inner, client: &Client, fp: &str, ddl: &str, seed: &str) {
+        let Some((ddl_path, seed_path)) = paths(inner, client, fp).await else { return };
+        let Some(dir) = ddl_path.parent() else { return };
+        if std::fs::create_dir_all(dir).is_err() {
+            return;
+        }
+        // Rows first, DDL last: a reader finds both or neither.
+        for (path, text) in [(&seed_path, seed), (&ddl_path, ddl)] {
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            if std::fs::write(&tmp, text).is_err() || std::fs::rename(&tmp, path).is_err() {
+                let _ = std::fs::remove_file(&tmp);
+                return;
+            }
+        }
     }
 }
 
@@ -339,48 +413,42 @@ impl TemplateBuild {
     }
 
     async fn publish(&mut self, steps: Option<Vec<(String, String)>>) -> Result<Template> {
+        self.publish_as(steps, None).await
+    }
+
+    /// Publishes the build; with `cached` (DDL and rows captured from an earlier build of the
+    /// same fingerprint, replayed into this build), without checking or capturing it again.
+    async fn publish_as(
+        &mut self,
+        steps: Option<Vec<(String, String)>>,
+        cached: Option<(String, String)>,
+    ) -> Result<Template> {
         let inner = &self.engine.inner;
         let locker = self.locker.take().ok_or_else(|| Error::Closed("template build already finished".into()))?;
-        // Sessions the caller's migration tool left open must not outlive the build.
-        let _ = drop::terminate(&locker, &[conninfo::application_name(&self.schema)]).await;
-        let checked = async {
-            let relocated = build_check::relocate_extensions(&locker, &self.schema).await?;
-            build_check::check_build(&locker, &self.schema, self.begin_xid).await?;
-            Ok::<_, Error>(relocated)
-        }
-        .await;
-        match checked {
-            Ok(relocated) => {
-                // The build saw schema extensions (its search_path has it); so must the tests.
-                // It may exist without this build having moved anything: made since this
-                // engine started by another engine's build or start-up rescue.
-                if relocated.schema_exists {
-                    inner.ext_in_tail.store(true, Ordering::SeqCst);
+        let (captured, seed) = match cached {
+            Some((ddl, seed)) => (Ok(ddl), Some(seed)),
+            None => {
+                if let Err(e) = self.check(&locker).await {
+                    let _ = discard(&locker, &self.schema).await;
+                    return Err(e);
                 }
-                if relocated.moved && inner.cfg.login_role {
-                    crate::role::share_extensions(&locker).await?;
+                let url = inner.url.clone();
+                let build = self.schema.clone();
+                let bin = inner.cfg.pg_bin.clone().or_else(|| server::find_binaries(None).ok().map(|b| b.dir));
+                let (captured, seed) = tokio::task::spawn_blocking(move || {
+                    let ddl = template::capture(&url, &build, bin.as_deref(), false);
+                    let seed =
+                        ddl.as_ref().ok().and_then(|_| template::capture(&url, &build, bin.as_deref(), true).ok());
+                    (ddl, seed)
+                })
+                .await
+                .map_err(|e| Error::Internal(format!("template capture panicked: {e}")))?;
+                if let (true, Ok(ddl), Some(seed)) = (self.by_content, &captured, &seed) {
+                    capture_cache::store(inner, &locker, &self.fingerprint, ddl, seed).await;
                 }
+                (captured, seed)
             }
-            Err(e) => {
-                let _ = discard(&locker, &self.schema).await;
-                return Err(e);
-            }
-        }
-        // Before the capture, so every copy carries them.
-        if let Err(e) = reset::install(&locker, &self.schema).await {
-            let _ = discard(&locker, &self.schema).await;
-            return Err(e);
-        }
-        let url = inner.url.clone();
-        let build = self.schema.clone();
-        let bin = inner.cfg.pg_bin.clone().or_else(|| server::find_binaries(None).ok().map(|b| b.dir));
-        let (captured, seed) = tokio::task::spawn_blocking(move || {
-            let ddl = template::capture(&url, &build, bin.as_deref(), false);
-            let seed = ddl.as_ref().ok().and_then(|_| template::capture(&url, &build, bin.as_deref(), true).ok());
-            (ddl, seed)
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("template capture panicked: {e}")))?;
+        };
         let tpl_name = template::template_schema(&self.fingerprint);
         let (replay, replay_sql) = match (captured, steps) {
             (Ok(sql), _) => (Replay::Captured(sql.clone()), Some(sql)),
@@ -443,6 +511,25 @@ impl TemplateBuild {
             seed_sql: seed,
             reset,
         })
+    }
+    /// Checks a finished build (extensions, version tables, not empty) and puts the write
+    /// triggers on its tables (before the capture, so every copy carries them).
+    async fn check(&self, locker: &Client) -> Result<()> {
+        let inner = &self.engine.inner;
+        // Sessions the caller's migration tool left open must not outlive the build.
+        let _ = drop::terminate(locker, &[conninfo::application_name(&self.schema)]).await;
+        let relocated = build_check::relocate_extensions(locker, &self.schema).await?;
+        build_check::check_build(locker, &self.schema, self.begin_xid).await?;
+        // The build saw schema extensions (its search_path has it); so must the tests. It may
+        // exist without this build having moved anything: made since this engine started by
+        // another engine's build or start-up rescue.
+        if relocated.schema_exists {
+            inner.ext_in_tail.store(true, Ordering::SeqCst);
+        }
+        if relocated.moved && inner.cfg.login_role {
+            crate::role::share_extensions(locker).await?;
+        }
+        reset::install(locker, &self.schema).await
     }
 }
 

@@ -1802,12 +1802,18 @@ fn redis_cluster() -> Result<Redis, String> {
     if !out.status.success() {
         return Err(format!("redis-cli --cluster create: {}", String::from_utf8_lossy(&out.stdout)));
     }
+    // Every node must know the whole slot map (the first one does before the others): a node
+    // that does not yet answers some writes with CLUSTERDOWN.
     for _ in 0..100 {
-        let info = std::process::Command::new("redis-cli")
-            .args(["-p", &ports[0].to_string(), "cluster", "info"])
-            .output()
-            .map_err(|e| e.to_string())?;
-        if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+        let mut ok = true;
+        for p in &ports {
+            let info = std::process::Command::new("redis-cli")
+                .args(["-p", &p.to_string(), "cluster", "info"])
+                .output()
+                .map_err(|e| e.to_string())?;
+            ok &= String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok");
+        }
+        if ok {
             return Ok(redis);
         }
         std::thread::sleep(Duration::from_millis(100));
