@@ -10,7 +10,7 @@ unset PGISOLATE_DATABASE_URL PGISOLATE_REUSE
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 run_py() { (cd bindings-python && "$root/.venv/bin/python" -m pytest -q -n 2 -p no:cacheprovider suite >/dev/null); }
-run_godog() { (cd examples/godog && go test -count=1 -p 3 ./... >/dev/null); }
+run_godog() { (cd examples/godog && go test -count=1 -p 4 ./... >/dev/null); }
 bench() { # name, function
   local name=$1 fn=$2 t0 cold warm
   "$bin" server stop >/dev/null 2>&1 || true
@@ -24,4 +24,4 @@ bench() { # name, function
   printf 'warm-bench: %-28s cold %6.2f s   warm %6.2f s   (%.1fx)\n' "$name" "$cold" "$warm" "$(awk -v c="$cold" -v w="$warm" 'BEGIN { print c / w }')"
 }
 bench "pytest -n 2 (200 tests)" run_py
-bench "godog (3 packages, -p 3)" run_godog
+bench "godog (4 packages, -p 4)" run_godog

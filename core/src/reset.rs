@@ -50,23 +50,30 @@ impl Plan {
     /// Reads template `schema`'s tables, foreign keys and triggers; `seed_sql` is its captured
     /// rows and sequence positions (`pg_dump --data-only`, [`PLACEHOLDER`] for the schema).
     pub(crate) async fn load(client: &Client, schema: &str, seed_sql: Option<&str>) -> Result<Plan> {
+        // Every row through an index (the schema's relations from pg_depend, their foreign
+        // keys and triggers by table): pg_constraint has no index on the referenced table, and
+        // asking it per table scanned it once for each of them.
         let rows = client
             .query(
-                "select quote_ident(c.relname), c.relispartition, \
-                   exists (select 1 from pg_trigger t where t.tgrelid = c.oid and t.tgname = $2), \
-                   array(select distinct quote_ident(ch.relname) from pg_constraint k \
-                         join pg_class ch on ch.oid = coalesce(pg_partition_root(k.conrelid), k.conrelid) \
-                         where k.contype = 'f' and coalesce(pg_partition_root(k.confrelid), k.confrelid) = c.oid \
-                           and ch.oid <> c.oid and ch.relnamespace = c.relnamespace)::text[], \
-                   array(select quote_ident(p.relname) || ' ' || quote_ident(t.tgname) || ' ' || t.tgenabled::text \
-                         from (select c.oid as relid, 0 as level where c.relkind <> 'p' \
-                               union all select relid, level from pg_partition_tree(c.oid) where c.relkind = 'p') pt \
+                "with t as (select c.oid, c.relname, c.relkind, c.relispartition from pg_depend d \
+                   join pg_class c on c.oid = d.objid \
+                   where d.refclassid = 'pg_namespace'::regclass and d.refobjid = to_regnamespace(quote_ident($1)) \
+                     and d.classid = 'pg_class'::regclass and c.relkind in ('r', 'p')) \
+                 select quote_ident(t.relname), t.relispartition, \
+                   exists (select 1 from pg_trigger g where g.tgrelid = t.oid and g.tgname = $2), \
+                   (select quote_ident(r.relname) from pg_class r where r.oid = coalesce(pg_partition_root(t.oid), t.oid)), \
+                   array(select quote_ident(p.relname) from pg_constraint k \
+                         join pg_class p on p.oid = coalesce(pg_partition_root(k.confrelid), k.confrelid) \
+                         where k.conrelid = t.oid and k.contype = 'f' \
+                           and p.relnamespace = to_regnamespace(quote_ident($1)))::text[], \
+                   array(select quote_ident(p.relname) || ' ' || quote_ident(g.tgname) || ' ' || g.tgenabled::text \
+                         from (select t.oid as relid, 0 as level where t.relkind <> 'p' \
+                               union all select relid, level from pg_partition_tree(t.oid) where t.relkind = 'p') pt \
                          join pg_class p on p.oid = pt.relid \
-                         join pg_trigger t on t.tgrelid = pt.relid \
-                         where not t.tgisinternal and t.tgenabled <> 'D' and t.tgname <> $2 \
-                         order by pt.level, p.oid, t.oid)::text[] \
-                 from pg_class c where c.relnamespace = to_regnamespace(quote_ident($1)) and c.relkind in ('r', 'p') \
-                 order by c.oid",
+                         join pg_trigger g on g.tgrelid = pt.relid \
+                         where not g.tgisinternal and g.tgenabled <> 'D' and g.tgname <> $2 \
+                         order by pt.level, p.oid, g.oid)::text[] \
+                 from t order by t.oid",
                 &[&schema, &TRIGGER],
             )
             .await
@@ -75,12 +82,19 @@ impl Plan {
         for r in &rows {
             let name: String = r.get(0);
             plan.tracked &= r.get::<_, bool>(2);
+            // Foreign keys, as parent -> children between whole (root) tables.
+            let root: String = r.get(3);
+            for parent in r.get::<_, Vec<String>>(4) {
+                let children = plan.children.entry(parent.clone()).or_default();
+                if parent != root && !children.contains(&root) {
+                    children.push(root.clone());
+                }
+            }
             if r.get::<_, bool>(1) {
                 continue;
             }
-            plan.children.insert(name.clone(), r.get(3));
             let triggers: Vec<(String, String, &'static str)> = r
-                .get::<_, Vec<String>>(4)
+                .get::<_, Vec<String>>(5)
                 .iter()
                 .filter_map(|t| {
                     // "<relation> <trigger> <O|A|R>"; both names are quoted identifiers.

@@ -34,3 +34,9 @@ Feature: Login
       | alice@example.com | secret1  | 200    |
       | alice@example.com | SECRET1  | 401    |
       | ALICE@example.com | secret1  | 401    |
+      | alice@example.com | secret   | 401    |
+      | alice@example.com | secret11 | 401    |
+      | alice@example.co  | secret1  | 401    |
+      | bob@example.com   | secret1  | 401    |
+      | alice@example.com |          | 401    |
+      | alice@example.com | secret1  | 200    |

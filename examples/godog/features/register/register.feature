@@ -27,6 +27,12 @@ Feature: Registration
       | no-at-sign        | x        |
       | carol@example.com |          |
       |                   | x        |
+      | carol example.com | x        |
+      | carol.example.com | pw       |
+      | bob               | secret2  |
+      |                   |          |
+      | no-at-sign        |          |
+      | dave@example.com  |          |
 
   Scenario: registration survives a rotated secret
     When the JWT secret is rotated

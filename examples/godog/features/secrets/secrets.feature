@@ -33,3 +33,7 @@ Feature: JWT secret rotation
       | 1 | 2       |
       | 2 | 3       |
       | 3 | 4       |
+      | 4 | 5       |
+      | 5 | 6       |
+      | 6 | 7       |
+      | 7 | 8       |
