@@ -65,7 +65,7 @@ pub(crate) struct Inner {
     pool_returns: tokio::sync::Notify,
     /// The one connection resets run on: each reads every sequence of its schema, and a
     /// connection that has opened them before does it ten times faster.
-    reset_conn: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+    reset_conn: tokio::sync::Mutex<Option<pool::ResetConn>>,
     /// Sequences (oids, quoted names) of the pool schemas reset before, by schema oid.
     known_sequences: Mutex<HashMap<u32, pool::KnownSequences>>,
     drop_slots: Arc<Semaphore>,

@@ -25,6 +25,30 @@ use crate::markers::{self, Kind};
 use crate::registry;
 use crate::template::Template;
 
+/// The connection resets run on, with their statements prepared once (parsing and planning
+/// them for each reset cost more than running them).
+#[derive(Debug)]
+pub(crate) struct ResetConn {
+    client: tokio_postgres::Client,
+    namespace: tokio_postgres::Statement,
+    changes: tokio_postgres::Statement,
+    known: tokio_postgres::Statement,
+}
+
+impl ResetConn {
+    async fn open(url: &str) -> Result<ResetConn> {
+        let client = crate::admin::connect(url, crate::admin::ADMIN_APP).await?;
+        let prepare = |sql: &'static str| {
+            let client = &client;
+            async move { client.prepare(sql).await.map_err(|e| Error::db("prepare the reset queries", e)) }
+        };
+        let namespace = prepare("select to_regnamespace($1)::oid").await?;
+        let changes = prepare(crate::reset::Plan::CHANGES_SQL).await?;
+        let known = prepare(crate::reset::Plan::CHANGES_KNOWN_SQL).await?;
+        Ok(ResetConn { client, namespace, changes, known })
+    }
+}
+
 /// A reset schema's sequences: oids and quoted names, in the same order.
 pub(crate) type KnownSequences = Arc<(Vec<u32>, Vec<String>)>;
 
@@ -315,13 +339,14 @@ impl Inner {
             return false;
         }
         let mut conn = self.reset_conn.lock().await;
-        if conn.as_ref().is_none_or(|c| c.is_closed()) {
-            *conn = crate::admin::connect(&self.url, crate::admin::ADMIN_APP).await.ok();
+        if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
+            *conn = ResetConn::open(&self.url).await.ok();
         }
-        let Some(admin) = conn.as_ref() else { return false };
+        let Some(rc) = conn.as_ref() else { return false };
+        let admin = &rc.client;
         let plan = &tpl.reset;
         let (written, moved) = if plan.tracked() {
-            match self.changes(admin, plan, schema).await {
+            match self.changes(rc, plan, schema).await {
                 Ok(changes) => changes,
                 Err(e) => {
                     self.warn(&format!(
@@ -355,17 +380,18 @@ impl Inner {
     /// A recycled schema keeps its sequences: their oids are remembered after its first reset.
     async fn changes(
         &self,
-        admin: &tokio_postgres::Client,
+        rc: &ResetConn,
         plan: &crate::reset::Plan,
         schema: &str,
     ) -> std::result::Result<(Vec<String>, Vec<String>), tokio_postgres::Error> {
-        let ns: u32 = admin.query_one("select to_regnamespace($1)::oid", &[&ident(schema)]).await?.get(0);
+        let admin = &rc.client;
+        let ns: u32 = admin.query_one(&rc.namespace, &[&ident(schema)]).await?.get(0);
         let known = self.known_sequences.lock().ok().and_then(|m| m.get(&ns).cloned());
         if let Some(known) = known {
-            let row = admin.query_one(crate::reset::Plan::CHANGES_KNOWN_SQL, &[&ns, &known.0]).await?;
+            let row = admin.query_one(&rc.known, &[&ns, &known.0]).await?;
             return Ok((row.get(0), plan.moved(&known.1, &row.get::<_, Vec<Option<i64>>>(1))));
         }
-        let row = admin.query_one(crate::reset::Plan::CHANGES_SQL, &[&ns]).await?;
+        let row = admin.query_one(&rc.changes, &[&ns]).await?;
         let (oids, names): (Vec<u32>, Vec<String>) = (row.get(1), row.get(2));
         let moved = plan.moved(&names, &row.get::<_, Vec<Option<i64>>>(3));
         if let Ok(mut m) = self.known_sequences.lock() {
