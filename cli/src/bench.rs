@@ -756,6 +756,21 @@ async fn two_worker_suite(base: &Config, migrations: &Path, n: usize, data: Opti
     Ok(Suite { tests: per_worker * 2, base_ms, isolated_ms, cpu })
 }
 
+/// One strategy as a line of bench.csv; `ratios` fills the last two columns.
+fn csv_row(r: &Row, ratios: &str) -> String {
+    format!(
+        "{},\"{}\",{},{:.3},{:.3},{:.3},{:.3},{},{ratios}\n",
+        r.strategy,
+        r.what,
+        r.tests,
+        r.acquire_p50,
+        r.acquire_p99,
+        r.release_p50,
+        r.wall_per_test,
+        r.server_per_test.map(|v| format!("{v:.3}")).unwrap_or_default(),
+    )
+}
+
 fn print_and_write(
     rows: &[Row],
     resets: Option<&(Row, Row)>,
@@ -790,19 +805,7 @@ fn print_and_write(
             c / fresh,
             c / tdb
         );
-        csv.push_str(&format!(
-            "{},\"{}\",{},{:.3},{:.3},{:.3},{:.3},{},{:.4},{:.4}\n",
-            r.strategy,
-            r.what,
-            r.tests,
-            r.acquire_p50,
-            r.acquire_p99,
-            r.release_p50,
-            r.wall_per_test,
-            r.server_per_test.map(|v| format!("{v:.3}")).unwrap_or_default(),
-            c / fresh,
-            c / tdb
-        ));
+        csv.push_str(&csv_row(r, &format!("{:.4},{:.4}", c / fresh, c / tdb)));
     }
     if let Some((small, big)) = resets {
         println!();
@@ -818,17 +821,7 @@ fn print_and_write(
                 r.server_per_test.map(|v| format!("{v:.2}")).unwrap_or_else(|| "n/a".into()),
                 r.what
             );
-            csv.push_str(&format!(
-                "{},\"{}\",{},{:.3},{:.3},{:.3},{:.3},{},,\n",
-                r.strategy,
-                r.what,
-                r.tests,
-                r.acquire_p50,
-                r.acquire_p99,
-                r.release_p50,
-                r.wall_per_test,
-                r.server_per_test.map(|v| format!("{v:.3}")).unwrap_or_default(),
-            ));
+            csv.push_str(&csv_row(r, ","));
         }
     }
     println!();

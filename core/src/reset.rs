@@ -44,6 +44,9 @@ pub(crate) struct Plan {
     children: HashMap<String, Vec<String>>,
     /// Enabled user triggers of each table and its partitions: (relation, trigger, how enabled).
     triggers: HashMap<String, Vec<(String, String, &'static str)>>,
+    /// Tables whose row-level security applies to their owner too (FORCE): a DELETE by the
+    /// owner would leave the rows it cannot see, so they are truncated.
+    forced: BTreeSet<String>,
 }
 
 impl Plan {
@@ -55,7 +58,7 @@ impl Plan {
         // asking it per table scanned it once for each of them.
         let rows = client
             .query(
-                "with t as (select c.oid, c.relname, c.relkind, c.relispartition from pg_depend d \
+                "with t as (select c.oid, c.relname, c.relkind, c.relispartition, c.relforcerowsecurity from pg_depend d \
                    join pg_class c on c.oid = d.objid \
                    where d.refclassid = 'pg_namespace'::regclass and d.refobjid = to_regnamespace(quote_ident($1)) \
                      and d.classid = 'pg_class'::regclass and c.relkind in ('r', 'p')) \
@@ -72,7 +75,8 @@ impl Plan {
                          join pg_class p on p.oid = pt.relid \
                          join pg_trigger g on g.tgrelid = pt.relid \
                          where not g.tgisinternal and g.tgenabled <> 'D' and g.tgname <> $2 \
-                         order by pt.level, p.oid, g.oid)::text[] \
+                         order by pt.level, p.oid, g.oid)::text[], \
+                   t.relforcerowsecurity \
                  from t order by t.oid",
                 &[&schema, &TRIGGER],
             )
@@ -110,6 +114,9 @@ impl Plan {
                 .collect();
             if !triggers.is_empty() {
                 plan.triggers.insert(name.clone(), triggers);
+            }
+            if r.get::<_, bool>(6) {
+                plan.forced.insert(name.clone());
             }
             plan.tables.push(name);
         }
@@ -173,7 +180,8 @@ impl Plan {
     /// `written` tables and its positions in the `moved` sequences; `None` when nothing
     /// changed. As superuser: DELETE from the written tables with triggers and foreign keys off,
     /// then their seed rows. Otherwise, with the touched tables' enabled user triggers off (by
-    /// name, restored as they were): a written table with seed rows is truncated together with
+    /// name, restored as they were): a written table with seed rows (or with row-level security
+    /// forced on its owner) is truncated together with
     /// every table referencing it (other seeds may point at its rows) and refilled; a written
     /// table without seed rows can only be referenced by rows the test wrote, so it is emptied
     /// by DELETE after the written tables that reference it (tables in a foreign-key cycle are
@@ -196,7 +204,8 @@ impl Plan {
         let (truncate, delete) = if superuser {
             (Vec::new(), written.clone())
         } else {
-            let mut truncate: Vec<&str> = written.iter().copied().filter(|t| seeded.contains(t)).collect();
+            let mut truncate: Vec<&str> =
+                written.iter().copied().filter(|t| seeded.contains(t) || self.forced.contains(*t)).collect();
             self.close_over_children(&mut truncate);
             let mut rest: Vec<&str> = written.iter().copied().filter(|t| !truncate.contains(t)).collect();
             // Children first; what cannot be ordered (a cycle) is truncated instead.
@@ -453,6 +462,10 @@ mod tests {
         // Without seed rows: DELETE, children first; a cycle is truncated.
         let del = plan.reset_sql("s", &["products".into()], &[], false).unwrap();
         assert!(del.contains("DELETE FROM \"s\".products;") && !del.contains("TRUNCATE"), "{del}");
+        plan.forced.insert("products".into());
+        let forced = plan.reset_sql("s", &["products".into()], &[], false).unwrap();
+        assert!(forced.contains("TRUNCATE \"s\".products;") && !forced.contains("DELETE"), "{forced}");
+        plan.forced.clear();
         plan.tables.push("x".into());
         plan.children.insert("products".into(), vec!["x".into()]);
         plan.children.insert("x".into(), vec!["products".into()]);
