@@ -96,6 +96,16 @@ func nativeCacheKeyFor(prefix, key string) (string, error) {
 	return stringCall(func(out **C.char) *C.pgi_error { return C.pgi_cache_key_for(p, k, out) })
 }
 
+func nativeKeptLine(schema, test, url string) (string, error) {
+	s, freeS := cString(schema)
+	defer freeS()
+	t, freeT := cString(test)
+	defer freeT()
+	u, freeU := cString(url)
+	defer freeU()
+	return stringCall(func(out **C.char) *C.pgi_error { return C.pgi_kept_line(s, t, u, out) })
+}
+
 func nativeScoped(url, schema, tailCSV string) (string, error) {
 	u, freeU := cString(url)
 	defer freeU()

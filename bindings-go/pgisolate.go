@@ -432,6 +432,16 @@ func (s *Schema) CacheKey(key string) string { return s.cachePrefix + key }
 // PrismaURL is a Prisma-style URL (?schema=<name>).
 func (s *Schema) PrismaURL() (string, error) { return PrismaURL(s.url, s.name) }
 
+// KeptLine is the line every test runner prints for this schema when it is kept (a failed
+// test's): its name, the test, and a psql command that opens it.
+func (s *Schema) KeptLine(test string) string {
+	line, err := nativeKeptLine(s.name, test, s.url)
+	if err != nil {
+		return "pgisolate: kept schema " + s.name + " (" + test + ")"
+	}
+	return line
+}
+
 // Release drops the schema (kept only under Keep "always"). Idempotent.
 func (s *Schema) Release() error {
 	_, err := s.Finish(false)

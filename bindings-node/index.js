@@ -236,7 +236,7 @@ Object.defineProperty(native.Engine.prototype, 'template', {
 })
 
 const pure = {}
-for (const name of ['schemaName', 'cachePrefix', 'cacheKey', 'scopedUrl', 'prismaUrl', 'redact', 'version']) {
+for (const name of ['schemaName', 'cachePrefix', 'cacheKey', 'keptLine', 'scopedUrl', 'prismaUrl', 'redact', 'version']) {
   pure[name] = guard(native[name])
 }
 const nativeCheckSetting = guard(native.checkSetting)

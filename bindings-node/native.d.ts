@@ -153,6 +153,12 @@ export interface IdentityInput {
   discriminator?: string
 }
 
+/**
+ * The line every test runner prints for a kept schema: its name, the test, and a psql
+ * command that opens it.
+ */
+export declare function keptLine(schema: string, test: string, url: string): string
+
 /** `url` with `?schema=<schema>`. */
 export declare function prismaUrl(url: string, schema: string): string
 

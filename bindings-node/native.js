@@ -582,6 +582,7 @@ module.exports.cacheKey = nativeBinding.cacheKey
 module.exports.cachePrefix = nativeBinding.cachePrefix
 module.exports.checkSetting = nativeBinding.checkSetting
 module.exports.cliMain = nativeBinding.cliMain
+module.exports.keptLine = nativeBinding.keptLine
 module.exports.prismaUrl = nativeBinding.prismaUrl
 module.exports.redact = nativeBinding.redact
 module.exports.schemaName = nativeBinding.schemaName

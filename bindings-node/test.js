@@ -18,7 +18,7 @@
 //   workerSchema()    one schema per worker process, for suites that reset data themselves.
 
 const path = require('node:path')
-const { Engine, ConfigError } = require('./index.js')
+const { Engine, ConfigError, keptLine: nativeKeptLine } = require('./index.js')
 
 let globalEngine
 let enginePromise
@@ -244,7 +244,7 @@ function currentTestFailed() {
 
 /** The line every runner prints for a kept schema: where it is and the command that opens it. */
 function keptLine(schema, what) {
-  return `pgisolate: kept schema ${schema.name} (${what}); open it with: psql '${schema.url.replace(/'/g, "'\\''")}'`
+  return nativeKeptLine(schema.name, what, schema.url)
 }
 
 function isFailed(ctx, result) {

@@ -156,6 +156,10 @@ struct pgi_error *pgi_naming_schema_name(const char *prefix,
 // Writes the cache-key prefix (`<hex>_`) of a schema name made with `prefix` to `*out`.
 struct pgi_error *pgi_naming_cache_prefix(const char *prefix, const char *schema, char **out);
 
+// Writes the line a test runner prints for a kept schema (where it is, which test it was, a
+// psql command that opens it) to `*out`.
+struct pgi_error *pgi_kept_line(const char *schema, const char *test, const char *url, char **out);
+
 // Writes `cache_prefix + key` to `*out`.
 struct pgi_error *pgi_cache_key_for(const char *cache_prefix, struct pgi_str key, char **out);
 

@@ -22,7 +22,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 
@@ -138,7 +137,7 @@ func Schema(t testing.TB, opts ...Option) *pgisolate.Schema {
 			return
 		}
 		if kept {
-			t.Logf("pgisolate: kept schema %s (%s); open it with: psql %s", s.Name(), t.Name(), shellQuote(s.URL()))
+			t.Log(s.KeptLine(t.Name()))
 		}
 	})
 	return s
@@ -192,9 +191,4 @@ func Main(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "pgisolate: close:", err)
 	}
 	os.Exit(code)
-}
-
-// shellQuote quotes s for a POSIX shell.
-func shellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -452,6 +452,13 @@ pub fn cache_key(cache_prefix: String, key: String) -> String {
     pgisolate::cache_key(&cache_prefix, &key)
 }
 
+/// The line every test runner prints for a kept schema: its name, the test, and a psql
+/// command that opens it.
+#[napi]
+pub fn kept_line(schema: String, test: String, url: String) -> String {
+    pgisolate::kept_line(&schema, &test, &url)
+}
+
 /// A URL or key/value string scoped to `schema` (then `tail`, default ["public"]).
 #[napi(ts_return_type = "string")]
 pub fn scoped_url(url: String, schema: String, tail: Option<Vec<String>>) -> Out<String> {

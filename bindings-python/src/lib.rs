@@ -534,6 +534,13 @@ fn cache_key(cache_prefix: &str, key: &str) -> String {
     pgisolate::cache_key(cache_prefix, key)
 }
 
+/// The line every test runner prints for a kept schema: its name, the test, and a psql
+/// command that opens it.
+#[pyfunction]
+fn kept_line(schema: &str, test: &str, url: &str) -> String {
+    pgisolate::kept_line(schema, test, url)
+}
+
 /// A URL or key/value string scoped to `schema` (then `tail`) in search_path.
 #[pyfunction]
 #[pyo3(signature = (url, schema, tail=vec!["public".to_owned()]))]
@@ -632,6 +639,7 @@ fn _pgisolate(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(schema_name, m)?)?;
     m.add_function(wrap_pyfunction!(cache_prefix, m)?)?;
     m.add_function(wrap_pyfunction!(cache_key, m)?)?;
+    m.add_function(wrap_pyfunction!(kept_line, m)?)?;
     m.add_function(wrap_pyfunction!(scoped_url, m)?)?;
     m.add_function(wrap_pyfunction!(prisma_url, m)?)?;
     m.add_function(wrap_pyfunction!(redact, m)?)?;

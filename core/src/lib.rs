@@ -22,7 +22,7 @@
 //! - [`Identity`] → [`Schema`] (URL, conninfo, cache prefix), released as [`Released`];
 //! - [`GcReport`], [`Entry`] (a live or kept schema), [`TemplateInfo`] (a template);
 //! - [`Error`] with its [`ErrorKind`] and SQLSTATE, [`Result`];
-//! - pure helpers: [`schema_name`], [`cache_key`], and the modules [`naming`] (names and cache
+//! - pure helpers: [`schema_name`], [`cache_key`], [`kept_line`], and the modules [`naming`] (names and cache
 //!   prefixes), [`conninfo`] (scoping, redacting, Prisma and SQLAlchemy URLs);
 //! - test glue: [`test`] (`#[pgisolate::test]`), [`testing`] (`cargo test`), [`blocking`]
 //!   (the library runtime for bindings);
@@ -63,7 +63,7 @@ pub use engine::build::{TemplateBuild, TemplateStart};
 pub use engine::gc::GcReport;
 pub use engine::Engine;
 pub use error::{Error, ErrorKind, Result};
-pub use naming::{cache_key, schema_name, Identity};
+pub use naming::{cache_key, kept_line, schema_name, Identity};
 pub use registry::{Entry, TemplateInfo};
 pub use schema::{Released, Schema};
 pub use template::{Migrations, Template};

@@ -130,6 +130,12 @@ pub fn cache_prefix(prefix: &str, schema: &str) -> String {
     format!("{hash}_")
 }
 
+/// The line every test runner prints for a kept schema (a failed test's): where it is, which
+/// test it was, and a shell command that opens it (`psql` with the schema's URL, quoted).
+pub fn kept_line(schema: &str, test: &str, url: &str) -> String {
+    format!("pgisolate: kept schema {schema} ({test}); open it with: psql '{}'", url.replace('\'', "'\\''"))
+}
+
 /// A cache key inside a schema's namespace: `<cache prefix><key>`.
 pub fn cache_key(cache_prefix: &str, key: &str) -> String {
     format!("{cache_prefix}{key}")

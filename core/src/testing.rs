@@ -298,15 +298,10 @@ impl Drop for TestSchema {
             let failed = std::thread::panicking();
             let (name, url, identity) = (s.name().to_owned(), s.url().to_owned(), s.identity().display());
             match block_on(async move { s.finish(failed).await }) {
-                Ok(crate::Released::Kept) => eprintln!("{}", kept_line(&name, &identity, &url)),
+                Ok(crate::Released::Kept) => eprintln!("{}", crate::kept_line(&name, &identity, &url)),
                 Ok(_) => {}
                 Err(e) => eprintln!("pgisolate: warning: release of {name} failed: {e}"),
             }
         }
     }
-}
-
-/// The line every runner prints for a kept schema: where it is and the command that opens it.
-pub(crate) fn kept_line(name: &str, identity: &str, url: &str) -> String {
-    format!("pgisolate: kept schema {name} ({identity}); open it with: psql '{}'", url.replace('\'', "'\\''"))
 }

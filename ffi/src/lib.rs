@@ -363,6 +363,21 @@ pub unsafe extern "C" fn pgi_naming_cache_prefix(
     unsafe { string_out(out, || Ok(pgisolate::naming::cache_prefix(cstr(prefix, "prefix")?, cstr(schema, "schema")?))) }
 }
 
+/// Writes the line a test runner prints for a kept schema (where it is, which test it was, a
+/// psql command that opens it) to `*out`.
+#[no_mangle]
+pub unsafe extern "C" fn pgi_kept_line(
+    schema: *const c_char,
+    test: *const c_char,
+    url: *const c_char,
+    out: *mut *mut c_char,
+) -> *mut pgi_error {
+    // SAFETY: arguments follow the documented contract.
+    unsafe {
+        string_out(out, || Ok(pgisolate::kept_line(cstr(schema, "schema")?, cstr(test, "test")?, cstr(url, "url")?)))
+    }
+}
+
 /// Writes `cache_prefix + key` to `*out`.
 #[no_mangle]
 pub unsafe extern "C" fn pgi_cache_key_for(

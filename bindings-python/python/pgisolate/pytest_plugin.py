@@ -328,10 +328,7 @@ class _Factory:
     def release(self, schema: pgisolate.Schema, failed: bool, what: str = "") -> None:
         if schema.release(failed=failed):
             self.state.kept += 1
-            quoted = schema.url.replace("'", "'\\''")
-            self.state.kept_lines.append(
-                f"pgisolate: kept schema {schema.name} ({what or 'failed test'}); open it with: psql '{quoted}'"
-            )
+            self.state.kept_lines.append(pgisolate.kept_line(schema.name, what or "failed test", schema.url))
         # Leaked connections found at release, and earlier background warnings: shown by
         # pytest against this test.
         self.engine.emit_warnings(stacklevel=3)

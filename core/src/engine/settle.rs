@@ -21,15 +21,17 @@ pub(crate) struct Settle {
 
 impl Inner {
     /// Ends the sessions a release saw: a client that closed just before release leaves a
-    /// backend that exits a few milliseconds later, so each gets up to 150 ms; whatever is
-    /// still there then was leaked by the test, is terminated, and is reported by name.
+    /// backend that exits a few milliseconds later (longer on a loaded machine: CI saw more
+    /// than 150 ms), so each gets up to a second; whatever is still there then was leaked by
+    /// the test, is terminated, and is reported by name. This runs in the background of a
+    /// release that recycles or defers its drop.
     pub(crate) async fn settle(&self, admin: &Client, pids: &[i32], name: &str, identity: &str) {
         if pids.is_empty() {
             return;
         }
         // A closing backend is normally gone within a few milliseconds: look after 5 ms (one
-        // query for most releases), then back off to 150 ms in all.
-        for pause in [5u64, 15, 30, 100] {
+        // query for most releases), then back off to a second in all.
+        for pause in [5u64, 15, 30, 100, 250, 600] {
             tokio::time::sleep(Duration::from_millis(pause)).await;
             let alive: i64 = match admin
                 .query_one("select count(*) from pg_catalog.pg_stat_get_activity(NULL) where pid = any($1)", &[&pids])
