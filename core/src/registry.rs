@@ -382,33 +382,42 @@ pub(crate) fn released_sql(name: &str, moved_to: &str) -> String {
 /// Statement that marks the rest of a transaction as the engine's own DDL.
 pub(crate) const INTERNAL: &str = "SET LOCAL pgisolate.internal = 'on';";
 
-/// Creates the registry once, race-free, under a transaction advisory lock.
+/// Whether this version's registry is in place.
+const PRESENT_SQL: &str = "select to_regclass('pgisolate.leases') is not null and exists (select 1 from pg_attribute \
+     where attrelid = to_regclass('pgisolate.templates') and attname = 'last_used' and not attisdropped) \
+     and exists (select 1 from pg_attribute \
+     where attrelid = to_regclass('pgisolate.leases') and attname = 'handout_txid' and not attisdropped) \
+     and to_regprocedure('pgisolate.check_unchanged(text)') is not null \
+     and to_regprocedure('pgisolate.schema_state(oid, bigint)') is not null \
+     and to_regprocedure('pgisolate.note_write()') is not null \
+     and coalesce((select prosrc not like '%GRANT USAGE%' from pg_proc \
+                   where oid = to_regprocedure('pgisolate.give_schema(text, text)')), false)";
+
+async fn present(client: &Client) -> Result<bool> {
+    client.query_one(PRESENT_SQL, &[]).await.map_err(|e| Error::db("check the registry", e)).map(|r| r.get(0))
+}
+
+/// Creates the registry once, race-free, under a transaction advisory lock. Checked again
+/// once the lock is held: engines that all found it missing at once would otherwise each run
+/// the DDL after the first, and its `ALTER TABLE … ADD COLUMN IF NOT EXISTS` takes an
+/// exclusive lock even when the column exists (a deadlock with a template being published).
 pub(crate) async fn ensure(client: &Client) -> Result<()> {
-    let present = client
-        .query_one(
-            "select to_regclass('pgisolate.leases') is not null and exists (select 1 from pg_attribute \
-             where attrelid = to_regclass('pgisolate.templates') and attname = 'last_used' and not attisdropped) \
-             and exists (select 1 from pg_attribute \
-             where attrelid = to_regclass('pgisolate.leases') and attname = 'handout_txid' and not attisdropped) \
-             and to_regprocedure('pgisolate.check_unchanged(text)') is not null \
-             and to_regprocedure('pgisolate.schema_state(oid, bigint)') is not null \
-             and to_regprocedure('pgisolate.note_write()') is not null \
-             and coalesce((select prosrc not like '%GRANT USAGE%' from pg_proc \
-                           where oid = to_regprocedure('pgisolate.give_schema(text, text)')), false)",
-            &[],
-        )
-        .await
-        .map_err(|e| Error::db("check the registry", e))?
-        .get::<_, bool>(0);
-    if present {
+    if present(client).await? {
         return Ok(());
     }
-    let sql = format!(
-        "BEGIN; SELECT pg_advisory_xact_lock({REGISTRY_CLASS}, 0); {REGISTRY_DDL} {} COMMIT;",
-        crate::role::GIVE_SCHEMA_DDL
-    );
-    exec(client, "create the pgisolate registry", &sql).await?;
-    Ok(())
+    exec(client, "lock the registry", &format!("BEGIN; SELECT pg_advisory_xact_lock({REGISTRY_CLASS}, 0);")).await?;
+    let made = match present(client).await {
+        Ok(true) => exec(client, "check the registry", "COMMIT").await,
+        Ok(false) => {
+            let sql = format!("{REGISTRY_DDL} {} COMMIT;", crate::role::GIVE_SCHEMA_DDL);
+            exec(client, "create the pgisolate registry", &sql).await
+        }
+        Err(e) => Err(e),
+    };
+    if made.is_err() {
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    made
 }
 
 /// One live or kept schema, as `ls` shows it.

@@ -367,6 +367,12 @@ fn r5() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         tokio::time::sleep(Duration::from_millis(500)).await;
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
         leak.await.unwrap();
+        // The release gives the test's sessions up to a second to close on their own before it
+        // ends them.
+        let t = Instant::now();
+        while held.simple_query("select 1").await.is_ok() && t.elapsed() < Duration::from_secs(3) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         check(held.simple_query("select 1").await.is_err(), "the leaked connection held at release is still alive")?;
         check(next.name() != first && next_other.name() != first, format!("{first} was handed out again"))?;
         let seen = seen.lock().unwrap().clone();
