@@ -337,8 +337,11 @@ func TestTemplateFuncBuildsOnceWithTheCallersTool(t *testing.T) {
 func TestTemplateFuncInputsCannotGoStale(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "001_gadgets.sql")
+	// Contents of this run only: a capture kept from an earlier run (PGISOLATE_HOME/captures)
+	// would otherwise build the template without calling build.
+	run := fmt.Sprintf("-- %d\n", time.Now().UnixNano())
 	write := func(sql string) {
-		if err := os.WriteFile(file, []byte(sql), 0o644); err != nil {
+		if err := os.WriteFile(file, []byte(run+sql), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
