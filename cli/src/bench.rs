@@ -756,6 +756,20 @@ async fn two_worker_suite(base: &Config, migrations: &Path, n: usize, data: Opti
     Ok(Suite { tests: per_worker * 2, base_ms, isolated_ms, cpu })
 }
 
+/// One strategy's columns in the printed table (the ratios or a description follow).
+fn table_row(r: &Row) -> String {
+    format!(
+        "{:<12} {:>7} {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>10.2}ms {:>10}ms",
+        r.strategy,
+        r.tests,
+        r.acquire_p50,
+        r.acquire_p99,
+        r.release_p50,
+        r.wall_per_test,
+        r.server_per_test.map(|v| format!("{v:.2}")).unwrap_or_else(|| "n/a".into()),
+    )
+}
+
 /// One strategy as a line of bench.csv; `ratios` fills the last two columns.
 fn csv_row(r: &Row, ratios: &str) -> String {
     format!(
@@ -793,34 +807,13 @@ fn print_and_write(
     );
     for r in rows {
         let c = cost(r);
-        println!(
-            "{:<12} {:>7} {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>10.2}ms {:>10}ms {:>9.3} {:>9.3}",
-            r.strategy,
-            r.tests,
-            r.acquire_p50,
-            r.acquire_p99,
-            r.release_p50,
-            r.wall_per_test,
-            r.server_per_test.map(|v| format!("{v:.2}")).unwrap_or_else(|| "n/a".into()),
-            c / fresh,
-            c / tdb
-        );
+        println!("{} {:>9.3} {:>9.3}", table_row(r), c / fresh, c / tdb);
         csv.push_str(&csv_row(r, &format!("{:.4},{:.4}", c / fresh, c / tdb)));
     }
     if let Some((small, big)) = resets {
         println!();
         for r in [small, big] {
-            println!(
-                "{:<12} {:>7} {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>10.2}ms {:>10}ms  {}",
-                r.strategy,
-                r.tests,
-                r.acquire_p50,
-                r.acquire_p99,
-                r.release_p50,
-                r.wall_per_test,
-                r.server_per_test.map(|v| format!("{v:.2}")).unwrap_or_else(|| "n/a".into()),
-                r.what
-            );
+            println!("{}  {}", table_row(r), r.what);
             csv.push_str(&csv_row(r, ","));
         }
     }
