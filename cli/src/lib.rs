@@ -45,7 +45,8 @@ enum Command {
     Ls,
     /// Drop schemas whose owner is gone.
     Gc {
-        /// Grace period in seconds (schemas younger than this are left alone).
+        /// Grace period in seconds: an owner whose lease is free is gone once not seen for this
+        /// long (a heartbeat refreshes it every second while its engine is connected).
         #[arg(long, default_value_t = 5)]
         grace: u64,
         /// Also drop kept schemas of owners that are gone.
@@ -200,6 +201,9 @@ async fn run(cli: Cli) -> Result<u8, BoxError> {
             };
             let engine = Engine::start(cfg).await?;
             let r = engine.gc_with(Duration::from_secs(grace), kept).await?;
+            for k in &r.fenced_owners {
+                println!("fenced owner {k} (lease free, not seen for {grace} s)");
+            }
             for s in &r.dropped {
                 println!("dropped {s}");
             }

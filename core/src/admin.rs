@@ -16,11 +16,24 @@ pub(crate) const ADMIN_APP: &str = "pgisolate-admin";
 
 /// Opens one connection with `application_name`, driving it on the current tokio runtime.
 pub(crate) async fn connect(url: &str, application_name: &str) -> Result<Client> {
+    connect_within(url, application_name, None).await
+}
+
+/// [`connect`], giving up after `timeout` (instead of the URL's `connect_timeout`, or 10 s).
+pub(crate) async fn connect_within(url: &str, application_name: &str, timeout: Option<Duration>) -> Result<Client> {
     let mut cfg = tokio_postgres::Config::from_str(url)
         .map_err(|e| Error::ConnInfo(format!("cannot parse {}: {e}", redact(url))))?;
     cfg.application_name(application_name);
-    if cfg.get_connect_timeout().is_none() {
+    if let Some(t) = timeout {
+        cfg.connect_timeout(t);
+    } else if cfg.get_connect_timeout().is_none() {
         cfg.connect_timeout(Duration::from_secs(10));
+    }
+    // A link that went away (a partition, a host's network down) is noticed in about 20 s
+    // instead of the kernel's hours, unless the URL chose its own keepalives.
+    if cfg.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+        cfg.keepalives_idle(Duration::from_secs(5)).keepalives_interval(Duration::from_secs(2)).keepalives_retries(3);
+        cfg.tcp_user_timeout(Duration::from_secs(20));
     }
     let (client, conn) = cfg.connect(NoTls).await.map_err(|e| {
         let (code, message) = describe_pg(&e);
@@ -145,6 +158,14 @@ impl AdminPool {
             None => connect(&self.url, ADMIN_APP).await?,
         };
         Ok(Admin { client: Some(client), reserved: None, pool: self.clone(), _permit: Some(permit) })
+    }
+
+    /// Closes the idle connections (opened before the server restarted or the link dropped:
+    /// most are dead, and a dead one is found out only by a failed statement).
+    pub(crate) fn clear_idle(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
     }
 
     /// Closes idle connections and refuses new borrowers.

@@ -67,12 +67,18 @@ pub struct Config {
     pub search_path_tail_set: bool,
     /// Directory of PostgreSQL binaries for the embedded server.
     pub pg_bin: Option<PathBuf>,
+    /// The `pg_dump` that captures templates for replay; must be of the server's major version
+    /// or newer (pg_dump refuses newer servers). Unset: the server's own version found in
+    /// `pg_bin`, on `PATH` or where packages install PostgreSQL, else the oldest newer one.
+    pub pg_dump: Option<PathBuf>,
     /// Binaries to use when none are found on `PATH` or where packages install them (those
     /// of a registry package the user installed, such as npm's `@embedded-postgres/*`).
     pub pg_bin_fallback: Option<PathBuf>,
     /// Run identity shared by the processes of one run; generated when unset.
     pub run_id: Option<String>,
-    /// gc leaves a dead owner's schemas alone until they are this old.
+    /// gc reaps an owner's schemas once its lease is free and it went unseen (its engine
+    /// beats every second, and at every hand-out) for this long: a restart or a network blip
+    /// shorter than this costs nothing.
     pub gc_grace: Duration,
     /// Whether `Engine::start` runs gc.
     pub gc_on_start: bool,
@@ -139,6 +145,7 @@ impl std::fmt::Debug for Config {
             .field("search_path_tail_set", &self.search_path_tail_set)
             .field("login_role", &self.login_role)
             .field("pg_bin", &self.pg_bin)
+            .field("pg_dump", &self.pg_dump)
             .field("pg_bin_fallback", &self.pg_bin_fallback)
             .field("run_id", &self.run_id)
             .field("gc_grace", &self.gc_grace)
@@ -157,6 +164,7 @@ impl Default for Config {
             search_path_tail: vec!["public".to_owned()],
             search_path_tail_set: false,
             pg_bin: None,
+            pg_dump: None,
             pg_bin_fallback: None,
             run_id: None,
             gc_grace: Duration::from_secs(5),
@@ -240,6 +248,12 @@ pub const SETTINGS: &[Setting] = &[
         key: "pg_bin",
         env: "PGISOLATE_PG_BIN",
         takes: "directory of initdb, pg_ctl, postgres (PATH, then where packages install them)",
+    },
+    Setting {
+        key: "pg_dump",
+        env: "PGISOLATE_PG_DUMP",
+        takes: "the pg_dump that captures templates, of the server's version or newer (found: the server's version, \
+                else the oldest newer one)",
     },
     Setting {
         key: "pg_bin_fallback",
@@ -343,6 +357,7 @@ impl Config {
                 "extensions" => self.extensions = list(v),
                 "pg_bin" => self.pg_bin = opt(v).map(PathBuf::from),
                 "pg_bin_fallback" => self.pg_bin_fallback = opt(v).map(PathBuf::from),
+                "pg_dump" => self.pg_dump = opt(v).map(PathBuf::from),
                 "run_id" => self.run_id = opt(v),
                 "gc_on_start" => self.gc_on_start = flag(v)?,
                 "gc_grace" => self.gc_grace = duration(v)?,

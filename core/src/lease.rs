@@ -1,8 +1,13 @@
-//! The owner lease: a session advisory lock held by each engine on a dedicated connection.
+//! The owner lease: a session advisory lock held by each engine on a dedicated connection, and
+//! the owner's row in `pgisolate.owners`.
 //!
-//! gc treats a schema's owner as alive exactly while that lock is held; PostgreSQL releases it
-//! when the connection goes, so a SIGKILLed owner frees it within milliseconds. The lease
-//! connection also tells the embedded server's keeper that someone still uses the server.
+//! An owner is alive while its lock is held, or while it was seen (the engine's heartbeat,
+//! every acquire) within gc's grace period. PostgreSQL frees the lock when the connection goes
+//! (a SIGKILLed owner, a server restart, a network partition the server noticed); gc then waits
+//! out the grace period, fences the owner (`fenced_at`) and only then reaps its schemas. An
+//! engine whose connection dropped re-takes the same key if its row was not fenced, and knows
+//! it lost everything it handed out if it was (its schemas may be gone). The lease connection
+//! also tells the embedded server's keeper that someone still uses the server.
 
 use tokio_postgres::Client;
 
@@ -16,18 +21,39 @@ pub(crate) const TEMPLATE_CLASS: i32 = LEASE_CLASS + 1;
 /// classid of the registry-DDL advisory lock.
 pub(crate) const REGISTRY_CLASS: i32 = LEASE_CLASS + 2;
 
+/// SQLSTATE of `pgisolate.hold` when the owner was fenced.
+pub(crate) const FENCED: &str = "PGI01";
+
+/// Who holds a lease, as its owner row records it.
+#[derive(Debug, Clone)]
+pub(crate) struct Who {
+    pub host: String,
+    pub run_id: String,
+}
+
 /// A held owner lease.
 #[derive(Debug)]
 pub(crate) struct Lease {
     /// The owner key (objid of the advisory lock), positive.
     pub key: i32,
+    /// The lease connection's backend pid (ended when a new connection re-takes the key).
+    pub backend: i32,
     client: std::sync::Arc<tokio::sync::Mutex<Client>>,
 }
 
+/// How re-taking a lease after its connection dropped went.
+pub(crate) enum Retaken {
+    /// The key is held again, on this new connection (and its backend pid).
+    Held(Client, i32),
+    /// gc fenced the owner: everything it handed out may be gone. The connection is open and
+    /// holds no key.
+    Fenced(Client),
+}
+
 impl Lease {
-    /// Opens the lease connection and takes a fresh owner key. Refuses poolers that hand
-    /// successive transactions to different backends: a lease there would not be held.
-    pub(crate) async fn take(url: &str) -> Result<Lease> {
+    /// Opens the lease connection. Refuses poolers that hand successive transactions to
+    /// different backends: a lease there would not be held.
+    pub(crate) async fn open(url: &str) -> Result<Client> {
         let client = crate::admin::connect(url, crate::server::LEASE_APP).await?;
         let pid_of = |rows: Vec<tokio_postgres::SimpleQueryMessage>| -> Option<String> {
             rows.into_iter().find_map(|m| match m {
@@ -105,19 +131,81 @@ impl Lease {
                 crate::conninfo::redact(url)
             )));
         }
-        let mut salt = crate::secret::random_hex(64);
-        for _ in 0..64 {
-            let key = key_from(&salt);
-            let row = client
-                .query_one("select pg_try_advisory_lock($1::int4, $2::int4)", &[&LEASE_CLASS, &key])
+        Ok(client)
+    }
+
+    /// Takes a fresh owner key with its owner row on the lease connection (the registry exists).
+    pub(crate) async fn take(client: Client, who: &Who) -> Result<Lease> {
+        let (key, backend) = claim(&client, who).await?;
+        Ok(Lease { key, backend, client: std::sync::Arc::new(tokio::sync::Mutex::new(client)) })
+    }
+
+    /// Re-takes `key` on a new connection after the lease connection dropped: held again if
+    /// gc did not fence the owner meanwhile. While the old session still holds the lock (the
+    /// server has not noticed it is gone), it is ended and `Ok(None)` says to try again.
+    pub(crate) async fn retake(url: &str, key: i32, old_backend: i32) -> Result<Option<Retaken>> {
+        // Short attempts: one made while the link was down must not outlast its return.
+        let within = Some(std::time::Duration::from_secs(2));
+        let client = crate::admin::connect_within(url, crate::server::LEASE_APP, within).await?;
+        let got: bool = client
+            .query_one("select pg_try_advisory_lock($1::int4, $2::int4)", &[&LEASE_CLASS, &key])
+            .await
+            .map_err(|e| Error::db("re-take the owner lease", e))?
+            .get(0);
+        if !got {
+            let fenced: Option<bool> = client
+                .query_opt("select fenced_at is not null from pgisolate.owners where owner_key = $1", &[&key])
                 .await
-                .map_err(|e| Error::db("take the owner lease", e))?;
-            if row.get::<_, bool>(0) {
-                return Ok(Lease { key, client: std::sync::Arc::new(tokio::sync::Mutex::new(client)) });
+                .map_err(|e| Error::db("read the owner row", e))?
+                .map(|r| r.get(0));
+            if fenced == Some(false) {
+                // Our old session still holds it: nobody else can (they would need our row).
+                let _ = client.execute("select pg_terminate_backend($1)", &[&old_backend]).await;
+                return Ok(None);
             }
-            salt = sha256_hex(salt.as_bytes());
+            return Ok(Some(Retaken::Fenced(client)));
         }
-        Err(Error::Lease("could not take an owner lease: 64 random keys were all held".into()))
+        match client.execute("select pgisolate.hold($1)", &[&key]).await {
+            Ok(_) => {
+                let backend = backend_pid(&client).await?;
+                Ok(Some(Retaken::Held(client, backend)))
+            }
+            Err(e) if e.code().map(|c| c.code()) == Some(FENCED) => {
+                let _ = client.execute("select pg_advisory_unlock($1::int4, $2::int4)", &[&LEASE_CLASS, &key]).await;
+                Ok(Some(Retaken::Fenced(client)))
+            }
+            Err(e) => Err(Error::db("re-take the owner lease", e)),
+        }
+    }
+
+    /// Makes `client` this lease's connection and `key` its owner (after a re-take, or a
+    /// new key once the old one was fenced). The reserved admin connection follows.
+    pub(crate) async fn replace(&mut self, client: Client, key: i32, backend: i32) {
+        *self.client.lock().await = client;
+        self.key = key;
+        self.backend = backend;
+    }
+
+    /// The heartbeat: refreshes the owner row through the lease connection, within `limit`.
+    /// Ok(true) when seen, Ok(false) when the connection is busy (a teardown borrowed it), an
+    /// error when it failed, timed out or the owner was fenced.
+    pub(crate) async fn beat(&self, limit: std::time::Duration) -> std::result::Result<bool, String> {
+        let Ok(client) = self.client.try_lock() else { return Ok(false) };
+        if client.is_closed() {
+            return Err("the lease connection closed".into());
+        }
+        match tokio::time::timeout(limit, client.execute("select pgisolate.hold($1)", &[&self.key])).await {
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(e)) => Err(crate::error::describe_pg(&e).1),
+            Err(_) => Err(format!("the server did not answer within {} ms", limit.as_millis())),
+        }
+    }
+
+    /// Marks the owner as done (on close): gc may reap what is left of it at once.
+    pub(crate) async fn retire(&self) {
+        let client = self.client.lock().await;
+        let _ =
+            client.execute("update pgisolate.owners set fenced_at = now() where owner_key = $1", &[&self.key]).await;
     }
 
     /// The lease connection, shared as the engine's reserved admin connection: always open
@@ -127,6 +215,46 @@ impl Lease {
     pub(crate) fn reserved(&self) -> std::sync::Arc<tokio::sync::Mutex<Client>> {
         self.client.clone()
     }
+}
+
+async fn backend_pid(client: &Client) -> Result<i32> {
+    client
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .map(|r| r.get(0))
+        .map_err(|e| Error::db("check the lease connection", e))
+}
+
+/// Takes a fresh owner key on `client`: a free advisory lock whose key has no owner row (a
+/// row without a lock is an owner that may still come back), then its row. Returns the key
+/// and the connection's backend pid.
+pub(crate) async fn claim(client: &Client, who: &Who) -> Result<(i32, i32)> {
+    let backend = backend_pid(client).await?;
+    let mut salt = crate::secret::random_hex(64);
+    for _ in 0..64 {
+        let key = key_from(&salt);
+        salt = sha256_hex(salt.as_bytes());
+        let row = client
+            .query_one("select pg_try_advisory_lock($1::int4, $2::int4)", &[&LEASE_CLASS, &key])
+            .await
+            .map_err(|e| Error::db("take the owner lease", e))?;
+        if !row.get::<_, bool>(0) {
+            continue;
+        }
+        let made = client
+            .execute(
+                "insert into pgisolate.owners (owner_key, host, pid, run_id) values ($1, $2, $3, $4) \
+                 on conflict (owner_key) do nothing",
+                &[&key, &who.host, &(std::process::id() as i32), &who.run_id],
+            )
+            .await
+            .map_err(|e| Error::db("record the owner", e))?;
+        if made == 1 {
+            return Ok((key, backend));
+        }
+        let _ = client.execute("select pg_advisory_unlock($1::int4, $2::int4)", &[&LEASE_CLASS, &key]).await;
+    }
+    Err(Error::Lease("could not take an owner lease: 64 random keys were all held".into()))
 }
 
 fn key_from(hex: &str) -> i32 {

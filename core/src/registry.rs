@@ -42,6 +42,35 @@ ALTER TABLE pgisolate.templates ADD COLUMN IF NOT EXISTS seed_sql text;
 ALTER TABLE pgisolate.templates ADD COLUMN IF NOT EXISTS source text NOT NULL DEFAULT '';
 ALTER TABLE pgisolate.templates ADD COLUMN IF NOT EXISTS last_used timestamptz NOT NULL DEFAULT now();
 ALTER TABLE pgisolate.leases ADD COLUMN IF NOT EXISTS handout_txid bigint;
+-- Owners (engines): one row per lease. An owner is alive while its advisory lock is held or
+-- while it was seen (a heartbeat, or an acquire) within gc's grace period; gc fences an owner
+-- that is neither (fenced_at) before it reaps anything of it, and a fenced owner never comes
+-- back: an engine whose connection dropped re-takes its lease only if it was not fenced.
+CREATE TABLE IF NOT EXISTS pgisolate.owners (
+    owner_key  int4 PRIMARY KEY,
+    host       text NOT NULL,
+    pid        int4 NOT NULL,
+    run_id     text NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    seen_at    timestamptz NOT NULL DEFAULT now(),
+    fenced_at  timestamptz
+);
+-- The fence check: refreshes the owner's seen_at, or fails when it was fenced. Run in every
+-- transaction that hands out or pools a schema: the row lock orders it with gc's fencing.
+CREATE OR REPLACE FUNCTION pgisolate.hold(k int4) RETURNS void LANGUAGE plpgsql AS $pgi$
+BEGIN
+    UPDATE pgisolate.owners SET seen_at = now() WHERE owner_key = k AND fenced_at IS NULL;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'pgisolate: the lease of owner % was fenced (not seen for longer than gc''s grace period)', k
+            USING ERRCODE = 'PGI01';
+    END IF;
+END $pgi$;
+-- Whether an owner is gone: fenced, or (an owner without a row: engines before owner rows)
+-- its lease is free.
+CREATE OR REPLACE FUNCTION pgisolate.owner_gone(k int8) RETURNS boolean LANGUAGE sql STABLE AS $pgi$
+    SELECT coalesce((SELECT o.fenced_at IS NOT NULL FROM pgisolate.owners o WHERE o.owner_key = k),
+                    k NOT IN (LIVE_OWNERS))
+$pgi$;
 -- Which tables tests wrote: a statement-level trigger on every template table (made ENABLE
 -- ALWAYS, so session_replication_role does not silence it) notes the table here, so a
 -- recycled schema resets only those. Rows are appended, never upserted: a unique key would make
@@ -390,6 +419,7 @@ const PRESENT_SQL: &str = "select to_regclass('pgisolate.leases') is not null an
      and to_regprocedure('pgisolate.check_unchanged(text)') is not null \
      and to_regprocedure('pgisolate.schema_state(oid, bigint)') is not null \
      and to_regprocedure('pgisolate.note_write()') is not null \
+     and to_regprocedure('pgisolate.owner_gone(int8)') is not null \
      and coalesce((select prosrc not like '%GRANT USAGE%' from pg_proc \
                    where oid = to_regprocedure('pgisolate.give_schema(text, text)')), false)";
 
@@ -409,7 +439,8 @@ pub(crate) async fn ensure(client: &Client) -> Result<()> {
     let made = match present(client).await {
         Ok(true) => exec(client, "check the registry", "COMMIT").await,
         Ok(false) => {
-            let sql = format!("{REGISTRY_DDL} {} COMMIT;", crate::role::GIVE_SCHEMA_DDL);
+            let ddl = REGISTRY_DDL.replace("LIVE_OWNERS", LIVE_OWNERS_SQL);
+            let sql = format!("{ddl} {} COMMIT;", crate::role::GIVE_SCHEMA_DDL);
             exec(client, "create the pgisolate registry", &sql).await
         }
         Err(e) => Err(e),
@@ -445,12 +476,11 @@ pub struct Entry {
 
 /// Lists registry rows with their owners' liveness.
 pub(crate) async fn list(client: &Client) -> Result<Vec<Entry>> {
-    let live = live_owners(client).await?;
     let rows = client
         .query(
             "select schema_name, identity, owner_key, host, pid, run_id, state, \
-             extract(epoch from (now() - created_at))::float8 from pgisolate.leases where state <> 'released' \
-             order by created_at",
+             extract(epoch from (now() - created_at))::float8, not pgisolate.owner_gone(owner_key) \
+             from pgisolate.leases where state <> 'released' order by created_at",
             &[],
         )
         .await
@@ -463,7 +493,7 @@ pub(crate) async fn list(client: &Client) -> Result<Vec<Entry>> {
                 schema: r.get(0),
                 identity: r.get(1),
                 owner_key,
-                owner_alive: live.contains(&(owner_key as i64)),
+                owner_alive: r.get(8),
                 host: r.get(3),
                 pid: r.get(4),
                 run_id: r.get(5),
@@ -489,10 +519,37 @@ pub(crate) struct Orphan {
     pub marker: Marker,
 }
 
-/// Marked schemas whose owner lease is free and that are older than `grace`. With
-/// `include_kept`, kept schemas of dead owners too.
+/// Fences the owners that are gone: lease free and not seen for `grace`. From here on gc may
+/// reap what they own, and they never hold anything again (their engines find out when they
+/// reconnect: `pgisolate.hold` fails). Returns the fenced owner keys.
+pub(crate) async fn fence(client: &Client, grace: Duration) -> Result<Vec<i32>> {
+    let sql = format!(
+        "update pgisolate.owners set fenced_at = now() where fenced_at is null \
+         and seen_at < now() - make_interval(secs => $1) and owner_key::int8 not in ({LIVE_OWNERS_SQL}) \
+         returning owner_key"
+    );
+    let rows = client
+        .query(&sql, &[&grace.as_secs_f64()])
+        .await
+        .map_err(|e| Error::db("fence the owners that are gone", e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Owners with a row: whether each is fenced.
+async fn owner_rows(client: &Client) -> Result<std::collections::HashMap<i64, bool>> {
+    let rows = client
+        .query("select owner_key::int8, fenced_at is not null from pgisolate.owners", &[])
+        .await
+        .map_err(|e| Error::db("read the owners", e))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Marked schemas whose owner is gone: fenced ([`fence`]), or, for an owner without a row
+/// (an engine from before owner rows), lease free and the schema older than `grace`. With
+/// `include_kept`, kept schemas of gone owners too.
 pub(crate) async fn orphans(client: &Client, grace: Duration, include_kept: bool) -> Result<Vec<Orphan>> {
     let live = live_owners(client).await?;
+    let owners = owner_rows(client).await?;
     let rows = client
         .query(
             "select nspname::text, obj_description(oid, 'pg_namespace') from pg_namespace \
@@ -511,13 +568,16 @@ pub(crate) async fn orphans(client: &Client, grace: Duration, include_kept: bool
             Kind::Kept => include_kept,
             Kind::Template => false,
         };
-        if !droppable || crate::naming::is_reserved(&schema) || live.contains(&m.owner) {
+        if !droppable || crate::naming::is_reserved(&schema) {
             continue;
         }
-        if now.saturating_sub(m.created) < grace.as_secs() {
-            continue;
+        let gone = match owners.get(&m.owner) {
+            Some(fenced) => *fenced,
+            None => !live.contains(&m.owner) && now.saturating_sub(m.created) >= grace.as_secs(),
+        };
+        if gone {
+            out.push(Orphan { schema, marker: m });
         }
-        out.push(Orphan { schema, marker: m });
     }
     Ok(out)
 }
@@ -543,11 +603,25 @@ pub(crate) async fn prune_rows(client: &Client) -> Result<u64> {
     let _ = client
         .execute("delete from pgisolate.written w where not exists (select 1 from pg_class c where c.oid = w.rel)", &[])
         .await;
-    let sql = format!(
-        "delete from pgisolate.leases l where not exists (select 1 from pg_namespace n where n.nspname = l.schema_name) \
-         and l.owner_key::int8 not in ({LIVE_OWNERS_SQL})"
-    );
-    client.execute(&sql, &[]).await.map_err(|e| Error::db("prune the registry", e))
+    let n = client
+        .execute(
+            "delete from pgisolate.leases l where not exists (select 1 from pg_namespace n where n.nspname = l.schema_name) \
+             and pgisolate.owner_gone(l.owner_key)",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::db("prune the registry", e))?;
+    // Fenced owners with nothing left in the registry (a schema of theirs gc could not drop
+    // yet is still reaped: an owner without a row is gone once its lease is free).
+    client
+        .execute(
+            "delete from pgisolate.owners o where o.fenced_at is not null \
+             and not exists (select 1 from pgisolate.leases l where l.owner_key = o.owner_key)",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::db("prune the owners", e))?;
+    Ok(n)
 }
 
 /// Forgets the names `owner` released (its `released` rows), when it closes: they were kept

@@ -195,9 +195,8 @@ pub(crate) async fn orphan_roles(client: &Client) -> Result<Vec<String>> {
          where r.rolname like 'pgir\\_%' and shobj_description(r.oid, 'pg_authid') like {like} \
          and shobj_description(r.oid, 'pg_authid') like '% db=' || (select oid from pg_database where datname = current_database()) \
          and not exists (select 1 from pg_namespace n where n.nspowner = r.oid) \
-         and substring(shobj_description(r.oid, 'pg_authid') from ' owner=([0-9]+) ')::int8 not in ({live})",
+         and pgisolate.owner_gone(substring(shobj_description(r.oid, 'pg_authid') from ' owner=([0-9]+) ')::int8)",
         like = literal(&format!("{MARKER_PREFIX}role %")),
-        live = crate::lease::LIVE_OWNERS_SQL,
     );
     let rows = client.query(&sql, &[]).await.map_err(|e| Error::db("list orphan roles", e))?;
     Ok(rows.iter().map(|r| r.get(0)).collect())

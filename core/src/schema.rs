@@ -19,6 +19,8 @@ pub struct Schema {
     pub(crate) identity: Identity,
     pub(crate) template_fp: Option<String>,
     pub(crate) role: Option<String>,
+    /// The owner key (lease) it was handed out under.
+    pub(crate) owner: i32,
     /// What releases it: all a schema knows of its engine.
     pub(crate) releaser: Option<Box<dyn Releaser>>,
 }
@@ -31,6 +33,8 @@ pub(crate) struct Ticket {
     /// The template it came from, when it may be recycled into that template's pool.
     pub(crate) template_fp: Option<String>,
     pub(crate) role: Option<String>,
+    /// The owner key it was handed out under: when that lease was fenced, the schema is lost.
+    pub(crate) owner: i32,
 }
 
 /// The narrow handle a [`Schema`] holds on its engine: release now, or in the background
@@ -140,6 +144,7 @@ impl Schema {
             identity: self.identity.display(),
             template_fp: self.template_fp.take(),
             role: self.role.take(),
+            owner: self.owner,
         }
     }
 }

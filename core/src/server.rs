@@ -53,6 +53,16 @@ pub struct Server {
     pub started: bool,
 }
 
+impl Server {
+    /// Restarts the embedded server (a fast shutdown, then the same port and settings): what
+    /// its users see of a crash or an upgrade. Blocking. Its keeper stops a server that stays
+    /// down for 3 s, so engines must re-take their leases within that.
+    pub fn restart(&self) -> Result<()> {
+        let bins = find_binaries(std::env::var_os("PGISOLATE_PG_BIN").as_deref().map(Path::new))?;
+        restart_cluster(&bins, &self.dir, run_as()?)
+    }
+}
+
 /// Holds the start-up lock; drop it once the caller's lease connection is open, so the keeper
 /// cannot stop the server between "it is running" and "someone uses it".
 #[derive(Debug)]
@@ -98,10 +108,38 @@ pub struct Binaries {
 }
 
 impl Binaries {
-    /// Path of one tool in the binaries directory.
+    /// Path of one tool: in the binaries directory, else (a server-only distribution, such as
+    /// the zonky binaries, has no psql) the first found on `PATH` or where packages install
+    /// PostgreSQL.
     pub fn tool(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
+        let own = self.dir.join(name);
+        if own.is_file() {
+            return own;
+        }
+        tool_candidates(name).into_iter().next().unwrap_or(own)
     }
+}
+
+/// Every `name` executable on `PATH`, then in the system's PostgreSQL directories (newest
+/// version first).
+pub(crate) fn tool_candidates(name: &str) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).filter(|p| p.is_file()).collect())
+        .unwrap_or_default();
+    let mut versioned: Vec<(u32, PathBuf)> = Vec::new();
+    for (parent, prefix, sub) in SYSTEM_LAYOUTS {
+        for e in fs::read_dir(Path::new("/").join(parent)).into_iter().flatten().flatten() {
+            let entry = e.file_name().to_string_lossy().into_owned();
+            let Some(v) = entry.strip_prefix(prefix).and_then(|v| v.parse::<u32>().ok()) else { continue };
+            let p = if sub.is_empty() { e.path().join(name) } else { e.path().join(sub).join(name) };
+            if p.is_file() {
+                versioned.push((v, p));
+            }
+        }
+    }
+    versioned.sort_by_key(|v| std::cmp::Reverse(v.0));
+    out.extend(versioned.into_iter().map(|(_, p)| p));
+    out
 }
 
 /// Where packages put PostgreSQL's server binaries, outside `PATH`: (directory, prefix of the
@@ -627,6 +665,26 @@ pub fn start_private(dir: &Path, settings: &[(&str, &str)]) -> Result<PrivateSer
     all.extend_from_slice(settings);
     start_cluster(&bins, dir, who, port, &all)?;
     Ok(PrivateServer { url: url_for(port), dir: dir.to_owned(), bins, who })
+}
+
+impl PrivateServer {
+    /// Restarts it (a fast shutdown, then the same port and settings). Blocking.
+    pub fn restart(&self) -> Result<()> {
+        restart_cluster(&self.bins, &self.dir, self.who)
+    }
+}
+
+/// `pg_ctl restart` of the cluster in `<dir>/data`: a fast shutdown (sessions are ended), then
+/// a start with the options it ran with.
+fn restart_cluster(bins: &Binaries, dir: &Path, who: Option<RunAs>) -> Result<()> {
+    let mut pg_ctl = Command::new(bins.tool("pg_ctl"));
+    pg_ctl
+        .arg("-D")
+        .arg(dir.join("data"))
+        .arg("-l")
+        .arg(dir.join("server.log"))
+        .args(["-w", "-t", "60", "-s", "-m", "fast", "restart"]);
+    run_checked(pg_ctl, dir, who, "pg_ctl restart")
 }
 
 impl Drop for PrivateServer {

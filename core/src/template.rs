@@ -223,18 +223,75 @@ impl Template {
     }
 }
 
-/// Captures schema `schema` as replayable SQL with `pg_dump` from `bin_dir` (or PATH): its DDL
+/// The major version a PostgreSQL tool reports (`pg_dump (PostgreSQL) 17.2 …`).
+fn tool_major(tool: &Path) -> Option<u32> {
+    let out = std::process::Command::new(tool).arg("--version").stdin(std::process::Stdio::null()).output().ok()?;
+    parse_major(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn parse_major(version_line: &str) -> Option<u32> {
+    let version = version_line.split(')').nth(1)?.split_whitespace().next()?;
+    version.split(['.', 'b', 'r']).next()?.parse().ok()
+}
+
+/// The `pg_dump` to capture a server of major version `server` with. pg_dump dumps servers of
+/// its own version and older ones, never newer: the server's own version wins, else the oldest
+/// newer one. `explicit` (PGISOLATE_PG_DUMP) is used when it is new enough; otherwise the
+/// binaries directory, `PATH` and the system's PostgreSQL directories are searched. The error
+/// says what was found and what to install.
+pub(crate) fn pg_dump_for(
+    server: u32,
+    explicit: Option<&Path>,
+    bin_dir: Option<&Path>,
+) -> std::result::Result<PathBuf, String> {
+    if let Some(p) = explicit {
+        return match tool_major(p) {
+            Some(v) if v >= server => Ok(p.to_owned()),
+            Some(v) => Err(format!(
+                "PGISOLATE_PG_DUMP={} is pg_dump {v}, which cannot dump a PostgreSQL {server} server: point it at pg_dump {server} or newer",
+                p.display()
+            )),
+            None => Err(format!("PGISOLATE_PG_DUMP={} does not run as pg_dump", p.display())),
+        };
+    }
+    let mut candidates: Vec<PathBuf> = bin_dir.map(|d| d.join("pg_dump")).filter(|p| p.is_file()).into_iter().collect();
+    candidates.extend(crate::server::tool_candidates("pg_dump"));
+    let mut found: Vec<(u32, PathBuf)> = Vec::new();
+    for c in candidates {
+        let real = std::fs::canonicalize(&c).unwrap_or(c);
+        if found.iter().any(|(_, p)| *p == real) {
+            continue;
+        }
+        if let Some(v) = tool_major(&real) {
+            found.push((v, real));
+        }
+    }
+    if let Some((_, p)) = found.iter().filter(|(v, _)| *v >= server).min_by_key(|(v, _)| *v) {
+        return Ok(p.clone());
+    }
+    let seen = if found.is_empty() {
+        "none was found".to_owned()
+    } else {
+        let list: Vec<String> = found.iter().map(|(v, p)| format!("{v} at {}", p.display())).collect();
+        format!("found only {}", list.join(", "))
+    };
+    Err(format!(
+        "no pg_dump of version {server} or newer to capture templates of this PostgreSQL {server} server ({seen}); \
+         install PostgreSQL {server}'s client tools or set PGISOLATE_PG_DUMP"
+    ))
+}
+
+/// Captures schema `schema` as replayable SQL with `pg_dump` (see [`pg_dump_for`]): its DDL
 /// and rows, or with `data_only` its rows and sequence positions. Returns a reason when capture
 /// is not possible.
 pub(crate) fn capture(
     url: &str,
     schema: &str,
-    bin_dir: Option<&Path>,
+    pg_dump: &std::result::Result<PathBuf, String>,
     data_only: bool,
 ) -> std::result::Result<String, String> {
-    let pg_dump =
-        bin_dir.map(|d| d.join("pg_dump")).filter(|p| p.is_file()).unwrap_or_else(|| PathBuf::from("pg_dump"));
-    let mut cmd = std::process::Command::new(&pg_dump);
+    let pg_dump = pg_dump.as_ref().map_err(Clone::clone)?;
+    let mut cmd = std::process::Command::new(pg_dump);
     if data_only {
         cmd.arg("--data-only");
     }
@@ -290,6 +347,15 @@ pub(crate) fn capture(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn reads_the_major_version_of_a_tool() {
+        assert_eq!(super::parse_major("pg_dump (PostgreSQL) 15.8 (Debian 15.8-0+deb12u1)\n"), Some(15));
+        assert_eq!(super::parse_major("pg_dump (PostgreSQL) 17.10"), Some(17));
+        assert_eq!(super::parse_major("pg_dump (PostgreSQL) 18beta1"), Some(18));
+        assert_eq!(super::parse_major("pg_dump (PostgreSQL) 9.6.24"), Some(9));
+        assert_eq!(super::parse_major("something else"), None);
+    }
+
     use super::*;
 
     #[test]

@@ -20,7 +20,27 @@ impl Engine {
     /// uncontended and never shared: if it is taken (another identity with the same short
     /// hash, the same identity elsewhere, or a foreign schema) the name is extended.
     pub async fn acquire(&self, tpl: &Template, identity: Identity) -> Result<Schema> {
-        self.inner.check_open()?;
+        let mut attempts = 0;
+        loop {
+            self.inner.check_open()?;
+            let owner = self.inner.held_owner().await?;
+            match self.acquire_as(owner, tpl, identity.clone()).await {
+                // The lease was fenced before the heartbeat noticed: under the new one.
+                Err(Error::Lease(_)) if attempts < 2 && self.inner.fenced_under(owner).await => attempts += 1,
+                // A connection the server or the network ended: once the lease is settled.
+                Err(e) if attempts < 2 && super::watch::connection_lost(&e) => {
+                    attempts += 1;
+                    if self.inner.check_lease().await.is_err() {
+                        return Err(e);
+                    }
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// [`Engine::acquire`] under owner key `owner`; a fenced owner is an [`Error::Lease`].
+    async fn acquire_as(&self, owner: i32, tpl: &Template, identity: Identity) -> Result<Schema> {
         let hash = identity.hash_hex();
         let shown = identity.display();
         let admin = self.inner.pool.get().await?;
@@ -52,26 +72,26 @@ impl Engine {
                 Some((r, pw)) => {
                     let prepare = match &pooled_role {
                         Some(_) => String::new(),
-                        None => crate::role::prepare_sql(&n, r, self.inner.owner, self.inner.db_oid),
+                        None => crate::role::prepare_sql(&n, r, owner, self.inner.db_oid),
                     };
                     format!("{prepare} {}", crate::role::login_sql(r, pw, &self.path_for(&n)))
                 }
                 None => String::new(),
             };
             let sql = format!(
-                "BEGIN; {internal} INSERT INTO pgisolate.leases (schema_name, identity_hash, identity, owner_key, run_id, host, pid, template, handout_txid) \
+                "BEGIN; {internal} SELECT pgisolate.hold({owner}); INSERT INTO pgisolate.leases (schema_name, identity_hash, identity, owner_key, run_id, host, pid, template, handout_txid) \
                  VALUES ({nl}, {hl}, {il}, {owner}, {run}, {host}, {pid}, {tpl}, txid_current()); {make} {comment} {untouch} {grant} COMMIT;",
                 internal = registry::INTERNAL,
                 untouch = self.untouch_sql(&n),
                 nl = literal(&n),
                 hl = literal(&hash),
                 il = literal(&shown),
-                owner = self.inner.owner,
+                owner = owner,
                 run = literal(&self.inner.run_id),
                 host = literal(&self.inner.host),
                 pid = std::process::id() as i32,
                 tpl = literal(&tpl.schema),
-                comment = markers::comment_sql(&n, Kind::Schema, self.inner.owner),
+                comment = markers::comment_sql(&n, Kind::Schema, owner),
             );
             match transaction(&admin, &sql).await {
                 Ok(()) => {
@@ -82,7 +102,7 @@ impl Engine {
                     if ready.is_none() {
                         self.inner.ensure_pool(tpl);
                     }
-                    let schema = self.handed_out(n, identity, tpl, role)?;
+                    let schema = self.handed_out(n, identity, tpl, role, owner)?;
                     if self.inner.cfg.verify_handout {
                         schema.verify().await?;
                     }
@@ -90,6 +110,12 @@ impl Engine {
                 }
                 Err(e) => {
                     match e.code().map(|c| c.code()) {
+                        Some(crate::lease::FENCED) => {
+                            if let Some(r) = ready.take() {
+                                self.inner.defer_drop(r.name, None);
+                            }
+                            return Err(Error::Lease(crate::error::describe_pg(&e).1));
+                        }
                         Some("23505") | Some("42P06") => {
                             taken.push(n);
                             next = names.next();
@@ -146,6 +172,7 @@ impl Engine {
         identity: Identity,
         tpl: &Template,
         role: Option<(String, String)>,
+        owner: i32,
     ) -> Result<Schema> {
         let tail = &self.inner.tail();
         let (url, conninfo) = match &role {
@@ -167,6 +194,7 @@ impl Engine {
             name,
             identity,
             template_fp: Some(tpl.fingerprint.clone()),
+            owner,
             releaser: Some(Box::new(super::release::Handle(self.inner.clone()))),
         };
         Ok(schema)

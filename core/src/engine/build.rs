@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
-use super::Engine;
+use super::{Engine, Inner};
 use crate::admin::{self, exec, ident, literal, transaction};
 use crate::build_check;
 use crate::conninfo;
@@ -17,7 +17,6 @@ use crate::lease::TEMPLATE_CLASS;
 use crate::markers::{self, Kind};
 use crate::registry;
 use crate::reset;
-use crate::server;
 use crate::template::{self, Migrations, Replay, Template};
 
 /// A template build the caller performs with its own migration tool: run migrations against
@@ -212,7 +211,7 @@ impl Engine {
             (None, None) => {
                 return Err(Error::BinariesNotFound(format!(
                     "template {} has no captured DDL to copy from (pg_dump was unavailable when it was built): \
-                     install pg_dump or set PGISOLATE_PG_BIN, then drop the template schema so it is rebuilt",
+                     install a pg_dump of the server's version or newer (or set PGISOLATE_PG_DUMP), then drop the template schema so it is rebuilt",
                     row.get::<_, String>(0)
                 )))
             }
@@ -222,8 +221,8 @@ impl Engine {
         if seed_sql.is_none() && matches!(replay, Replay::Captured(_)) {
             // Built by an engine that did not capture rows yet: capture them now, once.
             let (url, tpl) = (self.inner.url.clone(), schema.clone());
-            let bin = self.inner.cfg.pg_bin.clone().or_else(|| server::find_binaries(None).ok().map(|b| b.dir));
-            seed_sql = tokio::task::spawn_blocking(move || template::capture(&url, &tpl, bin.as_deref(), true).ok())
+            let dumper = self.inner.find_pg_dump().await;
+            seed_sql = tokio::task::spawn_blocking(move || template::capture(&url, &tpl, &dumper, true).ok())
                 .await
                 .ok()
                 .flatten();
@@ -262,18 +261,18 @@ impl Engine {
         if let Some(p) = &self.inner.cfg.progress {
             p(&format!("building template {}", template::template_schema(fp)));
         }
-        let build = template::build_schema(fp, self.inner.owner);
+        let build = template::build_schema(fp, self.inner.owner());
         let sql = format!(
             "BEGIN; DROP SCHEMA IF EXISTS {b} CASCADE; CREATE SCHEMA {b}; {comment} \
              INSERT INTO pgisolate.leases (schema_name, identity_hash, identity, owner_key, run_id, host, pid, state) \
              VALUES ({bl}, {fpl}, {idl}, {owner}, {run}, {host}, {pid}, 'building') \
              ON CONFLICT (schema_name) DO UPDATE SET state = 'building', created_at = now(); COMMIT;",
             b = ident(&build),
-            comment = markers::comment_sql(&build, Kind::Build, self.inner.owner),
+            comment = markers::comment_sql(&build, Kind::Build, self.inner.owner()),
             bl = literal(&build),
             fpl = literal(fp),
             idl = literal(&format!("template {}", template::template_schema(fp))),
-            owner = self.inner.owner,
+            owner = self.inner.owner(),
             run = literal(&self.inner.run_id),
             host = literal(&self.inner.host),
             pid = std::process::id() as i32,
@@ -362,6 +361,23 @@ mod capture_cache {
     }
 }
 
+impl Inner {
+    /// The pg_dump for this server ([`template::pg_dump_for`]), looked for once.
+    async fn find_pg_dump(&self) -> std::result::Result<std::path::PathBuf, String> {
+        if let Some(found) = self.pg_dump.get() {
+            return found.clone();
+        }
+        let (server, explicit) = (self.server_major, self.cfg.pg_dump.clone());
+        let bin = self.cfg.pg_bin.clone().or_else(|| crate::server::find_binaries(None).ok().map(|b| b.dir));
+        let found =
+            tokio::task::spawn_blocking(move || template::pg_dump_for(server, explicit.as_deref(), bin.as_deref()))
+                .await
+                .unwrap_or_else(|e| Err(format!("looking for pg_dump panicked: {e}")));
+        let _ = self.pg_dump.set(found.clone());
+        found
+    }
+}
+
 impl TemplateBuild {
     /// URL scoped to the build schema: run migrations against it.
     pub fn url(&self) -> &str {
@@ -434,11 +450,10 @@ impl TemplateBuild {
                 }
                 let url = inner.url.clone();
                 let build = self.schema.clone();
-                let bin = inner.cfg.pg_bin.clone().or_else(|| server::find_binaries(None).ok().map(|b| b.dir));
+                let dumper = inner.find_pg_dump().await;
                 let (captured, seed) = tokio::task::spawn_blocking(move || {
-                    let ddl = template::capture(&url, &build, bin.as_deref(), false);
-                    let seed =
-                        ddl.as_ref().ok().and_then(|_| template::capture(&url, &build, bin.as_deref(), true).ok());
+                    let ddl = template::capture(&url, &build, &dumper, false);
+                    let seed = ddl.as_ref().ok().and_then(|_| template::capture(&url, &build, &dumper, true).ok());
                     (ddl, seed)
                 })
                 .await
@@ -462,7 +477,7 @@ impl TemplateBuild {
                 let _ = discard(&locker, &self.schema).await;
                 return Err(Error::BinariesNotFound(format!(
                     "cannot capture template {tpl_name} built by the caller's migrations: {why}; \
-                     install pg_dump (PostgreSQL client) or set PGISOLATE_PG_BIN"
+                     install the PostgreSQL client tools of the server's version (or newer), or set PGISOLATE_PG_DUMP"
                 )));
             }
         };
@@ -499,7 +514,7 @@ impl TemplateBuild {
             tl = literal(&tpl_name),
             rl = replay_sql.as_deref().map(literal).unwrap_or_else(|| "NULL".into()),
             sl = seed.as_deref().map(literal).unwrap_or_else(|| "NULL".into()),
-            owner = inner.owner,
+            owner = inner.owner(),
         );
         exec(&locker, "publish the template", &sql).await?;
         let reset = Arc::new(reset::Plan::load(&locker, &tpl_name, seed.as_deref()).await?);

@@ -23,10 +23,14 @@ pub struct GcReport {
     pub dropped_roles: Vec<String>,
     /// Templates dropped as unused or superseded ([`Config::template_max_age`]).
     pub dropped_templates: Vec<String>,
+    /// Owners fenced now: lease free and not seen for the grace period. Their engines, if
+    /// alive behind a broken link, learn it when they reconnect.
+    pub fenced_owners: Vec<i32>,
 }
 
 impl Engine {
-    /// Drops every marked schema whose owner is gone and that is older than the grace period.
+    /// Fences owners gone for the grace period (lease free, not seen) and drops every marked
+    /// schema of a fenced owner.
     pub async fn gc(&self) -> Result<GcReport> {
         self.gc_with(self.inner.cfg.gc_grace, false).await
     }
@@ -35,7 +39,7 @@ impl Engine {
     pub async fn gc_with(&self, grace: Duration, include_kept: bool) -> Result<GcReport> {
         self.inner.check_open()?;
         let admin = self.inner.pool.get_teardown().await?;
-        let mut report = GcReport::default();
+        let mut report = GcReport { fenced_owners: registry::fence(&admin, grace).await?, ..Default::default() };
         for o in registry::orphans(&admin, grace, include_kept).await? {
             if matches!(o.marker.kind, Kind::Schema | Kind::Kept) {
                 self.inner.delete_cache_keys(&o.schema).await;

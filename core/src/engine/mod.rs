@@ -7,7 +7,9 @@
 //! - `release`: keep, recycle or drop a released schema;
 //! - `settle`: ending a released schema's sessions, and drops in the background;
 //! - `pool`: the warm pool of ready schemas, and recycling;
-//! - `gc`: gc, listing, dropping by name, templates' pruning.
+//! - `gc`: gc, listing, dropping by name, templates' pruning;
+//! - `watch`: the lease's heartbeat, re-taking it after a dropped connection, and what a
+//!   fenced (lost) lease means for the schemas handed out under it.
 //!
 //! A file's own helpers are private to it; what another file calls is `pub(super)`, and the
 //! files depend on each other without cycles (checked by `core/tests/structure.rs`).
@@ -19,9 +21,10 @@ mod pool;
 mod release;
 mod settle;
 mod start;
+mod watch;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -50,8 +53,17 @@ pub(crate) struct Inner {
     url_form: ConnInfo,
     kv_form: ConnInfo,
     pool: Arc<AdminPool>,
-    lease: Mutex<Option<Lease>>,
-    owner: i32,
+    lease: tokio::sync::Mutex<Option<Lease>>,
+    /// The owner key of the lease held now: a new one after the old was fenced.
+    owner: AtomicI32,
+    /// Whether the lease connection is down, and the owner keys this engine lost.
+    lease_state: Mutex<watch::LeaseState>,
+    /// Woken when the lease is held again (re-taken, or a new one after a fence).
+    lease_changed: Notify,
+    /// Wakes the heartbeat early (an acquire found the lease fenced).
+    lease_nudge: Notify,
+    /// Woken after each beat.
+    beat_done: Notify,
     run_id: String,
     host: String,
     server: Option<Server>,
@@ -73,6 +85,10 @@ pub(crate) struct Inner {
     /// is never handed out twice by a live engine, so a leaked pool of an earlier test that
     /// reconnects with its URL finds no schema instead of the next test's (R5).
     next_candidate: Mutex<HashMap<String, usize>>,
+    /// The server's major version (which pg_dump can capture its templates).
+    server_major: u32,
+    /// The pg_dump that captures templates, or why there is none (looked for at first use).
+    pg_dump: std::sync::OnceLock<std::result::Result<std::path::PathBuf, String>>,
     /// The database's oid (marks per-schema roles, which are cluster-wide).
     db_oid: u32,
     /// Event triggers record which schemas ran DDL (needs a superuser); without them, a
@@ -95,7 +111,7 @@ impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
             .field("url", &conninfo::redact(&self.url))
-            .field("owner", &self.owner)
+            .field("owner", &self.owner())
             .field("run_id", &self.run_id)
             .field("embedded", &self.server.is_some())
             .finish_non_exhaustive()
@@ -125,7 +141,7 @@ impl Engine {
 
     /// This engine's owner key (its lease).
     pub fn owner(&self) -> i32 {
-        self.inner.owner
+        self.inner.owner()
     }
 
     /// The run id recorded with every schema.
@@ -152,6 +168,11 @@ impl Engine {
 }
 
 impl Inner {
+    /// The owner key of the lease held now.
+    pub(crate) fn owner(&self) -> i32 {
+        self.owner.load(Ordering::SeqCst)
+    }
+
     pub(crate) fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(Error::Closed("the pgisolate engine is closed".into()));

@@ -114,6 +114,16 @@ impl Inner {
         }
     }
 
+    /// Forgets every pool's ready schemas: they were made under a lease gc fenced, and may be
+    /// reaped any moment (the engine drops those left in the background).
+    pub(super) fn forget_pools(&self) {
+        if let Ok(mut pools) = self.pools.lock() {
+            for st in pools.values_mut() {
+                st.ready.clear();
+            }
+        }
+    }
+
     async fn refill(&self, fp: &str) {
         loop {
             let tpl = {
@@ -155,14 +165,15 @@ impl Inner {
         // With login roles, the role is made and given the schema here, ahead of time.
         let role = self.cfg.login_role.then(crate::role::new_role);
         let sql = format!(
-            "BEGIN; {internal} CREATE SCHEMA {n}; {comment}\n{replay}\n; {prepare} COMMIT;",
+            "BEGIN; {internal} SELECT pgisolate.hold({owner}); CREATE SCHEMA {n}; {comment}\n{replay}\n; {prepare} COMMIT;",
             internal = registry::INTERNAL,
+            owner = self.owner(),
             n = ident(&name),
-            comment = markers::comment_sql(&name, Kind::Pool, self.owner),
+            comment = markers::comment_sql(&name, Kind::Pool, self.owner()),
             replay = tpl.replay_sql(&name),
             prepare = role
                 .as_deref()
-                .map(|r| crate::role::prepare_sql(&name, r, self.owner, self.db_oid))
+                .map(|r| crate::role::prepare_sql(&name, r, self.owner(), self.db_oid))
                 .unwrap_or_default(),
         );
         match transaction(&admin, &sql).await {
@@ -250,17 +261,18 @@ impl Inner {
         }
         let fresh = pool_name();
         let sql = format!(
-            "BEGIN; {internal} SET LOCAL lock_timeout = '1s'; SELECT pgisolate.{check}({nl}); \
+            "BEGIN; {internal} SET LOCAL lock_timeout = '1s'; SELECT pgisolate.hold({owner}); SELECT pgisolate.{check}({nl}); \
              ALTER SCHEMA {n} RENAME TO {f}; {comment} UPDATE pgisolate.leases SET state = 'released' WHERE schema_name = {nl}; \
              {nologin} COMMIT; {sessions}",
             nologin = role.map(|r| format!("ALTER ROLE {} NOLOGIN;", ident(r))).unwrap_or_default(),
             internal = registry::INTERNAL,
+            owner = self.owner(),
             // Event triggers' record where they run, else the catalog compared with the hand-out.
             check = if self.ddl_watch { "check_untouched" } else { "check_unchanged" },
             nl = literal(name),
             n = ident(name),
             f = ident(&fresh),
-            comment = markers::comment_sql(&fresh, Kind::Pool, self.owner),
+            comment = markers::comment_sql(&fresh, Kind::Pool, self.owner()),
             sessions = sessions_sql(name, role),
         );
         let pids = match client.simple_query(&sql).await {
@@ -316,7 +328,7 @@ impl Inner {
     async fn hand_over(&self, schema: &str, old: &str) -> Option<String> {
         let admin = self.pool.get().await.ok()?;
         let role = crate::role::new_role();
-        let sql = format!("BEGIN; {} COMMIT;", crate::role::handover_sql(old, &role, self.owner, self.db_oid));
+        let sql = format!("BEGIN; {} COMMIT;", crate::role::handover_sql(old, &role, self.owner(), self.db_oid));
         if let Err(e) = transaction(&admin, &sql).await {
             self.warn(&format!(
                 "could not give recycled {schema} a new role, dropping it: {}",

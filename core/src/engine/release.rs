@@ -9,7 +9,7 @@ use super::Inner;
 use crate::admin::{exec, ident, literal};
 use crate::conninfo;
 use crate::drop::{self, parse_pids, sessions_sql};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::markers::{self, Kind};
 use crate::registry;
 use crate::schema::{Released, Releaser, Ticket};
@@ -51,13 +51,27 @@ impl Inner {
     /// Releases a schema: keep per policy, or rename to a tombstone, terminate its sessions,
     /// drop it (batched, bounded) and clear its registry row.
     async fn release(self: &Arc<Self>, t: &Ticket, failed: bool) -> Result<Released> {
+        match self.release_once(t, failed).await {
+            // A connection the server or the network ended: again once the lease is settled.
+            Err(e) if super::watch::connection_lost(&e) && self.check_lease().await.is_ok() => {
+                self.release_once(t, failed).await
+            }
+            r => r,
+        }
+    }
+
+    async fn release_once(self: &Arc<Self>, t: &Ticket, failed: bool) -> Result<Released> {
         let (name, identity, role) = (t.name.as_str(), t.identity.as_str(), t.role.as_deref());
+        // A dropped lease connection is settled first: was this schema's lease fenced?
+        if self.held_owner().await.unwrap_or(t.owner) != t.owner {
+            return self.release_lost(t).await;
+        }
         let admin = self.pool.get_teardown().await?;
         if self.cfg.keep.keeps(failed) {
             let sql = format!(
                 "BEGIN; UPDATE pgisolate.leases SET state = 'kept' WHERE schema_name = {nl}; {comment} COMMIT;",
                 nl = literal(name),
-                comment = markers::comment_sql(name, Kind::Kept, self.owner),
+                comment = markers::comment_sql(name, Kind::Kept, self.owner()),
             );
             exec(&admin, &format!("keep schema {name}"), &sql).await?;
             return Ok(Released::Kept);
@@ -82,7 +96,7 @@ impl Inner {
             sessions = sessions_sql(name, role),
             n = ident(name),
             t = ident(&tomb),
-            comment = markers::comment_sql(&tomb, Kind::Tomb, self.owner),
+            comment = markers::comment_sql(&tomb, Kind::Tomb, self.owner()),
             internal = registry::INTERNAL,
             tl = literal(&tomb),
             nl = literal(name),
@@ -122,5 +136,34 @@ impl Inner {
         drop::drop_schema(&admin, &target, &apps, deadline).await?;
         registry::forget(&admin, &target).await?;
         Ok(Released::Dropped)
+    }
+
+    /// The release of a schema handed out under a lease gc fenced: it may have been reaped
+    /// while the test used it. Dropped if still there (only if it is still marked as ours),
+    /// and the test is told why it may have failed.
+    async fn release_lost(self: &Arc<Self>, t: &Ticket) -> Result<Released> {
+        let why = self.lost_reason(t.owner).unwrap_or_else(|| format!("the lease of owner {} was fenced", t.owner));
+        self.delete_cache_keys(&t.name).await;
+        if let Ok(admin) = self.pool.get_teardown().await {
+            let marker: Option<String> = admin
+                .query_opt(
+                    "select obj_description(oid, 'pg_namespace') from pg_namespace where nspname = $1",
+                    &[&t.name],
+                )
+                .await
+                .ok()
+                .flatten()
+                .and_then(|r| r.get(0));
+            if marker.as_deref().and_then(markers::parse_marker).is_some_and(|m| m.owner == t.owner as i64) {
+                let apps = vec![conninfo::application_name(&t.name)];
+                let _ = drop::drop_schema(&admin, &t.name, &apps, Instant::now() + self.cfg.release_timeout).await;
+                let _ = registry::forget(&admin, &t.name).await;
+            }
+        }
+        Err(Error::Lease(format!(
+            "schema {} (test {}) was lost while the test ran: {why}. Errors the test saw after that (such as \"relation \
+             does not exist\" or a closed connection) come from it, not from the code under test",
+            t.name, t.identity
+        )))
     }
 }

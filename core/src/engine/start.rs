@@ -1,7 +1,7 @@
 //! Start-up (the server, the owner lease, the registry, the `public` guard) and close.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -70,7 +70,11 @@ impl Engine {
                 (srv.url.clone(), Some(srv), Some(lock))
             }
         };
-        let lease = Lease::take(&url).await?;
+        let run_id = cfg.run_id.clone().unwrap_or_else(|| crate::secret::random_hex(16));
+        let host = hostname();
+        let lease_conn = Lease::open(&url).await?;
+        registry::ensure(&lease_conn).await?;
+        let lease = Lease::take(lease_conn, &crate::lease::Who { host: host.clone(), run_id: run_id.clone() }).await?;
         drop(start_lock);
         let parsed = ConnInfo::parse(&url)?;
         let url_form = parsed.to_url();
@@ -79,19 +83,22 @@ impl Engine {
         pool.set_reserved(lease.reserved());
         let public_warning;
         let db_oid: u32;
+        let server_major: u32;
         let superuser;
         let ddl_watch = {
             let admin = pool.get().await?;
             let row = admin
                 .query_one(
                     "select (select oid from pg_database where datname = current_database()), rolsuper, \
-                     rolsuper or rolcreaterole, exists (select 1 from pg_namespace where nspname = 'extensions') \
+                     rolsuper or rolcreaterole, exists (select 1 from pg_namespace where nspname = 'extensions'), \
+                     current_setting('server_version_num')::int / 10000 \
                      from pg_roles where rolname = current_user",
                     &[],
                 )
                 .await
                 .map_err(|e| Error::db("look up the engine's role", e))?;
             db_oid = row.get(0);
+            server_major = row.get::<_, i32>(4) as u32;
             if cfg.login_role && !row.get::<_, bool>(2) {
                 return Err(Error::Config(
                     "PGISOLATE_LOGIN_ROLE needs an admin role with CREATEROLE (or a superuser) to create a login \
@@ -99,7 +106,6 @@ impl Engine {
                         .into(),
                 ));
             }
-            registry::ensure(&admin).await?;
             registry::ensure_extensions(&admin, &cfg.extensions).await?;
             if cfg.login_role {
                 crate::role::share_extensions(&admin).await?;
@@ -116,16 +122,19 @@ impl Engine {
             }
             su && cfg.wants_recycling() && registry::ensure_ddl_watch(&admin).await?
         };
-        let run_id = cfg.run_id.clone().unwrap_or_else(|| crate::secret::random_hex(16));
         let inner = Inner {
-            owner: lease.key,
-            lease: Mutex::new(Some(lease)),
+            owner: AtomicI32::new(lease.key),
+            lease: tokio::sync::Mutex::new(Some(lease)),
+            lease_state: Mutex::new(Default::default()),
+            lease_changed: Notify::new(),
+            lease_nudge: Notify::new(),
+            beat_done: Notify::new(),
             url,
             url_form,
             kv_form,
             pool,
             run_id,
-            host: hostname(),
+            host,
             server,
             runtime: tokio::runtime::Handle::current(),
             closed: AtomicBool::new(false),
@@ -139,6 +148,8 @@ impl Engine {
             drop_slots: Arc::new(Semaphore::new(2)),
             next_candidate: Mutex::new(HashMap::new()),
             db_oid,
+            server_major,
+            pg_dump: std::sync::OnceLock::new(),
             ddl_watch,
             superuser,
             redis,
@@ -148,6 +159,7 @@ impl Engine {
             cfg,
         };
         let engine = Engine { inner: Arc::new(inner) };
+        engine.inner.watch_lease();
         if let Some(w) = public_warning {
             engine.inner.warn(&w);
         }
@@ -214,12 +226,13 @@ impl Engine {
         self.inner.drain_pools().await;
         // The names this engine released were reserved while it lived; it is done.
         if let Ok(admin) = self.inner.pool.get_teardown().await {
-            let _ = registry::forget_released(&admin, self.inner.owner).await;
+            let _ = registry::forget_released(&admin, self.inner.owner()).await;
         }
         self.inner.pool.close();
         self.inner.reset_conn.lock().await.take();
-        if let Ok(mut l) = self.inner.lease.lock() {
-            l.take();
+        // Done: gc may reap whatever is left of this owner at once.
+        if let Some(l) = self.inner.lease.lock().await.take() {
+            l.retire().await;
         }
         Ok(())
     }

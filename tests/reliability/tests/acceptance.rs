@@ -482,6 +482,219 @@ fn r15() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
     })
 }
 
+/// Marked schemas whose marker names `owner`.
+async fn owned_by(c: &Client, owner: i32) -> i64 {
+    c.query_one(
+        "select count(*) from pg_namespace where obj_description(oid, 'pg_namespace') like 'pgisolate:v1:%' \
+         and obj_description(oid, 'pg_namespace') like '% owner=' || $1::text || ' %'",
+        &[&owner.to_string()],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+/// Waits until a collected warning contains `needle`; how long that took.
+async fn wait_warning(w: &std::sync::Mutex<Vec<String>>, needle: &str, timeout: Duration) -> Result<Duration, String> {
+    let t = Instant::now();
+    while t.elapsed() < timeout {
+        if w.lock().unwrap().iter().any(|m| m.contains(needle)) {
+            return Ok(t.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(format!("no warning containing {needle:?} within {timeout:?}: {:?}", w.lock().unwrap()))
+}
+
+/// A driver error with the server's message (tokio-postgres's Display says only "db error").
+fn pg(e: tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{}: {}", d.code().code(), d.message()),
+        None => e.to_string(),
+    }
+}
+
+/// R22: an engine cut off from the server for longer than the grace period (what a network
+/// partition looks like to the server: its sessions end and it cannot connect). Before the
+/// grace period gc leaves it alone; after, gc fences it and reaps its schemas; when the link
+/// is back the engine knows it lost its lease, fails the release of the schema its test held
+/// with the reason, writes nothing into reaped schemas, and hands out new schemas. (The
+/// netns suite, tests/hosts, does this with a real link.)
+fn r22() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+    Box::pin(async {
+        let srv = tokio::task::spawn_blocking(|| private(&[])).await.unwrap()?;
+        let admin = connect(&srv.url).await?;
+        admin.batch_execute("create role pgi_host_a superuser login").await.map_err(pg)?;
+        let grace = Duration::from_secs(2);
+        let mut cfg = config(Some(srv.url.replacen("postgres@", "pgi_host_a@", 1)));
+        cfg.gc_grace = grace;
+        let warnings = collect_warnings(&mut cfg);
+        let a = Engine::start(cfg).await.map_err(|e| e.to_string())?;
+        let mut bcfg = config(Some(srv.url.clone()));
+        bcfg.gc_grace = grace;
+        let b = Engine::start(bcfg).await.map_err(|e| e.to_string())?;
+        let tpl = a.template(migrations()).await.map_err(|e| e.to_string())?;
+        let held = a.acquire(&tpl, Identity::new("R22", "held across the cut")).await.map_err(|e| e.to_string())?;
+        let kept = b.acquire(&tpl, Identity::new("R22", "host B's")).await.map_err(|e| e.to_string())?;
+        let held_name = held.name().to_owned();
+        a.flush().await; // the pool is full
+        let old = a.owner();
+        check(owned_by(&admin, old).await >= 2, "host A has no pool to lose")?;
+        // The cut.
+        admin
+            .batch_execute(
+                "alter role pgi_host_a nologin; \
+                 select pg_terminate_backend(pid) from pg_stat_activity where usename = 'pgi_host_a'",
+            )
+            .await
+            .map_err(pg)?;
+        let noticed = wait_warning(&warnings, "lost the lease connection", Duration::from_secs(5)).await?;
+        let early = b.gc().await.map_err(|e| e.to_string())?;
+        check(
+            early.dropped.is_empty() && early.fenced_owners.is_empty(),
+            format!("gc within the grace period: {early:?}"),
+        )?;
+        check(exists(&admin, &held_name).await, "A's held schema reaped within the grace period")?;
+        // A test of A's asks for a schema while the link is down: it waits for the lease.
+        let a2 = a.clone();
+        let tpl2 = tpl.clone();
+        let waiting = tokio::spawn(async move { a2.acquire(&tpl2, Identity::new("R22", "after the cut")).await });
+        tokio::time::sleep(grace + Duration::from_millis(700)).await;
+        let late = b.gc().await.map_err(|e| e.to_string())?;
+        check(
+            late.fenced_owners == vec![old],
+            format!("gc past the grace period fenced {:?}, not [{old}]", late.fenced_owners),
+        )?;
+        check(late.dropped.contains(&held_name), format!("gc did not reap A's held schema: {late:?}"))?;
+        check(!waiting.is_finished(), "A handed out a schema while cut off")?;
+        // The link is back.
+        let back = Instant::now();
+        admin.batch_execute("alter role pgi_host_a login").await.map_err(pg)?;
+        let next = waiting.await.unwrap().map_err(|e| format!("acquire after the link came back: {e}"))?;
+        let recovered = back.elapsed();
+        check(a.owner() != old, "A kept its fenced owner key")?;
+        let c = connect(next.url()).await?;
+        c.batch_execute("insert into users (email) values ('after@example.com')").await.map_err(pg)?;
+        let err = match held.release().await {
+            Ok(r) => return Err(format!("the lost schema's release succeeded ({r:?})")),
+            Err(e) => e,
+        };
+        let msg = err.to_string();
+        check(
+            err.kind() == pgisolate::ErrorKind::Lease && msg.contains(&held_name) && msg.contains("grace period"),
+            format!("unclear error for the lost schema: {msg}"),
+        )?;
+        next.release().await.map_err(|e| e.to_string())?;
+        a.flush().await;
+        // Nothing of the fenced owner was written into or made again: all of it is gone.
+        check(!exists(&admin, &held_name).await, "the lost schema came back")?;
+        let left = owned_by(&admin, old).await;
+        check(left == 0, format!("{left} schemas of the fenced owner left"))?;
+        check(exists(&admin, kept.name()).await, "host B's live schema was reaped")?;
+        kept.release().await.map_err(|e| e.to_string())?;
+        a.close().await.map_err(|e| e.to_string())?;
+        b.close().await.map_err(|e| e.to_string())?;
+        Ok(format!(
+            "cut noticed in {:.2} s; gc left A alone within the 2 s grace, fenced and reaped it after; link back → \
+             new lease and a schema in {:.2} s; the held schema's release failed with the reason",
+            noticed.as_secs_f64(),
+            recovered.as_secs_f64()
+        ))
+    })
+}
+
+/// R23: the server restarts mid-run (a private server, then the embedded one): the test in
+/// flight sees its connection end; the engine re-takes its lease; its schema is intact and
+/// released normally; a gc right after the restart reaps nothing of a live engine's; later
+/// tests pass.
+fn r23() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+    Box::pin(async {
+        let srv = tokio::task::spawn_blocking(|| private(&[])).await.unwrap()?;
+        let mut out = Vec::new();
+        let external = restart_case(config(Some(srv.url.clone())), {
+            let srv = std::sync::Arc::new(srv);
+            move || {
+                let srv = srv.clone();
+                Box::pin(async move { tokio::task::spawn_blocking(move || srv.restart()).await.unwrap() })
+            }
+        })
+        .await?;
+        out.push(format!("external: {external}"));
+        if std::env::var_os("PGISOLATE_DATABASE_URL").is_none() {
+            let mut pcfg = config(None);
+            let _quiet = collect_warnings(&mut pcfg);
+            let probe = Engine::start(pcfg).await.map_err(|e| e.to_string())?;
+            let server = probe.server().cloned().ok_or("no embedded server")?;
+            let embedded = restart_case(config(None), move || {
+                let server = server.clone();
+                Box::pin(async move { tokio::task::spawn_blocking(move || server.restart()).await.unwrap() })
+            })
+            .await?;
+            probe.close().await.map_err(|e| e.to_string())?;
+            out.push(format!("embedded: {embedded}"));
+        }
+        Ok(out.join("; "))
+    })
+}
+
+type Restart = Box<dyn Fn() -> Pin<Box<dyn Future<Output = pgisolate::Result<()>> + Send>> + Send + Sync>;
+
+async fn restart_case(
+    mut cfg: Config,
+    restart: impl Fn() -> Pin<Box<dyn Future<Output = pgisolate::Result<()>> + Send>> + Send + Sync + 'static,
+) -> Result<String, String> {
+    let restart: Restart = Box::new(restart);
+    cfg.gc_grace = Duration::from_secs(5);
+    let warnings = collect_warnings(&mut cfg);
+    let a = Engine::start(cfg.clone()).await.map_err(|e| e.to_string())?;
+    let tpl = a.template(migrations()).await.map_err(|e| e.to_string())?;
+    let s = a.acquire(&tpl, Identity::new("R23", unique())).await.map_err(|e| e.to_string())?;
+    let c = connect(s.url()).await?;
+    c.batch_execute("insert into users (email) values ('before@example.com')").await.map_err(pg)?;
+    a.flush().await;
+    let owner = a.owner();
+    let t = Instant::now();
+    restart().await.map_err(|e| format!("restart: {e}"))?;
+    let down = t.elapsed();
+    // The test in flight: its connection is gone, with the server's message.
+    let e = match c.batch_execute("select 1").await {
+        Ok(()) => return Err("the test's connection survived the restart".into()),
+        Err(e) => pg(e),
+    };
+    // Another engine's gc right after the restart (the lease lock is free until A re-takes
+    // it): A was seen within the grace period, so nothing of it goes.
+    let mut gcfg = cfg.clone();
+    gcfg.on_warning = None;
+    let other = Engine::start(gcfg).await.map_err(|e| e.to_string())?;
+    let report = other.gc().await.map_err(|e| e.to_string())?;
+    check(report.dropped.is_empty(), format!("gc after the restart reaped {:?}", report.dropped))?;
+    // A later test passes.
+    let next =
+        a.acquire(&tpl, Identity::new("R23", unique())).await.map_err(|e| format!("acquire after restart: {e}"))?;
+    let recovered = t.elapsed();
+    check(a.owner() == owner, "the engine took a new owner key: it thought its lease was lost")?;
+    let c2 = connect(next.url()).await?;
+    let n: i64 = c2.query_one("select count(*) from users", &[]).await.map_err(pg)?.get(0);
+    check(n == 0, format!("a new schema has {n} rows"))?;
+    let c3 = connect(s.url()).await?;
+    let kept: i64 = c3.query_one("select count(*) from users", &[]).await.map_err(pg)?.get(0);
+    check(kept == 1, format!("the in-flight schema has {kept} rows after the restart, not 1"))?;
+    drop((c2, c3));
+    s.release().await.map_err(|e| format!("release after restart: {e}"))?;
+    next.release().await.map_err(|e| e.to_string())?;
+    let reconnected = wait_warning(&warnings, "lost the lease connection", Duration::from_secs(1)).await.is_ok();
+    check(reconnected, "the engine never noticed the restart")?;
+    other.close().await.map_err(|e| e.to_string())?;
+    a.close().await.map_err(|e| e.to_string())?;
+    Ok(format!(
+        "restart took {:.2} s; the test in flight got \"{}\"; next schema handed out {:.2} s after the restart began; \
+         nothing reaped",
+        down.as_secs_f64(),
+        e.chars().take(60).collect::<String>(),
+        recovered.as_secs_f64()
+    ))
+}
+
 /// R21: max_connections nearly exhausted: a new engine fails fast with an actionable 53300
 /// message; a running engine still tears down and reaps with the connections it holds.
 fn r21() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
@@ -2083,6 +2296,8 @@ fn main() -> std::process::ExitCode {
         ("R18", "template builder SIGKILLed, then 8 racers", 120, r18),
         ("R20", "soak: acquire/release cycles", 600, r20),
         ("R21", "max_connections nearly exhausted", 120, r21),
+        ("R22", "an engine cut off from the server past the grace period (partition)", 90, r22),
+        ("R23", "server restart mid-run (private and embedded server)", 120, r23),
         ("roles", "least privilege: a LOGIN role per schema (opt-in)", 90, roles),
         ("cache", "Redis keys isolated and deleted (real redis-server)", 120, cache),
         (
