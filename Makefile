@@ -12,7 +12,7 @@ NATIVE_LIBS := -lpthread -ldl -lm -lutil -lrt
 VALGRIND := valgrind --quiet --child-silent-after-fork=yes --leak-check=full --show-leak-kinds=definite,indirect \
 	--errors-for-leak-kinds=definite,indirect --error-exitcode=3
 
-.PHONY: warm-bench dist dist-test version-check help deps build demo test lint fmt clean header header-check c-test go-test godog-bench build-python py-test build-node node-test bench
+.PHONY: warm-bench dist dist-test version-check help deps build demo test lint fmt clean header header-check c-test go-test godog-bench build-python py-test build-node node-test bench matrix
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -95,7 +95,7 @@ node-test: build-node ## Node: vectors, engine, node:test and Vitest suites (pg)
 	cd examples/node && npm ci --no-audit --no-fund --loglevel=error && npm test
 	cd examples/knex && npm ci --no-audit --no-fund --loglevel=error && npm test
 
-test: build lint header-check version-check ## Every suite: Rust, C (valgrind), Go, Python, Node, the demo; then check nothing is left
+test: build lint header-check version-check ## Every suite: Rust (with the hosts suite), C (valgrind), Go, Python, Node, PostgreSQL 13 and 17, the demo; then check nothing is left
 	$(CARGO) test --workspace
 	$(MAKE) --no-print-directory c-test
 	$(MAKE) --no-print-directory go-test
@@ -103,10 +103,14 @@ test: build lint header-check version-check ## Every suite: Rust, C (valgrind), 
 	$(MAKE) --no-print-directory node-test
 	$(MAKE) --no-print-directory dist-test
 	$(BIN) bench --tests 20 --suite-tests 40 --schema-tables 30 --out target/bench-smoke
+	scripts/matrix.sh 13 17
 	$(CARGO) run -q -p pgisolate --example quickstart
 	$(BIN) demo
 	scripts/kept-check.sh $(BIN)
 	scripts/check-clean.sh $(BIN)
+
+matrix: build ## The core and reliability suites on PostgreSQL 12, 13, 14, 15, 16 and 17 (scripts/matrix.sh)
+	scripts/matrix.sh
 
 dist: build-python ## Release artifacts of one version into dist/ (wheel + sdist, C tarball, crate)
 	scripts/dist.sh

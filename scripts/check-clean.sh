@@ -23,10 +23,21 @@ if [ -e "$home/data" ]; then
   echo "check-clean: the embedded server left its data directory $home/data" >&2
   exit 1
 fi
+# The hosts suite's network namespaces (and the veth links inside them) and matrix homes.
+if command -v ip >/dev/null 2>&1 && ip netns list 2>/dev/null | grep -q '^pgih'; then
+  echo "check-clean: network namespaces of the hosts suite left behind:" >&2
+  ip netns list | grep '^pgih' >&2
+  exit 1
+fi
+if ls -d /dev/shm/pgisolate-matrix-* >/dev/null 2>&1; then
+  echo "check-clean: the version matrix left its homes:" >&2
+  ls -d /dev/shm/pgisolate-matrix-* >&2
+  exit 1
+fi
 out=$("$bin" ls)
 echo "pgisolate ls: $out"
 case "$out" in
   *"nothing to list"*|"no live schemas") ;;
   *) echo "check-clean: schemas left behind" >&2; exit 1 ;;
 esac
-echo "check-clean: no server, no schemas left"
+echo "check-clean: no server, no schemas, no network namespaces left"

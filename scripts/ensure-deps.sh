@@ -58,3 +58,9 @@ command -v setpriv >/dev/null 2>&1 || apt_install util-linux
 for tool in setsid flock; do
   command -v "$tool" >/dev/null 2>&1 || apt_install util-linux
 done
+# The hosts suite (network namespaces, veth links) and the version matrix (Maven Central's
+# PostgreSQL binaries come as a jar holding an xz tarball).
+command -v ip >/dev/null 2>&1 || apt_install iproute2
+command -v mvn >/dev/null 2>&1 || apt_install maven
+command -v unzip >/dev/null 2>&1 || apt_install unzip
+command -v xz >/dev/null 2>&1 || apt_install xz-utils

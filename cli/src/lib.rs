@@ -170,101 +170,138 @@ fn existing_server() -> Result<Option<Config>, BoxError> {
     Ok(Some(cfg))
 }
 
+/// One configuration per server `ls`, `gc` and `templates` cover: each of the servers
+/// PGISOLATE_DATABASE_URL lists, else the running embedded server; empty when neither.
+fn existing_servers() -> Result<Vec<Config>, BoxError> {
+    let Some(cfg) = existing_server()? else { return Ok(Vec::new()) };
+    let servers = cfg.servers();
+    Ok(servers
+        .into_iter()
+        .map(|u| {
+            let mut c = cfg.clone();
+            c.url = Some(u);
+            c
+        })
+        .collect())
+}
+
+/// `pgisolate templates [prune]` on one server.
+async fn templates(cfg: Config, action: Option<&str>, max_age: &str) -> Result<u8, BoxError> {
+    let engine = Engine::start(cfg).await?;
+    match action {
+        None | Some("ls") | Some("list") => {
+            let list = engine.templates().await?;
+            if list.is_empty() {
+                println!("no templates");
+            } else {
+                println!("{:<22} {:>10} {:>9} {:>9} {:<10}  source", "template", "size", "built", "used", "state");
+                for t in &list {
+                    println!(
+                        "{:<22} {:>8}kB {:>8}s {:>8}s {:<10}  {}",
+                        t.schema,
+                        t.size_bytes / 1024,
+                        t.built_secs_ago,
+                        t.used_secs_ago,
+                        if t.superseded { "superseded" } else { "current" },
+                        t.source
+                    );
+                }
+            }
+        }
+        Some("prune") => {
+            let age = pgisolate::config::parse_age(max_age)
+                .ok_or_else(|| format!("--max-age {max_age:?}: use seconds or <n>d, <n>h, <n>m"))?;
+            let dropped = engine.prune_templates(age).await?;
+            for d in &dropped {
+                println!("dropped {d}");
+            }
+            println!("templates prune: {} dropped", dropped.len());
+        }
+        Some(other) => {
+            engine.close().await?;
+            return Err(format!("unknown templates action {other:?}: use `templates` or `templates prune`").into());
+        }
+    }
+    engine.close().await?;
+    Ok(0)
+}
+
+/// With several servers, a line naming the one whose output follows.
+fn server_header(cfg: &Config, count: usize) {
+    if count > 1 {
+        println!("server {}:", pgisolate::conninfo::redact(cfg.url.as_deref().unwrap_or_default()));
+    }
+}
+
 async fn run(cli: Cli) -> Result<u8, BoxError> {
     match cli.command {
         Command::Demo { migrations, scenarios } => demo(migrations, scenarios).await,
         Command::Run { cmd } => run_cmd(cmd).await,
         Command::Ls => {
-            let Some(cfg) = existing_server()? else {
+            let servers = existing_servers()?;
+            if servers.is_empty() {
                 println!("no server configured and no embedded server running: nothing to list");
                 return Ok(0);
-            };
-            let engine = Engine::start(cfg).await?;
-            let entries = engine.list().await?;
-            if entries.is_empty() {
-                println!("no live schemas");
-            } else {
-                println!("{:<40} {:<8} {:<28} {:>8}  identity", "schema", "state", "owner", "age");
-                for e in &entries {
-                    let owner = format!("{}@{} ({})", e.pid, e.host, if e.owner_alive { "alive" } else { "gone" });
-                    let ident: String = e.identity.chars().take(60).collect();
-                    println!("{:<40} {:<8} {:<28} {:>7}s  {}", e.schema, e.state, owner, e.age.as_secs(), ident);
-                }
             }
-            engine.close().await?;
+            for cfg in &servers {
+                server_header(cfg, servers.len());
+                let engine = Engine::start(cfg.clone()).await?;
+                let entries = engine.list().await?;
+                if entries.is_empty() {
+                    println!("no live schemas");
+                } else {
+                    println!("{:<40} {:<8} {:<28} {:>8}  identity", "schema", "state", "owner", "age");
+                    for e in &entries {
+                        let owner = format!("{}@{} ({})", e.pid, e.host, if e.owner_alive { "alive" } else { "gone" });
+                        let ident: String = e.identity.chars().take(60).collect();
+                        println!("{:<40} {:<8} {:<28} {:>7}s  {}", e.schema, e.state, owner, e.age.as_secs(), ident);
+                    }
+                }
+                engine.close().await?;
+            }
             Ok(0)
         }
         Command::Gc { grace, kept } => {
-            let Some(cfg) = existing_server()? else {
+            let servers = existing_servers()?;
+            if servers.is_empty() {
                 println!("no server configured and no embedded server running: nothing to collect");
                 return Ok(0);
-            };
-            let engine = Engine::start(cfg).await?;
-            let r = engine.gc_with(Duration::from_secs(grace), kept).await?;
-            for k in &r.fenced_owners {
-                println!("fenced owner {k} (lease free, not seen for {grace} s)");
             }
-            for s in &r.dropped {
-                println!("dropped {s}");
+            let mut failed = 0;
+            for cfg in &servers {
+                server_header(cfg, servers.len());
+                let engine = Engine::start(cfg.clone()).await?;
+                let r = engine.gc_with(Duration::from_secs(grace), kept).await?;
+                for k in &r.fenced_owners {
+                    println!("fenced owner {k} (lease free, not seen for {grace} s)");
+                }
+                for s in &r.dropped {
+                    println!("dropped {s}");
+                }
+                for (s, why) in &r.failed {
+                    println!("could not drop {s}: {why}");
+                }
+                println!(
+                    "gc: {} dropped, {} stale registry rows removed, {} failed",
+                    r.dropped.len(),
+                    r.pruned_rows,
+                    r.failed.len()
+                );
+                failed += r.failed.len();
+                engine.close().await?;
             }
-            for (s, why) in &r.failed {
-                println!("could not drop {s}: {why}");
-            }
-            println!(
-                "gc: {} dropped, {} stale registry rows removed, {} failed",
-                r.dropped.len(),
-                r.pruned_rows,
-                r.failed.len()
-            );
-            engine.close().await?;
-            Ok(if r.failed.is_empty() { 0 } else { 1 })
+            Ok(if failed == 0 { 0 } else { 1 })
         }
         Command::Templates { action, max_age } => {
-            let Some(cfg) = existing_server()? else {
+            let servers = existing_servers()?;
+            if servers.is_empty() {
                 println!("no server configured and no embedded server running: no templates");
                 return Ok(0);
-            };
-            let engine = Engine::start(cfg).await?;
-            match action.as_deref() {
-                None | Some("ls") | Some("list") => {
-                    let list = engine.templates().await?;
-                    if list.is_empty() {
-                        println!("no templates");
-                    } else {
-                        println!(
-                            "{:<22} {:>10} {:>9} {:>9} {:<10}  source",
-                            "template", "size", "built", "used", "state"
-                        );
-                        for t in &list {
-                            println!(
-                                "{:<22} {:>8}kB {:>8}s {:>8}s {:<10}  {}",
-                                t.schema,
-                                t.size_bytes / 1024,
-                                t.built_secs_ago,
-                                t.used_secs_ago,
-                                if t.superseded { "superseded" } else { "current" },
-                                t.source
-                            );
-                        }
-                    }
-                }
-                Some("prune") => {
-                    let age = pgisolate::config::parse_age(&max_age)
-                        .ok_or_else(|| format!("--max-age {max_age:?}: use seconds or <n>d, <n>h, <n>m"))?;
-                    let dropped = engine.prune_templates(age).await?;
-                    for d in &dropped {
-                        println!("dropped {d}");
-                    }
-                    println!("templates prune: {} dropped", dropped.len());
-                }
-                Some(other) => {
-                    engine.close().await?;
-                    return Err(
-                        format!("unknown templates action {other:?}: use `templates` or `templates prune`").into()
-                    );
-                }
             }
-            engine.close().await?;
+            for cfg in &servers {
+                server_header(cfg, servers.len());
+                templates(cfg.clone(), action.as_deref(), &max_age).await?;
+            }
             Ok(0)
         }
         Command::Bench { migrations, scale: Some(n), workers, .. } => {

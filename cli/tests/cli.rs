@@ -98,3 +98,61 @@ fn templates_lists_what_was_built_and_prune_keeps_recent_ones() {
     assert!(row.contains("current"), "{row}");
     assert!(stdout.contains("templates prune: 0 dropped"), "{stdout}");
 }
+
+/// PGISOLATE_DATABASE_URL listing two servers: workers 0–3 spread over them (0 and 2 on the
+/// first, 1 and 3 on the second), one template build on each, and `ls` and `gc` cover both.
+#[test]
+fn several_servers_spread_the_workers_and_ls_and_gc_cover_them_all() {
+    let base = std::env::temp_dir().join(format!("pgisolate-cli-servers-{}", std::process::id()));
+    let servers: Vec<pgisolate::server::PrivateServer> =
+        (0..2).map(|i| pgisolate::server::start_private(&base.join(i.to_string()), &[]).unwrap()).collect();
+    let list = format!("{} {}", servers[0].url, servers[1].url);
+    let port = |u: &str| u.split(':').nth(2).and_then(|p| p.split('/').next()).unwrap().to_owned();
+    let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/migrations");
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let (engines, names) = rt.block_on(async {
+        let (mut engines, mut names) = (Vec::new(), Vec::new());
+        for w in 0..4 {
+            let mut cfg = pgisolate::Config::from_env().unwrap();
+            cfg.url = Some(list.clone());
+            cfg.worker = Some(format!("gw{w}"));
+            cfg.gc_on_start = false;
+            let e = pgisolate::Engine::start(cfg).await.unwrap();
+            assert_eq!(port(e.url()), port(&servers[w % 2].url), "worker gw{w} is on the wrong server");
+            let tpl = e.template(pgisolate::Migrations::dir(&migrations)).await.unwrap();
+            let s = e.acquire(&tpl, pgisolate::Identity::new("servers", format!("w{w}"))).await.unwrap();
+            names.push(s.name().to_owned());
+            std::mem::forget(s); // left for gc
+            engines.push(e);
+        }
+        (engines, names)
+    });
+    let out = pgisolate(&["ls"], &[("PGISOLATE_DATABASE_URL", &list)]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert_eq!(stdout.matches("server postgres://").count(), 2, "{stdout}");
+    for n in &names {
+        assert!(stdout.contains(n.as_str()), "ls lacks {n}: {stdout}");
+    }
+    rt.block_on(async {
+        for e in &engines {
+            e.close().await.unwrap();
+        }
+        for s in &servers {
+            let (c, conn) = tokio_postgres::connect(&s.url, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            let n: i64 = c.query_one("select count(*) from pgisolate.templates", &[]).await.unwrap().get(0);
+            assert_eq!(n, 1, "templates built on {}", s.url);
+        }
+    });
+    let out = pgisolate(&["gc", "--grace", "0"], &[("PGISOLATE_DATABASE_URL", &list)]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    for n in &names {
+        assert!(stdout.contains(&format!("dropped {n}")), "gc did not drop {n}: {stdout}");
+    }
+    let out = pgisolate(&["ls"], &[("PGISOLATE_DATABASE_URL", &list)]);
+    assert_eq!(text(&out.stdout).matches("no live schemas").count(), 2, "{}", text(&out.stdout));
+    drop(servers);
+    let _ = std::fs::remove_dir_all(&base);
+}

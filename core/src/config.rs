@@ -49,8 +49,14 @@ pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
 /// [`Config::from_env`] reads the `PGISOLATE_*` variables.
 #[derive(Clone)]
 pub struct Config {
-    /// Server to use (URL or key/value); `None` boots the embedded server.
+    /// Server to use (URL or key/value); `None` boots the embedded server. Several
+    /// `postgres://` URLs separated by whitespace spread the processes of a run over those
+    /// servers ([`Config::servers`], [`Config::server_for_worker`]).
     pub url: Option<String>,
+    /// This process's worker in its test runner (`PGISOLATE_WORKER`, else pytest-xdist's
+    /// `PYTEST_XDIST_WORKER`, Jest's `JEST_WORKER_ID`, Vitest's `VITEST_POOL_ID`): with several
+    /// servers, worker N uses server N modulo their count.
+    pub worker: Option<String>,
     /// Schema name prefix (`test_`).
     pub prefix: String,
     /// Hex characters of the identity hash in a name (8..=32, default 8).
@@ -158,6 +164,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             url: None,
+            worker: None,
             prefix: naming::DEFAULT_PREFIX.to_owned(),
             hash_len: naming::DEFAULT_HASH_LEN,
             keep: Keep::Never,
@@ -225,7 +232,12 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "url",
         env: "PGISOLATE_DATABASE_URL",
-        takes: "a postgres:// URL or key/value string; unset: the embedded server",
+        takes: "a postgres:// URL or key/value string, or several URLs separated by spaces; unset: the embedded server",
+    },
+    Setting {
+        key: "worker",
+        env: "PGISOLATE_WORKER",
+        takes: "this process's worker id, for spreading over several servers (the runner's: PYTEST_XDIST_WORKER, JEST_WORKER_ID, VITEST_POOL_ID)",
     },
     Setting { key: "prefix", env: "PGISOLATE_SCHEMA_PREFIX", takes: "schema name prefix (test_)" },
     Setting {
@@ -347,6 +359,7 @@ impl Config {
         let parsed: std::result::Result<(), String> = (|| {
             match key {
                 "url" => self.url = opt(v),
+                "worker" => self.worker = opt(v),
                 "prefix" => self.prefix = v.to_owned(),
                 "hash_len" => self.hash_len = number(v, "use 8..=32")?,
                 "keep" => self.keep = Keep::parse(v).map_err(|e| e.to_string())?,
@@ -402,7 +415,10 @@ impl Config {
     /// Defaults overridden by the `PGISOLATE_*` variables of [`SETTINGS`]. Empty variables count
     /// as unset, except `PGISOLATE_SEARCH_PATH_TAIL` (empty: no tail).
     pub fn from_env() -> Result<Config> {
-        let mut c = Config::default();
+        let worker = ["PYTEST_XDIST_WORKER", "JEST_WORKER_ID", "VITEST_POOL_ID"]
+            .iter()
+            .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()));
+        let mut c = Config { worker, ..Config::default() };
         for s in SETTINGS {
             let Ok(v) = std::env::var(s.env) else { continue };
             if v.trim().is_empty() && s.key != "search_path_tail" {
@@ -417,8 +433,54 @@ impl Config {
         Ok(c)
     }
 
+    /// The servers `url` lists: several `postgres://` (or `postgresql://`) URLs separated by
+    /// whitespace, or one URL or key/value string. Empty when `url` is unset (the embedded
+    /// server).
+    pub fn servers(&self) -> Vec<String> {
+        let Some(u) = self.url.as_deref() else { return Vec::new() };
+        let parts: Vec<&str> = u.split_whitespace().collect();
+        let is_url = |p: &str| p.starts_with("postgres://") || p.starts_with("postgresql://") || p.contains("+psycopg");
+        if parts.len() > 1 && parts.iter().all(|p| is_url(p)) {
+            parts.into_iter().map(str::to_owned).collect()
+        } else {
+            vec![u.trim().to_owned()]
+        }
+    }
+
+    /// The server this process uses, of [`Config::servers`]: worker N (the digits of
+    /// [`Config::worker`]) gets server N modulo their count, so the workers of a run spread
+    /// evenly and each stays on one server; without a worker id, a hash of host and process id
+    /// picks. `None` for the embedded server.
+    pub fn server_for_worker(&self) -> Option<String> {
+        let servers = self.servers();
+        if servers.len() < 2 {
+            return servers.into_iter().next();
+        }
+        let digits: String = self.worker.as_deref().unwrap_or("").chars().filter(char::is_ascii_digit).collect();
+        let n = match digits.parse::<u64>() {
+            Ok(n) => n,
+            Err(_) => {
+                let me = format!("{}:{}", crate::naming::host_name(), std::process::id());
+                u64::from_str_radix(&crate::naming::sha256_hex(me.as_bytes())[..12], 16).unwrap_or(0)
+            }
+        };
+        let count = servers.len() as u64;
+        servers.into_iter().nth((n % count) as usize)
+    }
+
     /// Checks every value, with a message naming the setting.
     pub fn validate(&self) -> Result<()> {
+        let servers = self.servers();
+        if servers.len() > 1 {
+            for u in &servers {
+                crate::conninfo::ConnInfo::parse(u).map_err(|e| {
+                    Error::Config(format!(
+                        "PGISOLATE_DATABASE_URL lists several servers; {}: {e}",
+                        crate::conninfo::redact(u)
+                    ))
+                })?;
+            }
+        }
         naming::validate_prefix(&self.prefix)?;
         if !(self.unchecked_hash_len && (1..=32).contains(&self.hash_len)) {
             naming::validate_hash_len(self.hash_len)?;
@@ -474,5 +536,30 @@ impl Keep {
             Keep::Failed => "failed",
             Keep::Always => "always",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn several_servers_spread_workers_by_their_number() {
+        let mut c = super::Config {
+            url: Some("postgres://a@h1:5432/db  postgresql://a@h2:5433/db".into()),
+            ..Default::default()
+        };
+        assert_eq!(c.servers().len(), 2);
+        for (w, host) in [("gw0", "h1"), ("gw1", "h2"), ("gw2", "h1"), ("3", "h2")] {
+            c.worker = Some(w.into());
+            assert!(c.server_for_worker().unwrap().contains(host), "{w}");
+        }
+        c.worker = None;
+        assert!(c.server_for_worker().is_some());
+        // One URL, or a key/value string with spaces, is one server.
+        c.url = Some("host=h1 port=5432 dbname=db".into());
+        assert_eq!(c.servers(), vec!["host=h1 port=5432 dbname=db".to_owned()]);
+        c.url = Some("postgres://a@h1/db postgres://a@h2/db?sslmode=%zz".into());
+        assert!(c.validate().is_err());
+        c.url = None;
+        assert!(c.servers().is_empty() && c.server_for_worker().is_none());
     }
 }

@@ -432,17 +432,28 @@ fn pristine_cluster(bins: &Binaries, home: &Path, who: Option<RunAs>) -> Result<
 /// accepts connections; logs to `<dir>/server.log`.
 fn start_cluster(bins: &Binaries, dir: &Path, who: Option<RunAs>, port: u16, settings: &[(&str, &str)]) -> Result<()> {
     let mut opts = format!("-c listen_addresses=127.0.0.1 -p {port} -k {}", dir.join("sock").display());
+    let major = cluster_major(&dir.join("data"));
     for (k, v) in settings {
+        // A setting this server does not know would stop it from starting.
+        if major.is_some_and(|m| m < since_version(k)) {
+            continue;
+        }
         opts.push_str(&format!(" -c {k}={v}"));
     }
-    let mut pg_ctl = Command::new(bins.tool("pg_ctl"));
-    pg_ctl
-        .arg("-D")
-        .arg(dir.join("data"))
-        .arg("-l")
-        .arg(dir.join("server.log"))
-        .args(["-w", "-t", "60", "-s", "-o", &opts, "start"]);
-    run_checked(pg_ctl, dir, who, "pg_ctl start")
+    run_checked(pg_ctl(bins, dir, &["-o", &opts, "start"]), dir, who, "pg_ctl start")
+}
+
+/// The major version of the cluster in `data` (its `PG_VERSION`).
+fn cluster_major(data: &Path) -> Option<u32> {
+    fs::read_to_string(data.join("PG_VERSION")).ok()?.trim().parse().ok()
+}
+
+/// The first major version that knows setting `key` (of those the engine sets).
+fn since_version(key: &str) -> u32 {
+    match key {
+        "client_connection_check_interval" => 14,
+        _ => 0,
+    }
 }
 
 fn write_state(home: &Path, port: u16, keeper_pid: i32) -> Result<()> {
@@ -677,14 +688,19 @@ impl PrivateServer {
 /// `pg_ctl restart` of the cluster in `<dir>/data`: a fast shutdown (sessions are ended), then
 /// a start with the options it ran with.
 fn restart_cluster(bins: &Binaries, dir: &Path, who: Option<RunAs>) -> Result<()> {
-    let mut pg_ctl = Command::new(bins.tool("pg_ctl"));
-    pg_ctl
-        .arg("-D")
+    run_checked(pg_ctl(bins, dir, &["-m", "fast", "restart"]), dir, who, "pg_ctl restart")
+}
+
+/// `pg_ctl` on the cluster in `<dir>/data`, logging to `<dir>/server.log`, waiting up to 60 s.
+fn pg_ctl(bins: &Binaries, dir: &Path, action: &[&str]) -> Command {
+    let mut cmd = Command::new(bins.tool("pg_ctl"));
+    cmd.arg("-D")
         .arg(dir.join("data"))
         .arg("-l")
         .arg(dir.join("server.log"))
-        .args(["-w", "-t", "60", "-s", "-m", "fast", "restart"]);
-    run_checked(pg_ctl, dir, who, "pg_ctl restart")
+        .args(["-w", "-t", "60", "-s"])
+        .args(action);
+    cmd
 }
 
 impl Drop for PrivateServer {

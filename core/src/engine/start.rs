@@ -17,17 +17,6 @@ use crate::lease::Lease;
 use crate::registry;
 use crate::server;
 
-fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "unknown".into();
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
-
 impl Engine {
     /// Starts an engine: connects to `cfg.url` (or boots/reuses the embedded server), takes an
     /// owner lease, creates the registry if needed and, unless disabled, runs gc.
@@ -47,9 +36,10 @@ impl Engine {
             cfg.pg_bin = cfg.pg_bin_fallback.clone();
         }
         let progress = cfg.progress.clone();
-        let (url, server, start_lock) = match &cfg.url {
+        let (url, server, start_lock) = match cfg.server_for_worker() {
             // Normalized: a SQLAlchemy postgresql+driver:// URL becomes libpq's postgresql://.
-            Some(u) => (ConnInfo::parse(u)?.to_string_form(), None, None),
+            // With several servers listed, this process's (by its worker id).
+            Some(u) => (ConnInfo::parse(&u)?.to_string_form(), None, None),
             None => {
                 let bin = cfg.pg_bin.clone();
                 let reuse = cfg.reuse;
@@ -71,7 +61,7 @@ impl Engine {
             }
         };
         let run_id = cfg.run_id.clone().unwrap_or_else(|| crate::secret::random_hex(16));
-        let host = hostname();
+        let host = crate::naming::host_name();
         let lease_conn = Lease::open(&url).await?;
         registry::ensure(&lease_conn).await?;
         let lease = Lease::take(lease_conn, &crate::lease::Who { host: host.clone(), run_id: run_id.clone() }).await?;
