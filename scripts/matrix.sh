@@ -88,7 +88,7 @@ for v in "${versions[@]}"; do
   for suite in "-p pgisolate --tests" "-p pgisolate-reliability --test acceptance"; do
     # shellcheck disable=SC2086 # the suite's arguments split on purpose
     if ! env PGISOLATE_PG_BIN="$bin" PGISOLATE_HOME="$home" ${dump:+PGISOLATE_PG_DUMP="$dump"} \
-         cargo test -q $suite >>"$log" 2>&1; then
+         cargo test -q --no-fail-fast $suite >>"$log" 2>&1; then
       status=FAIL
     fi
   done
@@ -96,7 +96,9 @@ for v in "${versions[@]}"; do
   rm -rf "$home"
   secs=$(( $(date +%s) - start ))
   passed=$(grep -Eo "test result: [a-zA-Z]+\. [0-9]+ passed" "$log" | awk '{s+=$4} END {print s+0}')
-  failing=$(grep -E "^(test .* FAILED|[A-Za-z0-9-]+ +FAIL )" "$log" | sed -E 's/^test (.*) \.\.\. FAILED/\1/; s/ +FAIL .*//' | sort -u | tr '\n' ',' | sed 's/,$//')
+  # Failed tests: the core suite's names, the reliability suite's case ids.
+  failing=$( { grep -Eo "^[a-z_0-9]+ --- FAILED" "$log" | cut -d' ' -f1; grep -Eo "^[A-Za-z0-9-]+ +FAIL " "$log" | cut -d' ' -f1; } \
+    | sort -u | tr '\n' ',' | sed 's/,$//')
   if [ "$status" = FAIL ] && [ "$v" = "$BEST_EFFORT" ]; then
     status="FAIL (best effort, does not fail the run)"
   elif [ "$status" = FAIL ]; then

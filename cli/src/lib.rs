@@ -483,27 +483,45 @@ async fn demo(migrations: PathBuf, scenarios: usize) -> Result<u8, BoxError> {
 
 async fn run_cmd(cmd: Vec<String>) -> Result<u8, BoxError> {
     let spinner = Spinner::start();
-    let mut cfg = config(&spinner)?;
-    cfg.gc_grace = Duration::ZERO;
-    let engine = Engine::start(cfg).await?;
+    let cfg = config(&spinner)?;
+    // Several servers: the command gets the whole list (each of its workers picks one), and gc
+    // covers each at the end.
+    let servers = cfg.servers();
+    let engine = Engine::start(cfg.clone()).await?;
     spinner.stop();
     let t = Instant::now();
+    let url = if servers.len() > 1 { cfg.url.clone().unwrap_or_default() } else { engine.url().to_owned() };
     let status = tokio::process::Command::new(&cmd[0])
         .args(&cmd[1..])
-        .env("PGISOLATE_DATABASE_URL", engine.url())
+        .env("PGISOLATE_DATABASE_URL", url)
         .env("PGISOLATE_RUN_ID", engine.run_id())
         .status()
         .await
         .map_err(|e| format!("cannot run {:?}: {e}", cmd[0]))?;
     let took = t.elapsed();
-    let report = engine.gc_with(Duration::ZERO, false).await?;
-    let left = engine.list().await?.into_iter().filter(|e| e.run_id == engine.run_id()).count();
+    // On the embedded server every owner is a process of this machine: what is left of the
+    // run's crashed processes goes now. A shared server's owners get the grace period (an
+    // engine of another host may be reconnecting).
+    let grace = if engine.is_embedded() { Duration::ZERO } else { cfg.gc_grace };
+    let (mut dropped, mut left) = (0, 0);
+    for server in if servers.len() > 1 { servers } else { vec![String::new()] } {
+        let e = if server.is_empty() {
+            engine.clone()
+        } else {
+            Engine::start(Config { url: Some(server.clone()), gc_on_start: false, ..cfg.clone() }).await?
+        };
+        dropped += e.gc_with(grace, false).await?.dropped.len();
+        left += e.list().await?.into_iter().filter(|x| x.run_id == engine.run_id()).count();
+        if !server.is_empty() {
+            e.close().await?;
+        }
+    }
     eprintln!(
         "pgisolate run: {:?} exited with {} after {:.1} s; gc dropped {} orphaned schema(s); {} schema(s) of this run left (kept ones included)",
         cmd.join(" "),
         status,
         took.as_secs_f64(),
-        report.dropped.len(),
+        dropped,
         left
     );
     engine.close().await?;

@@ -153,6 +153,14 @@ fn several_servers_spread_the_workers_and_ls_and_gc_cover_them_all() {
     }
     let out = pgisolate(&["ls"], &[("PGISOLATE_DATABASE_URL", &list)]);
     assert_eq!(text(&out.stdout).matches("no live schemas").count(), 2, "{}", text(&out.stdout));
+    // `pgisolate run` hands the command the whole list: each of its workers picks a server.
+    let out =
+        pgisolate(&["run", "--", "sh", "-c", "echo \"$PGISOLATE_DATABASE_URL\""], &[("PGISOLATE_DATABASE_URL", &list)]);
+    let seen = text(&out.stdout);
+    assert!(out.status.success(), "{seen}{}", text(&out.stderr));
+    for s in &servers {
+        assert!(seen.contains(&port(&s.url)), "run exported {seen:?}, not both servers");
+    }
     drop(servers);
     let _ = std::fs::remove_dir_all(&base);
 }

@@ -440,7 +440,18 @@ fn start_cluster(bins: &Binaries, dir: &Path, who: Option<RunAs>, port: u16, set
         }
         opts.push_str(&format!(" -c {k}={v}"));
     }
-    run_checked(pg_ctl(bins, dir, &["-o", &opts, "start"]), dir, who, "pg_ctl start")
+    run_checked(pg_ctl(bins, dir, &["-o", &opts, "start"]), dir, who, "pg_ctl start")?;
+    // Before PostgreSQL 15 every role may create in `public`: a session whose schema is gone
+    // would create its tables there (R16). The engine's servers start as 15 does.
+    if major.is_some_and(|m| m < 15) {
+        for db in ["template1", "postgres"] {
+            let mut psql = Command::new(bins.tool("psql"));
+            psql.arg("-h").arg(dir.join("sock")).args(["-p", &port.to_string(), "-U", SUPERUSER, "-d", db, "-XAtqc"]);
+            psql.arg("REVOKE CREATE ON SCHEMA public FROM PUBLIC");
+            run_checked(psql, dir, who, "revoke CREATE on schema public from every role")?;
+        }
+    }
+    Ok(())
 }
 
 /// The major version of the cluster in `data` (its `PG_VERSION`).

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{connect, unique};
+use common::{connect, drop_database_force, unique};
 use pgisolate::{Config, Engine, Identity, Migrations, TemplateStart};
 
 /// A fresh database on the test server; returns its URL (dropped by [`drop_database`]).
@@ -24,8 +24,7 @@ async fn fresh_database(admin_url: &str, setup: &str) -> (String, String) {
 }
 
 async fn drop_database(admin_url: &str, name: &str) {
-    let admin = connect(admin_url).await;
-    admin.batch_execute(&format!("drop database {name} with (force)")).await.unwrap();
+    drop_database_force(&connect(admin_url).await, name).await;
 }
 
 async fn engine_on(url: &str, extensions: &[&str]) -> Engine {

@@ -122,7 +122,7 @@ async fn without_superuser(createrole: bool) {
     assert!(!su, "the engine's role must not be a superuser here");
     resets_only_what_the_test_wrote(&engine, false).await;
     recycles_unless_ddl_changed(engine, warnings).await;
-    admin.batch_execute(&format!("drop database {role} with (force)")).await.unwrap();
+    drop_database_force(&admin, &role).await;
     admin.batch_execute(&format!("drop role {role}")).await.unwrap();
 }
 

@@ -44,6 +44,22 @@ pub async fn connect(url: &str) -> Client {
     client
 }
 
+/// Drops database `name` after ending its sessions (`WITH (FORCE)` needs PostgreSQL 13).
+pub async fn drop_database_force(admin: &Client, name: &str) {
+    admin.execute("select pg_terminate_backend(pid) from pg_stat_activity where datname = $1", &[&name]).await.unwrap();
+    for _ in 0..50 {
+        match admin.batch_execute(&format!("drop database if exists {name}")).await {
+            Ok(()) => return,
+            // A terminated session may take a moment to go.
+            Err(e) if e.code().map(|c| c.code()) == Some("55006") => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("drop database {name}: {e}"),
+        }
+    }
+    panic!("database {name} is still in use");
+}
+
 pub async fn scalar_string(client: &Client, sql: &str) -> String {
     client.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
 }
