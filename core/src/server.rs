@@ -344,6 +344,7 @@ pub(crate) fn ensure(explicit_bin: Option<&Path>, progress: &dyn Fn(&str)) -> Re
     let _ = fs::remove_file(home.join("server.env"));
     let _ = fs::remove_dir_all(&data);
     let _ = fs::remove_dir_all(home.join("sock"));
+    rotate_log(&home.join("server.log"), 16 << 20);
     let bins = find_binaries(explicit_bin)?;
     progress("initializing PostgreSQL (initdb)");
     init_cluster(&bins, &home, who)?;
@@ -452,6 +453,14 @@ fn start_cluster(bins: &Binaries, dir: &Path, who: Option<RunAs>, port: u16, set
         }
     }
     Ok(())
+}
+
+/// Keeps one older log: a log past `max` bytes becomes `<log>.1` (replacing the one before),
+/// so the home does not grow with every server started in it.
+fn rotate_log(log: &Path, max: u64) {
+    if fs::metadata(log).is_ok_and(|m| m.len() > max) {
+        let _ = fs::rename(log, log.with_extension("log.1"));
+    }
 }
 
 /// The major version of the cluster in `data` (its `PG_VERSION`).
@@ -720,5 +729,22 @@ impl Drop for PrivateServer {
         stop.arg("-D").arg(self.dir.join("data")).args(["-m", "immediate", "-w", "-s", "stop"]);
         let _ = run_checked(stop, &self.dir, self.who, "pg_ctl stop");
         let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_log_past_its_limit_is_rotated_once() {
+        let dir = std::env::temp_dir().join(format!("pgisolate-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("server.log");
+        std::fs::write(&log, vec![b'x'; 10]).unwrap();
+        super::rotate_log(&log, 100);
+        assert!(log.exists(), "a small log stays");
+        std::fs::write(&log, vec![b'x'; 200]).unwrap();
+        super::rotate_log(&log, 100);
+        assert!(!log.exists() && dir.join("server.log.1").exists(), "a big log moves to server.log.1");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
