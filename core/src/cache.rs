@@ -8,15 +8,10 @@
 /// A URL with its password hidden, for messages.
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 fn shown(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return "<not a URL>".into() };
-    let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..auth_end].rfind('@') {
-        Some(at) => match rest[..at].find(':') {
-            Some(colon) => format!("{scheme}://{}:***{}", &rest[..colon], &rest[at..]),
-            None => format!("{scheme}://***{}", &rest[at..]),
-        },
-        None => url.to_owned(),
+    if !url.contains("://") {
+        return "<not a URL>".into();
     }
+    crate::conninfo::mask_password(url, &['/', '?', '#'], true)
 }
 
 /// `*`-terminated SCAN pattern matching keys that start with `prefix` literally.

@@ -322,21 +322,30 @@ pub fn sqlalchemy_url(input: &str, driver: &str) -> Result<String> {
     Ok(format!("postgresql+{driver}://{rest}"))
 }
 
+/// `url` (`scheme://[user[:password]@]rest`) with its password shown as `***`. The userinfo
+/// ends at the first of `terminators`; with `lone_user_is_secret`, a user without a password is
+/// masked too (Redis takes `redis://password@host`).
+pub(crate) fn mask_password(url: &str, terminators: &[char], lone_user_is_secret: bool) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let auth_end = rest.find(terminators).unwrap_or(rest.len());
+    match rest[..auth_end].rfind('@') {
+        Some(at) => match rest[..at].find(':') {
+            Some(colon) => format!("{scheme}://{}:***{}", &rest[..colon], &rest[at..]),
+            None if lone_user_is_secret => format!("{scheme}://***{}", &rest[at..]),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
 /// The connection string with its password replaced by `***`, for messages.
 pub fn redact(input: &str) -> String {
     if let Some((driver, rest)) = split_driver(input) {
         let r = redact(&format!("postgresql://{rest}"));
         return format!("postgresql+{driver}://{}", r.strip_prefix("postgresql://").unwrap_or(&r));
     }
-    if let Some(rest) = input.strip_prefix("postgres://").or_else(|| input.strip_prefix("postgresql://")) {
-        let scheme_len = input.len() - rest.len();
-        let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        if let Some(at) = rest[..auth_end].rfind('@') {
-            if let Some(colon) = rest[..at].find(':') {
-                return format!("{}{}:***{}", &input[..scheme_len], &rest[..colon], &rest[at..]);
-            }
-        }
-        return input.to_owned();
+    if input.starts_with("postgres://") || input.starts_with("postgresql://") {
+        return mask_password(input, &['/', '?'], false);
     }
     match parse_kv(input) {
         Ok(mut ci) => {
