@@ -1,7 +1,7 @@
 //! Schema markers: every schema the engine creates carries a comment
 //! `pgisolate:v1:<kind> owner=<key> t=<unix seconds>`. gc drops only schemas whose marker is
-//! this version's, whose kind is a test schema, a build or a tombstone, whose owner lease is
-//! free, and that are older than the grace period. Anything else (no marker, another version's
+//! this version's, whose kind is a test schema, a build, a pool schema or a tombstone, and
+//! whose owner is gone (fenced: lease free and unseen for the grace period). Anything else (no marker, another version's
 //! marker, `public`, templates) is never touched. A leaf: it depends on nothing but the SQL
 //! quoting helpers.
 

@@ -1,10 +1,12 @@
-//! The registry (`pgisolate.leases`, `pgisolate.templates`) and what gc reads from it.
+//! The registry (`pgisolate.leases`, `pgisolate.owners`, `pgisolate.templates`) and what gc
+//! reads from it.
 //!
 //! Every schema the engine creates carries a marker comment ([`crate::markers`]) and, while
-//! live, a registry row with its identity and owner. gc drops only schemas whose marker is this version's, whose kind is a
-//! test schema, a build or a tombstone, whose owner lease is free, and that are older than the
-//! grace period. Anything else (no marker, another version's marker, `public`, templates) is
-//! never touched.
+//! live, a registry row with its identity and owner. gc drops only schemas whose marker is this
+//! version's, whose kind is a test schema, a build, a pool schema or a tombstone, and whose
+//! owner is gone: fenced ([`fence`]: lease free and unseen for the grace period), or, without an
+//! owner row, lease free and the schema older than the grace period. Anything else (no marker,
+//! another version's marker, `public`, templates) is never touched.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -533,6 +535,16 @@ pub(crate) async fn fence(client: &Client, grace: Duration) -> Result<Vec<i32>> 
         .await
         .map_err(|e| Error::db("fence the owners that are gone", e))?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// The marker of schema `name`, when it exists and carries one of this version.
+pub(crate) async fn marker_of(client: &Client, name: &str) -> Result<Option<Marker>> {
+    let comment: Option<String> = client
+        .query_opt("select obj_description(oid, 'pg_namespace') from pg_namespace where nspname = $1", &[&name])
+        .await
+        .map_err(|e| Error::db("look up a schema", e))?
+        .and_then(|r| r.get(0));
+    Ok(comment.as_deref().and_then(parse_marker))
 }
 
 /// Owners with a row: whether each is fenced.

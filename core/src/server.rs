@@ -126,20 +126,28 @@ pub(crate) fn tool_candidates(name: &str) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).filter(|p| p.is_file()).collect())
         .unwrap_or_default();
-    let mut versioned: Vec<(u32, PathBuf)> = Vec::new();
-    for (parent, prefix, sub) in SYSTEM_LAYOUTS {
-        for e in fs::read_dir(Path::new("/").join(parent)).into_iter().flatten().flatten() {
-            let entry = e.file_name().to_string_lossy().into_owned();
-            let Some(v) = entry.strip_prefix(prefix).and_then(|v| v.parse::<u32>().ok()) else { continue };
-            let p = if sub.is_empty() { e.path().join(name) } else { e.path().join(sub).join(name) };
-            if p.is_file() {
-                versioned.push((v, p));
-            }
-        }
-    }
+    let mut versioned: Vec<(u32, PathBuf)> = system_bin_dirs(Path::new("/"))
+        .into_iter()
+        .map(|(v, d)| (v, d.join(name)))
+        .filter(|(_, p)| p.is_file())
+        .collect();
     versioned.sort_by_key(|v| std::cmp::Reverse(v.0));
     out.extend(versioned.into_iter().map(|(_, p)| p));
     out
+}
+
+/// The versioned PostgreSQL bin directories under `root` ([`SYSTEM_LAYOUTS`]), with their
+/// major versions, in no particular order.
+fn system_bin_dirs(root: &Path) -> Vec<(u32, PathBuf)> {
+    let mut dirs = Vec::new();
+    for (parent, prefix, sub) in SYSTEM_LAYOUTS {
+        for e in fs::read_dir(root.join(parent)).into_iter().flatten().flatten() {
+            let entry = e.file_name().to_string_lossy().into_owned();
+            let Some(v) = entry.strip_prefix(prefix).and_then(|v| v.parse::<u32>().ok()) else { continue };
+            dirs.push((v, if sub.is_empty() { e.path() } else { e.path().join(sub) }));
+        }
+    }
+    dirs
 }
 
 /// Where packages put PostgreSQL's server binaries, outside `PATH`: (directory, prefix of the
@@ -191,17 +199,8 @@ pub fn find_binaries_in(explicit: Option<&Path>, path: Option<&std::ffi::OsStr>,
             }
         }
     }
-    let mut versions: Vec<(u32, PathBuf)> = Vec::new();
-    for (parent, prefix, sub) in SYSTEM_LAYOUTS {
-        for e in fs::read_dir(root.join(parent)).into_iter().flatten().flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let Some(v) = name.strip_prefix(prefix).and_then(|v| v.parse::<u32>().ok()) else { continue };
-            let bin = if sub.is_empty() { e.path() } else { e.path().join(sub) };
-            if has_binaries(&bin) {
-                versions.push((v, bin));
-            }
-        }
-    }
+    let mut versions: Vec<(u32, PathBuf)> =
+        system_bin_dirs(root).into_iter().filter(|(_, bin)| has_binaries(bin)).collect();
     versions.sort();
     match versions.pop() {
         Some((_, dir)) => Ok(Binaries { dir }),

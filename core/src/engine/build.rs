@@ -285,7 +285,7 @@ impl Engine {
             .map_err(|e| Error::db("start the template build", e))?
             .get(0);
         let cached = match by_content {
-            true => capture_cache::load(&self.inner, &locker, fp).await,
+            true => capture_cache::load(&self.inner, fp),
             false => None,
         };
         let mut b = TemplateBuild {
@@ -328,21 +328,18 @@ mod capture_cache {
     use std::path::{Path, PathBuf};
     use std::time::SystemTime;
 
-    use tokio_postgres::Client;
-
     use super::super::Inner;
 
-    async fn paths(inner: &Inner, client: &Client, fp: &str) -> Option<(PathBuf, PathBuf)> {
+    fn paths(inner: &Inner, fp: &str) -> Option<(PathBuf, PathBuf)> {
         let server = inner.server.as_ref()?;
-        let version: String = client.query_one("select current_setting('server_version_num')", &[]).await.ok()?.get(0);
-        let base = server.dir.join("captures").join(format!("{}-{version}", &fp[..32.min(fp.len())]));
+        let base = server.dir.join("captures").join(format!("{}-{}", &fp[..32.min(fp.len())], inner.server_version));
         Some((base.with_extension("ddl"), base.with_extension("seed")))
     }
 
     /// The DDL and rows an earlier build of `fp` captured, if any (marked as used now: the
     /// least recently used captures go first when the cache is trimmed).
-    pub(super) async fn load(inner: &Inner, client: &Client, fp: &str) -> Option<(String, String)> {
-        let (ddl, seed) = paths(inner, client, fp).await?;
+    pub(super) fn load(inner: &Inner, fp: &str) -> Option<(String, String)> {
+        let (ddl, seed) = paths(inner, fp)?;
         let found = (std::fs::read_to_string(&ddl).ok()?, std::fs::read_to_string(&seed).ok()?);
         for p in [&ddl, &seed] {
             if let Ok(f) = std::fs::File::options().append(true).open(p) {
@@ -390,8 +387,8 @@ mod capture_cache {
     }
 
     /// Keeps a build's capture (best effort: a cache).
-    pub(super) async fn store(inner: &Inner, client: &Client, fp: &str, ddl: &str, seed: &str) {
-        let Some((ddl_path, seed_path)) = paths(inner, client, fp).await else { return };
+    pub(super) fn store(inner: &Inner, fp: &str, ddl: &str, seed: &str) {
+        let Some((ddl_path, seed_path)) = paths(inner, fp) else { return };
         let Some(dir) = ddl_path.parent() else { return };
         if std::fs::create_dir_all(dir).is_err() {
             return;
@@ -441,7 +438,7 @@ impl Inner {
         if let Some(found) = self.pg_dump.get() {
             return found.clone();
         }
-        let (server, explicit) = (self.server_major, self.cfg.pg_dump.clone());
+        let (server, explicit) = ((self.server_version / 10000) as u32, self.cfg.pg_dump.clone());
         let bin = self.cfg.pg_bin.clone().or_else(|| crate::server::find_binaries(None).ok().map(|b| b.dir));
         let found =
             tokio::task::spawn_blocking(move || template::pg_dump_for(server, explicit.as_deref(), bin.as_deref()))
@@ -533,7 +530,7 @@ impl TemplateBuild {
                 .await
                 .map_err(|e| Error::Internal(format!("template capture panicked: {e}")))?;
                 if let (true, Ok(ddl), Some(seed)) = (self.by_content, &captured, &seed) {
-                    capture_cache::store(inner, &locker, &self.fingerprint, ddl, seed).await;
+                    capture_cache::store(inner, &self.fingerprint, ddl, seed);
                 }
                 (captured, seed)
             }

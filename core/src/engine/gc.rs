@@ -7,7 +7,7 @@ use super::Engine;
 use crate::conninfo;
 use crate::drop;
 use crate::error::{Error, Result};
-use crate::markers::{self, Kind};
+use crate::markers::Kind;
 use crate::naming;
 use crate::registry;
 
@@ -87,12 +87,7 @@ impl Engine {
             return Err(Error::Refused(format!("refusing to drop reserved schema {name:?}")));
         }
         let admin = self.inner.pool.get_teardown().await?;
-        let marker: Option<String> = admin
-            .query_opt("select obj_description(oid, 'pg_namespace') from pg_namespace where nspname = $1", &[&name])
-            .await
-            .map_err(|e| Error::db("look up a schema", e))?
-            .and_then(|r| r.get(0));
-        if marker.as_deref().and_then(markers::parse_marker).is_none() {
+        if registry::marker_of(&admin, name).await?.is_none() {
             return Err(Error::Refused(format!("refusing to drop {name:?}: it carries no pgisolate marker")));
         }
         let apps = vec![conninfo::application_name(name)];

@@ -85,8 +85,9 @@ pub(crate) struct Inner {
     /// is never handed out twice by a live engine, so a leaked pool of an earlier test that
     /// reconnects with its URL finds no schema instead of the next test's (R5).
     next_candidate: Mutex<HashMap<String, usize>>,
-    /// The server's major version (which pg_dump can capture its templates).
-    server_major: u32,
+    /// The server's `server_version_num` (its major version says which pg_dump can capture
+    /// its templates; the whole number keys the capture cache).
+    server_version: i32,
     /// The pg_dump that captures templates, or why there is none (looked for at first use).
     pg_dump: std::sync::OnceLock<std::result::Result<std::path::PathBuf, String>>,
     /// The database's oid (marks per-schema roles, which are cluster-wide).

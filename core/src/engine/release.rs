@@ -145,16 +145,8 @@ impl Inner {
         let why = self.lost_reason(t.owner).unwrap_or_else(|| format!("the lease of owner {} was fenced", t.owner));
         self.delete_cache_keys(&t.name).await;
         if let Ok(admin) = self.pool.get_teardown().await {
-            let marker: Option<String> = admin
-                .query_opt(
-                    "select obj_description(oid, 'pg_namespace') from pg_namespace where nspname = $1",
-                    &[&t.name],
-                )
-                .await
-                .ok()
-                .flatten()
-                .and_then(|r| r.get(0));
-            if marker.as_deref().and_then(markers::parse_marker).is_some_and(|m| m.owner == t.owner as i64) {
+            let marker = registry::marker_of(&admin, &t.name).await.ok().flatten();
+            if marker.is_some_and(|m| m.owner == t.owner as i64) {
                 let apps = vec![conninfo::application_name(&t.name)];
                 let _ = drop::drop_schema(&admin, &t.name, &apps, Instant::now() + self.cfg.release_timeout).await;
                 let _ = registry::forget(&admin, &t.name).await;

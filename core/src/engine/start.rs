@@ -73,7 +73,7 @@ impl Engine {
         pool.set_reserved(lease.reserved());
         let public_warning;
         let db_oid: u32;
-        let server_major: u32;
+        let server_version: i32;
         let superuser;
         let ddl_watch = {
             let admin = pool.get().await?;
@@ -81,14 +81,14 @@ impl Engine {
                 .query_one(
                     "select (select oid from pg_database where datname = current_database()), rolsuper, \
                      rolsuper or rolcreaterole, exists (select 1 from pg_namespace where nspname = 'extensions'), \
-                     current_setting('server_version_num')::int / 10000 \
+                     current_setting('server_version_num')::int \
                      from pg_roles where rolname = current_user",
                     &[],
                 )
                 .await
                 .map_err(|e| Error::db("look up the engine's role", e))?;
             db_oid = row.get(0);
-            server_major = row.get::<_, i32>(4) as u32;
+            server_version = row.get::<_, i32>(4);
             if cfg.login_role && !row.get::<_, bool>(2) {
                 return Err(Error::Config(
                     "PGISOLATE_LOGIN_ROLE needs an admin role with CREATEROLE (or a superuser) to create a login \
@@ -138,7 +138,7 @@ impl Engine {
             drop_slots: Arc::new(Semaphore::new(2)),
             next_candidate: Mutex::new(HashMap::new()),
             db_oid,
-            server_major,
+            server_version,
             pg_dump: std::sync::OnceLock::new(),
             ddl_watch,
             superuser,
