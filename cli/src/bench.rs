@@ -316,7 +316,7 @@ pub async fn run(opts: Options) -> Result<bool, BoxError> {
     } else {
         None
     };
-    let suite = two_worker_suite(&base, &migrations, suite_tests, data).await?;
+    let suite = two_worker_suite(&base, &migrations, &migration_sql, suite_tests, data).await?;
     let cold = {
         let m = migrations.clone();
         tokio::task::spawn_blocking(move || cold_start(&m)).await??
@@ -649,14 +649,28 @@ fn own_cpu_ms() -> f64 {
 /// Rounds of the synthetic suite, each without and then with isolation.
 const SUITE_ROUNDS: usize = 3;
 
-async fn two_worker_suite(base: &Config, migrations: &Path, n: usize, data: Option<&Path>) -> Result<Suite, BoxError> {
+async fn two_worker_suite(
+    base: &Config,
+    migrations: &Path,
+    migration_sql: &str,
+    n: usize,
+    data: Option<&Path>,
+) -> Result<Suite, BoxError> {
     let mut cfg = base.clone();
     cfg.gc_on_start = false;
     cfg.pool_size = 4;
     let engine = Engine::start(cfg).await?;
     let tpl = engine.template(Migrations::dir(migrations)).await?;
-    let shared = engine.acquire(&tpl, Identity::new("bench suite", "shared")).await?;
-    let shared_url = shared.url().to_owned();
+    // Without isolation: the migrations in a plain schema (no pgisolate in it at all, so its
+    // write triggers count as isolation's cost), every test's rows side by side.
+    let plain = format!("bench_suite_{}", std::process::id());
+    let admin = connect(engine.url()).await?;
+    admin
+        .batch_execute(&format!(
+            "BEGIN; CREATE SCHEMA {plain}; SET LOCAL search_path TO {plain}, public;\n{migration_sql}\nCOMMIT;"
+        ))
+        .await?;
+    let shared_url = pgisolate::conninfo::scoped(engine.url(), &plain, &["public".to_owned()])?;
     engine.flush().await;
 
     async fn body(url: &str, email: &str) -> Result<(), BoxError> {
@@ -751,7 +765,7 @@ async fn two_worker_suite(base: &Config, migrations: &Path, n: usize, data: Opti
         pct(&mut rel.clone(), 0.5),
         pct(&mut rel, 0.99)
     );
-    shared.release().await?;
+    admin.batch_execute(&format!("DROP SCHEMA {plain} CASCADE")).await?;
     engine.close().await?;
     Ok(Suite { tests: per_worker * 2, base_ms, isolated_ms, cpu })
 }

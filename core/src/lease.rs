@@ -1,8 +1,8 @@
 //! The owner lease: a session advisory lock held by each engine on a dedicated connection, and
 //! the owner's row in `pgisolate.owners`.
 //!
-//! An owner is alive while its lock is held, or while it was seen (the engine's heartbeat,
-//! every acquire) within gc's grace period. PostgreSQL frees the lock when the connection goes
+//! An owner is alive while its lock is held, or while its heartbeat refreshed its row
+//! (`pgisolate.hold`) within gc's grace period. PostgreSQL frees the lock when the connection goes
 //! (a SIGKILLed owner, a server restart, a network partition the server noticed); gc then waits
 //! out the grace period, fences the owner (`fenced_at`) and only then reaps its schemas. An
 //! engine whose connection dropped re-takes the same key if its row was not fenced, and knows
@@ -20,8 +20,11 @@ pub(crate) const LEASE_CLASS: i32 = 0x7067_6973;
 pub(crate) const TEMPLATE_CLASS: i32 = LEASE_CLASS + 1;
 /// classid of the registry-DDL advisory lock.
 pub(crate) const REGISTRY_CLASS: i32 = LEASE_CLASS + 2;
+/// classid of the fence lock (objid: the owner key): hand-outs take it shared, gc's fence
+/// exclusive.
+pub(crate) const FENCE_CLASS: i32 = LEASE_CLASS + 3;
 
-/// SQLSTATE of `pgisolate.hold` when the owner was fenced.
+/// SQLSTATE of `pgisolate.hold` and `pgisolate.held` when the owner was fenced.
 pub(crate) const FENCED: &str = "PGI01";
 
 /// Who holds a lease, as its owner row records it.

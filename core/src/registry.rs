@@ -45,7 +45,7 @@ ALTER TABLE pgisolate.templates ADD COLUMN IF NOT EXISTS source text NOT NULL DE
 ALTER TABLE pgisolate.templates ADD COLUMN IF NOT EXISTS last_used timestamptz NOT NULL DEFAULT now();
 ALTER TABLE pgisolate.leases ADD COLUMN IF NOT EXISTS handout_txid bigint;
 -- Owners (engines): one row per lease. An owner is alive while its advisory lock is held or
--- while it was seen (a heartbeat, or an acquire) within gc's grace period; gc fences an owner
+-- while its heartbeat refreshed seen_at within gc's grace period; gc fences an owner
 -- that is neither (fenced_at) before it reaps anything of it, and a fenced owner never comes
 -- back: an engine whose connection dropped re-takes its lease only if it was not fenced.
 CREATE TABLE IF NOT EXISTS pgisolate.owners (
@@ -57,8 +57,7 @@ CREATE TABLE IF NOT EXISTS pgisolate.owners (
     seen_at    timestamptz NOT NULL DEFAULT now(),
     fenced_at  timestamptz
 );
--- The fence check: refreshes the owner's seen_at, or fails when it was fenced. Run in every
--- transaction that hands out or pools a schema: the row lock orders it with gc's fencing.
+-- The heartbeat: refreshes the owner's seen_at, or fails when it was fenced.
 CREATE OR REPLACE FUNCTION pgisolate.hold(k int4) RETURNS void LANGUAGE plpgsql AS $pgi$
 BEGIN
     UPDATE pgisolate.owners SET seen_at = now() WHERE owner_key = k AND fenced_at IS NULL;
@@ -66,6 +65,34 @@ BEGIN
         RAISE EXCEPTION 'pgisolate: the lease of owner % was fenced (not seen for longer than gc''s grace period)', k
             USING ERRCODE = 'PGI01';
     END IF;
+END $pgi$;
+-- The fence check of every transaction that hands out, pools or recycles a schema
+-- ([`held_sql`]): a shared lock that gc's fence waits for, then, in the next statement (a new
+-- snapshot), the owner's row, read: this raises when it was fenced. Concurrent hand-outs of one
+-- engine never wait for each other, and nothing is handed out under a fenced owner: either the
+-- fence committed first and the check fails, or the fence waits until the hand-out ends.
+CREATE OR REPLACE FUNCTION pgisolate.fenced(k int4) RETURNS void LANGUAGE plpgsql AS $pgi$
+BEGIN
+    RAISE EXCEPTION 'pgisolate: the lease of owner % was fenced (not seen for longer than gc''s grace period)', k
+        USING ERRCODE = 'PGI01';
+END $pgi$;
+-- gc's fence: owners whose lease is free and who went unseen for `grace` seconds. Each is
+-- locked (in key order) before its row is read again, so hand-outs in flight finish first.
+CREATE OR REPLACE FUNCTION pgisolate.fence(grace float8) RETURNS SETOF int4 LANGUAGE plpgsql AS $pgi$
+DECLARE
+    ks int4[];
+BEGIN
+    SELECT array_agg(o.owner_key ORDER BY o.owner_key) INTO ks FROM pgisolate.owners o
+     WHERE o.fenced_at IS NULL AND o.seen_at < now() - make_interval(secs => grace)
+       AND o.owner_key::int8 NOT IN (LIVE_OWNERS);
+    IF ks IS NULL THEN
+        RETURN;
+    END IF;
+    PERFORM pg_catalog.pg_advisory_xact_lock(FENCE_CLASS, k) FROM unnest(ks) k;
+    RETURN QUERY UPDATE pgisolate.owners o SET fenced_at = now()
+     WHERE o.owner_key = ANY (ks) AND o.fenced_at IS NULL AND o.seen_at < now() - make_interval(secs => grace)
+       AND o.owner_key::int8 NOT IN (LIVE_OWNERS)
+     RETURNING o.owner_key;
 END $pgi$;
 -- Whether an owner is gone: fenced, or (an owner without a row: engines before owner rows)
 -- its lease is free.
@@ -75,17 +102,20 @@ CREATE OR REPLACE FUNCTION pgisolate.owner_gone(k int8) RETURNS boolean LANGUAGE
 $pgi$;
 -- Which tables tests wrote: a statement-level trigger on every template table (made ENABLE
 -- ALWAYS, so session_replication_role does not silence it) notes the table here, so a
--- recycled schema resets only those. Rows are appended, never upserted: a unique key would make
--- a write wait for another session's open transaction that wrote the same table.
+-- recycled schema resets only those. The trigger is what every test connection's first write
+-- pays for (its function compiled, its statement planned), so it does the least it can: one
+-- row appended per write statement, no index, no check, run as the writer (every role may
+-- append here; it reads nothing). Never upserted: a unique key would make a write wait for
+-- another session's open transaction that wrote the same table. A reset clears its schema's
+-- notes, and those its own writes made.
 CREATE TABLE IF NOT EXISTS pgisolate.written (rel oid NOT NULL);
-CREATE INDEX IF NOT EXISTS written_rel ON pgisolate.written (rel);
+DROP INDEX IF EXISTS pgisolate.written_rel;
+GRANT USAGE ON SCHEMA pgisolate TO PUBLIC;
+GRANT INSERT ON pgisolate.written TO PUBLIC;
 CREATE OR REPLACE FUNCTION pgisolate.note_write() RETURNS trigger LANGUAGE plpgsql
-    SECURITY DEFINER AS $pgi$
+    SECURITY INVOKER AS $pgi$
 BEGIN
-    IF pg_catalog.current_setting('pgisolate.internal', true) = 'on' THEN RETURN NULL; END IF;
-    IF NOT EXISTS (SELECT 1 FROM pgisolate.written WHERE rel = TG_RELID) THEN
-        INSERT INTO pgisolate.written VALUES (TG_RELID);
-    END IF;
+    INSERT INTO pgisolate.written VALUES (TG_RELID);
     RETURN NULL;
 END $pgi$;
 -- Recycling without superuser: did the schema's catalog change since its hand-out? A test's
@@ -217,6 +247,11 @@ BEGIN
         RAISE EXCEPTION 'pgisolate: DDL ran in schema %', n USING ERRCODE = 'P0001';
     END IF;
 END $pgi$;
+-- The same check inline ([`untouched_sql`]): this raises only when the record says DDL ran.
+CREATE OR REPLACE FUNCTION pgisolate.ddl_ran(n text) RETURNS void LANGUAGE plpgsql AS $pgi$
+BEGIN
+    RAISE EXCEPTION 'pgisolate: DDL ran in schema %', n USING ERRCODE = 'P0001';
+END $pgi$;
 DO $pgi$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pgisolate_ddl') THEN
         CREATE EVENT TRIGGER pgisolate_ddl ON ddl_command_end EXECUTE FUNCTION pgisolate.note_ddl();
@@ -230,7 +265,7 @@ END $pgi$;";
 pub(crate) async fn ensure_ddl_watch(client: &Client) -> Result<bool> {
     let present = client
         .query_one(
-            "select count(*) = 2 and to_regprocedure('pgisolate.check_untouched(text)') is not null \
+            "select count(*) = 2 and to_regprocedure('pgisolate.ddl_ran(text)') is not null \
              and coalesce((select prosecdef from pg_proc where oid = to_regprocedure('pgisolate.note_ddl()')), false) \
              from pg_event_trigger where evtname in ('pgisolate_ddl', 'pgisolate_drop') and evtenabled <> 'D'",
             &[],
@@ -410,6 +445,26 @@ pub(crate) fn released_sql(name: &str, moved_to: &str) -> String {
     )
 }
 
+/// The fence check of a transaction that hands out, pools or recycles a schema under owner
+/// `owner`: two statements (the lock, then a new snapshot) that fail with [`FENCED`] when gc
+/// fenced the owner (`pgisolate.fenced`).
+///
+/// [`FENCED`]: crate::lease::FENCED
+pub(crate) fn held_sql(owner: i32) -> String {
+    format!(
+        "SELECT pg_catalog.pg_advisory_xact_lock_shared({class}, {owner}); SELECT pgisolate.fenced({owner}) \
+         WHERE NOT EXISTS (SELECT FROM pgisolate.owners WHERE owner_key = {owner} AND fenced_at IS NULL);",
+        class = crate::lease::FENCE_CLASS
+    )
+}
+
+/// The check that no DDL ran in `name` since its hand-out, as the DDL watch recorded it:
+/// fails with P0001 when it did (`pgisolate.ddl_ran`).
+pub(crate) fn untouched_sql(name: &str) -> String {
+    let n = literal(name);
+    format!("SELECT pgisolate.ddl_ran({n}) WHERE EXISTS (SELECT FROM pgisolate.ddl_touched WHERE nspname = {n});")
+}
+
 /// Statement that marks the rest of a transaction as the engine's own DDL.
 pub(crate) const INTERNAL: &str = "SET LOCAL pgisolate.internal = 'on';";
 
@@ -422,6 +477,9 @@ const PRESENT_SQL: &str = "select to_regclass('pgisolate.leases') is not null an
      and to_regprocedure('pgisolate.schema_state(oid, bigint)') is not null \
      and to_regprocedure('pgisolate.note_write()') is not null \
      and to_regprocedure('pgisolate.owner_gone(int8)') is not null \
+     and to_regprocedure('pgisolate.fence(float8)') is not null \
+     and to_regprocedure('pgisolate.fenced(int4)') is not null \
+     and not coalesce((select prosecdef from pg_proc where oid = to_regprocedure('pgisolate.note_write()')), true) \
      and coalesce((select prosrc not like '%GRANT USAGE%' from pg_proc \
                    where oid = to_regprocedure('pgisolate.give_schema(text, text)')), false)";
 
@@ -441,7 +499,9 @@ pub(crate) async fn ensure(client: &Client) -> Result<()> {
     let made = match present(client).await {
         Ok(true) => exec(client, "check the registry", "COMMIT").await,
         Ok(false) => {
-            let ddl = REGISTRY_DDL.replace("LIVE_OWNERS", LIVE_OWNERS_SQL);
+            let ddl = REGISTRY_DDL
+                .replace("LIVE_OWNERS", LIVE_OWNERS_SQL)
+                .replace("FENCE_CLASS", &crate::lease::FENCE_CLASS.to_string());
             let sql = format!("{ddl} {} COMMIT;", crate::role::GIVE_SCHEMA_DDL);
             exec(client, "create the pgisolate registry", &sql).await
         }
@@ -525,13 +585,8 @@ pub(crate) struct Orphan {
 /// reap what they own, and they never hold anything again (their engines find out when they
 /// reconnect: `pgisolate.hold` fails). Returns the fenced owner keys.
 pub(crate) async fn fence(client: &Client, grace: Duration) -> Result<Vec<i32>> {
-    let sql = format!(
-        "update pgisolate.owners set fenced_at = now() where fenced_at is null \
-         and seen_at < now() - make_interval(secs => $1) and owner_key::int8 not in ({LIVE_OWNERS_SQL}) \
-         returning owner_key"
-    );
     let rows = client
-        .query(&sql, &[&grace.as_secs_f64()])
+        .query("select * from pgisolate.fence($1)", &[&grace.as_secs_f64()])
         .await
         .map_err(|e| Error::db("fence the owners that are gone", e))?;
     Ok(rows.iter().map(|r| r.get(0)).collect())

@@ -439,3 +439,43 @@ async fn failures_carry_their_kind_and_sqlstate() {
     }
     engine.close().await.unwrap();
 }
+
+/// The fence protocol in SQL: a hand-out's check takes the owner's fence lock shared, gc's
+/// fence takes it exclusive before it reads the owner's row again. A fence never commits while
+/// a hand-out of that owner is in flight, and a hand-out after the fence fails (PGI01).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_fence_waits_for_a_hand_out_in_flight_and_later_hand_outs_fail() {
+    const FENCE_CLASS: i64 = 0x7067_6973 + 3; // pgisolate's fence-lock classid
+    let engine = engine().await;
+    let admin = connect(engine.url()).await;
+    let key: i32 = 2_000_000_000 - (std::process::id() as i32 % 1000);
+    admin
+        .execute(
+            "insert into pgisolate.owners (owner_key, host, pid, run_id, seen_at) values ($1, 'gone', 1, 'r', now() - interval '1 hour') \
+             on conflict (owner_key) do update set seen_at = excluded.seen_at, fenced_at = null",
+            &[&key],
+        )
+        .await
+        .unwrap();
+    let check = format!(
+        "select pg_advisory_xact_lock_shared({FENCE_CLASS}, {key}); select pgisolate.fenced({key}) \
+         where not exists (select from pgisolate.owners where owner_key = {key} and fenced_at is null)"
+    );
+    let hand_out = connect(engine.url()).await;
+    hand_out.batch_execute(&format!("begin; {check}")).await.unwrap();
+    let gc = connect(engine.url()).await;
+    let fence = tokio::spawn(async move {
+        let rows = gc.query("select * from pgisolate.fence(0)", &[]).await.unwrap();
+        rows.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>()
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!fence.is_finished(), "the fence did not wait for the hand-out in flight");
+    hand_out.batch_execute("commit").await.unwrap();
+    let fenced = tokio::time::timeout(Duration::from_secs(10), fence).await.unwrap().unwrap();
+    assert!(fenced.contains(&key), "the stale owner was not fenced: {fenced:?}");
+    let err = hand_out.batch_execute(&format!("begin; {check}; commit")).await.unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("PGI01"), "{err}");
+    hand_out.batch_execute("rollback").await.unwrap();
+    admin.execute("delete from pgisolate.owners where owner_key = $1", &[&key]).await.unwrap();
+    engine.close().await.unwrap();
+}

@@ -204,6 +204,16 @@ async fn resets_only_what_the_test_wrote(engine: &pgisolate::Engine, superuser: 
         assert!(others.len() < 4, "the recycled schema never came back");
         others.push(s);
     };
+    let notes: i64 = admin
+        .query_one(
+            "select count(*) from pgisolate.written w join pg_class c on c.oid = w.rel \
+             where c.relnamespace = to_regnamespace(quote_ident($1))",
+            &[&s.name()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(notes, 0, "the reset's own writes left write notes behind");
     let c = connect(s.url()).await;
     let count = |t: &'static str| {
         let c = &c;

@@ -165,9 +165,9 @@ impl Inner {
         // With login roles, the role is made and given the schema here, ahead of time.
         let role = self.cfg.login_role.then(crate::role::new_role);
         let sql = format!(
-            "BEGIN; {internal} SELECT pgisolate.hold({owner}); CREATE SCHEMA {n}; {comment}\n{replay}\n; {prepare} COMMIT;",
+            "BEGIN; {internal} {held} CREATE SCHEMA {n}; {comment}\n{replay}\n; {prepare} COMMIT;",
             internal = registry::INTERNAL,
-            owner = self.owner(),
+            held = registry::held_sql(self.owner()),
             n = ident(&name),
             comment = markers::comment_sql(&name, Kind::Pool, self.owner()),
             replay = tpl.replay_sql(&name),
@@ -261,14 +261,18 @@ impl Inner {
         }
         let fresh = pool_name();
         let sql = format!(
-            "BEGIN; {internal} SET LOCAL lock_timeout = '1s'; SELECT pgisolate.hold({owner}); SELECT pgisolate.{check}({nl}); \
+            "BEGIN; {internal} SET LOCAL lock_timeout = '1s'; {held} {check} \
              ALTER SCHEMA {n} RENAME TO {f}; {comment} UPDATE pgisolate.leases SET state = 'released' WHERE schema_name = {nl}; \
              {nologin} COMMIT; {sessions}",
             nologin = role.map(|r| format!("ALTER ROLE {} NOLOGIN;", ident(r))).unwrap_or_default(),
             internal = registry::INTERNAL,
-            owner = self.owner(),
+            held = registry::held_sql(self.owner()),
             // Event triggers' record where they run, else the catalog compared with the hand-out.
-            check = if self.ddl_watch { "check_untouched" } else { "check_unchanged" },
+            check = if self.ddl_watch {
+                registry::untouched_sql(name)
+            } else {
+                format!("SELECT pgisolate.check_unchanged({});", literal(name))
+            },
             nl = literal(name),
             n = ident(name),
             f = ident(&fresh),
@@ -357,7 +361,7 @@ impl Inner {
         let Some(rc) = conn.as_ref() else { return false };
         let admin = &rc.client;
         let plan = &tpl.reset;
-        let (written, moved) = if plan.tracked() {
+        let (written, moved, ns) = if plan.tracked() {
             match self.changes(rc, plan, schema).await {
                 Ok(changes) => changes,
                 Err(e) => {
@@ -369,11 +373,17 @@ impl Inner {
                 }
             }
         } else {
-            plan.everything()
+            let (written, moved) = plan.everything();
+            (written, moved, None)
         };
         let Some(steps) = plan.reset_sql(schema, &written, &moved, self.superuser) else { return true };
-        let sql =
-            format!("BEGIN; {internal} SET LOCAL lock_timeout = '2s';\n{steps}COMMIT;", internal = registry::INTERNAL);
+        // The write trigger notes the reset's own writes too: they go in the same transaction.
+        let forget = ns.map(|ns| format!("{};\n", crate::reset::Plan::FORGET_SQL.replace("$1", &ns.to_string())));
+        let sql = format!(
+            "BEGIN; {internal} SET LOCAL lock_timeout = '2s';\n{steps}{forget}COMMIT;",
+            internal = registry::INTERNAL,
+            forget = forget.unwrap_or_default()
+        );
         match transaction(admin, &sql).await {
             Ok(()) => true,
             Err(e) => {
@@ -388,20 +398,21 @@ impl Inner {
         }
     }
 
-    /// The tables a test wrote in `schema` (clearing their notes) and the sequences it moved.
+    /// The tables a test wrote in `schema` (clearing their notes), the sequences it moved, and
+    /// the schema's oid.
     /// A recycled schema keeps its sequences: their oids are remembered after its first reset.
     async fn changes(
         &self,
         rc: &ResetConn,
         plan: &crate::reset::Plan,
         schema: &str,
-    ) -> std::result::Result<(Vec<String>, Vec<String>), tokio_postgres::Error> {
+    ) -> std::result::Result<(Vec<String>, Vec<String>, Option<u32>), tokio_postgres::Error> {
         let admin = &rc.client;
         let ns: u32 = admin.query_one(&rc.namespace, &[&ident(schema)]).await?.get(0);
         let known = self.known_sequences.lock().ok().and_then(|m| m.get(&ns).cloned());
         if let Some(known) = known {
             let row = admin.query_one(&rc.known, &[&ns, &known.0]).await?;
-            return Ok((row.get(0), plan.moved(&known.1, &row.get::<_, Vec<Option<i64>>>(1))));
+            return Ok((row.get(0), plan.moved(&known.1, &row.get::<_, Vec<Option<i64>>>(1)), Some(ns)));
         }
         let row = admin.query_one(&rc.changes, &[&ns]).await?;
         let (oids, names): (Vec<u32>, Vec<String>) = (row.get(1), row.get(2));
@@ -413,7 +424,7 @@ impl Inner {
             }
             m.insert(ns, Arc::new((oids, names)));
         }
-        Ok((row.get(0), moved))
+        Ok((row.get(0), moved, Some(ns)))
     }
 
     /// Released schemas of `fp` are dropped instead of recycled from now on.
