@@ -78,7 +78,22 @@ impl Engine {
                 }
                 None => String::new(),
             };
-            let sql = self.hand_out_sql(&n, &hash, &shown, owner, tpl, &make, &grant);
+            let sql = format!(
+                "BEGIN; {internal} {held} INSERT INTO pgisolate.leases (schema_name, identity_hash, identity, owner_key, run_id, host, pid, template, handout_txid) \
+                 VALUES ({nl}, {hl}, {il}, {owner}, {run}, {host}, {pid}, {tpl}, txid_current()); {make} {comment} {untouch} {grant} COMMIT;",
+                internal = registry::INTERNAL,
+                held = registry::held_sql(owner),
+                untouch = self.untouch_sql(&n),
+                nl = literal(&n),
+                hl = literal(&hash),
+                il = literal(&shown),
+                owner = owner,
+                run = literal(&self.inner.run_id),
+                host = literal(&self.inner.host),
+                pid = std::process::id() as i32,
+                tpl = literal(&tpl.schema),
+                comment = markers::comment_sql(&n, Kind::Schema, owner),
+            );
             match transaction(&admin, &sql).await {
                 Ok(()) => {
                     if let Ok(mut m) = self.inner.next_candidate.lock() {
@@ -134,36 +149,6 @@ impl Engine {
                 self.inner.warn(&build_check::shadow_warning(&tpl.schema, &found));
             }
         }
-    }
-
-    /// The transaction that hands out `n`: the fence check, the registry row, `make` (the
-    /// rename of a pooled schema, or the replay), the marker, `grant` (login roles).
-    fn hand_out_sql(
-        &self,
-        n: &str,
-        hash: &str,
-        shown: &str,
-        owner: i32,
-        tpl: &Template,
-        make: &str,
-        grant: &str,
-    ) -> String {
-        format!(
-            "BEGIN; {internal} {held} INSERT INTO pgisolate.leases (schema_name, identity_hash, identity, owner_key, run_id, host, pid, template, handout_txid) \
-             VALUES ({nl}, {hl}, {il}, {owner}, {run}, {host}, {pid}, {tpl}, txid_current()); {make} {comment} {untouch} {grant} COMMIT;",
-            internal = registry::INTERNAL,
-            held = registry::held_sql(owner),
-            untouch = self.untouch_sql(n),
-            nl = literal(n),
-            hl = literal(hash),
-            il = literal(shown),
-            owner = owner,
-            run = literal(&self.inner.run_id),
-            host = literal(&self.inner.host),
-            pid = std::process::id() as i32,
-            tpl = literal(&tpl.schema),
-            comment = markers::comment_sql(n, Kind::Schema, owner),
-        )
     }
 
     /// Clears a stale "DDL ran here" record for a name being handed out again.
