@@ -15,7 +15,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::settle::Settle;
 use super::Inner;
 use crate::admin::{ident, literal, transaction};
 use crate::conninfo;
@@ -34,7 +33,6 @@ pub(crate) struct ResetConn {
     namespace: tokio_postgres::Statement,
     changes: tokio_postgres::Statement,
     known: tokio_postgres::Statement,
-    alive: tokio_postgres::Statement,
 }
 
 impl ResetConn {
@@ -47,14 +45,9 @@ impl ResetConn {
         let namespace = prepare("select to_regnamespace($1)::oid").await?;
         let changes = prepare(crate::reset::Plan::CHANGES_SQL).await?;
         let known = prepare(crate::reset::Plan::CHANGES_KNOWN_SQL).await?;
-        let alive = prepare(super::settle::ALIVE_SQL).await?;
-        Ok(ResetConn { client, namespace, changes, known, alive })
+        Ok(ResetConn { client, namespace, changes, known })
     }
 }
-
-/// The reset connection, held, with what a test changed: written tables, moved sequences,
-/// and the schema's oid.
-type ResetGuard<'a> = (tokio::sync::MutexGuard<'a, Option<ResetConn>>, Vec<String>, Vec<String>, u32);
 
 /// A reset schema's sequences: oids and quoted names, in the same order.
 pub(crate) type KnownSequences = Arc<(Vec<u32>, Vec<String>)>;
@@ -270,7 +263,7 @@ impl Inner {
         let sql = format!(
             "BEGIN; {internal} SET LOCAL lock_timeout = '1s'; {held} {check} \
              ALTER SCHEMA {n} RENAME TO {f}; {comment} UPDATE pgisolate.leases SET state = 'released' WHERE schema_name = {nl}; \
-             {nologin} COMMIT; SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = {fl}; {sessions}",
+             {nologin} COMMIT; {sessions}",
             nologin = role.map(|r| format!("ALTER ROLE {} NOLOGIN;", ident(r))).unwrap_or_default(),
             internal = registry::INTERNAL,
             held = registry::held_sql(self.owner()),
@@ -283,23 +276,11 @@ impl Inner {
             nl = literal(name),
             n = ident(name),
             f = ident(&fresh),
-            fl = literal(&fresh),
             comment = markers::comment_sql(&fresh, Kind::Pool, self.owner()),
             sessions = sessions_sql(name, role),
         );
-        let (ns, pids) = match client.simple_query(&sql).await {
-            Ok(rows) => {
-                // The batch's last two rows: the schema's oid, then the sessions.
-                let values: Vec<Option<String>> = rows
-                    .iter()
-                    .filter_map(|m| match m {
-                        tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).map(str::to_owned)),
-                        _ => None,
-                    })
-                    .collect();
-                let ns = values.iter().rev().nth(1).cloned().flatten().and_then(|v| v.parse::<u32>().ok());
-                (ns, parse_pids(rows))
-            }
+        let pids = match client.simple_query(&sql).await {
+            Ok(rows) => parse_pids(rows),
             Err(e) => {
                 let _ = client.batch_execute("ROLLBACK").await;
                 // P0001 is the "DDL ran here" check: dropping is the expected outcome then.
@@ -318,8 +299,10 @@ impl Inner {
         self.begin_background();
         self.recycling(&fp, true);
         self.runtime.spawn(async move {
-            let settle = Settle { pids, name, identity };
-            let ready = match me.reset(&tpl, &fresh, ns, &settle).await {
+            if let Ok(admin) = me.pool.get_teardown().await {
+                me.settle(&admin, &pids, &name, &identity).await;
+            }
+            let ready = match me.reset(&tpl, &fresh).await {
                 // A login role is never reused: a leaked connection of the last test could log
                 // in again as it. The schema goes to a fresh role and the old one is dropped.
                 true => match old_role {
@@ -363,31 +346,24 @@ impl Inner {
         Some(role)
     }
 
-    /// The reset connection, opened again if it was closed; `None` when it cannot be.
-    async fn reset_conn(&self) -> Option<tokio::sync::MutexGuard<'_, Option<ResetConn>>> {
+    /// Gives `schema` the template's rows and sequence positions again, in one transaction,
+    /// touching only the tables the test wrote and the sequences that moved
+    /// ([`crate::reset`]). When that fails for a template (foreign keys in a cycle, say), its
+    /// schemas are dropped from then on.
+    async fn reset(&self, tpl: &Template, schema: &str) -> bool {
+        if tpl.seed_sql.is_none() {
+            return false;
+        }
         let mut conn = self.reset_conn.lock().await;
         if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
             *conn = ResetConn::open(&self.url).await.ok();
         }
-        conn.is_some().then_some(conn)
-    }
-
-    /// Gives `schema` (oid `ns`, when the release read it) the template's rows and sequence
-    /// positions again, in one transaction, touching only the tables the test wrote and the
-    /// sequences that moved ([`crate::reset`]), once the sessions its release saw ended
-    /// (`settle`). When that fails for a template (foreign keys in a cycle, say), its schemas
-    /// are dropped from then on.
-    async fn reset(&self, tpl: &Template, schema: &str, ns: Option<u32>, settle: &Settle) -> bool {
+        let Some(rc) = conn.as_ref() else { return false };
+        let admin = &rc.client;
         let plan = &tpl.reset;
-        if !plan.tracked() {
-            if let Ok(admin) = self.pool.get_teardown().await {
-                self.settle(&admin, &settle.pids, &settle.name, &settle.identity).await;
-            }
-        }
-        let (conn, written, moved, ns) = if plan.tracked() {
-            match self.settled_changes(plan, schema, ns, settle).await {
-                Ok(Some((conn, written, moved, ns))) => (conn, written, moved, Some(ns)),
-                Ok(None) => return false,
+        let (written, moved, ns) = if plan.tracked() {
+            match self.changes(rc, plan, schema).await {
+                Ok(changes) => changes,
                 Err(e) => {
                     self.warn(&format!(
                         "could not read what the test changed in {schema}, dropping it: {}",
@@ -397,11 +373,9 @@ impl Inner {
                 }
             }
         } else {
-            let Some(conn) = self.reset_conn().await else { return false };
             let (written, moved) = plan.everything();
-            (conn, written, moved, None)
+            (written, moved, None)
         };
-        let Some(rc) = conn.as_ref() else { return false };
         let Some(steps) = plan.reset_sql(schema, &written, &moved, self.superuser) else { return true };
         // The write trigger notes the reset's own writes too: they go in the same transaction.
         let forget = ns.map(|ns| format!("{};\n", crate::reset::Plan::FORGET_SQL.replace("$1", &ns.to_string())));
@@ -410,7 +384,7 @@ impl Inner {
             internal = registry::INTERNAL,
             forget = forget.unwrap_or_default()
         );
-        match transaction(&rc.client, &sql).await {
+        match transaction(admin, &sql).await {
             Ok(()) => true,
             Err(e) => {
                 self.stop_recycling(&tpl.fingerprint);
@@ -424,77 +398,21 @@ impl Inner {
         }
     }
 
-    /// What the test changed in `schema` (see [`Inner::changes`]), read once the sessions its
-    /// release saw ended, with the reset connection (held from the last read on, free while
-    /// waiting). Each look at the sessions is pipelined with a read of the changes (one round
-    /// trip), and the notes read while a session was still there are kept for the reset.
-    /// `None` when the reset connection cannot be opened.
-    async fn settled_changes(
-        &self,
-        plan: &crate::reset::Plan,
-        schema: &str,
-        ns: Option<u32>,
-        settle: &Settle,
-    ) -> std::result::Result<Option<ResetGuard<'_>>, tokio_postgres::Error> {
-        let mut written: Vec<String> = Vec::new();
-        let mut pauses = super::settle::SETTLE_PAUSES.iter();
-        let mut ns = ns;
-        loop {
-            let last = match settle.pids.is_empty() {
-                true => true,
-                false => match pauses.next() {
-                    Some(pause) => {
-                        tokio::time::sleep(Duration::from_millis(*pause)).await;
-                        false
-                    }
-                    None => {
-                        if let Ok(admin) = self.pool.get_teardown().await {
-                            self.end_leaked(&admin, &settle.pids, &settle.name, &settle.identity).await;
-                        }
-                        true
-                    }
-                },
-            };
-            let Some(conn) = self.reset_conn().await else { return Ok(None) };
-            let Some(rc) = conn.as_ref() else { return Ok(None) };
-            let oid = match ns {
-                Some(oid) => oid,
-                None => rc.client.query_one(&rc.namespace, &[&ident(schema)]).await?.get(0),
-            };
-            ns = Some(oid);
-            // The changes are read after the look (statements run in order): a session gone by
-            // then wrote everything it will.
-            let gone = if last {
-                let (w, moved) = self.changes(rc, plan, oid).await?;
-                written.extend(w);
-                Some(moved)
-            } else {
-                let pids: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&settle.pids];
-                let (alive, changes) = tokio::join!(rc.client.query_one(&rc.alive, &pids), self.changes(rc, plan, oid));
-                let (w, moved) = changes?;
-                written.extend(w);
-                (alive?.get::<_, i64>(0) == 0).then_some(moved)
-            };
-            if let Some(moved) = gone {
-                return Ok(Some((conn, written, moved, oid)));
-            }
-        }
-    }
-
-    /// The tables a test wrote in the schema of oid `ns` (clearing their notes) and the
-    /// sequences it moved. A recycled schema keeps its sequences: their oids are remembered
-    /// after its first reset.
+    /// The tables a test wrote in `schema` (clearing their notes), the sequences it moved, and
+    /// the schema's oid.
+    /// A recycled schema keeps its sequences: their oids are remembered after its first reset.
     async fn changes(
         &self,
         rc: &ResetConn,
         plan: &crate::reset::Plan,
-        ns: u32,
-    ) -> std::result::Result<(Vec<String>, Vec<String>), tokio_postgres::Error> {
+        schema: &str,
+    ) -> std::result::Result<(Vec<String>, Vec<String>, Option<u32>), tokio_postgres::Error> {
         let admin = &rc.client;
+        let ns: u32 = admin.query_one(&rc.namespace, &[&ident(schema)]).await?.get(0);
         let known = self.known_sequences.lock().ok().and_then(|m| m.get(&ns).cloned());
         if let Some(known) = known {
             let row = admin.query_one(&rc.known, &[&ns, &known.0]).await?;
-            return Ok((row.get(0), plan.moved(&known.1, &row.get::<_, Vec<Option<i64>>>(1))));
+            return Ok((row.get(0), plan.moved(&known.1, &row.get::<_, Vec<Option<i64>>>(1)), Some(ns)));
         }
         let row = admin.query_one(&rc.changes, &[&ns]).await?;
         let (oids, names): (Vec<u32>, Vec<String>) = (row.get(1), row.get(2));
@@ -506,7 +424,7 @@ impl Inner {
             }
             m.insert(ns, Arc::new((oids, names)));
         }
-        Ok((row.get(0), moved))
+        Ok((row.get(0), moved, Some(ns)))
     }
 
     /// Released schemas of `fp` are dropped instead of recycled from now on.

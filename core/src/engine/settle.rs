@@ -29,9 +29,14 @@ impl Inner {
         if pids.is_empty() {
             return;
         }
-        for pause in SETTLE_PAUSES {
+        // A closing backend is normally gone within a few milliseconds: look after 5 ms (one
+        // query for most releases), then back off to a second in all.
+        for pause in [5u64, 15, 30, 100, 250, 600] {
             tokio::time::sleep(Duration::from_millis(pause)).await;
-            let alive: i64 = match admin.query_one(ALIVE_SQL, &[&pids]).await {
+            let alive: i64 = match admin
+                .query_one("select count(*) from pg_catalog.pg_stat_get_activity(NULL) where pid = any($1)", &[&pids])
+                .await
+            {
                 Ok(r) => r.get(0),
                 Err(_) => return,
             };
@@ -39,12 +44,6 @@ impl Inner {
                 return;
             }
         }
-        self.end_leaked(admin, pids, name, identity).await;
-    }
-
-    /// Terminates the sessions of `pids` still there once [`SETTLE_PAUSES`] ran out (leaked by
-    /// the test) and reports them by name.
-    pub(crate) async fn end_leaked(&self, admin: &Client, pids: &[i32], name: &str, identity: &str) {
         let leaked: i64 = admin
             .query_one(
                 "select count(pg_terminate_backend(pid)) from pg_catalog.pg_stat_get_activity(NULL) where pid = any($1)",
@@ -61,14 +60,6 @@ impl Inner {
         }
     }
 }
-
-/// How long a release's sessions get to end, look after look (ms): a closing backend is
-/// normally gone within a few milliseconds, so the first look is after 5 ms (one query for
-/// most releases), then they back off to a second in all.
-pub(crate) const SETTLE_PAUSES: [u64; 6] = [5, 15, 30, 100, 250, 600];
-
-/// How many of the sessions `$1` (pids) are still there.
-pub(crate) const ALIVE_SQL: &str = "select count(*) from pg_catalog.pg_stat_get_activity(NULL) where pid = any($1)";
 
 impl Inner {
     /// Drops `schema` in the background (bounded, batched, retried; gc finishes what fails),
