@@ -155,11 +155,6 @@ impl Plan {
                 WHERE r.oid = coalesce(pg_catalog.pg_partition_root(d.rel), d.rel)) FROM d)::text[], \
          ARRAY(SELECT o FROM s)::oid[], ARRAY(SELECT n FROM s)::text[], ARRAY(SELECT l FROM s)::int8[]";
 
-    /// Clears the write notes of the schema whose oid is `$1` (the notes hold only the tables
-    /// of schemas in use, so this scans a small table).
-    pub(crate) const FORGET_SQL: &'static str = "DELETE FROM pgisolate.written w \
-         WHERE (SELECT c.relnamespace FROM pg_catalog.pg_class c WHERE c.oid = w.rel) = $1::oid";
-
     /// [`Plan::CHANGES_SQL`] for a schema whose sequences (`$2`, oids) are known from an earlier
     /// reset: only their positions, in that order. Reading them by oid skips the catalog.
     pub(crate) const CHANGES_KNOWN_SQL: &'static str = "WITH d AS (DELETE FROM pgisolate.written w \

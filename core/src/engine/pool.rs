@@ -361,7 +361,7 @@ impl Inner {
         let Some(rc) = conn.as_ref() else { return false };
         let admin = &rc.client;
         let plan = &tpl.reset;
-        let (written, moved, ns) = if plan.tracked() {
+        let (written, moved) = if plan.tracked() {
             match self.changes(rc, plan, schema).await {
                 Ok(changes) => changes,
                 Err(e) => {
@@ -373,17 +373,11 @@ impl Inner {
                 }
             }
         } else {
-            let (written, moved) = plan.everything();
-            (written, moved, None)
+            plan.everything()
         };
         let Some(steps) = plan.reset_sql(schema, &written, &moved, self.superuser) else { return true };
-        // The write trigger notes the reset's own writes too: they go in the same transaction.
-        let forget = ns.map(|ns| format!("{};\n", crate::reset::Plan::FORGET_SQL.replace("$1", &ns.to_string())));
-        let sql = format!(
-            "BEGIN; {internal} SET LOCAL lock_timeout = '2s';\n{steps}{forget}COMMIT;",
-            internal = registry::INTERNAL,
-            forget = forget.unwrap_or_default()
-        );
+        let sql =
+            format!("BEGIN; {internal} SET LOCAL lock_timeout = '2s';\n{steps}COMMIT;", internal = registry::INTERNAL);
         match transaction(admin, &sql).await {
             Ok(()) => true,
             Err(e) => {
@@ -398,21 +392,20 @@ impl Inner {
         }
     }
 
-    /// The tables a test wrote in `schema` (clearing their notes), the sequences it moved, and
-    /// the schema's oid.
+    /// The tables a test wrote in `schema` (clearing their notes) and the sequences it moved.
     /// A recycled schema keeps its sequences: their oids are remembered after its first reset.
     async fn changes(
         &self,
         rc: &ResetConn,
         plan: &crate::reset::Plan,
         schema: &str,
-    ) -> std::result::Result<(Vec<String>, Vec<String>, Option<u32>), tokio_postgres::Error> {
+    ) -> std::result::Result<(Vec<String>, Vec<String>), tokio_postgres::Error> {
         let admin = &rc.client;
         let ns: u32 = admin.query_one(&rc.namespace, &[&ident(schema)]).await?.get(0);
         let known = self.known_sequences.lock().ok().and_then(|m| m.get(&ns).cloned());
         if let Some(known) = known {
             let row = admin.query_one(&rc.known, &[&ns, &known.0]).await?;
-            return Ok((row.get(0), plan.moved(&known.1, &row.get::<_, Vec<Option<i64>>>(1)), Some(ns)));
+            return Ok((row.get(0), plan.moved(&known.1, &row.get::<_, Vec<Option<i64>>>(1))));
         }
         let row = admin.query_one(&rc.changes, &[&ns]).await?;
         let (oids, names): (Vec<u32>, Vec<String>) = (row.get(1), row.get(2));
@@ -424,7 +417,7 @@ impl Inner {
             }
             m.insert(ns, Arc::new((oids, names)));
         }
-        Ok((row.get(0), moved, Some(ns)))
+        Ok((row.get(0), moved))
     }
 
     /// Released schemas of `fp` are dropped instead of recycled from now on.
