@@ -247,11 +247,7 @@ pub async fn run(opts: Options) -> Result<bool, BoxError> {
             data,
             |i| async move {
                 let name = format!("bench_fresh_{i}");
-                admin_ref
-                    .batch_execute(&format!(
-                        "BEGIN; CREATE SCHEMA {name}; SET LOCAL search_path TO {name}, public;\n{sql_ref}\nCOMMIT;"
-                    ))
-                    .await?;
+                migrated_schema(admin_ref, &name, sql_ref).await?;
                 Ok::<_, BoxError>(name)
             },
             |name| async move {
@@ -284,11 +280,7 @@ pub async fn run(opts: Options) -> Result<bool, BoxError> {
 
     // 6. The floor: one transaction rolled back (no isolation of committed data).
     let tx_schema = format!("bench_rollback_{}", std::process::id());
-    admin
-        .batch_execute(&format!(
-            "CREATE SCHEMA {tx_schema}; SET search_path TO {tx_schema};\n{migration_sql}\nRESET search_path;"
-        ))
-        .await?;
+    migrated_schema(&admin, &tx_schema, &migration_sql).await?;
     let ts = &tx_schema;
     rows.push(
         measure(
@@ -329,6 +321,17 @@ pub async fn run(opts: Options) -> Result<bool, BoxError> {
     probe.close().await?;
 
     print_and_write(&rows, resets.as_ref(), &cold, &suite, &out_dir)
+}
+
+/// Creates schema `name` by running the migrations in it, in one transaction: what a suite
+/// without pgisolate has.
+async fn migrated_schema(admin: &Client, name: &str, migration_sql: &str) -> Result<(), BoxError> {
+    admin
+        .batch_execute(&format!(
+            "BEGIN; CREATE SCHEMA {name}; SET LOCAL search_path TO {name}, public;\n{migration_sql}\nCOMMIT;"
+        ))
+        .await?;
+    Ok(())
 }
 
 async fn template_db(
@@ -665,11 +668,7 @@ async fn two_worker_suite(
     // write triggers count as isolation's cost), every test's rows side by side.
     let plain = format!("bench_suite_{}", std::process::id());
     let admin = connect(engine.url()).await?;
-    admin
-        .batch_execute(&format!(
-            "BEGIN; CREATE SCHEMA {plain}; SET LOCAL search_path TO {plain}, public;\n{migration_sql}\nCOMMIT;"
-        ))
-        .await?;
+    migrated_schema(&admin, &plain, migration_sql).await?;
     let shared_url = pgisolate::conninfo::scoped(engine.url(), &plain, &["public".to_owned()])?;
     engine.flush().await;
 
