@@ -144,11 +144,19 @@ pub(crate) fn sessions_sql(name: &str, role: Option<&str>) -> String {
     )
 }
 
+/// The first value of a batch's row `back` rows before its last (0: the last row).
+pub(crate) fn row_from_end(rows: &[tokio_postgres::SimpleQueryMessage], back: usize) -> Option<&str> {
+    rows.iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .rev()
+        .nth(back)
+        .and_then(|r| r.get(0))
+}
+
 /// The pids printed by [`sessions_sql`] (the batch's last row).
 pub(crate) fn parse_pids(rows: Vec<tokio_postgres::SimpleQueryMessage>) -> Vec<i32> {
-    let last = rows.into_iter().rev().find_map(|m| match m {
-        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
-        _ => None,
-    });
-    last.unwrap_or_default().split(',').filter_map(|p| p.trim().parse().ok()).collect()
+    row_from_end(&rows, 0).unwrap_or_default().split(',').filter_map(|p| p.trim().parse().ok()).collect()
 }

@@ -24,7 +24,7 @@ pub(crate) const REGISTRY_CLASS: i32 = LEASE_CLASS + 2;
 /// exclusive.
 pub(crate) const FENCE_CLASS: i32 = LEASE_CLASS + 3;
 
-/// SQLSTATE of `pgisolate.hold` and `pgisolate.held` when the owner was fenced.
+/// SQLSTATE of `pgisolate.hold` and `pgisolate.fenced` when the owner was fenced.
 pub(crate) const FENCED: &str = "PGI01";
 
 /// Who holds a lease, as its owner row records it.

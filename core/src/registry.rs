@@ -102,17 +102,22 @@ CREATE OR REPLACE FUNCTION pgisolate.owner_gone(k int8) RETURNS boolean LANGUAGE
 $pgi$;
 -- Which tables tests wrote: a statement-level trigger on every template table (made ENABLE
 -- ALWAYS, so session_replication_role does not silence it) notes the table here, so a
--- recycled schema resets only those. Rows are appended, never upserted: a unique key would make
--- a write wait for another session's open transaction that wrote the same table.
+-- recycled schema resets only those. The trigger is what every test connection's first write
+-- pays for (its function compiled, its statements planned, this table opened in a new
+-- backend), so it does the least it can: one row appended per write statement, no index, no
+-- lookup, run as the writer (every role may append here; nothing here can be read by them).
+-- Never upserted: a unique key would make a write wait for another session's open transaction
+-- that wrote the same table. The engine's own writes (a reset, a pool fill) run with
+-- `pgisolate.internal = on` and are not noted.
 CREATE TABLE IF NOT EXISTS pgisolate.written (rel oid NOT NULL);
-CREATE INDEX IF NOT EXISTS written_rel ON pgisolate.written (rel);
+DROP INDEX IF EXISTS pgisolate.written_rel;
+GRANT USAGE ON SCHEMA pgisolate TO PUBLIC;
+GRANT INSERT ON pgisolate.written TO PUBLIC;
 CREATE OR REPLACE FUNCTION pgisolate.note_write() RETURNS trigger LANGUAGE plpgsql
-    SECURITY DEFINER AS $pgi$
+    SECURITY INVOKER AS $pgi$
 BEGIN
     IF pg_catalog.current_setting('pgisolate.internal', true) = 'on' THEN RETURN NULL; END IF;
-    IF NOT EXISTS (SELECT 1 FROM pgisolate.written WHERE rel = TG_RELID) THEN
-        INSERT INTO pgisolate.written VALUES (TG_RELID);
-    END IF;
+    INSERT INTO pgisolate.written VALUES (TG_RELID);
     RETURN NULL;
 END $pgi$;
 -- Recycling without superuser: did the schema's catalog change since its hand-out? A test's
@@ -476,6 +481,7 @@ const PRESENT_SQL: &str = "select to_regclass('pgisolate.leases') is not null an
      and to_regprocedure('pgisolate.owner_gone(int8)') is not null \
      and to_regprocedure('pgisolate.fence(float8)') is not null \
      and to_regprocedure('pgisolate.fenced(int4)') is not null \
+     and not coalesce((select prosecdef from pg_proc where oid = to_regprocedure('pgisolate.note_write()')), true) \
      and coalesce((select prosrc not like '%GRANT USAGE%' from pg_proc \
                    where oid = to_regprocedure('pgisolate.give_schema(text, text)')), false)";
 

@@ -349,6 +349,9 @@ async fn recycles_unless_ddl_changed(engine: pgisolate::Engine, warnings: Arc<Mu
         drop(c);
         assert_eq!(s.release().await.unwrap(), Released::Dropped, "recycled after: {ddl}");
     }
+    // The same name again, without DDL this time: what the last test did there is forgotten.
+    let s = engine.acquire(&tpl, Identity::new("recycle", "ddl")).await.unwrap();
+    assert_eq!(s.release().await.unwrap(), Released::Recycled, "the name's earlier DDL was held against it");
     let s = engine.acquire(&tpl, Identity::new("recycle", "after ddl")).await.unwrap();
     let c = connect(s.url()).await;
     assert!(c.execute("select nickname from users", &[]).await.is_err(), "a changed schema came back");

@@ -80,10 +80,9 @@ impl Engine {
             };
             let sql = format!(
                 "BEGIN; {internal} {held} INSERT INTO pgisolate.leases (schema_name, identity_hash, identity, owner_key, run_id, host, pid, template, handout_txid) \
-                 VALUES ({nl}, {hl}, {il}, {owner}, {run}, {host}, {pid}, {tpl}, txid_current()); {make} {comment} {untouch} {grant} COMMIT;",
+                 VALUES ({nl}, {hl}, {il}, {owner}, {run}, {host}, {pid}, {tpl}, txid_current()); {make} {comment} {grant} COMMIT;",
                 internal = registry::INTERNAL,
                 held = registry::held_sql(owner),
-                untouch = self.untouch_sql(&n),
                 nl = literal(&n),
                 hl = literal(&hash),
                 il = literal(&shown),
@@ -148,15 +147,6 @@ impl Engine {
             if !found.is_empty() {
                 self.inner.warn(&build_check::shadow_warning(&tpl.schema, &found));
             }
-        }
-    }
-
-    /// Clears a stale "DDL ran here" record for a name being handed out again.
-    fn untouch_sql(&self, name: &str) -> String {
-        if self.inner.ddl_watch {
-            format!("DELETE FROM pgisolate.ddl_touched WHERE nspname = {};", literal(name))
-        } else {
-            String::new()
         }
     }
 

@@ -263,7 +263,7 @@ impl Inner {
         let sql = format!(
             "BEGIN; {internal} SET LOCAL lock_timeout = '1s'; {held} {check} \
              ALTER SCHEMA {n} RENAME TO {f}; {comment} UPDATE pgisolate.leases SET state = 'released' WHERE schema_name = {nl}; \
-             {nologin} COMMIT; {sessions}",
+             {nologin} SELECT {fl}::pg_catalog.regnamespace::pg_catalog.oid; COMMIT; {sessions}",
             nologin = role.map(|r| format!("ALTER ROLE {} NOLOGIN;", ident(r))).unwrap_or_default(),
             internal = registry::INTERNAL,
             held = registry::held_sql(self.owner()),
@@ -276,11 +276,13 @@ impl Inner {
             nl = literal(name),
             n = ident(name),
             f = ident(&fresh),
+            fl = literal(&ident(&fresh)),
             comment = markers::comment_sql(&fresh, Kind::Pool, self.owner()),
             sessions = sessions_sql(name, role),
         );
-        let pids = match client.simple_query(&sql).await {
-            Ok(rows) => parse_pids(rows),
+        let (ns, pids) = match client.simple_query(&sql).await {
+            // The batch's last two rows: the schema's oid under its new name, then the sessions.
+            Ok(rows) => (drop::row_from_end(&rows, 1).and_then(|v| v.parse::<u32>().ok()), parse_pids(rows)),
             Err(e) => {
                 let _ = client.batch_execute("ROLLBACK").await;
                 // P0001 is the "DDL ran here" check: dropping is the expected outcome then.
@@ -302,7 +304,7 @@ impl Inner {
             if let Ok(admin) = me.pool.get_teardown().await {
                 me.settle(&admin, &pids, &name, &identity).await;
             }
-            let ready = match me.reset(&tpl, &fresh).await {
+            let ready = match me.reset(&tpl, &fresh, ns).await {
                 // A login role is never reused: a leaked connection of the last test could log
                 // in again as it. The schema goes to a fresh role and the old one is dropped.
                 true => match old_role {
@@ -350,7 +352,7 @@ impl Inner {
     /// touching only the tables the test wrote and the sequences that moved
     /// ([`crate::reset`]). When that fails for a template (foreign keys in a cycle, say), its
     /// schemas are dropped from then on.
-    async fn reset(&self, tpl: &Template, schema: &str) -> bool {
+    async fn reset(&self, tpl: &Template, schema: &str, ns: Option<u32>) -> bool {
         if tpl.seed_sql.is_none() {
             return false;
         }
@@ -362,7 +364,7 @@ impl Inner {
         let admin = &rc.client;
         let plan = &tpl.reset;
         let (written, moved) = if plan.tracked() {
-            match self.changes(rc, plan, schema).await {
+            match self.changes(rc, plan, schema, ns).await {
                 Ok(changes) => changes,
                 Err(e) => {
                     self.warn(&format!(
@@ -399,9 +401,13 @@ impl Inner {
         rc: &ResetConn,
         plan: &crate::reset::Plan,
         schema: &str,
+        ns: Option<u32>,
     ) -> std::result::Result<(Vec<String>, Vec<String>), tokio_postgres::Error> {
         let admin = &rc.client;
-        let ns: u32 = admin.query_one(&rc.namespace, &[&ident(schema)]).await?.get(0);
+        let ns: u32 = match ns {
+            Some(ns) => ns,
+            None => admin.query_one(&rc.namespace, &[&ident(schema)]).await?.get(0),
+        };
         let known = self.known_sequences.lock().ok().and_then(|m| m.get(&ns).cloned());
         if let Some(known) = known {
             let row = admin.query_one(&rc.known, &[&ns, &known.0]).await?;

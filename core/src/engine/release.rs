@@ -89,8 +89,15 @@ impl Inner {
         let rename = format!(
             "SET lock_timeout = '1s'; BEGIN; {internal} ALTER SCHEMA {n} RENAME TO {t}; {comment} \
              UPDATE pgisolate.leases SET schema_name = {tl}, state = 'dropping' WHERE schema_name = {nl}; {released} \
-             {nologin} COMMIT; RESET lock_timeout; {sessions}",
+             {untouch} {nologin} COMMIT; RESET lock_timeout; {sessions}",
             released = registry::released_sql(name, &tomb),
+            // The name is free from here on: its "DDL ran here" record goes with it (hand-outs
+            // do not look for a stale one).
+            untouch = if self.ddl_watch {
+                format!("DELETE FROM pgisolate.ddl_touched WHERE nspname = {};", literal(name))
+            } else {
+                String::new()
+            },
             // Its role can no longer log in: stragglers get an error, never a session.
             nologin = role.map(|r| format!("ALTER ROLE {} NOLOGIN;", ident(r))).unwrap_or_default(),
             sessions = sessions_sql(name, role),

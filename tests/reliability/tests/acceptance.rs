@@ -549,14 +549,17 @@ fn r22() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         a.flush().await; // the pool is full
         let old = a.owner();
         check(owned_by(&admin, old).await >= 2, "host A has no pool to lose")?;
-        // The cut.
-        admin
-            .batch_execute(
-                "alter role pgi_host_a nologin; \
-                 select pg_terminate_backend(pid) from pg_stat_activity where usename = 'pgi_host_a'",
-            )
-            .await
-            .map_err(pg)?;
+        // The cut: no new session (committed before any is ended: in one batch, A could log in
+        // again between the terminations and the commit), then every session ended, twice (a
+        // login that read the role just before the commit shows up a moment later).
+        admin.batch_execute("alter role pgi_host_a nologin").await.map_err(pg)?;
+        for _ in 0..2 {
+            admin
+                .batch_execute("select pg_terminate_backend(pid) from pg_stat_activity where usename = 'pgi_host_a'")
+                .await
+                .map_err(pg)?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let noticed = wait_warning(&warnings, "lost the lease connection", Duration::from_secs(5)).await?;
         let early = b.gc().await.map_err(|e| e.to_string())?;
         check(
