@@ -467,6 +467,12 @@ pub(crate) fn untouched_sql(name: &str) -> String {
     format!("SELECT pgisolate.ddl_ran({n}) WHERE EXISTS (SELECT FROM pgisolate.ddl_touched WHERE nspname = {n});")
 }
 
+/// Clears the DDL watch's record for `name` (the release that drops a schema DDL ran in, so
+/// the name comes back clean).
+pub(crate) fn forget_ddl_sql(name: &str) -> String {
+    format!("DELETE FROM pgisolate.ddl_touched WHERE nspname = {};", literal(name))
+}
+
 /// Statement that marks the rest of a transaction as the engine's own DDL.
 pub(crate) const INTERNAL: &str = "SET LOCAL pgisolate.internal = 'on';";
 

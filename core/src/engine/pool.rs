@@ -30,7 +30,6 @@ use crate::template::Template;
 #[derive(Debug)]
 pub(crate) struct ResetConn {
     client: tokio_postgres::Client,
-    namespace: tokio_postgres::Statement,
     changes: tokio_postgres::Statement,
     known: tokio_postgres::Statement,
 }
@@ -42,10 +41,9 @@ impl ResetConn {
             let client = &client;
             async move { client.prepare(sql).await.map_err(|e| Error::db("prepare the reset queries", e)) }
         };
-        let namespace = prepare("select to_regnamespace($1)::oid").await?;
         let changes = prepare(crate::reset::Plan::CHANGES_SQL).await?;
         let known = prepare(crate::reset::Plan::CHANGES_KNOWN_SQL).await?;
-        Ok(ResetConn { client, namespace, changes, known })
+        Ok(ResetConn { client, changes, known })
     }
 }
 
@@ -348,10 +346,10 @@ impl Inner {
         Some(role)
     }
 
-    /// Gives `schema` the template's rows and sequence positions again, in one transaction,
-    /// touching only the tables the test wrote and the sequences that moved
-    /// ([`crate::reset`]). When that fails for a template (foreign keys in a cycle, say), its
-    /// schemas are dropped from then on.
+    /// Gives `schema` (oid `ns`, as its release read it) the template's rows and sequence
+    /// positions again, in one transaction, touching only the tables the test wrote and the
+    /// sequences that moved ([`crate::reset`]). When that fails for a template (foreign keys
+    /// in a cycle, say), its schemas are dropped from then on.
     async fn reset(&self, tpl: &Template, schema: &str, ns: Option<u32>) -> bool {
         if tpl.seed_sql.is_none() {
             return false;
@@ -364,7 +362,9 @@ impl Inner {
         let admin = &rc.client;
         let plan = &tpl.reset;
         let (written, moved) = if plan.tracked() {
-            match self.changes(rc, plan, schema, ns).await {
+            // The release's batch read the schema's oid; without it, nothing is known to reset.
+            let Some(ns) = ns else { return false };
+            match self.changes(rc, plan, ns).await {
                 Ok(changes) => changes,
                 Err(e) => {
                     self.warn(&format!(
@@ -394,20 +394,16 @@ impl Inner {
         }
     }
 
-    /// The tables a test wrote in `schema` (clearing their notes) and the sequences it moved.
+    /// The tables a test wrote in the schema of oid `ns` (clearing their notes) and the
+    /// sequences it moved.
     /// A recycled schema keeps its sequences: their oids are remembered after its first reset.
     async fn changes(
         &self,
         rc: &ResetConn,
         plan: &crate::reset::Plan,
-        schema: &str,
-        ns: Option<u32>,
+        ns: u32,
     ) -> std::result::Result<(Vec<String>, Vec<String>), tokio_postgres::Error> {
         let admin = &rc.client;
-        let ns: u32 = match ns {
-            Some(ns) => ns,
-            None => admin.query_one(&rc.namespace, &[&ident(schema)]).await?.get(0),
-        };
         let known = self.known_sequences.lock().ok().and_then(|m| m.get(&ns).cloned());
         if let Some(known) = known {
             let row = admin.query_one(&rc.known, &[&ns, &known.0]).await?;
