@@ -415,6 +415,23 @@ async fn demo(migrations: PathBuf, scenarios: usize) -> Result<u8, BoxError> {
     let t0 = Instant::now();
     let engine = Engine::start(config(&spinner)?).await?;
     let started = t0.elapsed();
+    // Whatever fails, the run's schemas are released and the engine closed: a failed demo
+    // leaves nothing on the server.
+    let outcome = demo_on(&engine, &spinner, migrations, scenarios, started).await;
+    engine.flush().await;
+    let closed = engine.close().await;
+    let code = outcome?;
+    closed?;
+    Ok(code)
+}
+
+async fn demo_on(
+    engine: &Engine,
+    spinner: &Spinner,
+    migrations: PathBuf,
+    scenarios: usize,
+    started: Duration,
+) -> Result<u8, BoxError> {
     let t1 = Instant::now();
     spinner.set("building template");
     let tpl = engine.template(Migrations::dir(&migrations)).await?;
@@ -442,29 +459,49 @@ async fn demo(migrations: PathBuf, scenarios: usize) -> Result<u8, BoxError> {
             let t = Instant::now();
             let schema = engine.acquire(&tpl, identity).await?;
             let acquire_ms = t.elapsed().as_secs_f64() * 1000.0;
-            let (client, conn) = tokio_postgres::connect(schema.url(), tokio_postgres::NoTls).await?;
-            let driver = tokio::spawn(conn);
-            client.execute("insert into users (email, name) values ('alice@example.com', 'Alice')", &[]).await?;
-            let rows: i64 =
-                client.query_one("select count(*) from users where email = 'alice@example.com'", &[]).await?.get(0);
-            let current: String = client.query_one("select current_schema()::text", &[]).await?.get(0);
-            drop(client);
-            let _ = driver.await;
+            let seen = async {
+                let (client, conn) = tokio_postgres::connect(schema.url(), tokio_postgres::NoTls).await?;
+                let driver = tokio::spawn(conn);
+                client.execute("insert into users (email, name) values ('alice@example.com', 'Alice')", &[]).await?;
+                let rows: i64 =
+                    client.query_one("select count(*) from users where email = 'alice@example.com'", &[]).await?.get(0);
+                let current: String = client.query_one("select current_schema()::text", &[]).await?.get(0);
+                drop(client);
+                let _ = driver.await;
+                Ok::<_, tokio_postgres::Error>((rows, current))
+            }
+            .await;
             let key = schema.cache_key("user:alice");
             let name = schema.name().to_owned();
-            schema.release().await?;
+            // Released even when the scenario failed.
+            let released = schema.release().await;
+            let (rows, current) = seen.map_err(|e| {
+                // tokio-postgres prints a server error as "db error": say what the server said.
+                let said = e.as_db_error().map(|d| format!("{}: {}", d.code().code(), d.message()));
+                format!("scenario {} in schema {name}: {}", i + 1, said.unwrap_or_else(|| e.to_string()))
+            })?;
+            released?;
             Ok::<_, BoxError>((i + 1, name, current, acquire_ms, rows, key))
         }));
     }
     println!();
     println!("{:<10} {:<16} {:>11} {:>10}  cache key", "scenario", "schema", "acquire ms", "rows seen");
     let mut ok = true;
+    let mut failed = None;
+    // Every scenario is waited for (each releases its schema) before a failure is reported.
     for t in tasks {
-        let (i, name, current, ms, rows, key) = t.await??;
-        if current != name || rows != 1 {
-            ok = false;
+        match t.await? {
+            Ok((i, name, current, ms, rows, key)) => {
+                if current != name || rows != 1 {
+                    ok = false;
+                }
+                println!("{:<10} {:<16} {:>11.1} {:>10}  {}", i, name, ms, rows, key);
+            }
+            Err(e) => failed = failed.or(Some(e)),
         }
-        println!("{:<10} {:<16} {:>11.1} {:>10}  {}", i, name, ms, rows, key);
+    }
+    if let Some(e) = failed {
+        return Err(e);
     }
     // Releases rename a schema to a tombstone and may finish the drop in the background (when
     // it is not recycled): wait for those before counting what is left.
@@ -473,7 +510,6 @@ async fn demo(migrations: PathBuf, scenarios: usize) -> Result<u8, BoxError> {
         engine.list().await?.into_iter().filter(|e| e.run_id == engine.run_id()).map(|e| e.schema).collect();
     println!();
     println!("leftover schemas: {}", mine.len());
-    engine.close().await?;
     if !ok || !mine.is_empty() {
         eprintln!("pgisolate: demo failed: a scenario saw another's rows or a schema was left behind");
         return Ok(1);

@@ -164,3 +164,39 @@ fn several_servers_spread_the_workers_and_ls_and_gc_cover_them_all() {
     drop(servers);
     let _ = std::fs::remove_dir_all(&base);
 }
+
+#[test]
+fn a_failed_demo_leaves_nothing_on_the_server() {
+    let me = env!("CARGO_BIN_EXE_pgisolate");
+    let base = std::env::temp_dir().join(format!("pgisolate-cli-demo-{}", std::process::id()));
+    let (outside, failing) = (base.join("outside"), base.join("failing"));
+    for d in [&outside, &failing] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    // A build that reaches outside its schema (refused), and one whose scenarios fail.
+    std::fs::write(
+        outside.join("001.sql"),
+        "create schema audit_cli; create table audit_cli.events (id int); create table users (id int);",
+    )
+    .unwrap();
+    std::fs::write(
+        failing.join("001.sql"),
+        "create table users (id serial primary key, email text check (email <> 'alice@example.com'), name text);",
+    )
+    .unwrap();
+    let script = format!(
+        r#""{me}" demo --migrations "{o}" 2>&1; echo "outside=$?"; "{me}" demo --migrations "{f}" 2>&1; echo "failing=$?"; \
+           psql "$PGISOLATE_DATABASE_URL" -XAtqc "select 'left=' || count(*) from pg_namespace \
+           where nspname ~ '^(test_|pgi_|tpl_build_|audit_cli)'""#,
+        o = outside.display(),
+        f = failing.display()
+    );
+    let out = pgisolate(&["run", "--", "sh", "-c", &script], &[]);
+    let stdout = text(&out.stdout);
+    let _ = std::fs::remove_dir_all(&base);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", text(&out.stderr));
+    assert!(stdout.contains("outside=1") && stdout.contains("failing=1"), "both demos must fail: {stdout}");
+    assert!(stdout.contains("schema audit_cli: created by the build; dropped"), "{stdout}");
+    assert!(stdout.contains("users_email_check"), "the scenario's failure says what the server said: {stdout}");
+    assert!(stdout.contains("left=0"), "a failed demo left schemas behind: {stdout}");
+}

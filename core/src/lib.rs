@@ -48,6 +48,7 @@ pub mod layout;
 mod lease;
 mod markers;
 pub mod naming;
+mod outside;
 mod registry;
 mod reset;
 mod role;

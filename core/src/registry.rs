@@ -254,7 +254,22 @@ CREATE OR REPLACE FUNCTION pgisolate.ddl_ran(n text) RETURNS void LANGUAGE plpgs
 BEGIN
     RAISE EXCEPTION 'pgisolate: DDL ran in schema %', n USING ERRCODE = 'P0001';
 END $pgi$;
+-- The transactions of the sessions on a template build's URL (the caller's migration tool)
+-- that ran DDL, so a build that reached outside its schema can drop what it created there
+-- and nothing else (see outside.rs).
+CREATE TABLE IF NOT EXISTS pgisolate.build_xids (build text NOT NULL, xid int8 NOT NULL);
+CREATE OR REPLACE FUNCTION pgisolate.note_build() RETURNS event_trigger LANGUAGE plpgsql
+    SECURITY DEFINER AS $pgi$
+BEGIN
+    IF pg_catalog.current_setting('application_name') LIKE 'pgisolate/tpl\\_build\\_%' THEN
+        INSERT INTO pgisolate.build_xids
+            VALUES (substr(pg_catalog.current_setting('application_name'), 11), pg_catalog.txid_current() % 4294967296);
+    END IF;
+END $pgi$;
 DO $pgi$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pgisolate_build') THEN
+        CREATE EVENT TRIGGER pgisolate_build ON ddl_command_end EXECUTE FUNCTION pgisolate.note_build();
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pgisolate_ddl') THEN
         CREATE EVENT TRIGGER pgisolate_ddl ON ddl_command_end EXECUTE FUNCTION pgisolate.note_ddl();
     END IF;
@@ -267,9 +282,10 @@ END $pgi$;";
 pub(crate) async fn ensure_ddl_watch(client: &Client) -> Result<bool> {
     let present = client
         .query_one(
-            "select count(*) = 2 and to_regprocedure('pgisolate.ddl_ran(text)') is not null \
+            "select count(*) = 3 and to_regprocedure('pgisolate.ddl_ran(text)') is not null \
              and coalesce((select prosecdef from pg_proc where oid = to_regprocedure('pgisolate.note_ddl()')), false) \
-             from pg_event_trigger where evtname in ('pgisolate_ddl', 'pgisolate_drop') and evtenabled <> 'D'",
+             from pg_event_trigger where evtname in ('pgisolate_ddl', 'pgisolate_drop', 'pgisolate_build') \
+             and evtenabled <> 'D'",
             &[],
         )
         .await

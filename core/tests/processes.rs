@@ -20,10 +20,18 @@ fn child_entry(mode: String) {
                 let sql = std::env::var("CHILD_SQL").unwrap();
                 let tpl = engine.template(Migrations::sql(sql)).await.unwrap();
                 let c = connect(engine.url()).await;
-                let side: bool =
-                    c.query_one("select to_regclass('public.migration_runs') is not null", &[]).await.unwrap().get(0);
+                // The mark a run of the migrations leaves (a replay of their capture copies it).
+                let mark: String = c
+                    .query_one(
+                        "select coalesce((select pg_get_expr(d.adbin, d.adrelid) from pg_attrdef d \
+                         where d.adrelid = to_regclass(format('%I.reused', $1::text))), '-')",
+                        &[&tpl.schema()],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
                 drop(c);
-                println!("BUILT {} {} migrated={side}", tpl.built_here(), tpl.schema());
+                println!("BUILT {} {} mark={mark}", tpl.built_here(), tpl.schema());
                 engine.close().await.unwrap();
             }
             "hold" => {
@@ -67,6 +75,24 @@ fn child_entry(mode: String) {
                 let c = connect(&url).await;
                 let held = owned_schemas(&c, owner).await;
                 println!("OWNER {owner} {held}");
+            }
+            "refused" => {
+                let engine = engine().await;
+                let sql = std::env::var("CHILD_SQL").unwrap();
+                let err = engine.template(Migrations::sql(sql)).await.expect_err("the build must be refused");
+                let c = connect(engine.url()).await;
+                let left: i64 = c
+                    .query_one(
+                        "select count(*) from pg_namespace where nspname ~ '^(test_|pgi_|tpl_|audit_)' \
+                         or to_regclass('public.settings') is not null and nspname = 'public'",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                drop(c);
+                println!("REFUSED left={left} {}", err.to_string().replace('\n', " | "));
+                engine.close().await.unwrap();
             }
             "server_stop" => {
                 let stopped = tokio::task::spawn_blocking(pgisolate::server::stop).await.unwrap().unwrap();
@@ -232,14 +258,18 @@ async fn a_cargo_test_process_leaves_nothing_on_the_server() {
 fn reuse_keeps_the_server_and_its_templates_between_runs() {
     let home = std::env::temp_dir().join(format!("pgisolate-reuse-test-{}", unique()));
     let home_s = home.to_string_lossy().into_owned();
-    // The migrations leave a mark outside the template (a table in public), to tell a run of
-    // them from a replay of their capture.
-    let sql = format!("-- {}\ncreate table reused (id int); create table public.migration_runs (n int);", unique());
+    // The migrations leave a mark that differs from run to run (a column default with the
+    // time), to tell a run of them from a replay of their capture (which copies the first run's).
+    let sql = format!(
+        "-- {}\ndo $$ begin execute format('create table reused (id int, at text default %L)', \
+         clock_timestamp()::text); end $$;",
+        unique()
+    );
     let env = [("PGISOLATE_HOME", home_s.as_str()), ("PGISOLATE_REUSE", "60s"), ("CHILD_SQL", sql.as_str())];
     let mut first = spawn_child("build", &env);
     let built = read_tagged(&mut first, "BUILT", Duration::from_secs(60));
     assert!(first.wait().unwrap().success());
-    assert!(built.starts_with("true ") && built.ends_with("migrated=true"), "the first run did not build: {built}");
+    assert!(built.starts_with("true ") && !built.ends_with("mark=-"), "the first run did not build: {built}");
     // Longer than the keeper's usual 3 idle seconds, with no user left.
     std::thread::sleep(Duration::from_secs(5));
     let pid: i32 = std::fs::read_to_string(home.join("data/postmaster.pid"))
@@ -272,14 +302,48 @@ fn reuse_keeps_the_server_and_its_templates_between_runs() {
     let mut third = spawn_child("build", &env);
     let rebuilt = read_tagged(&mut third, "BUILT", Duration::from_secs(60));
     assert!(third.wait().unwrap().success());
-    assert_eq!(
-        rebuilt,
-        built.replace("migrated=true", "migrated=false"),
-        "the migrations ran again instead of the capture's replay"
-    );
+    assert_eq!(rebuilt, built, "the migrations ran again instead of the capture's replay");
     let mut stop = spawn_child("server_stop", &env[..1]);
     assert_eq!(read_tagged(&mut stop, "STOPPED", Duration::from_secs(60)), "true");
     assert!(stop.wait().unwrap().success());
+    let _ = std::fs::remove_dir_all(&home);
+}
+
+/// A build that reaches outside its schema is refused on a first server and again on a second,
+/// fresh server with the same PGISOLATE_HOME (nothing of it was captured), leaving nothing.
+fn a_refused_build_is_refused_again_on_a_fresh_server_of_the_same_home() {
+    let home = std::env::temp_dir().join(format!("pgisolate-refused-test-{}", unique()));
+    let home_s = home.to_string_lossy().into_owned();
+    let sql = format!(
+        "-- {}\ncreate schema audit_x; create table audit_x.events (id bigserial primary key, what text not null); \
+         create table public.settings (k text primary key, v text); create table users (id int);",
+        unique()
+    );
+    let env = [("PGISOLATE_HOME", home_s.as_str()), ("CHILD_SQL", sql.as_str())];
+    let mut pids = Vec::new();
+    for server in ["first", "second"] {
+        let mut child = spawn_child("refused", &env);
+        let said = read_tagged(&mut child, "REFUSED", Duration::from_secs(60));
+        assert!(child.wait().unwrap().success());
+        assert!(said.starts_with("left=0 "), "the {server} server kept something of the refused build: {said}");
+        assert!(
+            said.contains("schema audit_x: created by the build; dropped") && said.contains("table public.settings"),
+            "the {server} server did not refuse the build: {said}"
+        );
+        let pid = std::fs::read_to_string(home.join("data/postmaster.pid")).unwrap_or_default();
+        pids.push(pid.lines().next().unwrap_or("").to_owned());
+        // The keeper stops the server once nobody uses it: the next child boots a fresh one.
+        let t = Instant::now();
+        while home.join("data/postmaster.pid").exists() {
+            assert!(t.elapsed() < Duration::from_secs(30), "the embedded server did not stop");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let captured: Vec<String> = std::fs::read_dir(home.join("captures"))
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        assert!(captured.is_empty(), "a refused build was captured: {captured:?}");
+    }
+    assert_ne!(pids[0], pids[1], "the second build did not run on a fresh server");
     let _ = std::fs::remove_dir_all(&home);
 }
 
@@ -335,6 +399,10 @@ fn main() -> std::process::ExitCode {
         }),
         libtest_mimic::Trial::test("reuse_keeps_the_server_and_its_templates_between_runs", || {
             run(reuse_keeps_the_server_and_its_templates_between_runs)
+        })
+        .with_ignored_flag(std::env::var_os("PGISOLATE_DATABASE_URL").is_some()),
+        libtest_mimic::Trial::test("a_refused_build_is_refused_again_on_a_fresh_server_of_the_same_home", || {
+            run(a_refused_build_is_refused_again_on_a_fresh_server_of_the_same_home)
         })
         .with_ignored_flag(std::env::var_os("PGISOLATE_DATABASE_URL").is_some()),
         libtest_mimic::Trial::test("a_cargo_test_process_leaves_nothing_on_the_server", || {

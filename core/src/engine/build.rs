@@ -15,6 +15,7 @@ use crate::drop;
 use crate::error::{Error, Result};
 use crate::lease::TEMPLATE_CLASS;
 use crate::markers::{self, Kind};
+use crate::outside;
 use crate::registry;
 use crate::reset;
 use crate::template::{self, Migrations, Replay, Template};
@@ -37,6 +38,9 @@ pub struct TemplateBuild {
     source: String,
     /// Whether the fingerprint hashes the migrations' contents (its capture may be kept).
     by_content: bool,
+    /// What was outside the build schema when it began: what the build creates there is
+    /// refused, and only that is dropped.
+    before: outside::Before,
 }
 
 /// Result of [`Engine::template_begin`].
@@ -72,11 +76,14 @@ impl Engine {
                     b.locker.as_ref().ok_or_else(|| Error::Closed("template build lost its connection".into()))?;
                 let path = Engine::build_path(&b.schema).iter().map(|s| ident(s)).collect::<Vec<_>>().join(", ");
                 for (name, sql) in &steps {
-                    let batch = format!("BEGIN; SET LOCAL search_path TO {path};\n{sql}\n;\nCOMMIT;");
+                    let batch = format!(
+                        "BEGIN; SET LOCAL search_path TO {path};\n{sql}\n;\n{}\nCOMMIT;",
+                        outside::RECORD_XID_SQL
+                    );
                     if let Err(e) = transaction(locker, &batch).await {
                         let (code, mut message) = crate::error::describe_pg(&e);
                         message.push_str(&crate::build_check::hint_for(locker, &e).await);
-                        let _ = b.abort_inner().await;
+                        message.push_str(&b.abandon_failed().await);
                         return Err(Error::Migration { source_name: name.clone(), code, message });
                     }
                 }
@@ -289,6 +296,7 @@ impl Engine {
             false => None,
         };
         let mut b = TemplateBuild {
+            before: outside::Before::default(),
             by_content,
             begin_xid,
             source: source.to_owned(),
@@ -316,6 +324,9 @@ impl Engine {
                 return Ok(TemplateStart::Ready(b.publish_as(steps, Some((ddl, seed))).await?));
             }
         }
+        if let Some(l) = &b.locker {
+            b.before = outside::before(l, &b.schema).await?;
+        }
         Ok(TemplateStart::Build(b))
     }
 }
@@ -332,7 +343,9 @@ mod capture_cache {
 
     fn paths(inner: &Inner, fp: &str) -> Option<(PathBuf, PathBuf)> {
         let server = inner.server.as_ref()?;
-        let base = server.dir.join("captures").join(format!("{}-{}", &fp[..32.min(fp.len())], inner.server_version));
+        // `-c2`: captures kept since builds that reach outside their schema are refused (an older
+        // one may hold such a build's schema alone).
+        let base = server.dir.join("captures").join(format!("{}-{}-c2", &fp[..32.min(fp.len())], inner.server_version));
         Some((base.with_extension("ddl"), base.with_extension("seed")))
     }
 
@@ -475,7 +488,7 @@ impl TemplateBuild {
 
     /// Abandons the build and drops its schema.
     pub async fn abort(mut self) -> Result<()> {
-        self.abort_inner().await
+        self.abandon().await.0
     }
 
     /// Abandons the build after the caller's migration tool failed with `message`, and returns
@@ -486,17 +499,32 @@ impl TemplateBuild {
         if let Some(locker) = &self.locker {
             message.push_str(&build_check::hint_for_message(locker, &message).await);
         }
-        if let Err(e) = self.abort_inner().await {
-            message.push_str(&format!(" (and the build could not be dropped: {e}; gc will)"));
-        }
+        message.push_str(&self.abandon_failed().await);
         Error::Migration { source_name: source_name.to_owned(), code: None, message }
     }
 
-    async fn abort_inner(&mut self) -> Result<()> {
-        match self.locker.take() {
-            Some(locker) => discard(&locker, &self.schema).await,
-            None => Ok(()),
+    /// Drops the build schema and what the build created outside it; returns whether the
+    /// schema was dropped and what to append to an error: what the build had made outside, and
+    /// what of it was undone (empty when nothing).
+    async fn abandon(&mut self) -> (Result<()>, String) {
+        let Some(locker) = self.locker.take() else { return (Ok(()), String::new()) };
+        let reach = outside::scan(&locker, &self.schema, self.begin_xid, &self.before).await;
+        let dropped = discard(&locker, &self.schema).await;
+        let mut note = String::new();
+        if let Ok(mut reach) = reach {
+            outside::undo(&locker, &mut reach).await;
+            note = outside::note(&reach);
         }
+        (dropped, note)
+    }
+
+    /// [`TemplateBuild::abandon`] after a migration failed: what to append to its message.
+    async fn abandon_failed(&mut self) -> String {
+        let (dropped, mut note) = self.abandon().await;
+        if let Err(e) = dropped {
+            note.push_str(&format!(" (and the build could not be dropped: {e}; gc will)"));
+        }
+        note
     }
 
     async fn publish(&mut self, steps: Option<Vec<(String, String)>>) -> Result<Template> {
@@ -515,9 +543,18 @@ impl TemplateBuild {
         let (captured, seed) = match cached {
             Some((ddl, seed)) => (Ok(ddl), Some(seed)),
             None => {
-                if let Err(e) = self.check(&locker).await {
-                    let _ = discard(&locker, &self.schema).await;
-                    return Err(e);
+                match self.check(&locker).await {
+                    Err(e) => {
+                        let _ = discard(&locker, &self.schema).await;
+                        return Err(e);
+                    }
+                    Ok(reach) if !reach.is_empty() => {
+                        let mut reach = reach;
+                        let _ = discard(&locker, &self.schema).await;
+                        outside::undo(&locker, &mut reach).await;
+                        return Err(outside::refusal(&self.source, &reach));
+                    }
+                    Ok(_) => {}
                 }
                 let url = inner.url.clone();
                 let build = self.schema.clone();
@@ -598,13 +635,19 @@ impl TemplateBuild {
             reset,
         })
     }
-    /// Checks a finished build (extensions, version tables, not empty) and puts the write
-    /// triggers on its tables (before the capture, so every copy carries them).
-    async fn check(&self, locker: &Client) -> Result<()> {
+    /// Checks a finished build (nothing outside its schema, extensions, version tables, not
+    /// empty) and puts the write triggers on its tables (before the capture, so every copy
+    /// carries them). Returns what the build reached outside its schema: when that is not
+    /// empty, nothing else is done (the build is refused).
+    async fn check(&self, locker: &Client) -> Result<Vec<outside::Reach>> {
         let inner = &self.engine.inner;
         // Sessions the caller's migration tool left open must not outlive the build.
         let _ = drop::terminate(locker, &[conninfo::application_name(&self.schema)]).await;
         let relocated = build_check::relocate_extensions(locker, &self.schema).await?;
+        let reach = outside::scan(locker, &self.schema, self.begin_xid, &self.before).await?;
+        if !reach.is_empty() {
+            return Ok(reach);
+        }
         build_check::check_build(locker, &self.schema, self.begin_xid).await?;
         // The build saw schema extensions (its search_path has it); so must the tests. It may
         // exist without this build having moved anything: made since this engine started by
@@ -615,7 +658,8 @@ impl TemplateBuild {
         if relocated.moved && inner.cfg.login_role {
             crate::role::share_extensions(locker).await?;
         }
-        reset::install(locker, &self.schema).await
+        reset::install(locker, &self.schema).await?;
+        Ok(Vec::new())
     }
 }
 
