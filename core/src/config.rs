@@ -239,6 +239,11 @@ pub const SETTINGS: &[Setting] = &[
         env: "PGISOLATE_WORKER",
         takes: "this process's worker id, for spreading over several servers (the runner's: PYTEST_XDIST_WORKER, JEST_WORKER_ID, VITEST_POOL_ID)",
     },
+    Setting {
+        key: "isolation",
+        env: "PGISOLATE_ISOLATION",
+        takes: "what each test gets: schema (database, a database per test, is planned and not in this version) (schema)",
+    },
     Setting { key: "prefix", env: "PGISOLATE_SCHEMA_PREFIX", takes: "schema name prefix (test_)" },
     Setting {
         key: "hash_len",
@@ -360,6 +365,18 @@ impl Config {
             match key {
                 "url" => self.url = opt(v),
                 "worker" => self.worker = opt(v),
+                "isolation" => match v.to_ascii_lowercase().as_str() {
+                    "" | "schema" => {}
+                    // Refused, never ignored: tests would run with a schema each while the user
+                    // believes each has a database.
+                    "database" => {
+                        return Err("a database per test is planned and not in this version: use schema (the \
+                                    default), and keep every object in the migrations' own schema (README, \
+                                    \"Apps with more than one schema\")"
+                            .into())
+                    }
+                    _ => return Err("use schema (database is planned)".into()),
+                },
                 "prefix" => self.prefix = v.to_owned(),
                 "hash_len" => self.hash_len = number(v, "use 8..=32")?,
                 "keep" => self.keep = Keep::parse(v).map_err(|e| e.to_string())?,

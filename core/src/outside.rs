@@ -29,8 +29,9 @@ use crate::error::{Error, Result};
 /// The setting the engine's migration steps append their transaction ids to.
 const OWN_XIDS: &str = "pgisolate.build_xids";
 
-/// Appended to each migration step the engine runs (inside its transaction): records the
-/// step's transaction id in the session, so what it created outside can be undone.
+/// Put at the start and the end of each migration step the engine runs: records the
+/// transaction id in the session, so what the step created outside can be undone (a step with
+/// its own COMMIT runs transactions between its first and last record).
 pub(crate) const RECORD_XID_SQL: &str = "SELECT pg_catalog.set_config('pgisolate.build_xids', \
      coalesce(pg_catalog.current_setting('pgisolate.build_xids', true), '') || ' ' || \
      (pg_catalog.txid_current() % 4294967296)::text, false);";
@@ -148,6 +149,15 @@ pub(crate) struct Reach {
     pub undone: bool,
 }
 
+impl Reach {
+    /// Whether this is rows written into a migration tool's version table (the tool kept its
+    /// version outside the build: [`crate::build_check::check_build`] says what to do).
+    pub(crate) fn is_version_table_rows(&self) -> bool {
+        self.how == How::Rows
+            && self.what.rsplit('.').next().is_some_and(|t| crate::build_check::VERSION_TABLES.contains(&t))
+    }
+}
+
 /// How a build reached outside its schema.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum How {
@@ -163,24 +173,46 @@ pub(crate) enum How {
     Setting,
 }
 
-/// The transaction ids the build is known to have written with: the engine's own steps (a
-/// setting of `client`'s session) and, with the DDL watch, the DDL of every session on the
-/// build's URL (rows of `pgisolate.build_xids`, deleted here).
-pub(crate) async fn own_xids(client: &Client, build: &str) -> HashSet<i64> {
-    let mut xids = HashSet::new();
+/// The transaction ids the build is known to have written with (the engine's own steps: a
+/// setting of `client`'s session; with the DDL watch, the DDL transactions of every session
+/// on the build's URL), and those known to be another session's (the DDL watch's record of
+/// every other transaction with DDL). Old records are deleted on the way.
+pub(crate) async fn known_xids(client: &Client, build: &str) -> (HashSet<i64>, HashSet<i64>) {
+    let mut ours = HashSet::new();
     if let Ok(r) = client.query_one("select pg_catalog.current_setting($1, true)", &[&OWN_XIDS]).await {
         let v: Option<String> = r.get(0);
-        xids.extend(v.unwrap_or_default().split_whitespace().filter_map(|x| x.parse::<i64>().ok()));
+        ours.extend(v.unwrap_or_default().split_whitespace().filter_map(|x| x.parse::<i64>().ok()));
     }
-    if let Ok(rows) = client.query("delete from pgisolate.build_xids where build = $1 returning xid", &[&build]).await {
-        xids.extend(rows.iter().map(|r| r.get::<_, i64>(0)));
+    let mut theirs = HashSet::new();
+    let app = crate::conninfo::application_name(build);
+    // Absent without the DDL watch (no superuser): then nothing is known of other sessions.
+    let _ = client.execute("delete from pgisolate.ddl_xacts where at < now() - interval '10 minutes'", &[]).await;
+    if let Ok(rows) = client.query("select xid, app = $1 from pgisolate.ddl_xacts", &[&app]).await {
+        for r in rows {
+            let x: i64 = r.get(0);
+            if r.get::<_, bool>(1) {
+                ours.insert(x);
+            } else {
+                theirs.insert(x);
+            }
+        }
     }
-    xids
+    theirs.retain(|x| !ours.contains(x));
+    (ours, theirs)
 }
 
-/// Everything the build reached outside its schema between `begin_xid` (mod 2^32) and now.
-pub(crate) async fn scan(client: &Client, build: &str, begin_xid: i64, before: &Before) -> Result<Vec<Reach>> {
-    let ours = own_xids(client, build).await;
+/// Everything the build reached outside its schema between `begin_xid` (mod 2^32) and now;
+/// with `engine_run` (the engine ran every step itself and recorded their transactions), only
+/// between the first and the last transaction the steps recorded: a session that made
+/// something outside while the build ran is not taken for the build.
+pub(crate) async fn scan(
+    client: &Client,
+    build: &str,
+    begin_xid: i64,
+    before: &Before,
+    engine_run: bool,
+) -> Result<Vec<Reach>> {
+    let (ours, theirs) = known_xids(client, build).await;
     let ctx = |e| Error::db("look for what the build made outside its schema", e);
     // The window's end: the next transaction id (mod 2^32), as a distance from its start.
     let end: i64 = client
@@ -192,26 +224,31 @@ pub(crate) async fn scan(client: &Client, build: &str, begin_xid: i64, before: &
         .await
         .map_err(ctx)?
         .get(0);
-    let within = Window { begin: begin_xid, end };
+    let from = |x: i64| (x - begin_xid).rem_euclid(1 << 32);
+    let within = match (engine_run, ours.iter().map(|&x| from(x)).min(), ours.iter().map(|&x| from(x)).max()) {
+        (true, Some(lo), Some(hi)) => Window { begin: begin_xid, lo, hi },
+        _ => Window { begin: begin_xid, lo: 0, hi: end - 1 },
+    };
     // Qualified names throughout: an empty search_path makes regclass and regprocedure print
     // the schema of every object.
     client.batch_execute("BEGIN; SET LOCAL search_path TO ''").await.map_err(ctx)?;
-    let found = scan_in(client, build, before, &ours, within).await;
+    let found = scan_in(client, build, before, &ours, &theirs, within).await;
     let _ = client.batch_execute("COMMIT").await;
     found
 }
 
-/// The build's transaction ids: from `begin` (mod 2^32), `end` of them.
+/// The build's transaction ids: those `lo` to `hi` after `begin` (mod 2^32).
 #[derive(Debug, Clone, Copy)]
 struct Window {
     begin: i64,
-    end: i64,
+    lo: i64,
+    hi: i64,
 }
 
 impl Window {
     /// A condition true when the transaction id in column `x` is in the window.
     fn sql(self, x: &str) -> String {
-        format!("(({x}::text::int8 - {} + 4294967296) % 4294967296) < {}", self.begin, self.end)
+        format!("(({x}::text::int8 - {} + 4294967296) % 4294967296) BETWEEN {} AND {}", self.begin, self.lo, self.hi)
     }
 }
 
@@ -220,6 +257,7 @@ async fn scan_in(
     build: &str,
     before: &Before,
     ours: &HashSet<i64>,
+    theirs: &HashSet<i64>,
     within: Window,
 ) -> Result<Vec<Reach>> {
     let ctx = |e| Error::db("look for what the build made outside its schema", e);
@@ -236,6 +274,8 @@ async fn scan_in(
     let hit: HashSet<u32> = rows.iter().filter(|r| r.get::<_, i32>(1) == 0).map(|r| r.get::<_, u32>(0)).collect();
     let created: HashSet<u32> = hit.iter().copied().filter(|o| !before.oids.contains(o)).collect();
     let mut out = Vec::new();
+    // What another session's DDL made while the build ran is not the build's.
+    let rows: Vec<_> = rows.into_iter().filter(|r| !theirs.contains(&r.get::<_, i64>(4))).collect();
     for r in &rows {
         let (oid, sub, parent): (u32, i32, u32) = (r.get(0), r.get(1), r.get(5));
         // A column is listed with its table when the table is listed; an index, trigger,
@@ -441,10 +481,11 @@ pub(crate) fn refusal(source: &str, reach: &[Reach]) -> Error {
              server would lack them. Nothing was published or cached, and the build schema was dropped:\n{}\n\
              What to do: keep every object in the migrations' own schema (unqualified names; no CREATE SCHEMA, no \
              ALTER DATABASE/ROLE … SET, no writes into other schemas). An app that needs several schemas, tables in \
-             public or database-level settings needs a database per test: PGISOLATE_ISOLATION=database (see \
-             DESIGN.md, \"Isolation unit\") is planned and not in this version. A schema per worker \
+             public or database-level settings needs a database per test: PGISOLATE_ISOLATION=database is \
+             planned and not in this version (README, \"Apps with more than one schema\"). A schema per worker \
              (isolated_worker_schema) does not help either: it is still a schema in a shared database. Until then, \
-             such an app's tests need a tool that clones a database per test",
+             such an app's tests need a tool that clones a database per test (pgtestdb, pytest-postgresql, \
+             sqlx::test)",
             lines(reach).join("\n")
         ),
     }

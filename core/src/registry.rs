@@ -254,21 +254,24 @@ CREATE OR REPLACE FUNCTION pgisolate.ddl_ran(n text) RETURNS void LANGUAGE plpgs
 BEGIN
     RAISE EXCEPTION 'pgisolate: DDL ran in schema %', n USING ERRCODE = 'P0001';
 END $pgi$;
--- The transactions of the sessions on a template build's URL (the caller's migration tool)
--- that ran DDL, so a build that reached outside its schema can drop what it created there
--- and nothing else (see outside.rs).
-CREATE TABLE IF NOT EXISTS pgisolate.build_xids (build text NOT NULL, xid int8 NOT NULL);
-CREATE OR REPLACE FUNCTION pgisolate.note_build() RETURNS event_trigger LANGUAGE plpgsql
+-- Which session ran each transaction with DDL (its application_name: a template build's URL
+-- says `pgisolate/tpl_build_…`), so a build that reached outside its schema is told apart
+-- from another session that made something there meanwhile, and drops only what it created
+-- itself (see outside.rs). One row per transaction (its id is unique to it: no insert waits
+-- for another's); rows older than ten minutes are deleted by the next build's check.
+CREATE TABLE IF NOT EXISTS pgisolate.ddl_xacts (
+    xid int8 PRIMARY KEY, app text NOT NULL, at timestamptz NOT NULL DEFAULT now());
+CREATE OR REPLACE FUNCTION pgisolate.note_xact() RETURNS event_trigger LANGUAGE plpgsql
     SECURITY DEFINER AS $pgi$
 BEGIN
-    IF pg_catalog.current_setting('application_name') LIKE 'pgisolate/tpl\\_build\\_%' THEN
-        INSERT INTO pgisolate.build_xids
-            VALUES (substr(pg_catalog.current_setting('application_name'), 11), pg_catalog.txid_current() % 4294967296);
-    END IF;
+    IF pg_catalog.current_setting('pgisolate.internal', true) = 'on' THEN RETURN; END IF;
+    INSERT INTO pgisolate.ddl_xacts (xid, app)
+        VALUES (pg_catalog.txid_current() % 4294967296, pg_catalog.current_setting('application_name'))
+        ON CONFLICT DO NOTHING;
 END $pgi$;
 DO $pgi$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pgisolate_build') THEN
-        CREATE EVENT TRIGGER pgisolate_build ON ddl_command_end EXECUTE FUNCTION pgisolate.note_build();
+        CREATE EVENT TRIGGER pgisolate_build ON ddl_command_end EXECUTE FUNCTION pgisolate.note_xact();
     END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'pgisolate_ddl') THEN
         CREATE EVENT TRIGGER pgisolate_ddl ON ddl_command_end EXECUTE FUNCTION pgisolate.note_ddl();

@@ -41,6 +41,9 @@ pub struct TemplateBuild {
     /// What was outside the build schema when it began: what the build creates there is
     /// refused, and only that is dropped.
     before: outside::Before,
+    /// Whether the engine runs the migrations itself (on `locker`, recording each step's
+    /// transactions), not the caller's tool.
+    engine_run: bool,
 }
 
 /// Result of [`Engine::template_begin`].
@@ -72,13 +75,14 @@ impl Engine {
         match self.begin_build(&fp, Some(&steps), source, true).await? {
             TemplateStart::Ready(t) => Ok(self.remember(t)),
             TemplateStart::Build(mut b) => {
+                b.engine_run = true;
                 let locker =
                     b.locker.as_ref().ok_or_else(|| Error::Closed("template build lost its connection".into()))?;
                 let path = Engine::build_path(&b.schema).iter().map(|s| ident(s)).collect::<Vec<_>>().join(", ");
                 for (name, sql) in &steps {
                     let batch = format!(
-                        "BEGIN; SET LOCAL search_path TO {path};\n{sql}\n;\n{}\nCOMMIT;",
-                        outside::RECORD_XID_SQL
+                        "BEGIN; {record} SET LOCAL search_path TO {path};\n{sql}\n;\n{record}\nCOMMIT;",
+                        record = outside::RECORD_XID_SQL
                     );
                     if let Err(e) = transaction(locker, &batch).await {
                         let (code, mut message) = crate::error::describe_pg(&e);
@@ -297,6 +301,7 @@ impl Engine {
         };
         let mut b = TemplateBuild {
             before: outside::Before::default(),
+            engine_run: false,
             by_content,
             begin_xid,
             source: source.to_owned(),
@@ -508,7 +513,7 @@ impl TemplateBuild {
     /// what of it was undone (empty when nothing).
     async fn abandon(&mut self) -> (Result<()>, String) {
         let Some(locker) = self.locker.take() else { return (Ok(()), String::new()) };
-        let reach = outside::scan(&locker, &self.schema, self.begin_xid, &self.before).await;
+        let reach = outside::scan(&locker, &self.schema, self.begin_xid, &self.before, self.engine_run).await;
         let dropped = discard(&locker, &self.schema).await;
         let mut note = String::new();
         if let Ok(mut reach) = reach {
@@ -644,8 +649,9 @@ impl TemplateBuild {
         // Sessions the caller's migration tool left open must not outlive the build.
         let _ = drop::terminate(locker, &[conninfo::application_name(&self.schema)]).await;
         let relocated = build_check::relocate_extensions(locker, &self.schema).await?;
-        let reach = outside::scan(locker, &self.schema, self.begin_xid, &self.before).await?;
-        if !reach.is_empty() {
+        let reach = outside::scan(locker, &self.schema, self.begin_xid, &self.before, self.engine_run).await?;
+        // A migration tool's version table written outside has its own, more telling error.
+        if !reach.iter().all(outside::Reach::is_version_table_rows) {
             return Ok(reach);
         }
         build_check::check_build(locker, &self.schema, self.begin_xid).await?;
