@@ -590,3 +590,53 @@ func TestContextVariantsStopWaitingWhenTheContextEnds(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A build that reaches outside its schema (issue 24's audit set) is refused, naming each
+// object, and what it created there is dropped.
+func TestABuildThatReachesOutsideItsSchemaIsRefused(t *testing.T) {
+	_, err := shared.Template(filepath.Join("..", "tests", "outside", "audit"))
+	if !errors.Is(err, ErrMigration) {
+		t.Fatalf("want a migration error, got %v", err)
+	}
+	for _, want := range []string{
+		"schema audit: created by the build; dropped",
+		"table audit.events: created by the build; dropped",
+		"table public.settings: created by the build; dropped",
+		"function audit.log_user(): created by the build; dropped",
+		"PGISOLATE_ISOLATION=database",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%q missing from: %v", want, err)
+		}
+	}
+	u := fmt.Sprintf("%d_%d", os.Getpid(), time.Now().UnixNano())
+	_, err = shared.TemplateFunc("go-outside-"+u, func(url string) error {
+		db, err := sql.Open("pgx", url)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		_, err = db.Exec("create table users (id int); create schema audit_" + u)
+		return err
+	})
+	if !errors.Is(err, ErrMigration) || !strings.Contains(err.Error(), "schema audit_"+u+": created by the build; dropped") {
+		t.Fatalf("want the caller's build refused, got %v", err)
+	}
+	admin, err := sql.Open("pgx", shared.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	var left int
+	if err := admin.QueryRow(`select count(*) from pg_namespace where nspname in ('audit', $1)
+		or (nspname = 'public' and to_regclass('public.settings') is not null)`, "audit_"+u).Scan(&left); err != nil || left != 0 {
+		t.Fatalf("a refused build left %d objects (%v)", left, err)
+	}
+}
+
+func TestIsolationDatabaseIsRefusedAsNotInThisVersion(t *testing.T) {
+	_, err := NewEngine(Config{Settings: map[string]string{"isolation": "database"}})
+	if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "planned and not in this version") {
+		t.Fatalf("want a config error, got %v", err)
+	}
+}

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy
 
 import pgisolate
-from conftest import VECTORS
+from conftest import ROOT, VECTORS
 
 
 def cases(name):
@@ -256,3 +256,47 @@ def test_closed_engine_refuses_work(migrations_dir):
     e.close()
     with pytest.raises(pgisolate.ClosedError):
         e.schema(tpl, "py.feature", "after close")
+
+
+OUTSIDE = ROOT / "tests" / "outside" / "audit"
+
+
+def _left(engine, *names):
+    with psycopg.connect(engine.url) as c:
+        return c.execute(
+            "select array(select nspname::text from pg_namespace where nspname = any(%s) or nspname like 'tpl\\_build\\_%%') "
+            "|| array(select 'public.settings' where to_regclass('public.settings') is not null)",
+            (list(names),),
+        ).fetchone()[0]
+
+
+def test_a_build_that_reaches_outside_its_schema_is_refused(engine):
+    with pytest.raises(pgisolate.MigrationError) as info:
+        engine.template(OUTSIDE)
+    msg = str(info.value)
+    for what in (
+        "schema audit: created by the build; dropped",
+        "table audit.events: created by the build; dropped",
+        "table public.settings: created by the build; dropped",
+        "function audit.log_user(): created by the build; dropped",
+        "PGISOLATE_ISOLATION=database",
+    ):
+        assert what in msg, msg
+    assert _left(engine, "audit") == []
+    assert not [t for t in engine.templates() if str(OUTSIDE) in t["source"]]
+
+
+def test_a_callers_build_that_reaches_outside_is_refused(engine, unique):
+    def migrate(url):
+        with psycopg.connect(url) as conn:
+            conn.execute("create table users (id int)")
+            conn.execute(f"create schema audit_{unique}")
+
+    with pytest.raises(pgisolate.MigrationError, match=f"schema audit_{unique}: created by the build; dropped"):
+        engine.template(build=migrate, key=f"py-outside-{unique}")
+    assert _left(engine, f"audit_{unique}") == []
+
+
+def test_isolation_database_is_refused_as_not_in_this_version():
+    with pytest.raises(pgisolate.ConfigError, match="planned and not in this version"):
+        pgisolate.Engine(isolation="database")

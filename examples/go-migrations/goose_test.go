@@ -3,8 +3,10 @@ package recipes
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/pgisolate/pgisolate/bindings-go"
@@ -70,4 +72,42 @@ func TestGooseLayoutWithoutGoose(t *testing.T) {
 		return nil
 	})
 	_ = pgisolate.Version()
+}
+
+// A goose migration that reaches outside the schema it migrates (a second schema, a table in
+// public) is refused when the build commits, naming each object; what it created is dropped.
+func TestGooseMigrationsThatReachOutsideAreRefused(t *testing.T) {
+	dir := t.TempDir()
+	u := fmt.Sprintf("%d", os.Getpid())
+	migration := fmt.Sprintf(`-- +goose Up
+create table accounts (id bigserial primary key, email text not null);
+create schema audit_%[1]s;
+create table audit_%[1]s.events (id bigserial primary key, what text not null);
+create table public.settings_%[1]s (k text primary key, v text);
+
+-- +goose Down
+drop schema audit_%[1]s cascade;
+`, u)
+	if err := os.WriteFile(dir+"/00001_audit.sql", []byte(migration), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := engine.TemplateFunc("goose-outside", func(url string) error { return gooseUp(url, dir) }, dir)
+	if !errors.Is(err, pgisolate.ErrMigration) {
+		t.Fatalf("want the build refused, got %v", err)
+	}
+	for _, want := range []string{
+		"schema audit_" + u + ": created by the build; dropped",
+		"table audit_" + u + ".events: created by the build; dropped",
+		"table public.settings_" + u + ": created by the build; dropped",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%q missing from: %v", want, err)
+		}
+	}
+	if n := count(t, engine.URL(), "select count(*) from pg_namespace where nspname = 'audit_"+u+"'"); n != 0 {
+		t.Fatalf("schema audit_%s was left", u)
+	}
+	if n := count(t, engine.URL(), "select count(*) from pg_class where relname = 'settings_"+u+"'"); n != 0 {
+		t.Fatalf("public.settings_%s was left", u)
+	}
 }

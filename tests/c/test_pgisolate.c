@@ -481,6 +481,60 @@ static void caller_builds(const char *migrations) {
   pgi_string_free(admin);
 }
 
+/* A build that reaches outside its schema (tests/outside/audit, and a caller's build making a
+ * schema of its own) is refused with a MIGRATION error naming each object; nothing is left. */
+static void outside_builds(const char *vectors) {
+  char audit[1024], key[64], sql[512], errbuf[512] = "";
+  snprintf(audit, sizeof audit, "%s/../outside/audit", vectors);
+  pgi_config *cfg = NULL;
+  ok(pgi_config_new(&cfg), "config");
+  ok(pgi_config_set(cfg, "gc_on_start", "false"), "gc_on_start");
+  expect_error(pgi_config_set(cfg, "isolation", "database"), PGI_CODE_CONFIG, "isolation=database");
+  pgi_engine *engine = NULL;
+  ok(pgi_engine_new(cfg, &engine), "engine");
+  pgi_config_free(cfg);
+  char *admin = NULL;
+  ok(pgi_engine_url(engine, &admin), "engine url");
+
+  pgi_template *tpl = NULL;
+  pgi_error *err = pgi_template_from_dir(engine, audit, &tpl);
+  CHECK(err != NULL && pgi_error_code(err) == PGI_CODE_MIGRATION, "the audit build must be a MIGRATION error");
+  const char *wants[] = {"schema audit: created by the build; dropped", "table audit.events: created by the build; dropped",
+                         "table public.settings: created by the build; dropped",
+                         "function audit.log_user(): created by the build; dropped", "PGISOLATE_ISOLATION=database"};
+  for (size_t i = 0; err && i < sizeof wants / sizeof wants[0]; i++)
+    CHECK(strstr(pgi_error_message(err), wants[i]) != NULL, "'%s' missing from: %s", wants[i], pgi_error_message(err));
+  CHECK(tpl == NULL, "a refused build wrote its out-parameter");
+  pgi_error_free(err);
+
+  pgi_template *ready = NULL;
+  pgi_template_build *build = NULL;
+  snprintf(key, sizeof key, "c-outside-%ld", (long)getpid());
+  ok(pgi_template_begin(engine, key, &ready, &build), "begin");
+  CHECK(ready == NULL && build != NULL, "a new key must build");
+  char *burl = NULL;
+  ok(pgi_template_build_url(build, &burl), "build url");
+  snprintf(sql, sizeof sql, "create table users (id int); create schema audit_c_%ld", (long)getpid());
+  CHECK(exec_sql(burl, sql, errbuf, sizeof errbuf), "migration: %s", errbuf);
+  err = pgi_template_commit(build, &tpl);
+  snprintf(sql, sizeof sql, "schema audit_c_%ld: created by the build; dropped", (long)getpid());
+  CHECK(err != NULL && pgi_error_code(err) == PGI_CODE_MIGRATION && strstr(pgi_error_message(err), sql),
+        "the caller's build must be refused naming its schema: %s", err ? pgi_error_message(err) : "(success)");
+  pgi_error_free(err);
+  pgi_template_build_free(build);
+  pgi_string_free(burl);
+
+  snprintf(sql, sizeof sql,
+           "do $$ begin if to_regnamespace('audit') is not null or to_regnamespace('audit_c_%ld') is not null "
+           "or to_regclass('public.settings') is not null then raise exception 'a refused build left objects'; "
+           "end if; end $$",
+           (long)getpid());
+  CHECK(exec_sql(admin, sql, errbuf, sizeof errbuf), "%s", errbuf);
+  ok(pgi_engine_close(engine), "close");
+  pgi_engine_free(engine);
+  pgi_string_free(admin);
+}
+
 /* tests/vectors/errors.json: a failed login, a missing table and a lock timeout give the kind
  * and the server's SQLSTATE; every kind's number is the header's. */
 static void error_vectors(const char *dir) {
@@ -586,6 +640,7 @@ int main(int argc, char **argv) {
   error_vectors(argv[1]);
   engine_cycle(argv[2]);
   caller_builds(argv[2]);
+  outside_builds(argv[1]);
   int passed = checks - failures;
   printf("%d passed, %d failed\n", passed, failures);
   return failures ? 1 : 0;

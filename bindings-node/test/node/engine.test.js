@@ -245,3 +245,47 @@ for (const f of ERRORS.failures) {
     }
   })
 }
+
+test('a build that reaches outside its schema is refused, naming each object, and leaves nothing', async () => {
+  const e = await pgi.Engine.start({ gcOnStart: false })
+  try {
+    const audit = path.join(__dirname, '..', '..', '..', 'tests', 'outside', 'audit')
+    await assert.rejects(e.template({ migrations: audit }), (err) => {
+      assert.ok(err instanceof pgi.MigrationError, String(err))
+      for (const what of [
+        'schema audit: created by the build; dropped',
+        'table audit.events: created by the build; dropped',
+        'table public.settings: created by the build; dropped',
+        'function audit.log_user(): created by the build; dropped',
+        'PGISOLATE_ISOLATION=database',
+      ]) {
+        assert.ok(err.message.includes(what), `${what} missing from: ${err.message}`)
+      }
+      return true
+    })
+    const u = `${process.pid}_${Date.now()}`
+    const build = async (url) => {
+      await query(url, 'create table users (id int)')
+      await query(url, `create schema audit_${u}`)
+    }
+    await assert.rejects(
+      e.template({ fingerprint: `node-outside-${u}`, build }),
+      (err) => err instanceof pgi.MigrationError && err.message.includes(`schema audit_${u}: created by the build; dropped`),
+    )
+    const left = await query(
+      e.url,
+      "select nspname from pg_namespace where nspname in ('audit', $1) union all select 'public.settings' where to_regclass('public.settings') is not null",
+      [`audit_${u}`],
+    )
+    assert.deepEqual(left, [])
+  } finally {
+    await e.close()
+  }
+})
+
+test('isolation: database is refused as not in this version', async () => {
+  await assert.rejects(
+    pgi.Engine.start({ isolation: 'database' }),
+    (e) => e instanceof pgi.ConfigError && /planned and not in this version/.test(e.message),
+  )
+})

@@ -40,7 +40,7 @@ pub struct TemplateBuild {
     by_content: bool,
     /// What was outside the build schema when it began: what the build creates there is
     /// refused, and only that is dropped.
-    before: outside::Before,
+    before: Box<outside::Before>,
     /// Whether the engine runs the migrations itself (on `locker`, recording each step's
     /// transactions), not the caller's tool.
     engine_run: bool,
@@ -300,7 +300,7 @@ impl Engine {
             false => None,
         };
         let mut b = TemplateBuild {
-            before: outside::Before::default(),
+            before: Box::default(),
             engine_run: false,
             by_content,
             begin_xid,
@@ -330,7 +330,7 @@ impl Engine {
             }
         }
         if let Some(l) = &b.locker {
-            b.before = outside::before(l, &b.schema).await?;
+            b.before = Box::new(outside::before(l, &b.schema).await?);
         }
         Ok(TemplateStart::Build(b))
     }
