@@ -84,12 +84,15 @@ class Engine:
         self,
         url: Optional[str] = None,
         *,
+        worker: Optional[str] = None,
+        isolation: Optional[str] = None,
         prefix: Optional[str] = None,
         hash_len: Optional[int] = None,
         keep: Optional[str] = None,
         search_path_tail: Optional[Sequence[str]] = None,
         extensions: Optional[Sequence[str]] = None,
         pg_bin: Optional[_Path] = None,
+        pg_dump: Optional[_Path] = None,
         pg_bin_fallback: Optional[_Path] = None,
         run_id: Optional[str] = None,
         gc_on_start: Optional[bool] = None,
@@ -103,6 +106,7 @@ class Engine:
         verify: Optional[bool] = None,
         redis_url: Optional[str] = None,
         redis_ca_file: Optional[_Path] = None,
+        reuse: Optional[Union[bool, str]] = None,
         collect_warnings: Optional[bool] = None,
     ) -> None:
         """Every setting of the README's table by its key; durations as seconds or "500ms", "2m"."""
