@@ -1,10 +1,11 @@
 //! Admin connections: opened once and reused, never one per operation.
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::{Client, NoTls};
 
 use crate::conninfo::redact;
@@ -58,13 +59,34 @@ pub(crate) async fn connect_within(url: &str, application_name: &str, timeout: O
 
 /// A bounded set of reusable admin connections, plus one reserved connection (the owner
 /// lease's) that teardown and gc fall back to when no new connection can be opened.
+///
+/// The connection budget: at most `cap` connections are open at once (borrowers beyond it
+/// wait for one to come back), `cap` follows what the server can spare ([`AdminPool::set_cap`]),
+/// and connections idle for [`IDLE_CLOSE`] are closed down to `keep_idle` ([`AdminPool::trim`]).
 #[derive(Debug)]
 pub(crate) struct AdminPool {
     url: String,
-    idle: Mutex<Vec<Client>>,
+    app: Mutex<String>,
+    idle: Mutex<Vec<(Client, Instant)>>,
     slots: Arc<Semaphore>,
     reserved: Mutex<Option<Arc<tokio::sync::Mutex<Client>>>>,
+    /// Connections open now (borrowed, idle, or counted by [`AdminPool::counted`]).
+    open: AtomicUsize,
+    /// The most connections to have open at once.
+    cap: AtomicUsize,
+    /// How many idle connections [`AdminPool::trim`] keeps.
+    keep_idle: AtomicUsize,
+    /// The most connections open at once so far.
+    peak: AtomicUsize,
+    /// Woken when a connection comes back or closes.
+    returned: Notify,
 }
+
+/// How long a connection beyond `keep_idle` may sit idle before [`AdminPool::trim`] closes it.
+pub(crate) const IDLE_CLOSE: Duration = Duration::from_secs(1);
+
+/// How long a borrower waits at the cap before the pool opens one more anyway.
+const OVER_CAP_AFTER: Duration = Duration::from_secs(15);
 
 /// An admin connection borrowed from the pool; goes back when dropped (unless broken).
 #[derive(Debug)]
@@ -89,12 +111,39 @@ impl std::ops::Deref for Admin {
 impl Drop for Admin {
     fn drop(&mut self) {
         if let Some(c) = self.client.take() {
-            if !c.is_closed() {
-                if let Ok(mut idle) = self.pool.idle.lock() {
-                    idle.push(c);
-                }
-            }
+            self.pool.put_back(c);
         }
+    }
+}
+
+/// A connection of the engine's own (a template build's, the resets') counted in the pool's
+/// budget while it lives.
+#[derive(Debug)]
+pub(crate) struct Counted {
+    pub(crate) client: Client,
+    pool: Arc<AdminPool>,
+}
+
+impl std::ops::Deref for Counted {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl Admin {
+    /// Keeps the borrowed connection for the caller alone (a template build's, whose session
+    /// holds its lock): still counted in the pool's budget, closed when dropped. None for the
+    /// reserved fallback.
+    pub(crate) fn detach(mut self) -> Option<Counted> {
+        let client = self.client.take()?;
+        Some(Counted { client, pool: self.pool.clone() })
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.pool.closed_one();
     }
 }
 
@@ -103,10 +152,112 @@ impl AdminPool {
     pub(crate) fn new(url: &str, max: usize) -> Arc<AdminPool> {
         Arc::new(AdminPool {
             url: url.to_owned(),
+            app: Mutex::new(ADMIN_APP.to_owned()),
             idle: Mutex::new(Vec::new()),
             slots: Arc::new(Semaphore::new(max)),
             reserved: Mutex::new(None),
+            open: AtomicUsize::new(0),
+            cap: AtomicUsize::new(max),
+            keep_idle: AtomicUsize::new(1),
+            peak: AtomicUsize::new(0),
+            returned: Notify::new(),
         })
+    }
+
+    /// The application_name of connections opened from now on (`pgisolate-admin:<owner>`).
+    pub(crate) fn set_app(&self, app: &str) {
+        if let Ok(mut a) = self.app.lock() {
+            *a = app.to_owned();
+        }
+    }
+
+    /// The application_name of the engine's own connections.
+    pub(crate) fn app(&self) -> String {
+        self.app.lock().map(|a| a.clone()).unwrap_or_else(|_| ADMIN_APP.to_owned())
+    }
+
+    /// Sets the most connections to have open at once (at least 1) and how many idle ones
+    /// to keep (0 or 1); connections over the cap close as they come back.
+    pub(crate) fn set_cap(&self, cap: usize, keep_idle: usize) {
+        self.cap.store(cap.max(1), Ordering::SeqCst);
+        self.keep_idle.store(keep_idle.min(1), Ordering::SeqCst);
+        self.returned.notify_waiters();
+    }
+
+    /// The most connections to have open at once now.
+    pub(crate) fn cap(&self) -> usize {
+        self.cap.load(Ordering::SeqCst)
+    }
+
+    /// Connections open now, and the most open at once so far.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        (self.open.load(Ordering::SeqCst), self.peak.load(Ordering::SeqCst))
+    }
+
+    /// Adds a connection that was opened elsewhere (the lease probe's) as an idle one.
+    pub(crate) fn adopt(&self, client: Client) {
+        if self.try_open() {
+            self.put_back(client);
+        }
+    }
+
+    /// Counts one more open connection if the cap allows it.
+    fn try_open(&self) -> bool {
+        let cap = self.cap.load(Ordering::SeqCst);
+        let mut n = self.open.load(Ordering::SeqCst);
+        loop {
+            if n >= cap {
+                return false;
+            }
+            match self.open.compare_exchange(n, n + 1, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => {
+                    self.peak.fetch_max(n + 1, Ordering::SeqCst);
+                    return true;
+                }
+                Err(now) => n = now,
+            }
+        }
+    }
+
+    fn closed_one(&self) {
+        self.open.fetch_sub(1, Ordering::SeqCst);
+        self.returned.notify_one();
+    }
+
+    fn put_back(&self, c: Client) {
+        let over = self.open.load(Ordering::SeqCst) > self.cap.load(Ordering::SeqCst);
+        if c.is_closed() || over {
+            drop(c);
+            self.closed_one();
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push((c, Instant::now()));
+        }
+        self.returned.notify_one();
+    }
+
+    /// Closes the connections beyond `keep_idle` that sat idle for [`IDLE_CLOSE`].
+    pub(crate) fn trim(&self) {
+        let keep = self.keep_idle.load(Ordering::SeqCst);
+        let closing: Vec<Client> = match self.idle.lock() {
+            Ok(mut idle) => {
+                let mut out = Vec::new();
+                // The most recently used stay.
+                idle.sort_by_key(|(_, at)| std::cmp::Reverse(*at));
+                while idle.len() > keep && idle.last().is_some_and(|(_, at)| at.elapsed() >= IDLE_CLOSE) {
+                    if let Some((c, _)) = idle.pop() {
+                        out.push(c);
+                    }
+                }
+                out
+            }
+            Err(_) => Vec::new(),
+        };
+        for c in closing {
+            drop(c);
+            self.closed_one();
+        }
     }
 
     /// Sets the reserved connection [`AdminPool::get_teardown`] falls back to.
@@ -138,42 +289,78 @@ impl AdminPool {
         }
     }
 
-    /// Borrows a connection, opening one if none is idle.
+    /// Borrows a connection: an idle one, else a new one while the cap allows, else the next
+    /// one to come back.
     pub(crate) async fn get(self: &Arc<Self>) -> Result<Admin> {
         let permit =
             self.slots.clone().acquire_owned().await.map_err(|_| Error::Closed("the engine is closed".into()))?;
-        let reuse = {
-            let mut idle = self.idle.lock().map_err(|_| Error::Closed("admin pool poisoned".into()))?;
-            let mut found = None;
-            while let Some(c) = idle.pop() {
-                if !c.is_closed() {
-                    found = Some(c);
-                    break;
-                }
-            }
-            found
-        };
-        let client = match reuse {
-            Some(c) => c,
-            None => connect(&self.url, ADMIN_APP).await?,
-        };
+        let client = self.take_client().await?;
         Ok(Admin { client: Some(client), reserved: None, pool: self.clone(), _permit: Some(permit) })
+    }
+
+    /// A connection of the pool's budget for the caller alone (not returned to the pool: a
+    /// template build's session state, the resets' prepared statements).
+    pub(crate) async fn counted(self: &Arc<Self>) -> Result<Counted> {
+        let client = self.take_client().await?;
+        Ok(Counted { client, pool: self.clone() })
+    }
+
+    async fn take_client(self: &Arc<Self>) -> Result<Client> {
+        let since = Instant::now();
+        loop {
+            let back = self.returned.notified();
+            let reuse = {
+                let mut idle = self.idle.lock().map_err(|_| Error::Closed("admin pool poisoned".into()))?;
+                let mut found = None;
+                while let Some((c, _)) = idle.pop() {
+                    if !c.is_closed() {
+                        found = Some(c);
+                        break;
+                    }
+                    drop(c);
+                    self.open.fetch_sub(1, Ordering::SeqCst);
+                }
+                found
+            };
+            if let Some(c) = reuse {
+                return Ok(c);
+            }
+            if self.slots.is_closed() {
+                return Err(Error::Closed("the engine is closed".into()));
+            }
+            // Past OVER_CAP_AFTER at the cap, one more: a borrower that holds a connection while
+            // it waits for work that needs another must not wait forever.
+            let opened = self.try_open();
+            if opened || since.elapsed() >= OVER_CAP_AFTER {
+                if !opened {
+                    let n = self.open.fetch_add(1, Ordering::SeqCst) + 1;
+                    self.peak.fetch_max(n, Ordering::SeqCst);
+                }
+                return match connect(&self.url, &self.app()).await {
+                    Ok(c) => Ok(c),
+                    Err(e) => {
+                        self.closed_one();
+                        Err(e)
+                    }
+                };
+            }
+            // At the cap: wait for a connection to come back (or the cap to rise).
+            let _ = tokio::time::timeout(Duration::from_millis(250), back).await;
+        }
     }
 
     /// Closes the idle connections (opened before the server restarted or the link dropped:
     /// most are dead, and a dead one is found out only by a failed statement).
     pub(crate) fn clear_idle(&self) {
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.clear();
-        }
+        let n = self.idle.lock().map(|mut idle| idle.drain(..).count()).unwrap_or(0);
+        self.open.fetch_sub(n, Ordering::SeqCst);
+        self.returned.notify_waiters();
     }
 
     /// Closes idle connections and refuses new borrowers.
     pub(crate) fn close(&self) {
         self.slots.close();
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.clear();
-        }
+        self.clear_idle();
         if let Ok(mut r) = self.reserved.lock() {
             r.take();
         }

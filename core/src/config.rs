@@ -88,8 +88,12 @@ pub struct Config {
     pub gc_grace: Duration,
     /// Whether `Engine::start` runs gc.
     pub gc_on_start: bool,
-    /// Most admin connections the engine opens at once.
+    /// Most admin connections the engine opens at once (fewer when the server is shared:
+    /// see the connection budget).
     pub max_admin_connections: usize,
+    /// Connections each worker's tests hold at once (`PGISOLATE_TEST_CONNECTIONS`, default 1):
+    /// the room the engines leave for them on the server.
+    pub test_connections: usize,
     /// How long a release may take before it gives up and leaves the rest to gc.
     pub release_timeout: Duration,
     /// Ready schemas kept per template (`PGISOLATE_POOL_SIZE`, default 2; 0 turns the pool off).
@@ -156,6 +160,7 @@ impl std::fmt::Debug for Config {
             .field("run_id", &self.run_id)
             .field("gc_grace", &self.gc_grace)
             .field("max_admin_connections", &self.max_admin_connections)
+            .field("test_connections", &self.test_connections)
             .finish_non_exhaustive()
     }
 }
@@ -177,6 +182,7 @@ impl Default for Config {
             gc_grace: Duration::from_secs(5),
             gc_on_start: true,
             max_admin_connections: 8,
+            test_connections: 1,
             release_timeout: Duration::from_secs(8),
             pool_size: 2,
             recycle: true,
@@ -297,6 +303,11 @@ pub const SETTINGS: &[Setting] = &[
         takes: "admin connections at most, 1 or more (8)",
     },
     Setting {
+        key: "test_connections",
+        env: "PGISOLATE_TEST_CONNECTIONS",
+        takes: "connections each worker's tests hold at once, the room engines leave them on the server (1)",
+    },
+    Setting {
         key: "release_timeout",
         env: "PGISOLATE_RELEASE_TIMEOUT",
         takes: "duration: a release gives up after this, leaving the rest to gc (8s)",
@@ -395,6 +406,7 @@ impl Config {
                 "pool_size" => self.pool_size = number(v, "use 0 (no pool) or more")?,
                 "recycle" => self.recycle = flag(v)?,
                 "max_admin_connections" => self.max_admin_connections = number(v, "use 1 or more")?,
+                "test_connections" => self.test_connections = number(v, "use 0 or more")?,
                 "release_timeout" => self.release_timeout = duration(v)?,
                 "login_role" => self.login_role = flag(v)?,
                 "verify" => self.verify_handout = flag(v)?,

@@ -23,6 +23,9 @@ pub(crate) const REGISTRY_CLASS: i32 = LEASE_CLASS + 2;
 /// classid of the fence lock (objid: the owner key): hand-outs take it shared, gc's fence
 /// exclusive.
 pub(crate) const FENCE_CLASS: i32 = LEASE_CLASS + 3;
+/// Advisory lock class of engine admission ([`crate::budget::admit`]): one engine at a time
+/// weighs the server's slots.
+pub(crate) const ADMIT_CLASS: i32 = LEASE_CLASS + 4;
 
 /// SQLSTATE of `pgisolate.hold` and `pgisolate.fenced` when the owner was fenced.
 pub(crate) const FENCED: &str = "PGI01";
@@ -54,10 +57,17 @@ pub(crate) enum Retaken {
 }
 
 impl Lease {
-    /// Opens the lease connection. Refuses poolers that hand successive transactions to
-    /// different backends: a lease there would not be held.
-    pub(crate) async fn open(url: &str) -> Result<Client> {
-        let client = crate::admin::connect(url, crate::server::LEASE_APP).await?;
+    /// Opens the connection that becomes the lease's once the engine is admitted
+    /// ([`crate::budget::admit`]); until then its application_name is [`crate::budget::WAIT_APP`].
+    pub(crate) async fn connect(url: &str) -> Result<Client> {
+        crate::admin::connect(url, crate::budget::WAIT_APP).await
+    }
+
+    /// Checks the lease connection `client` reaches PostgreSQL directly. Refuses poolers that
+    /// hand successive transactions to different backends: a lease there would not be held.
+    /// Returns the second connection the check opened (an admin connection to keep: one
+    /// connection less to open).
+    pub(crate) async fn check_direct(client: Client, url: &str) -> Result<(Client, Option<Client>)> {
         let pid_of = |rows: Vec<tokio_postgres::SimpleQueryMessage>| -> Option<String> {
             rows.into_iter().find_map(|m| match m {
                 tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
@@ -99,8 +109,11 @@ impl Lease {
         // wait). Directly, neither can happen. Two rounds, so one unlucky assignment (the
         // backend not yet released when the second client came) is not taken for a server.
         let mut pooled = false;
+        let mut spare = None;
         for round in 0..2 {
             if round > 0 {
+                // The first round's connection closes first: never three at once.
+                drop(spare.take());
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
             let other = crate::admin::connect(url, crate::admin::ADMIN_APP).await?;
@@ -120,7 +133,7 @@ impl Lease {
                 Err(_) => None, // it waited for the pinned backend: a pool of one
             };
             let _ = other.batch_execute("rollback").await;
-            drop(other);
+            spare = Some(other);
             if seen.as_deref() == Some(probe.as_str()) || Some(&other_pid) == p1.as_ref() || next != p1 {
                 pooled = true;
                 break;
@@ -134,7 +147,7 @@ impl Lease {
                 crate::conninfo::redact(url)
             )));
         }
-        Ok(client)
+        Ok((client, spare))
     }
 
     /// Takes a fresh owner key with its owner row on the lease connection (the registry exists).
@@ -202,6 +215,13 @@ impl Lease {
             Ok(Err(e)) => Err(crate::error::describe_pg(&e).1),
             Err(_) => Err(format!("the server did not answer within {} ms", limit.as_millis())),
         }
+    }
+
+    /// The server's connection budget, read on the lease connection (None while a teardown
+    /// borrowed it, or when the read failed).
+    pub(crate) async fn budget(&self) -> Option<crate::budget::Budget> {
+        let client = self.client.try_lock().ok()?;
+        crate::budget::Budget::read(&client).await.ok()
     }
 
     /// Marks the owner as done (on close): gc may reap what is left of it at once.

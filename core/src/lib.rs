@@ -36,6 +36,7 @@
 
 mod admin;
 pub mod blocking;
+mod budget;
 mod build_check;
 mod cache;
 pub mod catalog;

@@ -101,6 +101,7 @@ class Engine:
         pool_size: Optional[int] = None,
         recycle: Optional[bool] = None,
         max_admin_connections: Optional[int] = None,
+        test_connections: Optional[int] = None,
         release_timeout: Optional[Union[float, str]] = None,
         login_role: Optional[bool] = None,
         verify: Optional[bool] = None,

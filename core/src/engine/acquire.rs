@@ -43,12 +43,21 @@ impl Engine {
     async fn acquire_as(&self, owner: i32, tpl: &Template, identity: Identity) -> Result<Schema> {
         let hash = identity.hash_hex();
         let shown = identity.display();
-        let admin = self.inner.pool.get().await?;
-        self.warn_shadowed(&admin, tpl).await;
-        let mut taken = Vec::new();
         // A ready schema from the pool is renamed to the name; without one, the template is
         // replayed into a new schema. Either way in the transaction that registers the name.
+        // (Taken before an admin connection: a refill may hold one while a pooled schema waits.)
         let mut ready = self.inner.take_ready(tpl).await;
+        let admin = match self.admin_that_fits().await {
+            Ok(a) => a,
+            Err(e) => {
+                if let Some(r) = ready.take() {
+                    self.inner.defer_drop(r.name, None);
+                }
+                return Err(e);
+            }
+        };
+        self.warn_shadowed(&admin, tpl).await;
+        let mut taken = Vec::new();
         let start = self.inner.next_candidate.lock().ok().and_then(|m| m.get(&hash).copied()).unwrap_or(0);
         let mut names =
             naming::candidates_from(&self.inner.cfg.prefix, self.inner.cfg.hash_len, &hash, &self.inner.run_id, start)
@@ -135,6 +144,13 @@ impl Engine {
             self.inner.defer_drop(r.name, None);
         }
         Err(Error::NameExhausted(format!("no free schema name for identity {shown:?}: tried {}", taken.join(", "))))
+    }
+
+    /// An admin connection, once the server fits the run ([`super::Inner::wait_to_fit`]).
+    async fn admin_that_fits(&self) -> Result<crate::admin::Admin> {
+        let admin = self.inner.pool.get().await?;
+        self.inner.wait_to_fit(&admin).await?;
+        Ok(admin)
     }
 
     /// Warns once per template when its tables also exist by name in the search_path tail.

@@ -20,6 +20,9 @@ use crate::registry;
 use crate::reset;
 use crate::template::{self, Migrations, Replay, Template};
 
+/// How often an engine tries the build lock while another engine builds the template.
+const BUILD_LOCK_POLL: Duration = Duration::from_millis(100);
+
 /// A template build the caller performs with its own migration tool: run migrations against
 /// [`TemplateBuild::url`], then [`TemplateBuild::commit`]. Dropping it without committing
 /// abandons the build (gc reaps it).
@@ -30,7 +33,7 @@ pub struct TemplateBuild {
     schema: String,
     url: String,
     conninfo: String,
-    locker: Option<Client>,
+    locker: Option<admin::Counted>,
     /// The build's first transaction id (mod 2^32): version-table rows written since then
     /// were written by this build.
     begin_xid: i64,
@@ -254,18 +257,26 @@ impl Engine {
         source: &str,
         by_content: bool,
     ) -> Result<TemplateStart> {
-        {
+        // The build lock is tried, not waited on: the engines of a run that wait for one
+        // build hold no connection each meanwhile (a pooled one, between tries), and the one
+        // that takes it keeps that connection for the build.
+        let key = i32::from_str_radix(&fp[..7], 16).unwrap_or(0);
+        let locker = loop {
             let admin = self.inner.pool.get().await?;
             if let Some(t) = self.lookup(&admin, fp, steps).await? {
                 return Ok(TemplateStart::Ready(t));
             }
-        }
-        let locker = admin::connect(&self.inner.url, admin::ADMIN_APP).await?;
-        let key = i32::from_str_radix(&fp[..7], 16).unwrap_or(0);
-        locker
-            .execute("select pg_advisory_lock($1::int4, $2::int4)", &[&TEMPLATE_CLASS, &key])
-            .await
-            .map_err(|e| Error::db("take the template build lock", e))?;
+            let taken: bool = admin
+                .query_one("select pg_try_advisory_lock($1::int4, $2::int4)", &[&TEMPLATE_CLASS, &key])
+                .await
+                .map_err(|e| Error::db("take the template build lock", e))?
+                .get(0);
+            if taken {
+                break admin.detach().ok_or_else(|| Error::Closed("the engine is closed".into()))?;
+            }
+            drop(admin);
+            tokio::time::sleep(BUILD_LOCK_POLL).await;
+        };
         if let Some(t) = self.lookup(&locker, fp, steps).await? {
             return Ok(TemplateStart::Ready(t));
         }

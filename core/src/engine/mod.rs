@@ -26,11 +26,14 @@ mod watch;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, Semaphore};
 
+use tokio_postgres::Client;
+
 use crate::admin::AdminPool;
+use crate::budget::Budget;
 use crate::config::Config;
 use crate::conninfo::{self, ConnInfo};
 use crate::error::{Error, Result};
@@ -106,6 +109,8 @@ pub(crate) struct Inner {
     warnings: Mutex<Vec<String>>,
     /// Templates whose shadowing tables this engine has warned about.
     warned_templates: Mutex<std::collections::HashSet<String>>,
+    /// The server's connection slots and who held them at the last beat.
+    budget: Mutex<Option<Budget>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -150,6 +155,13 @@ impl Engine {
         &self.inner.run_id
     }
 
+    /// The engine's own admin connections: open now, and the most open at once so far (the
+    /// lease connection is one more). The cap follows the server's budget (README,
+    /// "Connections").
+    pub fn admin_connections(&self) -> (usize, usize) {
+        self.inner.pool.counts()
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.inner.cfg
@@ -169,6 +181,40 @@ impl Engine {
 }
 
 impl Inner {
+    /// Sizes the admin pool to the server's budget (read at a beat) and keeps it for
+    /// [`Inner::wait_to_fit`].
+    pub(crate) fn resize(&self, b: Budget) {
+        let (cap, keep) = b.caps(self.cfg.test_connections, self.cfg.max_admin_connections);
+        self.pool.set_cap(cap, keep);
+        if let Ok(mut last) = self.budget.lock() {
+            *last = Some(b);
+        }
+    }
+
+    /// Before a hand-out: when the last budget says the server cannot fit every engine's
+    /// connections and its tests', waits up to [`crate::budget::FIT_WAIT`] for slots to free
+    /// up (re-reading through `admin`), then fails with [`Budget::no_room`]. A test never
+    /// starts on a server that would refuse its connection.
+    pub(crate) async fn wait_to_fit(&self, admin: &Client) -> Result<()> {
+        let t = self.cfg.test_connections;
+        let last = self.budget.lock().ok().and_then(|b| *b);
+        if last.is_none_or(|b| b.fits(t)) {
+            return Ok(());
+        }
+        let since = Instant::now();
+        loop {
+            let b = Budget::read(admin).await?;
+            self.resize(b);
+            if b.fits(t) {
+                return Ok(());
+            }
+            if since.elapsed() >= crate::budget::FIT_WAIT {
+                return Err(b.no_room(t, since.elapsed()));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// The owner key of the lease held now.
     pub(crate) fn owner(&self) -> i32 {
         self.owner.load(Ordering::SeqCst)

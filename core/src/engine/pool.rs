@@ -29,21 +29,24 @@ use crate::template::Template;
 /// them for each reset cost more than running them).
 #[derive(Debug)]
 pub(crate) struct ResetConn {
-    client: tokio_postgres::Client,
+    conn: crate::admin::Counted,
     changes: tokio_postgres::Statement,
     known: tokio_postgres::Statement,
+    /// When the last reset on it ended: closed after [`crate::admin::IDLE_CLOSE`] without one.
+    used: Instant,
 }
 
 impl ResetConn {
-    async fn open(url: &str) -> Result<ResetConn> {
-        let client = crate::admin::connect(url, crate::admin::ADMIN_APP).await?;
+    /// Opens the connection, counted in the engine's connection budget.
+    async fn open(pool: &Arc<crate::admin::AdminPool>) -> Result<ResetConn> {
+        let conn = pool.counted().await?;
         let prepare = |sql: &'static str| {
-            let client = &client;
+            let client = &conn.client;
             async move { client.prepare(sql).await.map_err(|e| Error::db("prepare the reset queries", e)) }
         };
         let changes = prepare(crate::reset::Plan::CHANGES_SQL).await?;
         let known = prepare(crate::reset::Plan::CHANGES_KNOWN_SQL).await?;
-        Ok(ResetConn { client, changes, known })
+        Ok(ResetConn { conn, changes, known, used: Instant::now() })
     }
 }
 
@@ -355,11 +358,32 @@ impl Inner {
             return false;
         }
         let mut conn = self.reset_conn.lock().await;
-        if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
-            *conn = ResetConn::open(&self.url).await.ok();
+        if conn.as_ref().is_none_or(|c| c.conn.client.is_closed()) {
+            *conn = None; // its slot goes back before a new one is counted
+            *conn = ResetConn::open(&self.pool).await.ok();
         }
-        let Some(rc) = conn.as_ref() else { return false };
-        let admin = &rc.client;
+        let done = self.reset_on(conn.as_ref(), tpl, schema, ns).await;
+        match conn.as_mut() {
+            // With one admin connection to spare, the resets' is not kept between resets.
+            Some(_) if self.pool.cap() <= 1 => *conn = None,
+            Some(rc) => rc.used = Instant::now(),
+            None => {}
+        }
+        done
+    }
+
+    /// Closes the resets' connection when no reset used it for [`crate::admin::IDLE_CLOSE`].
+    pub(super) fn close_idle_reset(&self) {
+        if let Ok(mut conn) = self.reset_conn.try_lock() {
+            if conn.as_ref().is_some_and(|c| c.used.elapsed() >= crate::admin::IDLE_CLOSE) {
+                *conn = None;
+            }
+        }
+    }
+
+    async fn reset_on(&self, rc: Option<&ResetConn>, tpl: &Template, schema: &str, ns: Option<u32>) -> bool {
+        let Some(rc) = rc else { return false };
+        let admin = &rc.conn.client;
         let plan = &tpl.reset;
         let (written, moved) = if plan.tracked() {
             // The release's batch read the schema's oid; without it, nothing is known to reset.
@@ -403,7 +427,7 @@ impl Inner {
         plan: &crate::reset::Plan,
         ns: u32,
     ) -> std::result::Result<(Vec<String>, Vec<String>), tokio_postgres::Error> {
-        let admin = &rc.client;
+        let admin = &rc.conn.client;
         let known = self.known_sequences.lock().ok().and_then(|m| m.get(&ns).cloned());
         if let Some(known) = known {
             let row = admin.query_one(&rc.known, &[&ns, &known.0]).await?;

@@ -62,7 +62,12 @@ impl Engine {
         };
         let run_id = cfg.run_id.clone().unwrap_or_else(|| crate::secret::random_hex(16));
         let host = crate::naming::host_name();
-        let lease_conn = Lease::open(&url).await?;
+        // A server with no free slot: wait a while for one (another run may be ending). Then
+        // the engine is admitted when the server fits its connections beside the other
+        // engines' (waiting a while too), before it opens a second one.
+        let waiting = crate::budget::patiently(&cfg, || Lease::connect(&url)).await?;
+        let budget = crate::budget::admit(&waiting, &cfg).await?;
+        let (lease_conn, spare) = Lease::check_direct(waiting, &url).await?;
         registry::ensure(&lease_conn).await?;
         let lease = Lease::take(lease_conn, &crate::lease::Who { host: host.clone(), run_id: run_id.clone() }).await?;
         drop(start_lock);
@@ -70,7 +75,12 @@ impl Engine {
         let url_form = parsed.to_url();
         let kv_form = parsed.to_keyvalue()?;
         let pool = AdminPool::new(&url, cfg.max_admin_connections);
+        pool.set_app(&crate::budget::admin_app(lease.key));
         pool.set_reserved(lease.reserved());
+        if let Some(c) = spare {
+            // Opened as pgisolate-admin: counted as the engine's.
+            pool.adopt(c);
+        }
         let public_warning;
         let db_oid: u32;
         let server_version: i32;
@@ -81,14 +91,21 @@ impl Engine {
                 .query_one(
                     "select (select oid from pg_database where datname = current_database()), rolsuper, \
                      rolsuper or rolcreaterole, exists (select 1 from pg_namespace where nspname = 'extensions'), \
-                     current_setting('server_version_num')::int \
+                     current_setting('server_version_num')::int, \
+                     set_config('application_name', $1, false) \
                      from pg_roles where rolname = current_user",
-                    &[],
+                    // The adopted connection was opened before the owner key was known.
+                    &[&pool.app()],
                 )
                 .await
                 .map_err(|e| Error::db("look up the engine's role", e))?;
             db_oid = row.get(0);
             server_version = row.get::<_, i32>(4);
+            // One admin connection until the first beat: the engines of a run start over a
+            // second or two, and the first ones would size themselves for a server of their
+            // own. The beat then sizes the pool from the server's budget.
+            let (_, keep) = budget.caps(cfg.test_connections, cfg.max_admin_connections);
+            pool.set_cap(1, keep);
             if cfg.login_role && !row.get::<_, bool>(2) {
                 return Err(Error::Config(
                     "PGISOLATE_LOGIN_ROLE needs an admin role with CREATEROLE (or a superuser) to create a login \
@@ -146,6 +163,7 @@ impl Engine {
             ext_in_tail: AtomicBool::new(false),
             warnings: Mutex::new(Vec::new()),
             warned_templates: Mutex::new(Default::default()),
+            budget: Mutex::new(Some(budget)),
             cfg,
         };
         let engine = Engine { inner: Arc::new(inner) };

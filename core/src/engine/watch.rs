@@ -162,6 +162,7 @@ impl Inner {
                             "{reason}; their tests fail at release, later tests get schemas under owner {new}"
                         ));
                         self.owner.store(new, Ordering::SeqCst);
+                        self.pool.set_app(&crate::budget::admin_app(new));
                         self.forget_pools();
                         self.lease_back(Some((key, reason)));
                         self.reap_lost(key);
@@ -253,6 +254,17 @@ async fn watch(weak: Weak<Inner>) {
             Err(_) => return,
         };
         inner.beat_done.notify_waiters();
+        if matches!(beat, Ok(true)) {
+            let budget = match inner.lease.lock().await.as_ref() {
+                Some(l) => l.budget().await,
+                None => None,
+            };
+            if let Some(b) = budget {
+                inner.resize(b);
+            }
+        }
+        inner.pool.trim();
+        inner.close_idle_reset();
         match beat {
             // Seen: whatever an acquire suspected, the lease is held.
             Ok(true) if down => inner.lease_back(None),

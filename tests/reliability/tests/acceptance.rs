@@ -727,7 +727,7 @@ fn r21() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
             let c = connect(&srv.url).await?;
             let n: i64 = c
                 .query_one(
-                    "select count(pg_terminate_backend(pid)) from pg_stat_activity where application_name = 'pgisolate-admin'",
+                    "select count(pg_terminate_backend(pid)) from pg_stat_activity where application_name like 'pgisolate-admin%'",
                     &[],
                 )
                 .await
@@ -988,7 +988,7 @@ fn r2() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         // While the teardowns hold their locks: 1,000 tables in one transaction.
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let waiting: i64 = admin
-            .query_one("select count(*) from pg_stat_activity where query ilike '%drop%' and state = 'active' and application_name = 'pgisolate-admin'", &[])
+            .query_one("select count(*) from pg_stat_activity where query ilike '%drop%' and state = 'active' and application_name like 'pgisolate-admin%'", &[])
             .await
             .unwrap()
             .get(0);
@@ -1071,7 +1071,7 @@ fn r6() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         };
         let waiting_on_b_holding_a = |(a, b): (u32, u32)| {
             format!(
-                "application_name = 'pgisolate-admin' and wait_event_type = 'Lock' and pid in \
+                "application_name like 'pgisolate-admin%' and wait_event_type = 'Lock' and pid in \
                  (select pid from pg_locks where relation = {b} and not granted) and pid in \
                  (select pid from pg_locks where relation = {a} and granted)"
             )
@@ -1178,7 +1178,7 @@ fn r7() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         std::fs::write(&go, b"go").unwrap();
         let ghost = wait_backend(
             &admin,
-            "application_name = 'pgisolate-admin' and wait_event_type = 'Lock' and query ilike '%drop%'",
+            "application_name like 'pgisolate-admin%' and wait_event_type = 'Lock' and query ilike '%drop%'",
             Duration::from_secs(20),
         )
         .await;
