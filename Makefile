@@ -78,12 +78,13 @@ build-python: deps ## Build the Python wheel (maturin) into a virtualenv at .ven
 	$(VENV)/bin/maturin build -q --profile dev -m bindings-python/Cargo.toml -o target/wheels -i $(PY)
 	$(PY) -m pip install -q --disable-pip-version-check --force-reinstall --no-deps target/wheels/pgisolate-*.whl
 
-py-test: build-python ## Python: binding and plugin tests, the 200-test suite with -n 2 three times, the pytest, Alembic and Django examples
+py-test: build-python ## Python: binding and plugin tests, the 200-test suite with -n 2 three times, the pytest, Alembic and Django examples, the connection budget (tests/budget)
 	cd bindings-python && $(PY) -m pytest -q
 	for run in 1 2 3; do (cd bindings-python && $(PY) -m pytest -q -n 2 suite) || exit 1; done
 	cd examples/pytest && $(PY) -m pytest -q -n 2
 	cd examples/alembic && $(PY) -m pytest -q -n 2
 	cd examples/django && $(PY) -m pytest -q -n 2
+	tests/budget/run.sh $(PY)
 
 build-node: deps ## Build the Node addon (napi-rs) after npm ci
 	cd bindings-node && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build

@@ -21,6 +21,8 @@ const path = require('node:path')
 const { Engine, ConfigError, keptLine: nativeKeptLine } = require('./index.js')
 
 let globalEngine
+/** With several servers listed: the run's engines on the other servers (gc covers each). */
+let otherEngines = []
 let enginePromise
 let templatePromise
 let templateSource
@@ -113,14 +115,26 @@ async function globalSetup(first, second) {
   const migrations = opts.migrations ? path.resolve(opts.migrations) : process.env.PGISOLATE_MIGRATIONS
   const inputs = (opts.inputs || []).map((p) => path.resolve(p))
   if (opts.build) setTemplate({ fingerprint: opts.fingerprint, inputs, build: opts.build })
-  globalEngine = await Engine.start({ url: opts.url })
-  await globalEngine.template(sourceFromEnv({ migrations }))
+  // Several servers listed: an engine (and the template) on each, and the workers get the
+  // whole list, each taking its own by its worker id (VITEST_POOL_ID, JEST_WORKER_ID: server N
+  // modulo their count). One server: its URL (the embedded one's when none is configured).
+  const configured = opts.url || process.env.PGISOLATE_DATABASE_URL
+  const servers = serversOf(configured)
+  const spread = servers.length > 1
+  globalEngine = await Engine.start(spread ? { url: configured, worker: '0' } : { url: opts.url })
+  otherEngines = spread
+    ? await Promise.all(
+        servers.slice(1).map((_, i) => Engine.start({ url: configured, worker: String(i + 1), runId: globalEngine.runId })),
+      )
+    : []
+  await Promise.all([globalEngine, ...otherEngines].map((e) => e.template(sourceFromEnv({ migrations }))))
   const templateBuilt = opts.build ? JSON.stringify({ fingerprint: opts.fingerprint || '', inputs }) : undefined
+  const url = spread ? configured : globalEngine.url
   if (project) {
-    project.provide('pgisolate', { url: globalEngine.url, runId: globalEngine.runId, migrations, templateBuilt })
+    project.provide('pgisolate', { url, runId: globalEngine.runId, migrations, templateBuilt })
   } else {
     if (migrations) process.env.PGISOLATE_MIGRATIONS = migrations
-    process.env.PGISOLATE_DATABASE_URL = globalEngine.url
+    process.env.PGISOLATE_DATABASE_URL = url
     process.env.PGISOLATE_RUN_ID = globalEngine.runId
     if (templateBuilt) process.env.PGISOLATE_TEMPLATE_BUILT = templateBuilt
   }
@@ -173,17 +187,30 @@ async function setupRun(options = {}) {
  * Resolves to the number of schemas that no test released; warns when there were any. */
 async function globalTeardown() {
   if (!globalEngine) return 0
-  const e = globalEngine
+  const engines = [globalEngine, ...otherEngines]
   globalEngine = undefined
-  const entries = await e.list()
-  const unreleased = entries.filter((x) => x.runId === e.runId && !x.ownerAlive && x.state !== 'kept')
-  await e.gc(0)
-  await e.close()
+  otherEngines = []
+  const unreleased = []
+  for (const e of engines) {
+    const entries = await e.list()
+    unreleased.push(...entries.filter((x) => x.runId === e.runId && !x.ownerAlive && x.state !== 'kept'))
+    await e.gc(0)
+    await e.close()
+  }
   if (unreleased.length) {
     console.warn(`pgisolate: ${unreleased.length} schema(s) were not released by their tests and were reaped: ` +
       unreleased.slice(0, 5).map((x) => x.identity).join('; '))
   }
   return unreleased.length
+}
+
+/** The servers a URL setting lists (several postgres:// URLs separated by spaces), as the
+ * core reads it. */
+function serversOf(url) {
+  if (!url) return []
+  const parts = url.split(/\s+/).filter(Boolean)
+  const isUrl = (p) => p.startsWith('postgres://') || p.startsWith('postgresql://') || p.includes('+psycopg')
+  return parts.length > 1 && parts.every(isUrl) ? parts : [url.trim()]
 }
 
 function testFile(ctx) {

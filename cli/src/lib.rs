@@ -226,6 +226,30 @@ async fn templates(cfg: Config, action: Option<&str>, max_age: &str) -> Result<u
     Ok(0)
 }
 
+/// `pgisolate ls`'s connections: the server's slots, then each live engine's (this command's
+/// own engine marked).
+fn print_connections(c: &pgisolate::Connections, me: i32) {
+    let own: i64 = c.engines.iter().map(|e| e.own).sum();
+    let tests: i64 = c.engines.iter().map(|e| e.tests).sum();
+    println!(
+        "connections: {} of max_connections {} in use: engines' own {own}, their tests' {tests}, waiting engines {}, \
+         other clients {}",
+        c.in_use, c.max_connections, c.waiting, c.others
+    );
+    println!("{:<12} {:<28} {:>5} {:>6}  run", "engine", "process", "own", "tests");
+    for e in &c.engines {
+        let this = if e.owner_key == me { " (this ls)" } else { "" };
+        println!(
+            "{:<12} {:<28} {:>5} {:>6}  {}{this}",
+            e.owner_key,
+            format!("{}@{}", e.pid, e.host),
+            e.own,
+            e.tests,
+            e.run_id
+        );
+    }
+}
+
 /// With several servers, a line naming the one whose output follows.
 fn server_header(cfg: &Config, count: usize) {
     if count > 1 {
@@ -257,6 +281,7 @@ async fn run(cli: Cli) -> Result<u8, BoxError> {
                         println!("{:<40} {:<8} {:<28} {:>7}s  {}", e.schema, e.state, owner, e.age.as_secs(), ident);
                     }
                 }
+                print_connections(&engine.connections().await?, engine.owner());
                 engine.close().await?;
             }
             Ok(0)

@@ -64,10 +64,6 @@ where
     }
 }
 
-/// The application_name of an engine's first connection until it is admitted (then it is
-/// the lease's, `pgisolate-lease`).
-pub(crate) const WAIT_APP: &str = "pgisolate-wait";
-
 /// What the server's connection slots are and who holds them, read in one query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Budget {
@@ -100,7 +96,7 @@ const BUDGET_SQL: &str = "select current_setting('max_connections')::int8, \
      count(*) filter (where application_name = 'pgisolate-wait') \
      from pg_catalog.pg_stat_activity where backend_type = 'client backend'";
 
-/// Admits this engine on `client` (its first connection, [`WAIT_APP`]), waiting up to
+/// Admits this engine on `client` (its first connection, [`crate::lease::WAIT_APP`]), waiting up to
 /// [`FIT_WAIT`], then failing with [`Budget::no_room`]. Admission: under [`crate::lease::ADMIT_CLASS`], an engine whose connections fit beside the
 /// admitted engines' (theirs and their tests') and the waiting ones' renames its connection
 /// to the lease's; one that does not fit waits, holding that one connection, and re-reads.
@@ -127,7 +123,7 @@ pub(crate) async fn admit(client: &Client, cfg: &crate::Config) -> Result<Budget
             }
         };
         // This engine is one of the waiting ones until it is admitted.
-        let me = Budget { engines: b.engines + 1, waiting: (b.waiting - 1).max(0), own: b.own, ..b };
+        let me = Budget { engines: b.engines + 1, waiting: (b.waiting - 1).max(0), own: b.own + 1, ..b };
         let fits = me.fits(cfg.test_connections);
         let end = if fits {
             format!("set application_name = '{}'; commit", crate::server::LEASE_APP)
@@ -136,7 +132,7 @@ pub(crate) async fn admit(client: &Client, cfg: &crate::Config) -> Result<Budget
         };
         client.batch_execute(&end).await.map_err(|e| Error::db("weigh the server's connections", e))?;
         if fits {
-            return Ok(Budget { own: b.own + 1, ..me });
+            return Ok(me);
         }
         if since.elapsed() >= FIT_WAIT {
             return Err(me.no_room(cfg.test_connections, since.elapsed()));
@@ -240,6 +236,77 @@ impl Budget {
             room = room.max(0),
         ))
     }
+}
+
+/// One engine's connections on its server, as `pgisolate ls` shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConnections {
+    /// The engine's owner key.
+    pub owner_key: i32,
+    /// Host and process id of the engine.
+    pub host: String,
+    /// Process id.
+    pub pid: i32,
+    /// Run id.
+    pub run_id: String,
+    /// Its own connections: the lease's and its admin connections.
+    pub own: i64,
+    /// Its tests' connections (sessions on the URLs it handed out).
+    pub tests: i64,
+}
+
+/// The server's connection slots and each live engine's share, for `pgisolate ls`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connections {
+    /// `max_connections`.
+    pub max_connections: i64,
+    /// Client backends now.
+    pub in_use: i64,
+    /// Engines waiting to be admitted (one connection each).
+    pub waiting: i64,
+    /// Other clients' connections (neither an engine's nor a test's).
+    pub others: i64,
+    /// Each engine whose lease is held.
+    pub engines: Vec<EngineConnections>,
+}
+
+/// Each live engine's connections: its lease (the backend holding its advisory lock), its
+/// admin connections (`pgisolate-admin:<owner>`), its tests' (`pgisolate/<schema>` of schemas
+/// it holds).
+const ENGINES_SQL: &str = "with a as (select pid, application_name from pg_catalog.pg_stat_activity \
+       where backend_type = 'client backend'), \
+     live as (LIVE_OWNERS) \
+     select o.owner_key, o.host, o.pid, o.run_id, \
+       (select count(*) from pg_catalog.pg_locks l where l.locktype = 'advisory' and l.classid = 1885825395 \
+          and l.objsubid = 2 and l.granted and l.objid = o.owner_key) \
+       + (select count(*) from a where a.application_name = 'pgisolate-admin:' || o.owner_key), \
+       (select count(*) from a join pgisolate.leases s on a.application_name = 'pgisolate/' || s.schema_name \
+          where s.owner_key = o.owner_key) \
+     from pgisolate.owners o where o.fenced_at is null and o.owner_key::int8 in (select * from live) \
+     order by o.started_at";
+
+/// Reads [`Connections`] through `client`.
+pub(crate) async fn connections(client: &Client) -> Result<Connections> {
+    let b = Budget::read(client).await?;
+    let sql = ENGINES_SQL.replace("LIVE_OWNERS", crate::lease::LIVE_OWNERS_SQL);
+    let rows = client.query(&sql, &[]).await.map_err(|e| Error::db("read each engine's connections", e))?;
+    Ok(Connections {
+        max_connections: b.max_connections,
+        in_use: b.in_use,
+        waiting: b.waiting,
+        others: b.others(),
+        engines: rows
+            .iter()
+            .map(|r| EngineConnections {
+                owner_key: r.get(0),
+                host: r.get(1),
+                pid: r.get(2),
+                run_id: r.get(3),
+                own: r.get(4),
+                tests: r.get(5),
+            })
+            .collect(),
+    })
 }
 
 #[cfg(test)]

@@ -23,7 +23,11 @@ pub(crate) const REGISTRY_CLASS: i32 = LEASE_CLASS + 2;
 /// classid of the fence lock (objid: the owner key): hand-outs take it shared, gc's fence
 /// exclusive.
 pub(crate) const FENCE_CLASS: i32 = LEASE_CLASS + 3;
-/// Advisory lock class of engine admission ([`crate::budget::admit`]): one engine at a time
+/// The application_name of an engine's first connection until it is admitted (then it is
+/// the lease's, [`crate::server::LEASE_APP`]).
+pub(crate) const WAIT_APP: &str = "pgisolate-wait";
+
+/// Advisory lock class of engine admission (`budget::admit`): one engine at a time
 /// weighs the server's slots.
 pub(crate) const ADMIT_CLASS: i32 = LEASE_CLASS + 4;
 
@@ -58,9 +62,9 @@ pub(crate) enum Retaken {
 
 impl Lease {
     /// Opens the connection that becomes the lease's once the engine is admitted
-    /// ([`crate::budget::admit`]); until then its application_name is [`crate::budget::WAIT_APP`].
+    /// (`budget::admit`); until then its application_name is [`WAIT_APP`].
     pub(crate) async fn connect(url: &str) -> Result<Client> {
-        crate::admin::connect(url, crate::budget::WAIT_APP).await
+        crate::admin::connect(url, WAIT_APP).await
     }
 
     /// Checks the lease connection `client` reaches PostgreSQL directly. Refuses poolers that
@@ -217,11 +221,9 @@ impl Lease {
         }
     }
 
-    /// The server's connection budget, read on the lease connection (None while a teardown
-    /// borrowed it, or when the read failed).
-    pub(crate) async fn budget(&self) -> Option<crate::budget::Budget> {
-        let client = self.client.try_lock().ok()?;
-        crate::budget::Budget::read(&client).await.ok()
+    /// The lease connection, unless a teardown borrowed it (for the beat's budget read).
+    pub(crate) fn try_client(&self) -> Option<tokio::sync::MutexGuard<'_, Client>> {
+        self.client.try_lock().ok()
     }
 
     /// Marks the owner as done (on close): gc may reap what is left of it at once.

@@ -20,7 +20,8 @@
 //! - [`Migrations`] → [`Template`], or [`TemplateStart`] / [`TemplateBuild`] when your own
 //!   migration tool builds it;
 //! - [`Identity`] → [`Schema`] (URL, conninfo, cache prefix), released as [`Released`];
-//! - [`GcReport`], [`Entry`] (a live or kept schema), [`TemplateInfo`] (a template);
+//! - [`GcReport`], [`Entry`] (a live or kept schema), [`TemplateInfo`] (a template),
+//!   [`Connections`] / [`EngineConnections`] (the server's slots and each engine's share);
 //! - [`Error`] with its [`ErrorKind`] and SQLSTATE, [`Result`];
 //! - pure helpers: [`schema_name`], [`cache_key`], [`kept_line`], and the modules [`naming`] (names and cache
 //!   prefixes), [`conninfo`] (scoping, redacting, Prisma and SQLAlchemy URLs);
@@ -60,6 +61,7 @@ mod sql;
 pub mod template;
 pub mod testing;
 
+pub use budget::{Connections, EngineConnections};
 pub use config::{Config, Keep};
 pub use engine::build::{TemplateBuild, TemplateStart};
 pub use engine::gc::GcReport;

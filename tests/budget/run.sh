@@ -6,6 +6,8 @@
 #   2. max_connections = 20, pytest -n 12: passes, or fails with the budget's error (naming
 #      max_connections) and no test on "too many clients already"; nothing left.
 #   3. Two runs of pytest -n 12 at once on one default server: both pass.
+#   4. Two servers listed in PGISOLATE_DATABASE_URL, pytest -n 4: tests run on both, each
+#      worker on one, one template on each, nothing left on either.
 # Each server is private (scripts/pg-private.sh) and stopped at the end; each case ends with
 # the server holding no pgisolate schema but the templates.
 #   tests/budget/run.sh [PYTHON]
@@ -42,12 +44,15 @@ leftovers() { # URL
 import sys, psycopg
 with psycopg.connect(sys.argv[1], autocommit=True) as c:
     left = c.execute(
-        "select count(*) from pg_namespace where nspname like 'pgi\\_%' and nspname not like 'pgi\\_tpl\\_%'"
+        "select string_agg(nspname, ' ') from pg_namespace where nspname not in "
+        "('public', 'pgisolate', 'information_schema') and nspname not like 'pg\\_%' and nspname not like 'tpl\\_%'"
     ).fetchone()[0]
+    live = c.execute("select count(*) from pgisolate.leases where state <> 'released'").fetchone()[0]
+    left = (left.split() if left else []) + [f"{live} registry rows"] * bool(live)
     conns = c.execute(
         "select count(*) from pg_stat_activity where application_name like 'pgisolate%'"
     ).fetchone()[0]
-    print(f"left: {left} schemas, {conns} connections")
+    print(f"left: schemas {left}, {conns} connections")
     sys.exit(1 if left or conns else 0)
 EOF
 }
@@ -101,4 +106,30 @@ for o in out3a out3b; do
 done
 cat "$work/peak3"
 settle "$url"
+echo "== 4. two servers listed, pytest -n 4"
+u1=$(start "$work/s4" 100)
+u2=$(start "$work/s5" 100)
+(cd "$here/suite" && BUDGET_SPREAD_LOG="$work/spread" PGISOLATE_DATABASE_URL="$u1 $u2" \
+  "$py" -m pytest -q -n 4 -p no:randomly . >"$work/out4" 2>&1) || { cat "$work/out4"; fail "pytest -n 4 on two servers"; }
+tail -1 "$work/out4"
+grep -q "96 passed" "$work/out4" || fail "not 96 passed"
+"$py" - "$work/spread" "$u1" "$u2" <<'EOF' || fail "the run did not spread over both servers"
+import collections, sys, psycopg
+seen = collections.defaultdict(set)
+for line in open(sys.argv[1]):
+    worker, port = line.split()
+    seen[worker].add(port)
+ports = collections.Counter(p for ps in seen.values() for p in ps)
+for w, ps in sorted(seen.items()):
+    print(f"{w}: server port {' '.join(sorted(ps))}")
+assert all(len(ps) == 1 for ps in seen.values()), "a worker used two servers"
+assert len(ports) == 2, f"tests ran on {len(ports)} server(s), not both"
+for url in sys.argv[2:]:
+    with psycopg.connect(url) as c:
+        n = c.execute("select count(*) from pgisolate.templates").fetchone()[0]
+        assert n == 1, f"{n} templates on {url}"
+print("each worker on one server, both servers used, one template on each")
+EOF
+settle "$u1"
+settle "$u2"
 echo "budget: ok"

@@ -57,6 +57,9 @@ class _State:
         self.config = config
         self.engine: Optional[pgisolate.Engine] = None
         self.controller_engine: Optional[pgisolate.Engine] = None
+        # With several servers listed: one more controller engine per other server (gc and
+        # the summary cover every server).
+        self.controller_others: List[pgisolate.Engine] = []
         self.acquire_ms: List[float] = []
         self.created = 0
         self.kept = 0
@@ -165,6 +168,18 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(_ControllerHooks(state), "pgisolate-controller")
 
 
+def _servers(url: Optional[str]) -> List[str]:
+    """The servers a URL setting lists (several postgres:// URLs separated by spaces), as the
+    core reads it."""
+    if not url:
+        return []
+    parts = url.split()
+    is_url = lambda p: p.startswith(("postgres://", "postgresql://")) or "+psycopg" in p  # noqa: E731
+    if len(parts) > 1 and all(is_url(p) for p in parts):
+        return parts
+    return [url.strip()]
+
+
 class _ControllerHooks:
     """xdist controller: one server and one run id for every worker; stats and reaping."""
 
@@ -176,12 +191,25 @@ class _ControllerHooks:
             settings = self.state.settings()
             if self.state.run_id():
                 settings["run_id"] = self.state.run_id()
-            self.state.controller_engine = pgisolate.Engine(self.state.url(), **settings)
+            servers = _servers(self.state.url())
+            if len(servers) > 1:
+                # Controller engine i on server i: every listed server is reaped at the end.
+                settings["worker"] = "0"
+            first = pgisolate.Engine(self.state.url(), **settings)
+            self.state.controller_engine = first
+            settings["run_id"] = first.run_id
+            for i in range(1, len(servers)):
+                settings["worker"] = str(i)
+                self.state.controller_others.append(pgisolate.Engine(self.state.url(), **settings))
         return self.state.controller_engine
 
     def pytest_configure_node(self, node: Any) -> None:
         engine = self._engine()  # holds the embedded server up for the whole run
-        node.workerinput["pgisolate_url"] = engine.url
+        # Several servers listed: the whole list, so each worker takes its own by its id
+        # (gw<N>: server N modulo their count); else the one server (the embedded one's URL).
+        configured = self.state.url()
+        spread = configured is not None and len(_servers(configured)) > 1
+        node.workerinput["pgisolate_url"] = configured if spread else engine.url
         node.workerinput["pgisolate_run_id"] = engine.run_id
 
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
@@ -208,12 +236,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         config.workeroutput["pgisolate"] = _record_stats(state)  # type: ignore[attr-defined]
     else:
         state.worker_stats.append(_record_stats(state))
-    if state.controller_engine is not None:
+    for engine in _controller_engines(state):
         # Workers are gone: reap what crashed ones left (their leases are free).
         try:
-            state.controller_engine.gc(grace=0)
+            engine.gc(grace=0)
         except pgisolate.Error as exc:  # report, never mask the test outcome
             config.issue_config_time_warning(pytest.PytestWarning(f"pgisolate gc failed: {exc}"), stacklevel=2)
+
+
+def _controller_engines(state: _State) -> List[pgisolate.Engine]:
+    first = [state.controller_engine] if state.controller_engine is not None else []
+    return first + state.controller_others
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -228,14 +261,14 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     samples.sort()
     median = statistics.median(samples)
     p99 = samples[min(len(samples) - 1, int(round(0.99 * (len(samples) - 1))))]
-    engine = state.controller_engine or state.engine
+    engines = _controller_engines(state) or ([state.engine] if state.engine is not None else [])
     leftovers = "?"
-    if engine is not None:
+    if engines:
         try:
             leftovers = str(
                 # Still live: never released. (Released schemas may still be being dropped in
-                # the background; those are not leftovers.)
-                sum(1 for e in engine.list() if e["run_id"] == engine.run_id and e["state"] == "live")
+                # the background; those are not leftovers.) Every listed server's.
+                sum(1 for g in engines for e in g.list() if e["run_id"] == g.run_id and e["state"] == "live")
             )
         except pgisolate.Error:
             pass
@@ -261,7 +294,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(_STATE, None)
     if state is None:
         return
-    for engine in (state.engine, state.controller_engine):
+    for engine in [state.engine, *_controller_engines(state)]:
         if engine is not None:
             engine.close()
 

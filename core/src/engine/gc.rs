@@ -72,6 +72,13 @@ impl Engine {
         Ok(report)
     }
 
+    /// The server's connection slots and each live engine's connections (this one's included).
+    pub async fn connections(&self) -> Result<crate::budget::Connections> {
+        self.inner.check_open()?;
+        let admin = self.inner.pool.get().await?;
+        crate::budget::connections(&admin).await
+    }
+
     /// Live and kept schemas in the registry, with their owners' liveness.
     pub async fn list(&self) -> Result<Vec<registry::Entry>> {
         self.inner.check_open()?;

@@ -256,7 +256,10 @@ async fn watch(weak: Weak<Inner>) {
         inner.beat_done.notify_waiters();
         if matches!(beat, Ok(true)) {
             let budget = match inner.lease.lock().await.as_ref() {
-                Some(l) => l.budget().await,
+                Some(l) => match l.try_client() {
+                    Some(c) => crate::budget::Budget::read(&c).await.ok(),
+                    None => None,
+                },
                 None => None,
             };
             if let Some(b) = budget {

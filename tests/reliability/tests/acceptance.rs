@@ -707,7 +707,7 @@ async fn restart_case(
     ))
 }
 
-/// R21: max_connections nearly exhausted: a new engine fails fast with an actionable 53300
+/// R21: max_connections nearly exhausted: a new engine waits 10 s for a slot, then fails with an actionable 53300
 /// message; a running engine still tears down and reaps with the connections it holds.
 fn r21() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
     Box::pin(async {
@@ -747,14 +747,44 @@ fn r21() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
             }
             check(hogs.len() < 20, "max_connections was not reached")?;
         }
+        // A full server: a new engine waits 10 s for a slot (another run may be ending), then
+        // fails saying what a run needs.
         let t = Instant::now();
-        let err = Engine::start(cfg).await.err().map(|e| e.to_string()).unwrap_or_default();
-        let fast = t.elapsed();
+        let err = Engine::start(cfg.clone()).await.err().map(|e| e.to_string()).unwrap_or_default();
+        let waited = t.elapsed();
         check(
-            err.contains("no free connection slots") && err.contains("max_connections"),
+            err.contains("no free connection slots") && err.contains("max_connections") && err.contains("waited 10 s"),
             format!("not actionable: {err}"),
         )?;
-        check(fast < Duration::from_secs(5), format!("took {fast:?} to fail"))?;
+        check(
+            waited >= Duration::from_secs(9) && waited < Duration::from_secs(14),
+            format!("took {waited:?} to fail (it waits 10 s for a slot)"),
+        )?;
+        // Slots freed while an engine waits let it in: after a second, enough hogs leave for a
+        // second engine and its test (3) beside the first (its lease, an admin connection and
+        // its test: 3).
+        let freed: Vec<_> = hogs.drain(..hogs.len().saturating_sub(5)).collect();
+        let t = Instant::now();
+        let (started, ()) = tokio::join!(Engine::start(cfg.clone()), async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            drop(freed);
+        });
+        let let_in = t.elapsed();
+        let late = started.map_err(|e| format!("an engine waiting for freed slots: {e}"))?;
+        check(let_in >= Duration::from_secs(1), format!("started in {let_in:?}, before the slots were freed"))?;
+        late.close().await.map_err(|e| e.to_string())?;
+        // Full again, for the teardown below.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        loop {
+            match tokio_postgres::connect(&srv.url, NoTls).await {
+                Ok((c, conn)) => {
+                    tokio::spawn(conn);
+                    hogs.push(c);
+                }
+                Err(_) => break,
+            }
+            check(hogs.len() < 20, "max_connections was not reached again")?;
+        }
         s.release().await.map_err(|e| format!("teardown with a full server: {e}"))?;
         engine.flush().await;
         engine.gc_with(Duration::ZERO, false).await.map_err(|e| format!("reaping with a full server: {e}"))?;
@@ -771,8 +801,11 @@ fn r21() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         engine.close().await.map_err(|e| e.to_string())?;
         drop(srv);
         Ok(format!(
-            "new engine refused in {} ms with 53300 advice; pooled admin connections killed, the reserved one released, dropped and reaped",
-            fast.as_millis()
+            "a new engine waited {:.1} s for a slot, then was refused with the 53300 advice; one waiting while slots \
+             were freed after 1 s started in {:.1} s; pooled admin connections killed, the reserved one released, \
+             dropped and reaped",
+            waited.as_secs_f64(),
+            let_in.as_secs_f64()
         ))
     })
 }
