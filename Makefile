@@ -91,8 +91,9 @@ build-node: deps ## Build the Node addon (napi-rs) after npm ci
 	@git diff --quiet -- bindings-node/native.js bindings-node/native.d.ts || { git diff --stat -- bindings-node/native.js \
 	  bindings-node/native.d.ts; echo "bindings-node/native.js or native.d.ts changed: the loader and types napi generates are committed; commit them" >&2; exit 1; }
 
-node-test: build-node ## Node: vectors, engine, node:test and Vitest suites (pg), the examples (pg, Knex)
+node-test: build-node ## Node: vectors, engine, node:test and Vitest suites (pg), Vitest workers over two servers, the examples (pg, Knex)
 	cd bindings-node && npm test
+	bindings-node/test/spread/run.sh
 	cd examples/node && npm ci --no-audit --no-fund --loglevel=error && npm test
 	cd examples/knex && npm ci --no-audit --no-fund --loglevel=error && npm test
 

@@ -102,10 +102,7 @@ const BUDGET_SQL: &str = "select current_setting('max_connections')::int8, \
 /// to the lease's; one that does not fit waits, holding that one connection, and re-reads.
 pub(crate) async fn admit(client: &Client, cfg: &crate::Config) -> Result<Budget> {
     let since = std::time::Instant::now();
-    let sql = format!(
-        "select pg_advisory_xact_lock({class}, 0); {BUDGET_SQL}",
-        class = crate::lease::ADMIT_CLASS
-    );
+    let sql = format!("select pg_advisory_xact_lock({class}, 0); {BUDGET_SQL}", class = crate::lease::ADMIT_CLASS);
     loop {
         client.batch_execute("begin").await.map_err(|e| Error::db("weigh the server's connections", e))?;
         let b = async {
