@@ -181,12 +181,14 @@ struct pgi_error *pgi_config_new(struct pgi_config **out);
 // (`PGISOLATE_<KEY>`, see the README's table): `url`, `worker`, `isolation`, `prefix`,
 // `hash_len`, `keep`, `search_path_tail`, `extensions`, `pg_bin`, `pg_dump`, `pg_bin_fallback`,
 // `run_id`, `gc_on_start`, `gc_grace`, `template_max_age`, `pool_size`, `recycle`,
-// `max_admin_connections`, `release_timeout`, `login_role`, `verify`, `redis_url`,
+// `max_admin_connections`, `test_connections`, `release_timeout`, `login_role`, `verify`, `redis_url`,
 // `redis_ca_file`, `reuse`, `collect_warnings`. Values are text:
 // durations as `500ms`, `5s`, `2m`; switches as `on`/`off`; lists comma-separated. An empty
 // `url` means the embedded server. A bad key or value is a `CONFIG` error naming it, and the
 // config is left unchanged.
-struct pgi_error *pgi_config_set(struct pgi_config *config, const char *key, const char *value);
+struct pgi_error *pgi_config_set(struct pgi_config *config,
+                                 const char *key,
+                                 const char *value);
 
 // Frees a config. Accepts NULL.
 void pgi_config_free(struct pgi_config *config);
