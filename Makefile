@@ -12,7 +12,7 @@ NATIVE_LIBS := -lpthread -ldl -lm -lutil -lrt
 VALGRIND := valgrind --quiet --child-silent-after-fork=yes --leak-check=full --show-leak-kinds=definite,indirect \
 	--errors-for-leak-kinds=definite,indirect --error-exitcode=3
 
-.PHONY: warm-bench dist dist-test version-check help deps build demo test lint fmt clean header header-check c-test go-test godog-bench build-python py-test build-node node-test bench matrix
+.PHONY: warm-bench dist dist-test version-check help deps build demo test check lint fmt clean header header-check c-test go-test godog-bench build-python py-test build-node node-test bench matrix
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -96,6 +96,16 @@ node-test: build-node ## Node: vectors, engine, node:test and Vitest suites (pg)
 	bindings-node/test/spread/run.sh
 	cd examples/node && npm ci --no-audit --no-fund --loglevel=error && npm test
 	cd examples/knex && npm ci --no-audit --no-fund --loglevel=error && npm test
+
+check: build build-python build-node ## The fast loop: formatting, clippy, go vet, the header, versions; unit and vector tests of Rust, Python, Node and Go; the C test compiled (no server suites, no matrix, no dist)
+	$(MAKE) --no-print-directory lint header-check version-check
+	$(CARGO) test -q --workspace --lib --bins
+	$(CARGO) test -q -p pgisolate --test vectors --test structure
+	cd bindings-python && $(PY) -m pytest -q -p no:cacheprovider tests/test_binding.py -k vectors
+	cd bindings-node && node --test test/node/vectors.test.js
+	cd bindings-go && go test -count=1 -run 'Vectors$$' .
+	cc -Wall -Wextra -Werror -g -o $(CTEST) tests/c/test_pgisolate.c -Iinclude -I/usr/include/postgresql \
+	  $(LIB) -ljansson -lpq $(NATIVE_LIBS)
 
 test: build lint header-check version-check ## Every suite: Rust (with the hosts suite), C (valgrind), Go, Python, Node, PostgreSQL 13 and 17, the demo; then check nothing is left
 	$(CARGO) test --workspace

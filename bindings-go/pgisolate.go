@@ -123,7 +123,7 @@ type Config struct {
 	GCGrace        time.Duration // gc leaves younger orphans alone (5s)
 	NoGCOnStart    bool          // do not run gc when the engine starts
 	LoginRole      bool          // a LOGIN role per schema (least privilege; needs CREATEROLE)
-	// Settings sets any setting by its key, as in the README's table ({"pool_size": "4",
+	// Settings sets any setting by its key, as in the settings table (docs/configuration.md) ({"pool_size": "4",
 	// "release_timeout": "20s"}); applied after the fields above.
 	Settings map[string]string
 	// OnWarning receives the engine's warnings (a template's tables also in public, leaked

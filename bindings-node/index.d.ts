@@ -22,7 +22,7 @@ declare module './native' {
 
 /**
  * Throws the error `Engine.start({ [key]: value })` would (ConfigError, ConnInfoError for a
- * URL), without starting anything. Keys as in the README's table, camelCase or snake_case.
+ * URL), without starting anything. Keys as in the settings table (docs/configuration.md), camelCase or snake_case.
  */
 export declare function checkSetting(key: string, value: string | number | boolean | string[]): void
 

@@ -166,7 +166,7 @@ function embeddedPostgresBin() {
   return fs.existsSync(path.join(bin, 'initdb')) ? bin : undefined
 }
 
-// Settings by key, the same in every binding (the README's table): `{hashLen: 16,
+// Settings by key, the same in every binding (the settings table (docs/configuration.md)): `{hashLen: 16,
 // extensions: ['uuid-ossp'], loginRole: true, gcGrace: '500ms'}` becomes `{hash_len: '16', …}`.
 function settingText(v) {
   if (typeof v === 'boolean') return v ? 'on' : 'off'

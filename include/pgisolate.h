@@ -178,7 +178,7 @@ struct pgi_error *pgi_conninfo_prisma_url(const char *url, const char *schema, c
 struct pgi_error *pgi_config_new(struct pgi_config **out);
 
 // Sets one setting by its key, the same keys in every binding and in the environment
-// (`PGISOLATE_<KEY>`, see the README's table): `url`, `worker`, `isolation`, `prefix`,
+// (`PGISOLATE_<KEY>`, see the settings table (docs/configuration.md)): `url`, `worker`, `isolation`, `prefix`,
 // `hash_len`, `keep`, `search_path_tail`, `extensions`, `pg_bin`, `pg_dump`, `pg_bin_fallback`,
 // `run_id`, `gc_on_start`, `gc_grace`, `template_max_age`, `pool_size`, `recycle`,
 // `max_admin_connections`, `test_connections`, `release_timeout`, `login_role`, `verify`, `redis_url`,

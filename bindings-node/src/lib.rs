@@ -115,7 +115,7 @@ pub struct Engine {
 #[napi]
 impl Engine {
     /// Starts an engine (booting or reusing the embedded server when no URL is set) with
-    /// settings by key (the README's table; index.js turns `{hashLen: 16}` into
+    /// settings by key (the settings table (docs/configuration.md); index.js turns `{hashLen: 16}` into
     /// `{hash_len: "16"}`); unset ones come from the PGISOLATE_* environment.
     #[napi(
         ts_args_type = "settings?: Record<string, string | number | boolean | string[] | undefined>",

@@ -82,7 +82,7 @@ struct PyEngine {
 
 #[pymethods]
 impl PyEngine {
-    /// `Engine(url=None, **settings)`: every setting of the README's table by its key
+    /// `Engine(url=None, **settings)`: every setting of the settings table (docs/configuration.md) by its key
     /// (`hash_len=16`, `keep="failed"`, `extensions=["uuid-ossp"]`, `gc_grace=0.5`,
     /// `login_role=True`); `None` leaves one as the environment or the default has it.
     #[new]

@@ -233,7 +233,7 @@ pub struct Setting {
     pub takes: &'static str,
 }
 
-/// Every setting, in the order the README lists them (a test checks the README against it).
+/// Every setting, in the order docs/configuration.md lists them (a test checks the table against it).
 pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "url",
@@ -382,8 +382,8 @@ impl Config {
                     // believes each has a database.
                     "database" => {
                         return Err("a database per test is planned and not in this version: use schema (the \
-                                    default), and keep every object in the migrations' own schema (README, \
-                                    \"Apps with more than one schema\")"
+                                    default), and keep every object in the migrations' own schema \
+                                    (docs/behaviour.md, \"Apps with more than one schema\")"
                             .into())
                     }
                     _ => return Err("use schema (database is planned)".into()),

@@ -482,7 +482,7 @@ pub(crate) fn refusal(source: &str, reach: &[Reach]) -> Error {
              What to do: keep every object in the migrations' own schema (unqualified names; no CREATE SCHEMA, no \
              ALTER DATABASE/ROLE … SET, no writes into other schemas). An app that needs several schemas, tables in \
              public or database-level settings needs a database per test: PGISOLATE_ISOLATION=database is \
-             planned and not in this version (README, \"Apps with more than one schema\"). A schema per worker \
+             planned and not in this version (docs/behaviour.md, \"Apps with more than one schema\"). A schema per worker \
              (isolated_worker_schema) does not help either: it is still a schema in a shared database. Until then, \
              such an app's tests need a tool that clones a database per test (pgtestdb, pytest-postgresql, \
              sqlx::test)",

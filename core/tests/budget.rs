@@ -1,4 +1,4 @@
-//! The connection budget (README, "Connections"): an engine opens admin connections while it
+//! The connection budget (docs/behaviour.md, "Connections"): an engine opens admin connections while it
 //! has work, within its share of the server, and holds two when idle: its lease connection and
 //! one admin connection.
 #![allow(clippy::unwrap_used)] // tests fail loudly on unexpected errors, on purpose

@@ -340,28 +340,6 @@ async fn a_schema_with_five_thousand_tables_is_dropped_in_batches() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_server_runs_with_test_settings() {
-    let engine = engine().await;
-    if !engine.is_embedded() {
-        eprintln!("PGISOLATE_DATABASE_URL is set: skipping the embedded server's settings");
-        return;
-    }
-    let c = connect(engine.url()).await;
-    let locks: i64 = scalar_string(&c, "show max_locks_per_transaction").await.parse().unwrap();
-    assert!(locks >= 1024);
-    assert_eq!(scalar_string(&c, "show fsync").await, "off");
-    assert_ne!(scalar_string(&c, "show idle_in_transaction_session_timeout").await, "0");
-    let major: i32 =
-        scalar_string(&c, "select (current_setting('server_version_num')::int / 10000)::text").await.parse().unwrap();
-    if major >= 14 {
-        // PostgreSQL 14 brought it; the engine leaves it out for older servers.
-        assert_ne!(scalar_string(&c, "show client_connection_check_interval").await, "0");
-    }
-    assert_eq!(scalar_string(&c, "show listen_addresses").await, "127.0.0.1");
-    engine.close().await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_engine_refuses_work_and_close_is_idempotent() {
     let engine = engine().await;
     let tpl = engine.template(migrations()).await.unwrap();

@@ -183,11 +183,8 @@ async fn gc_reaps_exactly_a_killed_process_schemas_while_a_live_run_keeps_its_ow
     engine.close().await.unwrap();
 }
 
+/// Reported as ignored when PGISOLATE_DATABASE_URL is set: no embedded server to watch.
 fn embedded_server_stops_after_every_client_was_killed() {
-    if std::env::var_os("PGISOLATE_DATABASE_URL").is_some() {
-        eprintln!("PGISOLATE_DATABASE_URL is set: no embedded server to watch");
-        return;
-    }
     let home = std::env::temp_dir().join(format!("pgisolate-stop-test-{}", unique()));
     let home_s = home.to_string_lossy().into_owned();
     let mut a = spawn_child("server", &[("PGISOLATE_HOME", &home_s)]);
@@ -360,6 +357,25 @@ async fn cargo_test_glue_keeps_a_failed_tests_schema_when_asked() {
     engine.close().await.unwrap();
 }
 
+/// The embedded server's settings (reported as ignored when PGISOLATE_DATABASE_URL is set).
+async fn embedded_server_runs_with_test_settings() {
+    let engine = engine().await;
+    assert!(engine.is_embedded(), "the embedded server's settings: run without PGISOLATE_DATABASE_URL");
+    let c = connect(engine.url()).await;
+    let locks: i64 = scalar_string(&c, "show max_locks_per_transaction").await.parse().unwrap();
+    assert!(locks >= 1024);
+    assert_eq!(scalar_string(&c, "show fsync").await, "off");
+    assert_ne!(scalar_string(&c, "show idle_in_transaction_session_timeout").await, "0");
+    let major: i32 =
+        scalar_string(&c, "select (current_setting('server_version_num')::int / 10000)::text").await.parse().unwrap();
+    if major >= 14 {
+        // PostgreSQL 14 brought it; the engine leaves it out for older servers.
+        assert_ne!(scalar_string(&c, "show client_connection_check_interval").await, "0");
+    }
+    assert_eq!(scalar_string(&c, "show listen_addresses").await, "127.0.0.1");
+    engine.close().await.unwrap();
+}
+
 fn run_async<F: std::future::Future<Output = ()>>(f: fn() -> F) -> Result<(), libtest_mimic::Failed> {
     run(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap().block_on(f()))
 }
@@ -383,13 +399,21 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::SUCCESS;
     }
     let args = libtest_mimic::Arguments::from_args();
+    // Against a configured server, the embedded server's tests are reported as ignored (a
+    // skip is a skip, never a pass).
+    let external = std::env::var_os("PGISOLATE_DATABASE_URL").is_some();
     let trials = vec![
         libtest_mimic::Trial::test("two_processes_build_one_template_once", || {
             run(two_processes_build_one_template_once)
         }),
         libtest_mimic::Trial::test("embedded_server_stops_after_every_client_was_killed", || {
             run(embedded_server_stops_after_every_client_was_killed)
-        }),
+        })
+        .with_ignored_flag(external),
+        libtest_mimic::Trial::test("embedded_server_runs_with_test_settings", || {
+            run_async(embedded_server_runs_with_test_settings)
+        })
+        .with_ignored_flag(external),
         libtest_mimic::Trial::test(
             "a_builder_killed_mid_build_leaves_nothing_usable_and_the_next_build_succeeds",
             || run_async(a_builder_killed_mid_build_leaves_nothing_usable_and_the_next_build_succeeds),
@@ -400,11 +424,11 @@ fn main() -> std::process::ExitCode {
         libtest_mimic::Trial::test("reuse_keeps_the_server_and_its_templates_between_runs", || {
             run(reuse_keeps_the_server_and_its_templates_between_runs)
         })
-        .with_ignored_flag(std::env::var_os("PGISOLATE_DATABASE_URL").is_some()),
+        .with_ignored_flag(external),
         libtest_mimic::Trial::test("a_refused_build_is_refused_again_on_a_fresh_server_of_the_same_home", || {
             run(a_refused_build_is_refused_again_on_a_fresh_server_of_the_same_home)
         })
-        .with_ignored_flag(std::env::var_os("PGISOLATE_DATABASE_URL").is_some()),
+        .with_ignored_flag(external),
         libtest_mimic::Trial::test("a_cargo_test_process_leaves_nothing_on_the_server", || {
             run_async(a_cargo_test_process_leaves_nothing_on_the_server)
         }),

@@ -205,3 +205,46 @@ fn the_public_api_is_what_the_crate_docs_list() {
         assert!(!docs.contains(&format!("[`{m}`]")), "the crate docs list private module {m}");
     }
 }
+
+/// The README stays short (a newcomer reads it in five minutes), and every repository path it
+/// or CONTRIBUTING.md names (a link, or a backticked path under a top-level folder) exists.
+#[test]
+fn the_readme_is_short_and_the_docs_name_only_files_that_exist() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let lines = readme.lines().count();
+    assert!(lines <= 180, "README.md has {lines} lines: keep it under 180 (the rest belongs in docs/)");
+    let tops = [
+        "core/",
+        "cli/",
+        "ffi/",
+        "include/",
+        "bindings-go/",
+        "bindings-python/",
+        "bindings-node/",
+        "tests/",
+        "examples/",
+        "docs/",
+        "scripts/",
+        "packaging/",
+        "macros/",
+    ];
+    let mut missing = Vec::new();
+    for doc in ["README.md", "CONTRIBUTING.md"] {
+        let text = std::fs::read_to_string(root.join(doc)).unwrap();
+        let links = text.split("](").skip(1).filter_map(|s| s.split(')').next());
+        let ticked = text.split('`').skip(1).step_by(2);
+        for p in links.chain(ticked) {
+            let named = p.ends_with(".md") && !p.contains(' ') || tops.iter().any(|t| p.starts_with(t));
+            if !named || p.contains(['*', '<', ' ', '{']) || p.starts_with("http") {
+                continue;
+            }
+            // `tests/c/test_pgisolate.c:42` or a folder with its trailing slash.
+            let path = p.split(':').next().unwrap_or(p);
+            if !root.join(path).exists() {
+                missing.push(format!("{doc}: {p}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "named but not in the repository: {missing:?}");
+}

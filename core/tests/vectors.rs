@@ -127,24 +127,28 @@ fn config_vectors() {
     }
 }
 
-/// Every setting has a key, an environment variable and a row in the README's table, and the
-/// table lists nothing else.
+/// Every setting has a key, an environment variable and a row in the settings table of
+/// docs/configuration.md, and the table lists nothing else.
 #[test]
-fn settings_match_the_readme() {
-    let readme =
-        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
-    let rows: Vec<&str> = readme.lines().filter(|l| l.starts_with("| `PGISOLATE_")).collect();
+fn settings_match_the_configuration_docs() {
+    let doc =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md"))
+            .unwrap();
+    let rows: Vec<&str> = doc.lines().filter(|l| l.starts_with("| `PGISOLATE_")).collect();
     for s in pgisolate::config::SETTINGS {
         assert!(
             rows.iter().any(|r| r.starts_with(&format!("| `{}` | `{}` |", s.env, s.key))),
-            "README.md has no row `| `{}` | `{}` | …` in its settings table",
+            "docs/configuration.md has no row `| `{}` | `{}` | …` in its settings table",
             s.env,
             s.key
         );
     }
     for r in rows {
         let env = r.split('`').nth(1).unwrap();
-        assert!(pgisolate::config::SETTINGS.iter().any(|s| s.env == env), "README lists {env}, which is not a setting");
+        assert!(
+            pgisolate::config::SETTINGS.iter().any(|s| s.env == env),
+            "docs/configuration.md lists {env}, which is not a setting"
+        );
     }
 }
 

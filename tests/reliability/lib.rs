@@ -1,1 +1,1 @@
-//! The acceptance suite lives in `tests/acceptance.rs`; see RELIABILITY.md in the design notes.
+//! The acceptance suite lives in `tests/acceptance.rs`; see docs/RELIABILITY.md.

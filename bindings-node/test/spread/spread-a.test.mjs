@@ -1,21 +1,4 @@
-import fs from 'node:fs'
-import { test, expect } from 'vitest'
-import pg from 'pg'
-import { isolatedSchema } from 'pgisolate/test'
+// One of eight files, so that four workers each run some (test/spread/run.sh).
+import { spreadTests } from './spread.mjs'
 
-// Which server each worker's tests ran on: test/spread/run.sh checks each worker used one
-// server and the run used both.
-for (let i = 0; i < 4; i++) {
-  test(`a test on its worker's server ${i}`, async (ctx) => {
-    const schema = await isolatedSchema(ctx)
-    const client = new pg.Client({ connectionString: schema.url })
-    await client.connect()
-    try {
-      const { rows } = await client.query('select current_schema() as s, current_setting($1) as port', ['port'])
-      expect(rows[0].s).toBe(schema.name)
-      fs.appendFileSync(process.env.SPREAD_LOG, `${process.env.VITEST_POOL_ID} ${rows[0].port}\n`)
-    } finally {
-      await client.end()
-    }
-  })
-}
+spreadTests()

@@ -110,7 +110,7 @@ class Engine:
         reuse: Optional[Union[bool, str]] = None,
         collect_warnings: Optional[bool] = None,
     ) -> None:
-        """Every setting of the README's table by its key; durations as seconds or "500ms", "2m"."""
+        """Every setting of the settings table (docs/configuration.md) by its key; durations as seconds or "500ms", "2m"."""
     @property
     def url(self) -> str: ...
     @property

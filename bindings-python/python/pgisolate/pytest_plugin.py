@@ -14,7 +14,7 @@ Fixtures
                              tool: ``return pgisolate_engine.template(build=migrate, key="v3")``.
 
 Settings
-    Every setting of the README's table is an ini key ``pgisolate_<key>`` and a flag
+    Every setting of the settings table (docs/configuration.md) is an ini key ``pgisolate_<key>`` and a flag
     ``--pgisolate-<key>`` (``pgisolate_keep = failed``, ``--pgisolate-pool-size 4``); a flag
     beats the ini, which beats the ``PGISOLATE_*`` environment. A bad value is a usage error.
 

@@ -156,7 +156,7 @@ impl Engine {
     }
 
     /// The engine's own admin connections: open now, and the most open at once so far (the
-    /// lease connection is one more). The cap follows the server's budget (README,
+    /// lease connection is one more). The cap follows the server's budget (docs/behaviour.md,
     /// "Connections").
     pub fn admin_connections(&self) -> (usize, usize) {
         self.inner.pool.counts()

@@ -707,6 +707,20 @@ async fn restart_case(
     ))
 }
 
+/// Opens connections to `url` into `hogs` until the server refuses one (at most 20).
+async fn fill_server(url: &str, hogs: &mut Vec<tokio_postgres::Client>) -> Result<(), String> {
+    loop {
+        match tokio_postgres::connect(url, NoTls).await {
+            Ok((c, conn)) => {
+                tokio::spawn(conn);
+                hogs.push(c);
+            }
+            Err(_) => return Ok(()),
+        }
+        check(hogs.len() < 20, "max_connections was not reached")?;
+    }
+}
+
 /// R21: max_connections nearly exhausted: a new engine waits 10 s for a slot, then fails with an actionable 53300
 /// message; a running engine still tears down and reaps with the connections it holds.
 fn r21() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
@@ -737,16 +751,7 @@ fn r21() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
         let mut hogs = Vec::new();
-        loop {
-            match tokio_postgres::connect(&srv.url, NoTls).await {
-                Ok((c, conn)) => {
-                    tokio::spawn(conn);
-                    hogs.push(c);
-                }
-                Err(_) => break,
-            }
-            check(hogs.len() < 20, "max_connections was not reached")?;
-        }
+        fill_server(&srv.url, &mut hogs).await?;
         // A full server: a new engine waits 10 s for a slot (another run may be ending), then
         // fails saying what a run needs.
         let t = Instant::now();
@@ -775,16 +780,7 @@ fn r21() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         late.close().await.map_err(|e| e.to_string())?;
         // Full again, for the teardown below.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        loop {
-            match tokio_postgres::connect(&srv.url, NoTls).await {
-                Ok((c, conn)) => {
-                    tokio::spawn(conn);
-                    hogs.push(c);
-                }
-                Err(_) => break,
-            }
-            check(hogs.len() < 20, "max_connections was not reached again")?;
-        }
+        fill_server(&srv.url, &mut hogs).await?;
         s.release().await.map_err(|e| format!("teardown with a full server: {e}"))?;
         engine.flush().await;
         engine.gc_with(Duration::ZERO, false).await.map_err(|e| format!("reaping with a full server: {e}"))?;
