@@ -23,7 +23,7 @@ pyo3::create_exception!(_pgisolate, BinariesNotFoundError, ServerError, "Postgre
 pyo3::create_exception!(_pgisolate, ConnectError, Error, "The database server could not be reached.");
 pyo3::create_exception!(_pgisolate, DatabaseError, Error, "A statement failed on the server; `.sqlstate` is its code.");
 pyo3::create_exception!(_pgisolate, MigrationError, Error, "A migration failed while building a template.");
-pyo3::create_exception!(_pgisolate, OperationTimeout, Error, "An operation did not finish within its deadline.");
+pyo3::create_exception!(_pgisolate, OperationTimeoutError, Error, "An operation did not finish within its deadline.");
 pyo3::create_exception!(_pgisolate, NameExhaustedError, Error, "No unique schema name could be found.");
 pyo3::create_exception!(_pgisolate, RefusedError, Error, "The engine refused to touch something it does not own.");
 pyo3::create_exception!(_pgisolate, ClosedError, Error, "The engine or object is closed.");
@@ -50,7 +50,7 @@ fn to_py(py: Python<'_>, e: pgisolate::Error) -> PyErr {
         K::Db => DatabaseError::new_err(msg),
         K::Migration => MigrationError::new_err(msg),
         K::Io => FileError::new_err(msg),
-        K::Timeout => OperationTimeout::new_err(msg),
+        K::Timeout => OperationTimeoutError::new_err(msg),
         K::NameExhausted => NameExhaustedError::new_err(msg),
         K::Refused => RefusedError::new_err(msg),
         K::Closed => ClosedError::new_err(msg),
@@ -624,7 +624,7 @@ fn _pgisolate(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ("DatabaseError", py.get_type::<DatabaseError>(), K::Db),
         ("MigrationError", py.get_type::<MigrationError>(), K::Migration),
         ("FileError", py.get_type::<FileError>(), K::Io),
-        ("OperationTimeout", py.get_type::<OperationTimeout>(), K::Timeout),
+        ("OperationTimeoutError", py.get_type::<OperationTimeoutError>(), K::Timeout),
         ("NameExhaustedError", py.get_type::<NameExhaustedError>(), K::NameExhausted),
         ("RefusedError", py.get_type::<RefusedError>(), K::Refused),
         ("ClosedError", py.get_type::<ClosedError>(), K::Closed),
