@@ -30,7 +30,7 @@ start() { # DIR max_connections -> URL
 # Runs pytest -n N on URL with the sampler; OUT gets pytest's output and the sampler's peak.
 run() { # URL N OUT
   local url=$1 n=$2 out=$3
-  (cd "$here/suite" && PGISOLATE_DATABASE_URL=$url "$py" -m pytest -q -n "$n" -p no:randomly . >"$out" 2>&1) && rc=0 || rc=$?
+  (cd "$here/suite" && PGISOLATE_DATABASE_URL=$url "$py" -m pytest -q --color=no -n "$n" -p no:randomly . >"$out" 2>&1) && rc=0 || rc=$?
   echo "$rc" >"$out.rc"
 }
 

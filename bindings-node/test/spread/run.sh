@@ -16,8 +16,8 @@ trap cleanup EXIT
 u1=$("$root/scripts/pg-private.sh" start "$work/s1")
 u2=$("$root/scripts/pg-private.sh" start "$work/s2")
 cd "$node_dir"
-SPREAD_LOG="$work/spread" PGISOLATE_DATABASE_URL="$u1 $u2" npx vitest run -c vitest.spread.config.mjs 2>&1 | tee "$work/out"
-grep -Eq "Tests +32 passed" "$work/out" || { echo "spread: FAILED: not 32 tests passed" >&2; exit 1; }
+NO_COLOR=1 FORCE_COLOR=0 SPREAD_LOG="$work/spread" PGISOLATE_DATABASE_URL="$u1 $u2" npx vitest run -c vitest.spread.config.mjs 2>&1 | tee "$work/out"
+sed -E 's/\x1b\[[0-9;]*m//g' "$work/out" | grep -Eq "Tests +32 passed" || { echo "spread: FAILED: not 32 tests passed" >&2; exit 1; }
 node - "$work/spread" "$u1" "$u2" <<'EOF'
 const fs = require('node:fs')
 const pg = require('pg')
