@@ -97,12 +97,12 @@ const BUDGET_SQL: &str = "select current_setting('max_connections')::int8, \
      from pg_catalog.pg_stat_activity where backend_type = 'client backend'";
 
 /// Admits this engine on `client` (its first connection, [`crate::lease::WAIT_APP`]), waiting up to
-/// [`FIT_WAIT`], then failing with [`Budget::no_room`]. Admission: under [`crate::lease::ADMIT_CLASS`], an engine whose connections fit beside the
+/// [`FIT_WAIT`], then failing with [`Budget::no_room`]. Admission: under [`crate::locks::ADMIT_CLASS`], an engine whose connections fit beside the
 /// admitted engines' (theirs and their tests') and the waiting ones' renames its connection
 /// to the lease's; one that does not fit waits, holding that one connection, and re-reads.
 pub(crate) async fn admit(client: &Client, cfg: &crate::Config) -> Result<Budget> {
     let since = std::time::Instant::now();
-    let sql = format!("select pg_advisory_xact_lock({class}, 0); {BUDGET_SQL}", class = crate::lease::ADMIT_CLASS);
+    let sql = format!("select pg_advisory_xact_lock({class}, 0); {BUDGET_SQL}", class = crate::locks::ADMIT_CLASS);
     loop {
         client.batch_execute("begin").await.map_err(|e| Error::db("weigh the server's connections", e))?;
         let b = async {

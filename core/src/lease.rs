@@ -12,24 +12,12 @@
 use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
+use crate::locks::LEASE_CLASS;
 use crate::naming::sha256_hex;
 
-/// classid of owner-lease advisory locks (`'pgis'`).
-pub(crate) const LEASE_CLASS: i32 = 0x7067_6973;
-/// classid of template-build advisory locks.
-pub(crate) const TEMPLATE_CLASS: i32 = LEASE_CLASS + 1;
-/// classid of the registry-DDL advisory lock.
-pub(crate) const REGISTRY_CLASS: i32 = LEASE_CLASS + 2;
-/// classid of the fence lock (objid: the owner key): hand-outs take it shared, gc's fence
-/// exclusive.
-pub(crate) const FENCE_CLASS: i32 = LEASE_CLASS + 3;
 /// The application_name of an engine's first connection until it is admitted (then it is
 /// the lease's, [`crate::server::LEASE_APP`]).
 pub(crate) const WAIT_APP: &str = "pgisolate-wait";
-
-/// Advisory lock class of engine admission (`budget::admit`): one engine at a time
-/// weighs the server's slots.
-pub(crate) const ADMIT_CLASS: i32 = LEASE_CLASS + 4;
 
 /// SQLSTATE of `pgisolate.hold` and `pgisolate.fenced` when the owner was fenced.
 pub(crate) const FENCED: &str = "PGI01";

@@ -38,7 +38,6 @@
 mod admin;
 pub mod blocking;
 mod budget;
-mod build_check;
 mod cache;
 pub mod catalog;
 pub mod config;
@@ -46,13 +45,12 @@ pub mod conninfo;
 mod drop;
 mod engine;
 mod error;
-pub mod layout;
 mod lease;
+mod locks;
 mod markers;
 pub mod naming;
-mod outside;
+mod recycle;
 mod registry;
-mod reset;
 mod role;
 mod schema;
 mod secret;
@@ -70,7 +68,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use naming::{cache_key, kept_line, schema_name, Identity};
 pub use registry::{Entry, TemplateInfo};
 pub use schema::{Released, Schema};
-pub use template::{Migrations, Template};
+pub use template::{layout, Migrations, Template};
 
 /// `#[pgisolate::test]`: the test gets its own schema, its arguments injected by type (see
 /// [`testing`]).

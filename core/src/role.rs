@@ -147,7 +147,7 @@ pub(crate) async fn share_extensions(client: &Client) -> Result<()> {
     let sql = format!(
         "BEGIN; SELECT pg_advisory_xact_lock({}, 2); \
          DO $pgi$ BEGIN IF NOT ({shared}) THEN GRANT USAGE ON SCHEMA extensions TO PUBLIC; END IF; END $pgi$; COMMIT;",
-        crate::lease::REGISTRY_CLASS
+        crate::locks::REGISTRY_CLASS
     );
     if let Err(e) = transaction(client, &sql).await {
         return Err(Error::db("let every role use schema extensions (GRANT USAGE ON SCHEMA extensions TO PUBLIC)", e));

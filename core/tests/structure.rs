@@ -248,3 +248,39 @@ fn the_readme_is_short_and_the_docs_name_only_files_that_exist() {
     }
     assert!(missing.is_empty(), "named but not in the repository: {missing:?}");
 }
+
+/// The core is folders by feature, each file small enough to read in one sitting: the four
+/// feature folders exist, no file has over 500 lines before its unit tests, and the advisory
+/// lock classes live in one leaf module.
+#[test]
+fn the_core_is_folders_by_feature_and_no_file_is_over_500_lines() {
+    for folder in ["server", "template", "recycle", "registry"] {
+        assert!(src().join(folder).join("mod.rs").is_file(), "core/src/{folder}/mod.rs is missing");
+    }
+    let mut long = Vec::new();
+    for (m, text) in modules() {
+        // `modules` drops comment lines and the unit tests; count the file's own lines.
+        let file = if m.is_empty() { "lib".to_owned() } else { m.replace("::", "/") };
+        let path = [src().join(format!("{file}.rs")), src().join(&file).join("mod.rs")]
+            .into_iter()
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| panic!("no file for module {m} ({text:.0})"));
+        let full = std::fs::read_to_string(&path).unwrap();
+        let before_tests = full.split("#[cfg(test)]\nmod tests").next().unwrap().lines().count();
+        if before_tests > 500 {
+            long.push(format!("{} ({before_tests} lines)", path.strip_prefix(src()).unwrap().display()));
+        }
+    }
+    assert!(long.is_empty(), "over 500 lines before their tests (split them by idea): {long:?}");
+    let locks = &modules()["locks"];
+    assert!(
+        locks.contains("LEASE_CLASS") && paths(locks).is_empty(),
+        "core/src/locks.rs holds the lock classes and depends on nothing"
+    );
+    let classes: Vec<String> = modules()
+        .iter()
+        .filter(|(m, _)| m.as_str() != "locks")
+        .flat_map(|(m, t)| t.lines().filter(|l| l.contains("_CLASS: i32")).map(move |l| format!("{m}: {l}")))
+        .collect();
+    assert!(classes.is_empty(), "an advisory lock class outside core/src/locks.rs: {classes:?}");
+}

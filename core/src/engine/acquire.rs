@@ -6,13 +6,13 @@ use tokio_postgres::Client;
 
 use super::Engine;
 use crate::admin::{ident, literal, transaction};
-use crate::build_check;
 use crate::conninfo;
 use crate::error::{Error, Result};
 use crate::markers::{self, Kind};
 use crate::naming::{self, Identity};
 use crate::registry;
 use crate::schema::Schema;
+use crate::template::check as build_check;
 use crate::template::Template;
 
 impl Engine {

@@ -21,7 +21,7 @@ pub struct GcReport {
     pub failed: Vec<(String, String)>,
     /// Per-schema login roles of dead owners dropped after their schema was already gone.
     pub dropped_roles: Vec<String>,
-    /// Templates dropped as unused or superseded ([`Config::template_max_age`]).
+    /// Templates dropped as unused or superseded ([`crate::Config::template_max_age`]).
     pub dropped_templates: Vec<String>,
     /// Owners fenced now: lease free and not seen for the grace period. Their engines, if
     /// alive behind a broken link, learn it when they reconnect.

@@ -7,7 +7,7 @@
 //! - Recycle: on release, if no DDL ran in the schema (event triggers record it as superuser;
 //!   otherwise `pgisolate.check_unchanged` compares its catalog rows with its hand-out), it is
 //!   renamed back into the pool after one transaction empties the tables the test wrote and
-//!   restores their rows and the sequences that moved ([`crate::reset`]). Any DDL, or a lock
+//!   restores their rows and the sequences that moved ([`crate::recycle::reset`]). Any DDL, or a lock
 //!   it cannot get: it is dropped instead.
 //! - Deferred drop: a released schema is renamed to a tombstone (so nothing reconnects into it)
 //!   and dropped by a background task; `Engine::flush` and `Engine::close` wait for it.
@@ -44,8 +44,8 @@ impl ResetConn {
             let client = &conn.client;
             async move { client.prepare(sql).await.map_err(|e| Error::db("prepare the reset queries", e)) }
         };
-        let changes = prepare(crate::reset::Plan::CHANGES_SQL).await?;
-        let known = prepare(crate::reset::Plan::CHANGES_KNOWN_SQL).await?;
+        let changes = prepare(crate::recycle::reset::Plan::CHANGES_SQL).await?;
+        let known = prepare(crate::recycle::reset::Plan::CHANGES_KNOWN_SQL).await?;
         Ok(ResetConn { conn, changes, known, used: Instant::now() })
     }
 }
@@ -270,7 +270,7 @@ impl Inner {
             held = registry::held_sql(self.owner()),
             // Event triggers' record where they run, else the catalog compared with the hand-out.
             check = if self.ddl_watch {
-                registry::untouched_sql(name)
+                crate::recycle::untouched_sql(name)
             } else {
                 format!("SELECT pgisolate.check_unchanged({});", literal(name))
             },
@@ -351,7 +351,7 @@ impl Inner {
 
     /// Gives `schema` (oid `ns`, as its release read it) the template's rows and sequence
     /// positions again, in one transaction, touching only the tables the test wrote and the
-    /// sequences that moved ([`crate::reset`]). When that fails for a template (foreign keys
+    /// sequences that moved ([`crate::recycle::reset`]). When that fails for a template (foreign keys
     /// in a cycle, say), its schemas are dropped from then on.
     async fn reset(&self, tpl: &Template, schema: &str, ns: Option<u32>) -> bool {
         if tpl.seed_sql.is_none() {
@@ -424,7 +424,7 @@ impl Inner {
     async fn changes(
         &self,
         rc: &ResetConn,
-        plan: &crate::reset::Plan,
+        plan: &crate::recycle::reset::Plan,
         ns: u32,
     ) -> std::result::Result<(Vec<String>, Vec<String>), tokio_postgres::Error> {
         let admin = &rc.conn.client;

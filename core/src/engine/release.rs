@@ -93,7 +93,7 @@ impl Inner {
             released = registry::released_sql(name, &tomb),
             // The name is free from here on: its "DDL ran here" record goes with it (hand-outs
             // do not look for a stale one).
-            untouch = if self.ddl_watch { registry::forget_ddl_sql(name) } else { String::new() },
+            untouch = if self.ddl_watch { crate::recycle::forget_ddl_sql(name) } else { String::new() },
             // Its role can no longer log in: stragglers get an error, never a session.
             nologin = role.map(|r| format!("ALTER ROLE {} NOLOGIN;", ident(r))).unwrap_or_default(),
             sessions = sessions_sql(name, role),

@@ -113,21 +113,21 @@ impl Engine {
                         .into(),
                 ));
             }
-            registry::ensure_extensions(&admin, &cfg.extensions).await?;
+            crate::template::extensions::ensure_extensions(&admin, &cfg.extensions).await?;
             if cfg.login_role {
                 crate::role::share_extensions(&admin).await?;
             }
             let su: bool = row.get(1);
             superuser = su;
             public_warning = Engine::guard_public(&mut cfg, &admin, server.is_some()).await;
-            let rescued = registry::rescue_extensions(&admin).await?;
+            let rescued = crate::template::extensions::rescue_extensions(&admin).await?;
             // Schema extensions exists if it did before, or the rescue made it just now
             // (configured extensions already put it in the tail above).
             let has_ext_schema = row.get::<_, bool>(3) || rescued;
             if has_ext_schema && !cfg.search_path_tail.iter().any(|t| t == "extensions") {
                 cfg.search_path_tail.push("extensions".to_owned());
             }
-            su && cfg.wants_recycling() && registry::ensure_ddl_watch(&admin).await?
+            su && cfg.wants_recycling() && crate::recycle::ensure_ddl_watch(&admin).await?
         };
         let inner = Inner {
             owner: AtomicI32::new(lease.key),

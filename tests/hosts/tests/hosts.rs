@@ -401,23 +401,40 @@ fn partition(net: &Net, srv: &Server) -> Result<String, String> {
         let (t, _) = w.wait_for("warn", Duration::from_secs(15))?;
         noticed.push(t - down);
     }
-    // B's gc fences A's owners once the server dropped their sessions and the grace ran out.
+    // B's gc fences A's owners once the server dropped their sessions and the grace ran out:
+    // each session goes when the server notices its client is gone, so one gc may fence some
+    // of them and the next the rest; never one of B's.
     let mut fenced_at = None;
     let mut reaped = Vec::new();
+    let mut fenced_all: Vec<String> = Vec::new();
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(30) {
         let (at, fenced, dropped) = gc(net, srv, 'b')?;
         reaped.extend(dropped);
-        if held.iter().all(|(_, o)| fenced.contains(o)) {
+        let strangers: Vec<&String> = fenced.iter().filter(|o| !held.iter().any(|(_, h)| h == *o)).collect();
+        check(strangers.is_empty(), format!("gc fenced owners that are not host A's: {strangers:?}"))?;
+        fenced_all.extend(fenced);
+        // Read from the registry too: another engine's gc (B's) may have fenced some.
+        let keys: Vec<&str> = held.iter().map(|(_, o)| o.as_str()).collect();
+        let on_record = count(
+            net,
+            srv,
+            &format!(
+                "select count(*) from pgisolate.owners where fenced_at is not null and owner_key in ({})",
+                keys.join(", ")
+            ),
+        )?;
+        if on_record == held.len() as i64 || held.iter().all(|(_, o)| fenced_all.contains(o)) {
             fenced_at = Some(at);
             break;
         }
-        check(fenced.is_empty(), format!("gc fenced only some of host A's owners: {fenced:?}"))?;
         std::thread::sleep(Duration::from_millis(500));
     }
     let fenced_at = fenced_at.ok_or("B's gc never fenced host A's owners")?;
     for (name, _) in &held {
-        check(reaped.contains(name), format!("gc did not reap A's held schema {name}: {reaped:?}"))?;
+        let gone = reaped.contains(name)
+            || count(net, srv, &format!("select count(*) from pg_namespace where nspname = '{name}'"))? == 0;
+        check(gone, format!("gc did not reap A's held schema {name}: {reaped:?}"))?;
     }
     std::thread::sleep(Duration::from_millis(500));
     let up = now_ms();

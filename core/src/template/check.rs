@@ -78,7 +78,7 @@ pub(crate) async fn relocate_extensions(client: &Client, build: &str) -> Result<
             ),
         });
     }
-    let mut sql = crate::registry::begin_extensions_sql();
+    let mut sql = super::extensions::begin_extensions_sql();
     for r in &rows {
         sql.push_str(&format!(" ALTER EXTENSION {} SET SCHEMA extensions;", ident(r.get::<_, &str>(0))));
     }

@@ -10,6 +10,12 @@
 //! `pg_dump` and stored in the registry so other processes reuse it. When no `pg_dump` can
 //! capture it, SQL templates fall back to re-running their migrations (and say so).
 
+pub(crate) mod capture_cache;
+pub(crate) mod check;
+pub(crate) mod extensions;
+pub mod layout;
+pub(crate) mod outside;
+
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -21,7 +27,7 @@ pub(crate) use crate::sql::PLACEHOLDER;
 #[derive(Debug, Clone)]
 pub enum Migrations {
     /// A migration tool's directory (plain numbered SQL, golang-migrate, sqlx, goose, dbmate,
-    /// Flyway, Prisma): up parts only, in version order ([`crate::layout`]).
+    /// Flyway, Prisma): up parts only, in version order ([`layout`]).
     Dir(PathBuf),
     /// These files, in this order.
     Files(Vec<PathBuf>),
@@ -30,7 +36,7 @@ pub enum Migrations {
 }
 
 impl Migrations {
-    /// The migrations of a tool's directory, detected by [`crate::layout`]: up parts only, in
+    /// The migrations of a tool's directory, detected by [`layout`]: up parts only, in
     /// version order.
     pub fn dir(dir: impl Into<PathBuf>) -> Self {
         Migrations::Dir(dir.into())
@@ -73,7 +79,7 @@ impl Migrations {
                 }
                 fs.iter().map(|p| read(p)).collect()
             }
-            Migrations::Dir(d) => Ok(crate::layout::load_dir(d)?.1),
+            Migrations::Dir(d) => Ok(layout::load_dir(d)?.1),
         }
     }
 }
@@ -81,7 +87,7 @@ impl Migrations {
 /// Fingerprint of migration steps: sha256 over each step's name and SQL, length-prefixed.
 pub fn fingerprint(steps: &[(String, String)]) -> String {
     let mut buf = Vec::new();
-    // v2: templates carry the write triggers (crate::reset); v1 templates are never reused.
+    // v2: templates carry the write triggers (crate::recycle::reset); v1 templates are never reused.
     buf.extend_from_slice(b"pgisolate/migrations/v2");
     for (name, sql) in steps {
         for part in [name.as_bytes(), sql.as_bytes()] {
@@ -178,7 +184,7 @@ pub struct Template {
     /// resetting a recycled schema; `None` when it could not be captured.
     pub(crate) seed_sql: Option<String>,
     /// How a recycled copy is reset: its tables, rows, sequences, foreign keys and triggers.
-    pub(crate) reset: std::sync::Arc<crate::reset::Plan>,
+    pub(crate) reset: std::sync::Arc<crate::recycle::reset::Plan>,
 }
 
 impl Template {

@@ -151,10 +151,9 @@ pub(crate) struct Reach {
 
 impl Reach {
     /// Whether this is rows written into a migration tool's version table (the tool kept its
-    /// version outside the build: [`crate::build_check::check_build`] says what to do).
+    /// version outside the build: [`super::check::check_build`] says what to do).
     pub(crate) fn is_version_table_rows(&self) -> bool {
-        self.how == How::Rows
-            && self.what.rsplit('.').next().is_some_and(|t| crate::build_check::VERSION_TABLES.contains(&t))
+        self.how == How::Rows && self.what.rsplit('.').next().is_some_and(|t| super::check::VERSION_TABLES.contains(&t))
     }
 }
 
