@@ -117,6 +117,26 @@ func TestConfigVectors(t *testing.T) {
 	}
 }
 
+// Config's typed fields are settings of the core's table: each one set gives a key the core
+// accepts with the value it produces (a renamed or dropped key fails here).
+func TestTypedConfigFieldsAreTheCoresSettings(t *testing.T) {
+	c := Config{
+		URL: "postgres://u@127.0.0.1:5432/db", Prefix: "t_", HashLen: 12, Keep: "failed",
+		SearchPathTail: []string{"public"}, PgBin: "/usr/bin", RunID: "run-1", GCGrace: 1500 * time.Millisecond,
+		NoGCOnStart: true, LoginRole: true,
+	}
+	got := c.settings()
+	// Every typed field, plus collect_warnings (always set).
+	if len(got) != 11 {
+		t.Fatalf("settings() gave %d keys for 10 typed fields: %v", len(got), got)
+	}
+	for _, kv := range got {
+		if err := CheckSetting(kv[0], kv[1]); err != nil {
+			t.Errorf("typed field gives %s=%q, which the core refuses: %v", kv[0], kv[1], err)
+		}
+	}
+}
+
 func TestConnInfoVectors(t *testing.T) {
 	for _, c := range loadCases(t, "conninfo.json") {
 		var tail []string

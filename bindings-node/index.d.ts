@@ -21,6 +21,66 @@ declare module './native' {
 }
 
 /**
+ * What `Engine.start` takes: every setting of the core's settings table (docs/configuration.md),
+ * camelCased (`hashLen` is `hash_len`, env `PGISOLATE_HASH_LEN`). Unset ones come from the
+ * environment. Checked against the core's table (`settings()`) by test/node/vectors.test.js.
+ */
+export interface EngineOptions {
+  /** a postgres:// URL or key/value string, or several URLs separated by spaces; unset: the embedded server (`PGISOLATE_DATABASE_URL`). */
+  url?: string
+  /** this process's worker id, for spreading over several servers (the runner's: PYTEST_XDIST_WORKER, JEST_WORKER_ID, VITEST_POOL_ID) (`PGISOLATE_WORKER`). */
+  worker?: string
+  /** what each test gets: schema (database, a database per test, is planned and not in this version) (schema) (`PGISOLATE_ISOLATION`). */
+  isolation?: string
+  /** schema name prefix (test_) (`PGISOLATE_SCHEMA_PREFIX`). */
+  prefix?: string
+  /** hex characters of the identity hash in a name, 8..=32 (8) (`PGISOLATE_HASH_LEN`). */
+  hashLen?: number | string
+  /** never, failed or always (never) (`PGISOLATE_KEEP`). */
+  keep?: string
+  /** schemas after the test's, comma-separated; empty: none (public, left out when every role can write it) (`PGISOLATE_SEARCH_PATH_TAIL`). */
+  searchPathTail?: string[] | string
+  /** extensions created once in schema extensions, comma-separated (none) (`PGISOLATE_EXTENSIONS`). */
+  extensions?: string[] | string
+  /** directory of initdb, pg_ctl, postgres (PATH, then where packages install them) (`PGISOLATE_PG_BIN`). */
+  pgBin?: string
+  /** the pg_dump that captures templates, of the server's version or newer (found: the server's version, else the oldest newer one) (`PGISOLATE_PG_DUMP`). */
+  pgDump?: string
+  /** binaries used only when none are found (unset) (`PGISOLATE_PG_BIN_FALLBACK`). */
+  pgBinFallback?: string
+  /** run identity shared by workers, at most 200 characters (generated) (`PGISOLATE_RUN_ID`). */
+  runId?: string
+  /** on or off: gc when an engine starts (on) (`PGISOLATE_GC_ON_START`). */
+  gcOnStart?: boolean
+  /** duration: gc leaves younger orphans alone (5s) (`PGISOLATE_GC_GRACE`). */
+  gcGrace?: number | string
+  /** duration: gc drops templates unused this long; 0 keeps all (7d) (`PGISOLATE_TEMPLATE_MAX_AGE`). */
+  templateMaxAge?: number | string
+  /** ready schemas per template; 0: no pool (2) (`PGISOLATE_POOL_SIZE`). */
+  poolSize?: number | string
+  /** on or off: reset and reuse released schemas (on) (`PGISOLATE_RECYCLE`). */
+  recycle?: boolean
+  /** admin connections at most, 1 or more (8) (`PGISOLATE_MAX_ADMIN_CONNECTIONS`). */
+  maxAdminConnections?: number | string
+  /** connections each worker's tests hold at once, the room engines leave them on the server (1) (`PGISOLATE_TEST_CONNECTIONS`). */
+  testConnections?: number | string
+  /** duration: a release gives up after this, leaving the rest to gc (8s) (`PGISOLATE_RELEASE_TIMEOUT`). */
+  releaseTimeout?: number | string
+  /** on or off: a LOGIN role per schema, needs CREATEROLE (off) (`PGISOLATE_LOGIN_ROLE`). */
+  loginRole?: boolean
+  /** on or off: check each handed-out string lands in its schema (off) (`PGISOLATE_VERIFY`). */
+  verify?: boolean
+  /** redis://[user[:password]@]host[:port][/db] (rediss:// for TLS; a cluster member finds the rest) whose keys under each cache prefix are deleted (unset) (`PGISOLATE_REDIS_URL`). */
+  redisUrl?: string
+  /** PEM file of the CA that signed a rediss:// server's certificate (unset: the system's roots) (`PGISOLATE_REDIS_CA_FILE`). */
+  redisCaFile?: string
+  /** on (30 minutes), off, or a duration: keep the embedded server and its templates up that long after the run (off) (`PGISOLATE_REUSE`). */
+  reuse?: boolean | string
+  /** on or off: queue warnings for take_warnings instead of stderr (off; bindings turn it on) (`PGISOLATE_COLLECT_WARNINGS`). */
+  collectWarnings?: boolean
+}
+
+/**
  * Throws the error `Engine.start({ [key]: value })` would (ConfigError, ConnInfoError for a
  * URL), without starting anything. Keys as in the settings table (docs/configuration.md), camelCase or snake_case.
  */

@@ -15,60 +15,19 @@ class PgIsolateError extends Error {
     this.sqlstate = (options && options.sqlstate) || null
   }
 }
-// One class per kind (tests/vectors/errors.json); each carries its kind's number and name.
-class ConfigError extends PgIsolateError {}
-class ConnInfoError extends PgIsolateError {}
-class ServerError extends PgIsolateError {}
-class BinariesNotFoundError extends ServerError {}
-class ConnectError extends PgIsolateError {}
-class DatabaseError extends PgIsolateError {}
-class MigrationError extends PgIsolateError {}
-class FileError extends PgIsolateError {}
-class OperationTimeoutError extends PgIsolateError {}
-class NameExhaustedError extends PgIsolateError {}
-class RefusedError extends PgIsolateError {}
-class ClosedError extends PgIsolateError {}
-class InternalError extends PgIsolateError {}
-class CacheError extends PgIsolateError {}
-class LeaseError extends PgIsolateError {}
-const ERRORS = {
-  ConfigError,
-  ConnInfoError,
-  BinariesNotFoundError,
-  ServerError,
-  ConnectError,
-  DatabaseError,
-  MigrationError,
-  FileError,
-  OperationTimeoutError,
-  NameExhaustedError,
-  RefusedError,
-  ClosedError,
-  InternalError,
-  CacheError,
-  LeaseError,
-}
+// One class per kind of the core's table (native.errorKinds(), parents first; the kinds of
+// tests/vectors/errors.json), each carrying its kind's number and name.
+const ERRORS = {}
 const BY_KIND = new Map()
-for (const [kind, code, cls] of [
-  [1, 'config', ConfigError],
-  [2, 'conninfo', ConnInfoError],
-  [3, 'binaries', BinariesNotFoundError],
-  [4, 'server', ServerError],
-  [5, 'connect', ConnectError],
-  [6, 'db', DatabaseError],
-  [7, 'migration', MigrationError],
-  [8, 'io', FileError],
-  [9, 'timeout', OperationTimeoutError],
-  [10, 'name', NameExhaustedError],
-  [11, 'refused', RefusedError],
-  [12, 'closed', ClosedError],
-  [15, 'internal', InternalError],
-  [17, 'cache', CacheError],
-  [18, 'lease', LeaseError],
-]) {
-  Object.defineProperties(cls, { kind: { value: kind }, code: { value: code } })
-  BY_KIND.set(kind, cls)
+for (const k of native.errorKinds()) {
+  const Parent = k.parent == null ? PgIsolateError : BY_KIND.get(k.parent)
+  // A computed name gives the class its name (`ConfigError`), as a declaration would.
+  const cls = { [k.name]: class extends Parent {} }[k.name]
+  Object.defineProperties(cls, { kind: { value: k.kind }, code: { value: k.code }, doc: { value: k.doc } })
+  ERRORS[k.name] = cls
+  BY_KIND.set(k.kind, cls)
 }
+const { ConfigError, MigrationError } = ERRORS
 
 // A native call that fails resolves to a Failure (its kind and SQLSTATE as fields): throw the
 // class of its kind.
@@ -236,7 +195,7 @@ Object.defineProperty(native.Engine.prototype, 'template', {
 })
 
 const pure = {}
-for (const name of ['schemaName', 'cachePrefix', 'cacheKey', 'keptLine', 'scopedUrl', 'prismaUrl', 'redact', 'version']) {
+for (const name of ['schemaName', 'cachePrefix', 'cacheKey', 'keptLine', 'scopedUrl', 'prismaUrl', 'redact', 'version', 'settings', 'errorKinds']) {
   pure[name] = guard(native[name])
 }
 const nativeCheckSetting = guard(native.checkSetting)

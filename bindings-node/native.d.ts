@@ -7,7 +7,7 @@ export declare class Engine {
    * settings by key (the settings table (docs/configuration.md); index.js turns `{hashLen: 16}` into
    * `{hash_len: "16"}`); unset ones come from the PGISOLATE_* environment.
    */
-  static start(settings?: Record<string, string | number | boolean | string[] | undefined>): Promise<Engine>
+  static start(settings?: import('./index').EngineOptions): Promise<Engine>
   /** The admin connection string of the server in use. */
   get url(): string
   /** Warnings collected since the last call (index.js emits them as `PgIsolateWarning`). */
@@ -146,6 +146,9 @@ export interface Entry {
   ageSeconds: number
 }
 
+/** The core's error kinds (tests/vectors/errors.json), parents first. */
+export declare function errorKinds(): Array<Kind>
+
 /** What a schema isolates. */
 export interface IdentityInput {
   feature: string
@@ -159,6 +162,20 @@ export interface IdentityInput {
  */
 export declare function keptLine(schema: string, test: string, url: string): string
 
+/** One error kind of the core's table: `index.js` makes its class from it. */
+export interface Kind {
+  /** The stable number (`.kind`). */
+  kind: number
+  /** Its name (`.code`). */
+  code: string
+  /** The class: `ConfigError`, … */
+  name: string
+  /** The number of the kind whose class it extends, if not `PgIsolateError`. */
+  parent?: number
+  /** What it means. */
+  doc: string
+}
+
 /** `url` with `?schema=<schema>`. */
 export declare function prismaUrl(url: string, schema: string): string
 
@@ -171,7 +188,20 @@ export declare function schemaName(prefix: string, hashLen: number, identity: Id
 /** A URL or key/value string scoped to `schema` (then `tail`, default ["public"]). */
 export declare function scopedUrl(url: string, schema: string, tail?: Array<string> | undefined | null): string
 
-/** A template source: exactly one of `migrations` (a directory of *.sql), `files`, `sql`. */
+/**
+ * One setting of the core's table: its key (`Engine.start` takes it camelCased), its
+ * environment variable, and what it takes.
+ */
+export interface Setting {
+  key: string
+  env: string
+  takes: string
+}
+
+/** The core's settings table (docs/configuration.md): every option `Engine.start` takes. */
+export declare function settings(): Array<Setting>
+
+/** A template source: exactly one of `migrations` (a migration tool's directory), `files`, `sql`. */
 export interface TemplateSource {
   migrations?: string
   files?: Array<string>

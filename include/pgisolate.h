@@ -219,8 +219,10 @@ struct pgi_error *pgi_engine_take_warnings(const struct pgi_engine *engine, char
 // dropped to `*dropped_out` (may be NULL).
 struct pgi_error *pgi_engine_gc(struct pgi_engine *engine, uint64_t grace_ms, size_t *dropped_out);
 
-// Builds (once per server) or finds the template for every `*.sql` file in `dir`, applied in
-// lexical order, and writes it to `*out`.
+// Builds (once per server) or finds the template for the migrations in `dir`, read as the
+// migration tool that wrote them would (plain numbered SQL, golang-migrate, sqlx, goose,
+// dbmate, Flyway, Prisma: up parts only, versions compared as numbers; a directory whose order
+// cannot be told is a `MIGRATION` error naming the files), and writes it to `*out`.
 struct pgi_error *pgi_template_from_dir(struct pgi_engine *engine,
                                         const char *dir,
                                         struct pgi_template **out);
@@ -308,9 +310,10 @@ struct pgi_error *pgi_schema_cache_prefix(const struct pgi_schema *schema, char 
 // Writes a cache key in the schema's namespace (`<hex>_<key>`).
 struct pgi_error *pgi_cache_key(const struct pgi_schema *schema, struct pgi_str key, char **out);
 
-// Releases the schema now: dropped, or kept when the keep policy says so given `failed`.
-// Writes whether it was kept to `*kept_out` (may be NULL). Accessors keep working afterwards;
-// a second release is a `CLOSED` error. The handle must still be freed.
+// Releases the schema now: kept when the keep policy says so given `failed`, else recycled
+// into its template's pool or dropped. Writes whether it was kept to `*kept_out` (may be
+// NULL). Accessors keep working afterwards; a second release does nothing and reports "not
+// kept". The handle must still be freed.
 struct pgi_error *pgi_schema_release(struct pgi_schema *schema, bool failed, bool *kept_out);
 
 // Frees a schema handle; if it was not released, it is released in the background (as a

@@ -67,7 +67,7 @@ fn closed(what: &str) -> pgisolate::Error {
     pgisolate::Error::Closed(what.to_owned())
 }
 
-/// A template source: exactly one of `migrations` (a directory of *.sql), `files`, `sql`.
+/// A template source: exactly one of `migrations` (a migration tool's directory), `files`, `sql`.
 #[napi(object)]
 pub struct TemplateSource {
     pub migrations: Option<String>,
@@ -117,10 +117,7 @@ impl Engine {
     /// Starts an engine (booting or reusing the embedded server when no URL is set) with
     /// settings by key (the settings table (docs/configuration.md); index.js turns `{hashLen: 16}` into
     /// `{hash_len: "16"}`); unset ones come from the PGISOLATE_* environment.
-    #[napi(
-        ts_args_type = "settings?: Record<string, string | number | boolean | string[] | undefined>",
-        ts_return_type = "Promise<Engine>"
-    )]
+    #[napi(ts_args_type = "settings?: import('./index').EngineOptions", ts_return_type = "Promise<Engine>")]
     pub async fn start(settings: Option<HashMap<String, String>>) -> Out<Engine> {
         out(async {
             let mut cfg = Config::from_env()?;
@@ -477,6 +474,56 @@ pub fn prisma_url(url: String, schema: String) -> Out<String> {
 #[napi(ts_return_type = "void")]
 pub fn check_setting(key: String, value: String) -> Out<()> {
     out(Config::check_setting(&key, &value))
+}
+
+/// One error kind of the core's table: `index.js` makes its class from it.
+#[napi(object)]
+pub struct Kind {
+    /// The stable number (`.kind`).
+    pub kind: u32,
+    /// Its name (`.code`).
+    pub code: String,
+    /// The class: `ConfigError`, …
+    pub name: String,
+    /// The number of the kind whose class it extends, if not `PgIsolateError`.
+    pub parent: Option<u32>,
+    /// What it means.
+    pub doc: String,
+}
+
+/// The core's error kinds (tests/vectors/errors.json), parents first.
+#[napi]
+pub fn error_kinds() -> Vec<Kind> {
+    let mut kinds = pgisolate::ErrorKind::ALL.to_vec();
+    kinds.sort_by_key(|k| k.parent().is_some());
+    kinds
+        .into_iter()
+        .map(|k| Kind {
+            kind: k as u32,
+            code: k.code().to_owned(),
+            name: k.class_name().to_owned(),
+            parent: k.parent().map(|p| p as u32),
+            doc: k.doc().to_owned(),
+        })
+        .collect()
+}
+
+/// One setting of the core's table: its key (`Engine.start` takes it camelCased), its
+/// environment variable, and what it takes.
+#[napi(object)]
+pub struct Setting {
+    pub key: String,
+    pub env: String,
+    pub takes: String,
+}
+
+/// The core's settings table (docs/configuration.md): every option `Engine.start` takes.
+#[napi]
+pub fn settings() -> Vec<Setting> {
+    pgisolate::config::SETTINGS
+        .iter()
+        .map(|s| Setting { key: s.key.to_owned(), env: s.env.to_owned(), takes: s.takes.to_owned() })
+        .collect()
 }
 
 /// The connection string with its password hidden.

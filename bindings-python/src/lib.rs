@@ -8,55 +8,48 @@ use std::time::Duration;
 use pgisolate::{blocking, Config, Engine, Identity, Migrations, Released, Schema, Template, TemplateStart};
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyList, PyType};
 
 pyo3::create_exception!(
-    _pgisolate,
+    pgisolate,
     Error,
     PyException,
     "Base class of every pgisolate error: `.kind` (the stable number), `.code` (its name), `.sqlstate` (the server's code, or None)."
 );
-pyo3::create_exception!(_pgisolate, ConfigError, Error, "A configuration value is invalid.");
-pyo3::create_exception!(_pgisolate, ConnInfoError, Error, "A connection string could not be parsed.");
-pyo3::create_exception!(_pgisolate, ServerError, Error, "The embedded server could not be started or reached.");
-pyo3::create_exception!(_pgisolate, BinariesNotFoundError, ServerError, "PostgreSQL binaries were not found.");
-pyo3::create_exception!(_pgisolate, ConnectError, Error, "The database server could not be reached.");
-pyo3::create_exception!(_pgisolate, DatabaseError, Error, "A statement failed on the server; `.sqlstate` is its code.");
-pyo3::create_exception!(_pgisolate, MigrationError, Error, "A migration failed while building a template.");
-pyo3::create_exception!(_pgisolate, OperationTimeoutError, Error, "An operation did not finish within its deadline.");
-pyo3::create_exception!(_pgisolate, NameExhaustedError, Error, "No unique schema name could be found.");
-pyo3::create_exception!(_pgisolate, RefusedError, Error, "The engine refused to touch something it does not own.");
-pyo3::create_exception!(_pgisolate, ClosedError, Error, "The engine or object is closed.");
-pyo3::create_exception!(_pgisolate, FileError, Error, "A file could not be read or written.");
-pyo3::create_exception!(
-    _pgisolate,
-    InternalError,
-    Error,
-    "A bug in pgisolate (a panic caught at the boundary): please report it."
-);
-pyo3::create_exception!(_pgisolate, CacheError, Error, "The cache server (Redis) failed or refused a command.");
-pyo3::create_exception!(_pgisolate, LeaseError, Error, "The engine could not take its owner lease, or lost it.");
+/// The class of each kind, made at import from the core's table ([`pgisolate::ErrorKind`]:
+/// name, doc, parent), each carrying its kind's number and name.
+static KIND_CLASSES: PyOnceLock<Vec<(pgisolate::ErrorKind, Py<PyType>)>> = PyOnceLock::new();
+
+fn kind_classes(py: Python<'_>) -> PyResult<&Vec<(pgisolate::ErrorKind, Py<PyType>)>> {
+    KIND_CLASSES.get_or_try_init(py, || {
+        let mut made: Vec<(pgisolate::ErrorKind, Py<PyType>)> = Vec::new();
+        // Parents first: a class is made after the one it extends.
+        let mut kinds = pgisolate::ErrorKind::ALL.to_vec();
+        kinds.sort_by_key(|k| k.parent().is_some());
+        for kind in kinds {
+            let base = match kind.parent() {
+                Some(p) => made.iter().find(|(k, _)| *k == p).map(|(_, t)| t.bind(py).clone()),
+                None => None,
+            }
+            .unwrap_or_else(|| py.get_type::<Error>());
+            let name = std::ffi::CString::new(format!("pgisolate.{}", kind.class_name()))?;
+            let doc = std::ffi::CString::new(kind.doc())?;
+            let ty = PyErr::new_type(py, &name, Some(&doc), Some(&base), None)?;
+            ty.bind(py).setattr("kind", kind as u32)?;
+            ty.bind(py).setattr("code", kind.code())?;
+            made.push((kind, ty));
+        }
+        Ok(made)
+    })
+}
 
 fn to_py(py: Python<'_>, e: pgisolate::Error) -> PyErr {
-    use pgisolate::ErrorKind as K;
     let msg = e.to_string();
     let kind = e.kind();
-    let err = match kind {
-        K::Config => ConfigError::new_err(msg),
-        K::ConnInfo => ConnInfoError::new_err(msg),
-        K::BinariesNotFound => BinariesNotFoundError::new_err(msg),
-        K::Server => ServerError::new_err(msg),
-        K::Connect => ConnectError::new_err(msg),
-        K::Db => DatabaseError::new_err(msg),
-        K::Migration => MigrationError::new_err(msg),
-        K::Io => FileError::new_err(msg),
-        K::Timeout => OperationTimeoutError::new_err(msg),
-        K::NameExhausted => NameExhaustedError::new_err(msg),
-        K::Refused => RefusedError::new_err(msg),
-        K::Closed => ClosedError::new_err(msg),
-        K::Internal => InternalError::new_err(msg),
-        K::Cache => CacheError::new_err(msg),
-        K::Lease => LeaseError::new_err(msg),
+    let err = match kind_classes(py).ok().and_then(|c| c.iter().find(|(k, _)| *k == kind)) {
+        Some((_, ty)) => PyErr::from_type(ty.bind(py).clone(), msg),
+        None => Error::new_err(msg),
     };
     let value = err.value(py);
     let _ = value.setattr("kind", kind as u32);
@@ -144,7 +137,12 @@ impl PyEngine {
             (Some(d), None, None) => Migrations::dir(d),
             (None, Some(f), None) => Migrations::files(f),
             (None, None, Some(s)) => Migrations::sql(s),
-            _ => return Err(ConfigError::new_err("give exactly one of migrations (a directory), files= or sql=")),
+            _ => {
+                return Err(to_py(
+                    py,
+                    pgisolate::Error::Config("give exactly one of migrations (a directory), files= or sql=".into()),
+                ))
+            }
         };
         let engine = self.engine.clone();
         let tpl = run(py, async move { engine.template(m).await })?;
@@ -202,7 +200,8 @@ impl PyEngine {
     /// Drops templates unused for `max_age` seconds and superseded ones unused for ten
     /// minutes; returns their schema names.
     fn prune_templates(&self, py: Python<'_>, max_age: f64) -> PyResult<Vec<String>> {
-        let age = Duration::try_from_secs_f64(max_age).map_err(|_| ConfigError::new_err("max_age must be >= 0"))?;
+        let age = Duration::try_from_secs_f64(max_age)
+            .map_err(|_| to_py(py, pgisolate::Error::Config("max_age must be >= 0".into())))?;
         let engine = self.engine.clone();
         run(py, async move { engine.prune_templates(age).await })
     }
@@ -231,7 +230,8 @@ impl PyEngine {
     #[pyo3(signature = (grace=None, include_kept=false))]
     fn gc(&self, py: Python<'_>, grace: Option<f64>, include_kept: bool) -> PyResult<Vec<String>> {
         let grace = match grace {
-            Some(g) => Duration::try_from_secs_f64(g).map_err(|_| ConfigError::new_err("grace must be >= 0"))?,
+            Some(g) => Duration::try_from_secs_f64(g)
+                .map_err(|_| to_py(py, pgisolate::Error::Config("grace must be >= 0".into())))?,
             None => self.engine.config().gc_grace,
         };
         let engine = self.engine.clone();
@@ -379,11 +379,11 @@ impl PyTemplateBuild {
 
 impl PyTemplateBuild {
     fn take(&self) -> PyResult<pgisolate::TemplateBuild> {
-        self.build
-            .lock()
-            .map_err(|_| Error::new_err("template build lock poisoned"))?
-            .take()
-            .ok_or_else(|| ClosedError::new_err("template build already committed or aborted"))
+        self.build.lock().map_err(|_| Error::new_err("template build lock poisoned"))?.take().ok_or_else(|| {
+            Python::attach(|py| {
+                to_py(py, pgisolate::Error::Closed("template build already committed or aborted".into()))
+            })
+        })
     }
 }
 
@@ -608,33 +608,15 @@ fn _pgisolate(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyTemplate>()?;
     m.add_class::<PyTemplateBuild>()?;
     m.add_class::<PySchema>()?;
-    use pgisolate::ErrorKind as K;
     let base = py.get_type::<Error>();
     base.setattr("kind", py.None())?;
     base.setattr("code", py.None())?;
     base.setattr("sqlstate", py.None())?;
     m.add("Error", base)?;
-    // One class per kind; the class carries its kind, so errors raised in Python have it too.
-    for (name, ty, kind) in [
-        ("ConfigError", py.get_type::<ConfigError>(), K::Config),
-        ("ConnInfoError", py.get_type::<ConnInfoError>(), K::ConnInfo),
-        ("BinariesNotFoundError", py.get_type::<BinariesNotFoundError>(), K::BinariesNotFound),
-        ("ServerError", py.get_type::<ServerError>(), K::Server),
-        ("ConnectError", py.get_type::<ConnectError>(), K::Connect),
-        ("DatabaseError", py.get_type::<DatabaseError>(), K::Db),
-        ("MigrationError", py.get_type::<MigrationError>(), K::Migration),
-        ("FileError", py.get_type::<FileError>(), K::Io),
-        ("OperationTimeoutError", py.get_type::<OperationTimeoutError>(), K::Timeout),
-        ("NameExhaustedError", py.get_type::<NameExhaustedError>(), K::NameExhausted),
-        ("RefusedError", py.get_type::<RefusedError>(), K::Refused),
-        ("ClosedError", py.get_type::<ClosedError>(), K::Closed),
-        ("InternalError", py.get_type::<InternalError>(), K::Internal),
-        ("CacheError", py.get_type::<CacheError>(), K::Cache),
-        ("LeaseError", py.get_type::<LeaseError>(), K::Lease),
-    ] {
-        ty.setattr("kind", kind as u32)?;
-        ty.setattr("code", kind.code())?;
-        m.add(name, ty)?;
+    // One class per kind of the core's table; the class carries its kind, so errors raised in
+    // Python have it too.
+    for (kind, ty) in kind_classes(py)? {
+        m.add(kind.class_name(), ty.bind(py))?;
     }
     m.add_function(wrap_pyfunction!(schema_name, m)?)?;
     m.add_function(wrap_pyfunction!(cache_prefix, m)?)?;

@@ -102,6 +102,45 @@ def test_every_kind_has_its_class(kind):
     assert cls("x").kind == kind["number"] and cls("x").sqlstate is None
 
 
+STUB = ROOT / "bindings-python" / "python" / "pgisolate" / "_pgisolate.pyi"
+
+
+def _stub_classes():
+    import ast
+
+    return {n.name: n for n in ast.parse(STUB.read_text(encoding="utf-8")).body if isinstance(n, ast.ClassDef)}
+
+
+def test_error_classes_are_the_core_kinds_no_more():
+    """Every Error subclass the package exports, and every one its stubs declare, is a kind of
+    the core's table (tests/vectors/errors.json, checked against the core by core/tests/vectors.rs)."""
+    want = {k["python"] for k in ERRORS["kinds"]}
+    exported = {
+        n
+        for n in pgisolate.__all__
+        if isinstance(getattr(pgisolate, n), type)
+        and issubclass(getattr(pgisolate, n), pgisolate.Error)
+        and getattr(pgisolate, n) is not pgisolate.Error
+    }
+    assert exported == want, f"exported but not a kind: {exported - want}; a kind not exported: {want - exported}"
+    stubbed = {n for n, c in _stub_classes().items() if any(getattr(b, "id", "").endswith("Error") for b in c.bases)}
+    assert stubbed == want, f"stubs only: {stubbed - want}; not in the stubs: {want - stubbed}"
+
+
+def test_the_stubs_take_every_setting_of_the_core_table():
+    """Engine(...) in _pgisolate.pyi names the core's settings (pgisolate.settings()), no more, no fewer."""
+    import ast
+
+    init = next(
+        n for n in _stub_classes()["Engine"].body if isinstance(n, ast.FunctionDef) and n.name == "__init__"
+    )
+    named = [a.arg for a in init.args.args[1:] + init.args.kwonlyargs]
+    keys = [k for k, _, _ in pgisolate.settings()]
+    assert sorted(named) == sorted(keys), (
+        f"stubs only: {sorted(set(named) - set(keys))}; settings missing from the stubs: {sorted(set(keys) - set(named))}"
+    )
+
+
 def _with_user(url, user):
     scheme, rest = url.split("://", 1)
     host, sep, tail = rest.partition("/")

@@ -87,6 +87,58 @@ impl ErrorKind {
         }
     }
 
+    /// The class Python and Node raise for this kind (`ConfigError`, …; Go's `errors.Is`
+    /// targets are named in tests/vectors/errors.json).
+    pub fn class_name(self) -> &'static str {
+        match self {
+            ErrorKind::Config => "ConfigError",
+            ErrorKind::ConnInfo => "ConnInfoError",
+            ErrorKind::BinariesNotFound => "BinariesNotFoundError",
+            ErrorKind::Server => "ServerError",
+            ErrorKind::Connect => "ConnectError",
+            ErrorKind::Db => "DatabaseError",
+            ErrorKind::Migration => "MigrationError",
+            ErrorKind::Io => "FileError",
+            ErrorKind::Timeout => "OperationTimeoutError",
+            ErrorKind::NameExhausted => "NameExhaustedError",
+            ErrorKind::Refused => "RefusedError",
+            ErrorKind::Closed => "ClosedError",
+            ErrorKind::Internal => "InternalError",
+            ErrorKind::Cache => "CacheError",
+            ErrorKind::Lease => "LeaseError",
+        }
+    }
+
+    /// The kind whose class this kind's class extends (binaries not found is a server error);
+    /// None: the base class (`Error`, `PgIsolateError`).
+    pub fn parent(self) -> Option<ErrorKind> {
+        match self {
+            ErrorKind::BinariesNotFound => Some(ErrorKind::Server),
+            _ => None,
+        }
+    }
+
+    /// One line saying what the kind means: its class's doc in every binding.
+    pub fn doc(self) -> &'static str {
+        match self {
+            ErrorKind::Config => "A configuration value is invalid.",
+            ErrorKind::ConnInfo => "A connection string could not be parsed.",
+            ErrorKind::BinariesNotFound => "PostgreSQL binaries were not found.",
+            ErrorKind::Server => "The embedded server could not be started or reached.",
+            ErrorKind::Connect => "The database server could not be reached.",
+            ErrorKind::Db => "A statement failed on the server; `.sqlstate` is its code.",
+            ErrorKind::Migration => "A migration failed while building a template.",
+            ErrorKind::Io => "A file could not be read or written.",
+            ErrorKind::Timeout => "An operation did not finish within its deadline.",
+            ErrorKind::NameExhausted => "No unique schema name could be found.",
+            ErrorKind::Refused => "The engine refused to touch something it does not own.",
+            ErrorKind::Closed => "The engine or object is closed.",
+            ErrorKind::Internal => "A bug in pgisolate (a panic caught at the boundary): please report it.",
+            ErrorKind::Cache => "The cache server (Redis) failed or refused a command.",
+            ErrorKind::Lease => "The engine could not take its owner lease, or lost it.",
+        }
+    }
+
     /// The kind with this number, if any.
     pub fn from_number(n: u32) -> Option<ErrorKind> {
         ErrorKind::ALL.into_iter().find(|k| *k as u32 == n)

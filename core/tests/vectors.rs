@@ -163,6 +163,10 @@ fn error_kind_vectors() {
         assert_eq!(k as u64, v["number"].as_u64().unwrap(), "{k}");
         assert_eq!(k.code(), v["code"].as_str().unwrap());
         assert_eq!(pgisolate::ErrorKind::from_number(k as u32), Some(k));
+        // Python and Node build their classes from the core's table: the names must agree.
+        assert_eq!(k.class_name(), v["python"].as_str().unwrap(), "{k}: Python's class");
+        assert_eq!(k.class_name(), v["node"].as_str().unwrap(), "{k}: Node's class");
+        assert!(k.parent().is_none_or(|p| p.parent().is_none()), "{k}: one level of parents");
     }
     for v in doc["abi_only"].as_array().unwrap() {
         assert_eq!(pgisolate::ErrorKind::from_number(v["number"].as_u64().unwrap() as u32), None);

@@ -608,8 +608,10 @@ unsafe fn template_out(
     })
 }
 
-/// Builds (once per server) or finds the template for every `*.sql` file in `dir`, applied in
-/// lexical order, and writes it to `*out`.
+/// Builds (once per server) or finds the template for the migrations in `dir`, read as the
+/// migration tool that wrote them would (plain numbered SQL, golang-migrate, sqlx, goose,
+/// dbmate, Flyway, Prisma: up parts only, versions compared as numbers; a directory whose order
+/// cannot be told is a `MIGRATION` error naming the files), and writes it to `*out`.
 #[no_mangle]
 pub unsafe extern "C" fn pgi_template_from_dir(
     engine: *mut pgi_engine,
@@ -885,9 +887,10 @@ pub unsafe extern "C" fn pgi_cache_key(
     }
 }
 
-/// Releases the schema now: dropped, or kept when the keep policy says so given `failed`.
-/// Writes whether it was kept to `*kept_out` (may be NULL). Accessors keep working afterwards;
-/// a second release is a `CLOSED` error. The handle must still be freed.
+/// Releases the schema now: kept when the keep policy says so given `failed`, else recycled
+/// into its template's pool or dropped. Writes whether it was kept to `*kept_out` (may be
+/// NULL). Accessors keep working afterwards; a second release does nothing and reports "not
+/// kept". The handle must still be freed.
 #[no_mangle]
 pub unsafe extern "C" fn pgi_schema_release(
     schema: *mut pgi_schema,
@@ -930,6 +933,26 @@ mod tests {
         for k in ErrorKind::ALL {
             assert_eq!(pgi_code::from(k) as u32, k as u32, "{k}");
         }
+    }
+
+    /// The header's `pgi_config_set` names every setting of the core's table, and no other key.
+    #[test]
+    fn the_header_lists_every_setting() {
+        let header = include_str!("../../include/pgisolate.h");
+        let at = header.find("struct pgi_error *pgi_config_set(").unwrap();
+        let doc: Vec<&str> = header[..at]
+            .lines()
+            .rev()
+            .take_while(|l| l.starts_with("//"))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let doc = doc.join(" ");
+        let list = doc.split("(docs/configuration.md)):").nth(1).and_then(|d| d.split(". Values").next()).unwrap();
+        let named: Vec<&str> = list.split('`').skip(1).step_by(2).collect();
+        let keys: Vec<&str> = pgisolate::config::SETTINGS.iter().map(|s| s.key).collect();
+        assert_eq!(named, keys, "pgi_config_set's doc (ffi/src/lib.rs) lists the settings in the table's order");
     }
 
     /// Every export catches panics: its body goes through `guard` (fallible calls) or

@@ -57,3 +57,34 @@ test('config vectors: every setting by key, through checkSetting', () => {
   pgi.checkSetting('extensions', ['uuid-ossp', 'pgcrypto'])
   assert.throws(() => pgi.checkSetting('poolSise', 3), /unknown setting/)
 })
+
+// The types and classes come from the core's tables: index.d.ts must say the same.
+const dts = fs.readFileSync(path.join(__dirname, '..', '..', 'index.d.ts'), 'utf8')
+const camel = (k) => k.replace(/_([a-z])/g, (_, c) => c.toUpperCase())
+
+test("EngineOptions in index.d.ts names every setting of the core's table, no more", () => {
+  const block = dts.match(/export interface EngineOptions \{([\s\S]*?)\n\}/)
+  assert.ok(block, 'index.d.ts has no EngineOptions interface')
+  const typed = [...block[1].matchAll(/^ {2}(\w+)\?:/gm)].map((m) => m[1]).sort()
+  const keys = pgi.settings().map((s) => camel(s.key)).sort()
+  assert.ok(keys.length > 20, `the core lists ${keys.length} settings`)
+  assert.deepEqual(typed, keys)
+})
+
+test("error classes are the core's kinds, and index.d.ts declares each, no more", () => {
+  const kinds = pgi.errorKinds()
+  const vectors = JSON.parse(fs.readFileSync(path.join(dir, 'errors.json'), 'utf8')).kinds
+  assert.deepEqual(kinds.map((k) => k.name).sort(), vectors.map((k) => k.node).sort())
+  for (const k of kinds) {
+    const cls = pgi[k.name]
+    assert.equal(cls.name, k.name)
+    assert.ok(new cls('x') instanceof pgi.PgIsolateError, k.name)
+    assert.equal(cls.kind, k.kind)
+    if (k.parent != null) {
+      const parent = pgi[kinds.find((p) => p.kind === k.parent).name]
+      assert.ok(new cls('x') instanceof parent, `${k.name} extends ${parent.name}`)
+    }
+  }
+  const declared = [...dts.matchAll(/^export declare class (\w+) extends (?!Error\b)/gm)].map((m) => m[1]).sort()
+  assert.deepEqual(declared, kinds.map((k) => k.name).sort())
+})
