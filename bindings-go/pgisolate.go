@@ -349,7 +349,7 @@ func (e *Engine) TemplateFunc(fingerprint string, build func(url string) error, 
 		return nil, err
 	}
 	if err := callBuild(build, url); err != nil {
-		return nil, nativeBuildFail(b, fmt.Sprintf("template %q", fingerprint), err.Error())
+		return nil, nativeBuildFail(b, "", err.Error()) // named by the core: template "<key and inputs>"
 	}
 	var ptr *nativeTemplate
 	if err := e.call(func(*nativeEngine) (err error) { ptr, err = nativeBuildCommit(b); return }); err != nil {

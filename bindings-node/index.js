@@ -157,37 +157,29 @@ class Engine extends native.Engine {
 }
 
 const nativeTemplate = native.Engine.prototype.template
+const nativeTemplateWith = native.Engine.prototype.templateWith
 Object.defineProperty(native.Engine.prototype, 'template', {
   configurable: true,
   writable: true,
   value: async function template(source) {
     if (!source || typeof source.build !== 'function') return nativeTemplate.call(this, source)
-    const { fingerprint = '', inputs = [] } = source
-    if (typeof fingerprint !== 'string' || !Array.isArray(inputs) || (!fingerprint && inputs.length === 0)) {
-      throw new ConfigError(
-        'template({build}) needs inputs (the migration files or directories, hashed so that a changed migration ' +
-          'builds a new template) or a fingerprint (a string naming the migrations version), or both',
-      )
-    }
-    const begun = await this.templateBegin(fingerprint, inputs.map(String))
-    const ready = begun.template
-    if (ready) return ready
-    const build = begun.build
-    const what = `template ${JSON.stringify(fingerprint || inputs.join(' '))}`
-    try {
-      await source.build(build.url)
-    } catch (e) {
+    // `key` (every binding's name); `fingerprint` is the same, as DESIGN.md names it.
+    const { key = source.fingerprint || '', inputs = [] } = source
+    let thrown
+    const build = async (url) => {
       try {
-        await build.fail(what, String((e && e.message) || e))
-      } catch (reported) {
-        if (reported instanceof PgIsolateError) {
-          throw new MigrationError(reported.message, { cause: e, sqlstate: reported.sqlstate })
-        }
-        throw reported
+        await source.build(url)
+      } catch (e) {
+        thrown = e
+        throw e
       }
     }
     try {
-      return await build.commit()
+      return await nativeTemplateWith.call(this, String(key), (Array.isArray(inputs) ? inputs : [inputs]).map(String), build)
+    } catch (e) {
+      // The core's migration error, with the tool's own error as its cause.
+      if (thrown !== undefined && e instanceof MigrationError) throw new MigrationError(e.message, { cause: thrown, sqlstate: e.sqlstate })
+      throw e
     } finally {
       emitWarnings(this)
     }

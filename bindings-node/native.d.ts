@@ -19,6 +19,13 @@ export declare class Engine {
   /** A template from `{migrations}`, `{files}` or `{sql}`; built once per server. */
   template(source: TemplateSource): Promise<Template>
   /**
+   * A template built once per server by `build(url)`, the caller's migration tool (Knex,
+   * Prisma, …), keyed by `key` and the contents of `inputs`: the core's flow
+   * (`Engine::template_with_inputs`). `build` returns a promise; when it rejects, the build
+   * is abandoned and this fails with a migration error carrying its message.
+   */
+  templateWith(key: string, inputs: Array<string>, build: (url: string) => Promise<void>): Promise<Template>
+  /**
    * Starts a template built by the caller's own tool: `{template}` when it exists, else
    * `{build}` (migrate `build.url`, then `build.commit()`, or `build.fail(what, message)`).
    * `inputs` (files, directories: the migrations) are hashed into the key, so a changed
@@ -34,6 +41,11 @@ export declare class Engine {
   gc(graceMs?: number | undefined | null): Promise<Array<string>>
   /** Live and kept schemas. */
   list(): Promise<Array<Entry>>
+  /**
+   * What the run left (the core's end of run, one report for every runner); with `reap`,
+   * dead owners' schemas are dropped first (a run's last engine only, once workers exited).
+   */
+  endOfRun(reap?: boolean | undefined | null): Promise<RunReport>
   /** Drops a schema carrying a pgisolate marker, by name. */
   dropSchema(name: string): Promise<void>
   /** Waits for background releases, closes connections, gives up the lease. Idempotent. */
@@ -181,6 +193,18 @@ export declare function prismaUrl(url: string, schema: string): string
 
 /** The connection string with its password hidden. */
 export declare function redact(url: string): string
+
+/** What a run left ([`Engine::end_of_run`]). */
+export interface RunReport {
+  /** Schemas no test released. */
+  unreleased: Array<Entry>
+  /** Kept schemas (failed tests'). */
+  kept: Array<Entry>
+  /** Schemas dropped now (dead owners'). */
+  dropped: Array<string>
+  /** The run's schemas still on the server, kept ones aside. */
+  left: Array<Entry>
+}
 
 /** The deterministic schema name for an identity (no server needed). */
 export declare function schemaName(prefix: string, hashLen: number, identity: IdentityInput): string

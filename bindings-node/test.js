@@ -192,9 +192,8 @@ async function globalTeardown() {
   otherEngines = []
   const unreleased = []
   for (const e of engines) {
-    const entries = await e.list()
-    unreleased.push(...entries.filter((x) => x.runId === e.runId && !x.ownerAlive && x.state !== 'kept'))
-    await e.gc(0)
+    // The core's end of run: what no test released, then reaped (workers are gone).
+    unreleased.push(...(await e.endOfRun(true)).unreleased)
     await e.close()
   }
   if (unreleased.length) {

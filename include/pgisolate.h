@@ -267,8 +267,9 @@ struct pgi_error *pgi_template_commit(struct pgi_template_build *build, struct p
 // Abandons the build after the caller's migration tool failed with `message`, and returns the
 // error to report (never NULL; free it with `pgi_error_free`): a `MIGRATION` error carrying
 // `message` and, when it looks like an object the build cannot see (an extension installed
-// in `public`), a hint saying how to fix it. `source_name` says what failed ("goose up"). The
-// build handle must still be freed; failing a finished build is a `CLOSED` error.
+// in `public`), a hint saying how to fix it. `source_name` says what failed ("goose up");
+// NULL or empty: the build's own name (`template "<key and inputs>"`). The build handle must
+// still be freed; failing a finished build is a `CLOSED` error.
 struct pgi_error *pgi_template_build_fail(struct pgi_template_build *build,
                                           const char *source_name,
                                           const char *message);

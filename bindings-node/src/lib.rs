@@ -106,6 +106,34 @@ pub struct Entry {
     pub age_seconds: f64,
 }
 
+/// What a run left ([`Engine::end_of_run`]).
+#[napi(object)]
+pub struct RunReport {
+    /// Schemas no test released.
+    pub unreleased: Vec<Entry>,
+    /// Kept schemas (failed tests').
+    pub kept: Vec<Entry>,
+    /// Schemas dropped now (dead owners').
+    pub dropped: Vec<String>,
+    /// The run's schemas still on the server, kept ones aside.
+    pub left: Vec<Entry>,
+}
+
+fn entries(list: Vec<pgisolate::Entry>) -> Vec<Entry> {
+    list.into_iter()
+        .map(|e| Entry {
+            schema: e.schema,
+            identity: e.identity,
+            state: e.state,
+            owner_alive: e.owner_alive,
+            pid: e.pid,
+            host: e.host,
+            run_id: e.run_id,
+            age_seconds: e.age.as_secs_f64(),
+        })
+        .collect()
+}
+
 /// The isolation engine: one per process.
 #[napi]
 pub struct Engine {
@@ -168,6 +196,31 @@ impl Engine {
         out(self.inner.template(m).await.map(|inner| Template { inner }))
     }
 
+    /// A template built once per server by `build(url)`, the caller's migration tool (Knex,
+    /// Prisma, …), keyed by `key` and the contents of `inputs`: the core's flow
+    /// (`Engine::template_with_inputs`). `build` returns a promise; when it rejects, the build
+    /// is abandoned and this fails with a migration error carrying its message.
+    #[napi(
+        ts_args_type = "key: string, inputs: Array<string>, build: (url: string) => Promise<void>",
+        ts_return_type = "Promise<Template>"
+    )]
+    pub async fn template_with(
+        &self,
+        key: String,
+        inputs: Vec<String>,
+        build: napi::threadsafe_function::ThreadsafeFunction<String, Promise<()>, String, Status, false>,
+    ) -> Out<Template> {
+        let made = self
+            .inner
+            .template_with_inputs(&key, &inputs, |url| async move {
+                let pending = build.call_async_catch(url).await.map_err(|e| e.reason.clone())?;
+                pending.await.map_err(|e| e.reason.clone())?;
+                Ok(())
+            })
+            .await;
+        out(made.map(|inner| Template { inner }))
+    }
+
     /// Starts a template built by the caller's own tool: `{template}` when it exists, else
     /// `{build}` (migrate `build.url`, then `build.commit()`, or `build.fail(what, message)`).
     /// `inputs` (files, directories: the migrations) are hashed into the key, so a changed
@@ -209,20 +262,18 @@ impl Engine {
     /// Live and kept schemas.
     #[napi(ts_return_type = "Promise<Array<Entry>>")]
     pub async fn list(&self) -> Out<Vec<Entry>> {
-        out(self.inner.list().await.map(|entries| {
-            entries
-                .into_iter()
-                .map(|e| Entry {
-                    schema: e.schema,
-                    identity: e.identity,
-                    state: e.state,
-                    owner_alive: e.owner_alive,
-                    pid: e.pid,
-                    host: e.host,
-                    run_id: e.run_id,
-                    age_seconds: e.age.as_secs_f64(),
-                })
-                .collect()
+        out(self.inner.list().await.map(entries))
+    }
+
+    /// What the run left (the core's end of run, one report for every runner); with `reap`,
+    /// dead owners' schemas are dropped first (a run's last engine only, once workers exited).
+    #[napi(ts_return_type = "Promise<RunReport>")]
+    pub async fn end_of_run(&self, reap: Option<bool>) -> Out<RunReport> {
+        out(self.inner.end_of_run(reap.unwrap_or(false)).await.map(|r| RunReport {
+            unreleased: entries(r.unreleased),
+            kept: entries(r.kept),
+            dropped: r.dropped,
+            left: entries(r.left),
         }))
     }
 

@@ -62,6 +62,24 @@ fn to_py(py: Python<'_>, e: pgisolate::Error) -> PyErr {
     err
 }
 
+/// Registry entries as dicts (schema, identity, state, owner_alive, pid, host, run_id, age).
+fn entry_list(py: Python<'_>, entries: Vec<pgisolate::Entry>) -> PyResult<Bound<'_, PyList>> {
+    let out = PyList::empty(py);
+    for e in entries {
+        let d = PyDict::new(py);
+        d.set_item("schema", e.schema)?;
+        d.set_item("identity", e.identity)?;
+        d.set_item("state", e.state)?;
+        d.set_item("owner_alive", e.owner_alive)?;
+        d.set_item("pid", e.pid)?;
+        d.set_item("host", e.host)?;
+        d.set_item("run_id", e.run_id)?;
+        d.set_item("age", e.age.as_secs_f64())?;
+        out.append(d)?;
+    }
+    Ok(out)
+}
+
 /// Runs a core future with the GIL released.
 fn run<T: Send>(py: Python<'_>, fut: impl std::future::Future<Output = pgisolate::Result<T>> + Send) -> PyResult<T> {
     py.detach(|| blocking::block_on(fut)).map_err(|e| to_py(py, e))
@@ -172,6 +190,43 @@ impl PyEngine {
         }
     }
 
+    /// A template built once per server by `build(url)`, the caller's migration tool, keyed by
+    /// `key` and the contents of `inputs` (the core's flow: `blocking::template_with`). A
+    /// failing `build` abandons the build and raises MigrationError from its exception.
+    fn template_with(
+        &self,
+        py: Python<'_>,
+        key: String,
+        inputs: Vec<PathBuf>,
+        build: Bound<'_, PyAny>,
+    ) -> PyResult<PyTemplate> {
+        let engine = self.engine.clone();
+        let build = build.unbind();
+        let mut raised: Option<PyErr> = None;
+        let made = py.detach(|| {
+            blocking::template_with(&engine, &key, &inputs, |url| {
+                Python::attach(|py| match build.call1(py, (url,)) {
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        let text = e.value(py).str().map(|s| s.to_string()).unwrap_or_else(|_| e.to_string());
+                        raised = Some(e);
+                        Err(text)
+                    }
+                })
+            })
+        });
+        match made {
+            Ok(tpl) => Ok(PyTemplate { tpl }),
+            Err(e) => {
+                let err = to_py(py, e);
+                if let Some(cause) = raised {
+                    err.set_cause(py, Some(cause));
+                }
+                Err(err)
+            }
+        }
+    }
+
     /// Warnings collected since the last call (leaked connections, tables shadowed in the
     /// search_path tail, fallbacks); the Python wrapper turns them into PgIsolateWarning.
     fn take_warnings(&self) -> Vec<String> {
@@ -242,20 +297,22 @@ impl PyEngine {
     fn list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let engine = self.engine.clone();
         let entries = run(py, async move { engine.list().await })?;
-        let out = PyList::empty(py);
-        for e in entries {
-            let d = PyDict::new(py);
-            d.set_item("schema", e.schema)?;
-            d.set_item("identity", e.identity)?;
-            d.set_item("state", e.state)?;
-            d.set_item("owner_alive", e.owner_alive)?;
-            d.set_item("pid", e.pid)?;
-            d.set_item("host", e.host)?;
-            d.set_item("run_id", e.run_id)?;
-            d.set_item("age", e.age.as_secs_f64())?;
-            out.append(d)?;
-        }
-        Ok(out)
+        entry_list(py, entries)
+    }
+
+    /// What the run left (the core's end of run, one report for every runner): a dict of
+    /// `unreleased`, `kept` and `left` (entries as `list()` gives them) and `dropped` (names).
+    /// With `reap`, dead owners' schemas are dropped first (a run's last engine only).
+    #[pyo3(signature = (reap=false))]
+    fn end_of_run<'py>(&self, py: Python<'py>, reap: bool) -> PyResult<Bound<'py, PyDict>> {
+        let engine = self.engine.clone();
+        let r = run(py, async move { engine.end_of_run(reap).await })?;
+        let d = PyDict::new(py);
+        d.set_item("unreleased", entry_list(py, r.unreleased)?)?;
+        d.set_item("kept", entry_list(py, r.kept)?)?;
+        d.set_item("dropped", r.dropped)?;
+        d.set_item("left", entry_list(py, r.left)?)?;
+        Ok(d)
     }
 
     /// Drops a schema carrying a pgisolate marker, by name (refuses anything else).

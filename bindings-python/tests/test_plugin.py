@@ -330,3 +330,27 @@ def test_async_tests_and_the_async_api(pytester):
     )
     result = pytester.runpytest_subprocess(MIG, "-o", "asyncio_default_fixture_loop_scope=function")
     result.assert_outcomes(passed=2)
+
+
+def test_a_crashed_workers_schema_is_reported_and_reaped_at_the_end(pytester, engine):
+    """The run's end (the core's report): a worker that dies holding a schema leaves it live
+    with its owner gone; the controller says so, reaps it, and nothing is left."""
+    pytester.makepyfile(
+        test_crash="""
+        import os
+
+        def test_dies_holding_its_schema(isolated_schema):
+            print("SCHEMA", isolated_schema.name, flush=True)
+            os._exit(3)
+
+        def test_passes(isolated_schema):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess(MIG, "-n", "2", "-p", "no:randomly", "-s")
+    lines = [l for l in result.outlines if l.startswith("pgisolate: ")]
+    said = [l for l in lines if "were not released by their tests and were reaped" in l]
+    assert said and said[0].startswith("pgisolate: 1 schema(s)"), "\n".join(result.outlines)
+    assert any(re.search(r"\b0 leftovers", l) for l in lines), lines
+    mine = [e for e in engine.list() if "test_dies_holding_its_schema" in e["identity"]]
+    assert not mine, mine

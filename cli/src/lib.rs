@@ -529,13 +529,11 @@ async fn demo_on(
         return Err(e);
     }
     // Releases rename a schema to a tombstone and may finish the drop in the background (when
-    // it is not recycled): wait for those before counting what is left.
-    engine.flush().await;
-    let mine: Vec<String> =
-        engine.list().await?.into_iter().filter(|e| e.run_id == engine.run_id()).map(|e| e.schema).collect();
+    // it is not recycled): the run's end waits for those before counting what is left.
+    let report = engine.end_of_run(false).await?;
     println!();
-    println!("leftover schemas: {}", mine.len());
-    if !ok || !mine.is_empty() {
+    println!("leftover schemas: {}", report.left.len() + report.kept.len());
+    if !ok || !report.left.is_empty() || !report.kept.is_empty() {
         eprintln!("pgisolate: demo failed: a scenario saw another's rows or a schema was left behind");
         return Ok(1);
     }

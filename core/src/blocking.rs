@@ -44,3 +44,31 @@ pub(crate) fn runtime() -> Result<&'static tokio::runtime::Runtime> {
 pub fn block_on<T>(fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
     runtime()?.block_on(fut)
 }
+
+/// A template built by the caller's own blocking migration tool (Python's Alembic, Django):
+/// the caller-run build's one flow for callers that are not async. Begins the build (or finds
+/// the template), runs `build(url)` on the calling thread outside the runtime (so it may call
+/// pgisolate itself), then commits, or on `Err` abandons the build and returns the migration
+/// error named after the build ([`crate::TemplateBuild::label`]) with the tool's message. `key`
+/// and `inputs` as in [`crate::Engine::template_begin_inputs`].
+pub fn template_with<P, E>(
+    engine: &crate::Engine,
+    key: &str,
+    inputs: &[P],
+    build: impl FnOnce(&str) -> std::result::Result<(), E>,
+) -> Result<crate::Template>
+where
+    P: AsRef<std::path::Path>,
+    E: std::fmt::Display,
+{
+    match block_on(engine.template_begin_inputs(key, inputs))? {
+        crate::TemplateStart::Ready(t) => Ok(t),
+        crate::TemplateStart::Build(b) => match build(b.url()) {
+            Ok(()) => block_on(b.commit()),
+            Err(e) => {
+                let message = e.to_string();
+                Err(block_on(async move { Ok(b.fail("", &message).await) })?)
+            }
+        },
+    }
+}

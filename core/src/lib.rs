@@ -20,7 +20,7 @@
 //! - [`Migrations`] → [`Template`], or [`TemplateStart`] / [`TemplateBuild`] when your own
 //!   migration tool builds it;
 //! - [`Identity`] → [`Schema`] (URL, conninfo, cache prefix), released as [`Released`];
-//! - [`GcReport`], [`Entry`] (a live or kept schema), [`TemplateInfo`] (a template),
+//! - [`GcReport`], [`RunReport`] (what a run left, [`Engine::end_of_run`]), [`Entry`] (a live or kept schema), [`TemplateInfo`] (a template),
 //!   [`Connections`] / [`EngineConnections`] (the server's slots and each engine's share);
 //! - [`Error`] with its [`ErrorKind`] and SQLSTATE, [`Result`];
 //! - pure helpers: [`schema_name`], [`cache_key`], [`kept_line`], and the modules [`naming`] (names and cache
@@ -62,7 +62,7 @@ pub mod testing;
 pub use budget::{Connections, EngineConnections};
 pub use config::{Config, Keep};
 pub use engine::build::{TemplateBuild, TemplateStart};
-pub use engine::gc::GcReport;
+pub use engine::gc::{GcReport, RunReport};
 pub use engine::Engine;
 pub use error::{Error, ErrorKind, Result};
 pub use naming::{cache_key, kept_line, schema_name, Identity};

@@ -743,8 +743,9 @@ pub unsafe extern "C" fn pgi_template_commit(
 /// Abandons the build after the caller's migration tool failed with `message`, and returns the
 /// error to report (never NULL; free it with `pgi_error_free`): a `MIGRATION` error carrying
 /// `message` and, when it looks like an object the build cannot see (an extension installed
-/// in `public`), a hint saying how to fix it. `source_name` says what failed ("goose up"). The
-/// build handle must still be freed; failing a finished build is a `CLOSED` error.
+/// in `public`), a hint saying how to fix it. `source_name` says what failed ("goose up");
+/// NULL or empty: the build's own name (`template "<key and inputs>"`). The build handle must
+/// still be freed; failing a finished build is a `CLOSED` error.
 #[no_mangle]
 pub unsafe extern "C" fn pgi_template_build_fail(
     build: *mut pgi_template_build,
@@ -754,8 +755,13 @@ pub unsafe extern "C" fn pgi_template_build_fail(
     let mut reported: Option<Box<pgi_error>> = None;
     let e = guard(|| {
         // SAFETY: arguments follow the documented contract.
-        let (b, source_name, message) =
-            unsafe { (handle_mut(build, "build")?, cstr(source_name, "source_name")?, cstr(message, "message")?) };
+        let (b, message) = unsafe { (handle_mut(build, "build")?, cstr(message, "message")?) };
+        let source_name = if source_name.is_null() {
+            ""
+        } else {
+            // SAFETY: a NUL-terminated string from the caller.
+            unsafe { cstr(source_name, "source_name")? }
+        };
         let inner = b.build.take().ok_or_else(|| err(pgi_code::Closed, "template build already finished"))?;
         let (source_name, message) = (source_name.to_owned(), message.to_owned());
         let core = pgisolate::blocking::block_on(async move { Ok(inner.fail(&source_name, &message).await) })

@@ -146,20 +146,7 @@ class Engine(_NativeEngine):
             return super().template(migrations, files=files, sql=sql)
         if migrations is not None or files is not None or sql is not None:
             raise ConfigError("build= takes key= and/or inputs=, and no other source")
-        if key is None and not inputs:
-            raise ConfigError(
-                "build= needs inputs=[the migration files or directories] (recommended: the template is rebuilt "
-                "when they change) or key= (a version you bump yourself)"
-            )
-        started = self.template_begin(key or "", [os.fspath(p) for p in inputs] if inputs else None)
-        if isinstance(started, Template):
-            return started
-        try:
-            build(started.url)
-        except BaseException as exc:
-            name = f"template {key or 'build'!r}"
-            raise MigrationError(f"{name}: {started.fail(name, str(exc))}") from exc
-        return started.commit()
+        return self.template_with(key or "", [os.fspath(p) for p in inputs or ()], build)
 
     def schema(self, template: Template, feature: str, scenario: str, discriminator: Optional[str] = None) -> Schema:
         """A fresh schema for (feature, scenario[, discriminator]); use it as a context manager."""

@@ -66,6 +66,8 @@ class _State:
         self.empty_templates: List[str] = []
         self.kept_lines: List[str] = []
         self.worker_stats: List[Dict[str, Any]] = []
+        # The core's end-of-run report of each controller engine (one per listed server).
+        self.run_reports: List[Dict[str, Any]] = []
 
     # -- configuration ------------------------------------------------------------------
     def url(self) -> Optional[str]:
@@ -237,9 +239,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     else:
         state.worker_stats.append(_record_stats(state))
     for engine in _controller_engines(state):
-        # Workers are gone: reap what crashed ones left (their leases are free).
+        # Workers are gone: the run's end (the core's report) reaps what crashed ones left
+        # (their leases are free) and says what is left. Every listed server's.
         try:
-            engine.gc(grace=0)
+            state.run_reports.append(engine.end_of_run(reap=True))
         except pgisolate.Error as exc:  # report, never mask the test outcome
             config.issue_config_time_warning(pytest.PytestWarning(f"pgisolate gc failed: {exc}"), stacklevel=2)
 
@@ -261,17 +264,15 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     samples.sort()
     median = statistics.median(samples)
     p99 = samples[min(len(samples) - 1, int(round(0.99 * (len(samples) - 1))))]
-    engines = _controller_engines(state) or ([state.engine] if state.engine is not None else [])
-    leftovers = "?"
-    if engines:
+    reports = state.run_reports
+    if not reports and state.engine is not None:
         try:
-            leftovers = str(
-                # Still live: never released. (Released schemas may still be being dropped in
-                # the background; those are not leftovers.) Every listed server's.
-                sum(1 for g in engines for e in g.list() if e["run_id"] == g.run_id and e["state"] == "live")
-            )
+            reports = [state.engine.end_of_run()]
         except pgisolate.Error:
             pass
+    # Still live: never released (released schemas may still be being dropped in the
+    # background; those are not leftovers).
+    leftovers = str(sum(len(r["left"]) for r in reports)) if reports else "?"
     # A failed test's schema, kept: where it is and the command that opens it (the server
     # stays up while kept schemas exist, until `pgisolate gc --kept` or `pgisolate server stop`).
     for s in state.worker_stats:
@@ -281,6 +282,14 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         f"pgisolate: {created} schemas created, acquire median {median:.1f} ms, p99 {p99:.1f} ms, "
         f"{kept} kept, {leftovers} leftovers"
     )
+    unreleased = [e for r in reports for e in r["unreleased"]]
+    if unreleased:
+        terminalreporter.write_line(
+            f"pgisolate: {len(unreleased)} schema(s) were not released by their tests"
+            f"{' and were reaped' if any(r['dropped'] for r in reports) else ''}: "
+            + "; ".join(e["identity"] for e in unreleased[:5]),
+            yellow=True,
+        )
     empty = sorted({t for s in state.worker_stats for t in s.get("empty_templates", [])})
     if empty:
         terminalreporter.write_line(

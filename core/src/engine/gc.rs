@@ -28,7 +28,48 @@ pub struct GcReport {
     pub fenced_owners: Vec<i32>,
 }
 
+/// What a run left, as its last engine sees it at the end ([`Engine::end_of_run`]): the one
+/// report behind `pgisolate demo`, the pytest controller's summary and Node's global teardown.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    /// This run's schemas no test released: still live, and this engine's, a fenced owner's, or
+    /// (with `reap`, every worker gone) any owner's.
+    pub unreleased: Vec<registry::Entry>,
+    /// This run's kept schemas (a failed test's, with the keep policy).
+    pub kept: Vec<registry::Entry>,
+    /// Schemas gc dropped now (dead owners', with `reap`).
+    pub dropped: Vec<String>,
+    /// This run's schemas still on the server afterwards, kept ones aside.
+    pub left: Vec<registry::Entry>,
+}
+
 impl Engine {
+    /// The end of a run: waits for this engine's background drops, reads what the run
+    /// (this engine's run id) left, and with `reap` drops what dead owners left (gc with no
+    /// grace: only for a run's last engine, once every worker has exited).
+    pub async fn end_of_run(&self, reap: bool) -> Result<RunReport> {
+        self.flush().await;
+        let mine = |e: &registry::Entry| e.run_id == self.run_id();
+        let before: Vec<registry::Entry> = self.list().await?.into_iter().filter(mine).collect();
+        let me = self.owner();
+        // A live schema nobody released: this engine's, a fenced owner's, or (reaping: every
+        // worker of the run has exited) any owner's. An owner that died a moment ago is not
+        // fenced yet, so its entries still say `owner_alive`.
+        let unreleased = before
+            .iter()
+            .filter(|e| e.state == "live" && (reap || !e.owner_alive || e.owner_key == me))
+            .cloned()
+            .collect();
+        let kept = before.iter().filter(|e| e.state == "kept").cloned().collect();
+        let dropped = if reap { self.gc_with(Duration::ZERO, false).await?.dropped } else { Vec::new() };
+        let left = if dropped.is_empty() {
+            before.into_iter().filter(|e| e.state != "kept").collect()
+        } else {
+            self.list().await?.into_iter().filter(|e| mine(e) && e.state != "kept").collect()
+        };
+        Ok(RunReport { unreleased, kept, dropped, left })
+    }
+
     /// Fences owners gone for the grace period (lease free, not seen) and drops every marked
     /// schema of a fenced owner.
     pub async fn gc(&self) -> Result<GcReport> {

@@ -1885,9 +1885,9 @@ fn r17() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         let via = rs.url().replace(&format!(":{direct_port}/"), &format!(":{port_c}/"));
         verify_url(&via, rs.name()).await.map_err(|e| format!("(c) through pgbouncer with the role: {e}"))?;
         let c = connect(&via).await?;
-        c.execute("insert into users (email) values ('via@bouncer')", &[])
-            .await
-            .map_err(|e| format!("(c) insert: {e}"))?;
+        c.execute("insert into users (email) values ('via@bouncer')", &[]).await.map_err(|e| {
+            format!("(c) insert: {}", e.as_db_error().map(|d| d.to_string()).unwrap_or_else(|| e.to_string()))
+        })?;
         drop(c);
         drop(b);
         rs.release().await.map_err(|e| e.to_string())?;

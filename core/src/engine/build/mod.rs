@@ -21,6 +21,11 @@ use crate::template::check as build_check;
 use crate::template::outside;
 use crate::template::{self, capture_cache, Migrations, Replay, Template};
 
+/// A caller-run build with neither a key nor inputs: what to give.
+const NO_KEY: &str = "a template your migration tool builds needs its inputs (the migration files or directories, \
+     hashed so that a changed migration builds a new template; recommended) or a key (a version you change yourself), \
+     or both";
+
 /// How often an engine tries the build lock while another engine builds the template.
 const BUILD_LOCK_POLL: Duration = Duration::from_millis(100);
 
@@ -105,6 +110,9 @@ impl Engine {
     /// (for example a hash of the migration files, or a version string). Returns the existing
     /// template, or a [`TemplateBuild`] holding the build lock.
     pub async fn template_begin(&self, key: &str) -> Result<TemplateStart> {
+        if key.is_empty() {
+            return Err(Error::Config(NO_KEY.into()));
+        }
         self.template_begin_source(key, key, false).await
     }
 
@@ -140,7 +148,7 @@ impl Engine {
         Fut: std::future::Future<Output = std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>>,
     {
         let start = self.template_begin_inputs(key, inputs).await?;
-        Engine::finish_with(start, key, build).await
+        Engine::finish_with(start, build).await
     }
 
     /// `by_content`: the key hashes the migrations' contents, so a capture kept on disk under
@@ -169,10 +177,10 @@ impl Engine {
         Fut: std::future::Future<Output = std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>>,
     {
         let start = self.template_begin(key).await?;
-        Engine::finish_with(start, key, build).await
+        Engine::finish_with(start, build).await
     }
 
-    async fn finish_with<F, Fut>(start: TemplateStart, key: &str, build: F) -> Result<Template>
+    async fn finish_with<F, Fut>(start: TemplateStart, build: F) -> Result<Template>
     where
         F: FnOnce(String) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>>,
@@ -181,7 +189,7 @@ impl Engine {
             TemplateStart::Ready(t) => Ok(t),
             TemplateStart::Build(b) => match build(b.url().to_owned()).await {
                 Ok(()) => b.commit().await,
-                Err(e) => Err(b.fail(&format!("template {key:?}"), &e.to_string()).await),
+                Err(e) => Err(b.fail("", &e.to_string()).await),
             },
         }
     }

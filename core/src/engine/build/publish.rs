@@ -46,16 +46,23 @@ impl TemplateBuild {
         self.abandon().await.0
     }
 
+    /// What errors call this build: `template "<key and inputs>"`.
+    pub fn label(&self) -> String {
+        format!("template {:?}", self.source)
+    }
+
     /// Abandons the build after the caller's migration tool failed with `message`, and returns
-    /// the error to report: the message, plus a hint when it looks like an object the build
-    /// cannot see (an extension installed in `public`, say).
+    /// the error to report (a migration error named `source_name`, or when that is empty
+    /// [`TemplateBuild::label`]): the message, plus a hint when it looks like an object the
+    /// build cannot see (an extension installed in `public`, say).
     pub async fn fail(mut self, source_name: &str, message: &str) -> Error {
+        let source_name = if source_name.is_empty() { self.label() } else { source_name.to_owned() };
         let mut message = message.to_owned();
         if let Some(locker) = &self.locker {
             message.push_str(&build_check::hint_for_message(locker, &message).await);
         }
         message.push_str(&self.abandon_failed().await);
-        Error::Migration { source_name: source_name.to_owned(), code: None, message }
+        Error::Migration { source_name, code: None, message }
     }
 
     /// Drops the build schema and what the build created outside it; returns whether the
