@@ -123,56 +123,6 @@ typedef struct pgi_str {
 extern "C" {
 #endif // __cplusplus
 
-// The library version (static storage: never free it).
-const char *pgi_version(void);
-
-// The error's code; `PGI_CODE_NULL_ARGUMENT` for a NULL `err`.
-enum pgi_code pgi_error_code(const struct pgi_error *err);
-
-// The error's message, borrowed: valid until `pgi_error_free(err)`. Never NULL for a
-// non-NULL `err`.
-const char *pgi_error_message(const struct pgi_error *err);
-
-// The server's SQLSTATE (five characters, e.g. `28P01`, `42P01`, `55P03`) when the error came
-// from the server (codes CONNECT, DB, MIGRATION), else NULL. Borrowed: valid until
-// `pgi_error_free(err)`. NULL for a NULL `err`.
-const char *pgi_error_sqlstate(const struct pgi_error *err);
-
-// Frees an error. Accepts NULL.
-void pgi_error_free(struct pgi_error *err);
-
-// Frees a string returned by this library. Accepts NULL.
-void pgi_string_free(char *s);
-
-// Writes the deterministic schema name for an identity to `*out` (free with
-// `pgi_string_free`). `prefix` is NUL-terminated; `discriminator.ptr == NULL` means none.
-struct pgi_error *pgi_naming_schema_name(const char *prefix,
-                                         size_t hash_len,
-                                         struct pgi_str feature,
-                                         struct pgi_str scenario,
-                                         struct pgi_str discriminator,
-                                         char **out);
-
-// Writes the cache-key prefix (`<hex>_`) of a schema name made with `prefix` to `*out`.
-struct pgi_error *pgi_naming_cache_prefix(const char *prefix, const char *schema, char **out);
-
-// Writes the line a test runner prints for a kept schema (where it is, which test it was, a
-// psql command that opens it) to `*out`.
-struct pgi_error *pgi_kept_line(const char *schema, const char *test, const char *url, char **out);
-
-// Writes `cache_prefix + key` to `*out`.
-struct pgi_error *pgi_cache_key_for(const char *cache_prefix, struct pgi_str key, char **out);
-
-// Writes `url` (URL or key/value) scoped to `schema` to `*out`: `search_path` is `schema`
-// then the comma-separated `tail_csv` (may be empty), plus `application_name`.
-struct pgi_error *pgi_conninfo_scoped(const char *url,
-                                      const char *schema,
-                                      const char *tail_csv,
-                                      char **out);
-
-// Writes a Prisma-style URL (`?schema=<schema>`) for `url` to `*out`.
-struct pgi_error *pgi_conninfo_prisma_url(const char *url, const char *schema, char **out);
-
 // Writes a new config read from the `PGISOLATE_*` environment to `*out`. Fails if a variable
 // is invalid.
 struct pgi_error *pgi_config_new(struct pgi_config **out);
@@ -217,18 +167,104 @@ struct pgi_error *pgi_engine_take_warnings(const struct pgi_engine *engine, char
 
 // Drops marked schemas whose owner is gone and older than `grace_ms`; writes how many were
 // dropped to `*dropped_out` (may be NULL).
-struct pgi_error *pgi_engine_gc(struct pgi_engine *engine, uint64_t grace_ms, size_t *dropped_out);
+struct pgi_error *pgi_engine_gc(const struct pgi_engine *engine,
+                                uint64_t grace_ms,
+                                size_t *dropped_out);
+
+// The error's code; `PGI_CODE_NULL_ARGUMENT` for a NULL `err`.
+enum pgi_code pgi_error_code(const struct pgi_error *err);
+
+// The error's message, borrowed: valid until `pgi_error_free(err)`. Never NULL for a
+// non-NULL `err`.
+const char *pgi_error_message(const struct pgi_error *err);
+
+// The server's SQLSTATE (five characters, e.g. `28P01`, `42P01`, `55P03`) when the error came
+// from the server (codes CONNECT, DB, MIGRATION), else NULL. Borrowed: valid until
+// `pgi_error_free(err)`. NULL for a NULL `err`.
+const char *pgi_error_sqlstate(const struct pgi_error *err);
+
+// Frees an error. Accepts NULL.
+void pgi_error_free(struct pgi_error *err);
+
+// Acquires a fresh schema for the identity (`discriminator.ptr == NULL` means none) from
+// `template` and writes it to `*out`. Thread-safe.
+struct pgi_error *pgi_schema_acquire(const struct pgi_engine *engine,
+                                     const struct pgi_template *template_,
+                                     struct pgi_str feature,
+                                     struct pgi_str scenario,
+                                     struct pgi_str discriminator,
+                                     struct pgi_schema **out);
+
+// Writes the schema's name.
+struct pgi_error *pgi_schema_name(const struct pgi_schema *schema, char **out);
+
+// Writes the schema's scoped `postgres://` URL.
+struct pgi_error *pgi_schema_url(const struct pgi_schema *schema, char **out);
+
+// Writes the schema's scoped key/value connection string.
+struct pgi_error *pgi_schema_conninfo(const struct pgi_schema *schema, char **out);
+
+// Writes the schema's cache-key prefix (`<hex>_`).
+struct pgi_error *pgi_schema_cache_prefix(const struct pgi_schema *schema, char **out);
+
+// Writes a cache key in the schema's namespace (`<hex>_<key>`).
+struct pgi_error *pgi_cache_key(const struct pgi_schema *schema, struct pgi_str key, char **out);
+
+// Releases the schema now: kept when the keep policy says so given `failed`, else recycled
+// into its template's pool or dropped. Writes whether it was kept to `*kept_out` (may be
+// NULL). Accessors keep working afterwards; a second release does nothing and reports "not
+// kept". The handle must still be freed.
+struct pgi_error *pgi_schema_release(struct pgi_schema *schema, bool failed, bool *kept_out);
+
+// Frees a schema handle; if it was not released, it is released in the background (as a
+// passing test). Accepts NULL.
+void pgi_schema_free(struct pgi_schema *schema);
+
+// The library version (static storage: never free it).
+const char *pgi_version(void);
+
+// Frees a string returned by this library. Accepts NULL.
+void pgi_string_free(char *s);
+
+// Writes the deterministic schema name for an identity to `*out` (free with
+// `pgi_string_free`). `prefix` is NUL-terminated; `discriminator.ptr == NULL` means none.
+struct pgi_error *pgi_naming_schema_name(const char *prefix,
+                                         size_t hash_len,
+                                         struct pgi_str feature,
+                                         struct pgi_str scenario,
+                                         struct pgi_str discriminator,
+                                         char **out);
+
+// Writes the cache-key prefix (`<hex>_`) of a schema name made with `prefix` to `*out`.
+struct pgi_error *pgi_naming_cache_prefix(const char *prefix, const char *schema, char **out);
+
+// Writes the line a test runner prints for a kept schema (where it is, which test it was, a
+// psql command that opens it) to `*out`.
+struct pgi_error *pgi_kept_line(const char *schema, const char *test, const char *url, char **out);
+
+// Writes `cache_prefix + key` to `*out`.
+struct pgi_error *pgi_cache_key_for(const char *cache_prefix, struct pgi_str key, char **out);
+
+// Writes `url` (URL or key/value) scoped to `schema` to `*out`: `search_path` is `schema`
+// then the comma-separated `tail_csv` (may be empty), plus `application_name`.
+struct pgi_error *pgi_conninfo_scoped(const char *url,
+                                      const char *schema,
+                                      const char *tail_csv,
+                                      char **out);
+
+// Writes a Prisma-style URL (`?schema=<schema>`) for `url` to `*out`.
+struct pgi_error *pgi_conninfo_prisma_url(const char *url, const char *schema, char **out);
 
 // Builds (once per server) or finds the template for the migrations in `dir`, read as the
 // migration tool that wrote them would (plain numbered SQL, golang-migrate, sqlx, goose,
 // dbmate, Flyway, Prisma: up parts only, versions compared as numbers; a directory whose order
 // cannot be told is a `MIGRATION` error naming the files), and writes it to `*out`.
-struct pgi_error *pgi_template_from_dir(struct pgi_engine *engine,
+struct pgi_error *pgi_template_from_dir(const struct pgi_engine *engine,
                                         const char *dir,
                                         struct pgi_template **out);
 
 // Builds (once per server) or finds the template for SQL text and writes it to `*out`.
-struct pgi_error *pgi_template_from_sql(struct pgi_engine *engine,
+struct pgi_error *pgi_template_from_sql(const struct pgi_engine *engine,
                                         const char *sql,
                                         struct pgi_template **out);
 
@@ -237,7 +273,7 @@ struct pgi_error *pgi_template_from_sql(struct pgi_engine *engine,
 // against `pgi_template_build_url`, then `pgi_template_commit`); the other is set to NULL.
 // Prefer `pgi_template_begin_inputs`: a key the caller forgets to change reuses a stale
 // template.
-struct pgi_error *pgi_template_begin(struct pgi_engine *engine,
+struct pgi_error *pgi_template_begin(const struct pgi_engine *engine,
                                      const char *key,
                                      struct pgi_template **ready_out,
                                      struct pgi_template_build **build_out);
@@ -247,7 +283,7 @@ struct pgi_error *pgi_template_begin(struct pgi_engine *engine,
 // migration builds a new template. `inputs` holds `n_inputs` NUL-terminated paths (NULL when
 // `n_inputs` is 0); `key` may be empty when inputs are given. A missing input is an `IO`
 // error.
-struct pgi_error *pgi_template_begin_inputs(struct pgi_engine *engine,
+struct pgi_error *pgi_template_begin_inputs(const struct pgi_engine *engine,
                                             const char *key,
                                             const char *const *inputs,
                                             size_t n_inputs,
@@ -286,40 +322,6 @@ bool pgi_template_built_here(const struct pgi_template *template_);
 
 // Frees a template handle (the template itself stays on the server for reuse). Accepts NULL.
 void pgi_template_free(struct pgi_template *template_);
-
-// Acquires a fresh schema for the identity (`discriminator.ptr == NULL` means none) from
-// `template` and writes it to `*out`. Thread-safe.
-struct pgi_error *pgi_schema_acquire(struct pgi_engine *engine,
-                                     const struct pgi_template *template_,
-                                     struct pgi_str feature,
-                                     struct pgi_str scenario,
-                                     struct pgi_str discriminator,
-                                     struct pgi_schema **out);
-
-// Writes the schema's name.
-struct pgi_error *pgi_schema_name(const struct pgi_schema *schema, char **out);
-
-// Writes the schema's scoped `postgres://` URL.
-struct pgi_error *pgi_schema_url(const struct pgi_schema *schema, char **out);
-
-// Writes the schema's scoped key/value connection string.
-struct pgi_error *pgi_schema_conninfo(const struct pgi_schema *schema, char **out);
-
-// Writes the schema's cache-key prefix (`<hex>_`).
-struct pgi_error *pgi_schema_cache_prefix(const struct pgi_schema *schema, char **out);
-
-// Writes a cache key in the schema's namespace (`<hex>_<key>`).
-struct pgi_error *pgi_cache_key(const struct pgi_schema *schema, struct pgi_str key, char **out);
-
-// Releases the schema now: kept when the keep policy says so given `failed`, else recycled
-// into its template's pool or dropped. Writes whether it was kept to `*kept_out` (may be
-// NULL). Accessors keep working afterwards; a second release does nothing and reports "not
-// kept". The handle must still be freed.
-struct pgi_error *pgi_schema_release(struct pgi_schema *schema, bool failed, bool *kept_out);
-
-// Frees a schema handle; if it was not released, it is released in the background (as a
-// passing test). Accepts NULL.
-void pgi_schema_free(struct pgi_schema *schema);
 
 #ifdef __cplusplus
 }  // extern "C"
