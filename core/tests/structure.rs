@@ -284,3 +284,43 @@ fn the_core_is_folders_by_feature_and_no_file_is_over_500_lines() {
         .collect();
     assert!(classes.is_empty(), "an advisory lock class outside core/src/locks.rs: {classes:?}");
 }
+
+/// The engine's state is implemented where it is defined: `Inner` (what every part shares)
+/// only in engine/mod.rs, and each part (the lease cell, the pools, background work, the
+/// template cache, the warnings) only in the file that owns it. Other files call their methods.
+#[test]
+fn the_engines_state_is_implemented_only_where_it_is_defined() {
+    let mods = modules();
+    let engine: Vec<(&String, &String)> =
+        mods.iter().filter(|(m, _)| m.as_str() == "engine" || m.starts_with("engine::")).collect();
+    let mut defined: BTreeMap<String, String> = BTreeMap::new();
+    for (m, text) in &engine {
+        for line in text.lines() {
+            let l = line.trim_start();
+            for vis in ["pub(crate) struct ", "pub(super) struct ", "struct "] {
+                if let Some(rest) = l.strip_prefix(vis) {
+                    let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                    defined.insert(name, (*m).clone());
+                }
+            }
+        }
+    }
+    for part in ["Inner", "LeaseCell", "Pools", "Background", "TemplateCache", "Warnings"] {
+        assert!(defined.contains_key(part), "the engine's part {part} is not defined in core/src/engine");
+    }
+    let mut strays = Vec::new();
+    for (m, text) in &engine {
+        for line in text.lines().filter(|l| l.starts_with("impl")) {
+            // `impl X {`, `impl Trait for X {`, `impl super::watch::X {`: the last path segment.
+            let target = line.split(" for ").last().unwrap_or(line).trim_start_matches("impl").trim();
+            let path: String = target.chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':').collect();
+            let name = path.rsplit("::").next().unwrap_or_default().to_owned();
+            if let Some(owner) = defined.get(&name) {
+                if owner != *m {
+                    strays.push(format!("{m}: `{}` (defined in {owner})", line.trim_end_matches(" {")));
+                }
+            }
+        }
+    }
+    assert!(strays.is_empty(), "the engine's state implemented outside the file that defines it: {strays:?}");
+}

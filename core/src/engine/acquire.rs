@@ -23,14 +23,14 @@ impl Engine {
         let mut attempts = 0;
         loop {
             self.inner.check_open()?;
-            let owner = self.inner.held_owner().await?;
+            let owner = self.held_owner().await?;
             match self.acquire_as(owner, tpl, identity.clone()).await {
                 // The lease was fenced before the heartbeat noticed: under the new one.
-                Err(Error::Lease(_)) if attempts < 2 && self.inner.fenced_under(owner).await => attempts += 1,
+                Err(Error::Lease(_)) if attempts < 2 && self.fenced_under(owner).await => attempts += 1,
                 // A connection the server or the network ended: once the lease is settled.
                 Err(e) if attempts < 2 && super::watch::connection_lost(&e) => {
                     attempts += 1;
-                    if self.inner.check_lease().await.is_err() {
+                    if self.check_lease().await.is_err() {
                         return Err(e);
                     }
                 }
@@ -46,12 +46,12 @@ impl Engine {
         // A ready schema from the pool is renamed to the name; without one, the template is
         // replayed into a new schema. Either way in the transaction that registers the name.
         // (Taken before an admin connection: a refill may hold one while a pooled schema waits.)
-        let mut ready = self.inner.take_ready(tpl).await;
+        let mut ready = self.take_ready(tpl).await;
         let admin = match self.admin_that_fits().await {
             Ok(a) => a,
             Err(e) => {
                 if let Some(r) = ready.take() {
-                    self.inner.defer_drop(r.name, None);
+                    self.defer_drop(r.name, None);
                 }
                 return Err(e);
             }
@@ -109,7 +109,7 @@ impl Engine {
                         *e = (*e).max(index + 1);
                     }
                     if ready.is_none() {
-                        self.inner.ensure_pool(tpl);
+                        self.ensure_pool(tpl);
                     }
                     let schema = self.handed_out(n, identity, tpl, role, owner)?;
                     if self.inner.cfg.verify_handout {
@@ -121,7 +121,7 @@ impl Engine {
                     match e.code().map(|c| c.code()) {
                         Some(crate::lease::FENCED) => {
                             if let Some(r) = ready.take() {
-                                self.inner.defer_drop(r.name, None);
+                                self.defer_drop(r.name, None);
                             }
                             return Err(Error::Lease(crate::error::describe_pg(&e).1));
                         }
@@ -131,7 +131,7 @@ impl Engine {
                         }
                         _ => match ready.take() {
                             // The pooled schema is unusable: drop it, try the same name by replay.
-                            Some(r) => self.inner.defer_drop(r.name, None),
+                            Some(r) => self.defer_drop(r.name, None),
                             None => {
                                 return Err(Error::db(format!("create schema {n} from template {}", tpl.schema), e))
                             }
@@ -141,7 +141,7 @@ impl Engine {
             }
         }
         if let Some(r) = ready {
-            self.inner.defer_drop(r.name, None);
+            self.defer_drop(r.name, None);
         }
         Err(Error::NameExhausted(format!("no free schema name for identity {shown:?}: tried {}", taken.join(", "))))
     }
@@ -155,7 +155,7 @@ impl Engine {
 
     /// Warns once per template when its tables also exist by name in the search_path tail.
     async fn warn_shadowed(&self, admin: &Client, tpl: &Template) {
-        let first = self.inner.warned_templates.lock().map(|mut s| s.insert(tpl.schema.clone())).unwrap_or(false);
+        let first = self.inner.warnings.first_for_template(&tpl.schema);
         if !first {
             return;
         }
@@ -202,7 +202,7 @@ impl Engine {
             identity,
             template_fp: Some(tpl.fingerprint.clone()),
             owner,
-            releaser: Some(Box::new(super::release::Handle(self.inner.clone()))),
+            releaser: Some(Box::new(super::release::Handle(self.clone()))),
         };
         Ok(schema)
     }

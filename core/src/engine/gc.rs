@@ -97,8 +97,7 @@ impl Engine {
         }
         report.pruned_rows = registry::prune_rows(&admin).await?;
         if !self.inner.cfg.template_max_age.is_zero() {
-            let cached: Vec<String> =
-                self.inner.templates.lock().map(|m| m.values().map(|t| t.schema.clone()).collect()).unwrap_or_default();
+            let cached: Vec<String> = self.inner.templates.schemas();
             match registry::prune_templates(&admin, self.inner.cfg.template_max_age, &cached).await {
                 Ok(d) => report.dropped_templates = d,
                 Err(e) => report.failed.push(("templates".into(), e.to_string())),
@@ -158,8 +157,7 @@ impl Engine {
     pub async fn prune_templates(&self, max_age: Duration) -> Result<Vec<String>> {
         self.inner.check_open()?;
         let admin = self.inner.pool.get_teardown().await?;
-        let cached: Vec<String> =
-            self.inner.templates.lock().map(|m| m.values().map(|t| t.schema.clone()).collect()).unwrap_or_default();
+        let cached: Vec<String> = self.inner.templates.schemas();
         registry::prune_templates(&admin, max_age, &cached).await
     }
 }

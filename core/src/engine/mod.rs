@@ -1,15 +1,22 @@
-//! The engine: one per process. Split by idea, each file adding its part of `Engine` and of
-//! the shared state `Inner` (defined here with its small helpers):
+//! The engine: one per process. Split by idea, each file adding its part of `Engine`; the
+//! state they share is `Inner` (defined and implemented here), made of parts each owned by one
+//! file, which alone touches its fields (checked by `core/tests/structure.rs`):
 //!
 //! - `start`: start-up (server, lease, registry, the `public` guard) and close;
-//! - `build`: templates (from migrations, or built by the caller's tool) and their capture;
+//! - `build/`: templates (from migrations, or built by the caller's tool), their capture and
+//!   publishing; owns the template cache (`TemplateCache`);
 //! - `acquire`: handing out a schema under its deterministic name;
 //! - `release`: keep, recycle or drop a released schema;
-//! - `settle`: ending a released schema's sessions, and drops in the background;
-//! - `pool`: the warm pool of ready schemas, and recycling;
-//! - `gc`: gc, listing, dropping by name, templates' pruning;
+//! - `settle`: ending a released schema's sessions, and drops in the background; owns the
+//!   background work (`Background`);
+//! - `pool`: the warm pool of ready schemas; owns the pools (`Pools`);
+//! - `recycling`: whether and how a released schema goes back into its pool; owns the reset
+//!   connection (`Resets`);
+//! - `gc`: gc, listing, dropping by name, templates' pruning, the end-of-run report;
 //! - `watch`: the lease's heartbeat, re-taking it after a dropped connection, and what a
-//!   fenced (lost) lease means for the schemas handed out under it.
+//!   fenced (lost) lease means for the schemas handed out under it; owns the lease cell
+//!   (`LeaseCell`);
+//! - `warnings`: the warnings collected for the binding (`Warnings`).
 //!
 //! A file's own helpers are private to it; what another file calls is `pub(super)`, and the
 //! files depend on each other without cycles (checked by `core/tests/structure.rs`).
@@ -18,17 +25,17 @@ mod acquire;
 pub(crate) mod build;
 pub(crate) mod gc;
 mod pool;
+mod recycling;
 mod release;
 mod settle;
 mod start;
+mod warnings;
 mod watch;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use tokio::sync::{Notify, Semaphore};
 
 use tokio_postgres::Client;
 
@@ -37,10 +44,8 @@ use crate::budget::Budget;
 use crate::config::Config;
 use crate::conninfo::{self, ConnInfo};
 use crate::error::{Error, Result};
-use crate::lease::Lease;
 use crate::naming;
 use crate::server::Server;
-use crate::template::Template;
 
 /// The isolation engine. Cheap to clone; all clones share one lease and one set of admin
 /// connections. Create one per process with [`Engine::start`].
@@ -56,34 +61,21 @@ pub(crate) struct Inner {
     url_form: ConnInfo,
     kv_form: ConnInfo,
     pool: Arc<AdminPool>,
-    lease: tokio::sync::Mutex<Option<Lease>>,
-    /// The owner key of the lease held now: a new one after the old was fenced.
-    owner: AtomicI32,
-    /// Whether the lease connection is down, and the owner keys this engine lost.
-    lease_state: Mutex<watch::LeaseState>,
-    /// Woken when the lease is held again (re-taken, or a new one after a fence).
-    lease_changed: Notify,
-    /// Wakes the heartbeat early (an acquire found the lease fenced).
-    lease_nudge: Notify,
-    /// Woken after each beat.
-    beat_done: Notify,
+    /// The lease held now, its owner key and its connection's state (watch.rs).
+    lease: watch::LeaseCell,
     run_id: String,
     host: String,
     server: Option<Server>,
     runtime: tokio::runtime::Handle,
     closed: AtomicBool,
-    templates: Mutex<HashMap<String, Template>>,
-    pending: Arc<AtomicUsize>,
-    idle: Arc<Notify>,
-    pools: Mutex<HashMap<String, pool::PoolState>>,
-    /// Woken whenever a recycled schema goes back into a pool (or fails to).
-    pool_returns: tokio::sync::Notify,
-    /// The one connection resets run on: each reads every sequence of its schema, and a
-    /// connection that has opened them before does it ten times faster.
-    reset_conn: tokio::sync::Mutex<Option<pool::ResetConn>>,
-    /// Sequences (oids, quoted names) of the pool schemas reset before, by schema oid.
-    known_sequences: Mutex<HashMap<u32, pool::KnownSequences>>,
-    drop_slots: Arc<Semaphore>,
+    /// Templates this engine found or built, and its pg_dump (build/).
+    templates: build::TemplateCache,
+    /// Background work in flight (releases, drops, pool fills) and the drop slots (settle.rs).
+    background: settle::Background,
+    /// The warm pools of ready schemas (pool.rs).
+    pools: pool::Pools,
+    /// The connection resets run on (recycling.rs).
+    resets: recycling::Resets,
     /// Per identity hash, the first name candidate not yet handed out by this engine: a name
     /// is never handed out twice by a live engine, so a leaked pool of an earlier test that
     /// reconnects with its URL finds no schema instead of the next test's (R5).
@@ -91,8 +83,6 @@ pub(crate) struct Inner {
     /// The server's `server_version_num` (its major version says which pg_dump can capture
     /// its templates; the whole number keys the capture cache).
     server_version: i32,
-    /// The pg_dump that captures templates, or why there is none (looked for at first use).
-    pg_dump: std::sync::OnceLock<std::result::Result<std::path::PathBuf, String>>,
     /// The database's oid (marks per-schema roles, which are cluster-wide).
     db_oid: u32,
     /// Event triggers record which schemas ran DDL (needs a superuser); without them, a
@@ -105,10 +95,8 @@ pub(crate) struct Inner {
     /// Schema `extensions` exists (made by PGISOLATE_EXTENSIONS or by moving an extension a
     /// migration created out of a build): it joins every search_path.
     ext_in_tail: AtomicBool,
-    /// Warnings not yet taken by [`Engine::take_warnings`] (when `collect_warnings` is set).
-    warnings: Mutex<Vec<String>>,
-    /// Templates whose shadowing tables this engine has warned about.
-    warned_templates: Mutex<std::collections::HashSet<String>>,
+    /// Warnings not yet taken, and the templates already warned about (warnings.rs).
+    warnings: warnings::Warnings,
     /// The server's connection slots and who held them at the last beat.
     budget: Mutex<Option<Budget>>,
 }
@@ -170,13 +158,13 @@ impl Engine {
     /// Warnings collected since the last call (when [`Config::collect_warnings`] is set), for
     /// bindings that hand them to their test runner. Each is one line.
     pub fn take_warnings(&self) -> Vec<String> {
-        self.inner.warnings.lock().map(|mut w| std::mem::take(&mut *w)).unwrap_or_default()
+        self.inner.warnings.take()
     }
 
     /// Waits (up to the release timeout plus 5 s) for background work: pool refills and
     /// deferred drops.
     pub async fn flush(&self) {
-        self.inner.wait_idle(self.inner.cfg.release_timeout + Duration::from_secs(5)).await;
+        self.inner.background.wait_idle(self.inner.cfg.release_timeout + Duration::from_secs(5)).await;
     }
 }
 
@@ -217,7 +205,7 @@ impl Inner {
 
     /// The owner key of the lease held now.
     pub(crate) fn owner(&self) -> i32 {
-        self.owner.load(Ordering::SeqCst)
+        self.lease.owner()
     }
 
     pub(crate) fn check_open(&self) -> Result<()> {
@@ -231,13 +219,7 @@ impl Inner {
         match &self.cfg.on_warning {
             Some(w) => w(msg),
             None if self.cfg.collect_warnings => {
-                // One line each: bindings hand them over newline-separated.
-                let msg = msg.replace(['\r', '\n'], " ");
-                if let Ok(mut w) = self.warnings.lock() {
-                    if w.len() < 1000 && !w.contains(&msg) {
-                        w.push(msg);
-                    }
-                }
+                self.warnings.push(msg);
             }
             None => eprintln!("pgisolate: warning: {msg}"),
         }
@@ -261,39 +243,6 @@ impl Inner {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
-    }
-
-    pub(crate) fn begin_background(&self) {
-        self.pending.fetch_add(1, Ordering::SeqCst);
-    }
-
-    pub(crate) fn end_background(&self) {
-        if self.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.idle.notify_waiters();
-        }
-    }
-
-    /// A callback ending one unit of background work, for tasks that do not hold the engine.
-    pub(crate) fn background_done(&self) -> impl FnOnce() + Send + 'static {
-        let (pending, idle) = (self.pending.clone(), self.idle.clone());
-        move || {
-            if pending.fetch_sub(1, Ordering::SeqCst) == 1 {
-                idle.notify_waiters();
-            }
-        }
-    }
-
-    pub(crate) async fn wait_idle(&self, timeout: Duration) {
-        let _ = tokio::time::timeout(timeout, async {
-            loop {
-                let notified = self.idle.notified();
-                if self.pending.load(Ordering::SeqCst) == 0 {
-                    break;
-                }
-                notified.await;
-            }
-        })
-        .await;
     }
 
     /// Deletes the Redis keys under `schema`'s cache prefix, when Redis is configured; a

@@ -1,11 +1,10 @@
 //! Start-up (the server, the owner lease, the registry, the `public` guard) and close.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore};
 use tokio_postgres::Client;
 
 use super::{Engine, Inner};
@@ -130,12 +129,7 @@ impl Engine {
             su && cfg.wants_recycling() && crate::recycle::ensure_ddl_watch(&admin).await?
         };
         let inner = Inner {
-            owner: AtomicI32::new(lease.key),
-            lease: tokio::sync::Mutex::new(Some(lease)),
-            lease_state: Mutex::new(Default::default()),
-            lease_changed: Notify::new(),
-            lease_nudge: Notify::new(),
-            beat_done: Notify::new(),
+            lease: super::watch::LeaseCell::new(lease),
             url,
             url_form,
             kv_form,
@@ -145,29 +139,23 @@ impl Engine {
             server,
             runtime: tokio::runtime::Handle::current(),
             closed: AtomicBool::new(false),
-            templates: Mutex::new(HashMap::new()),
-            pending: Arc::new(AtomicUsize::new(0)),
-            idle: Arc::new(Notify::new()),
-            pools: Mutex::new(HashMap::new()),
-            pool_returns: tokio::sync::Notify::new(),
-            reset_conn: tokio::sync::Mutex::new(None),
-            known_sequences: Mutex::new(HashMap::new()),
-            drop_slots: Arc::new(Semaphore::new(2)),
+            templates: super::build::TemplateCache::default(),
+            background: super::settle::Background::new(),
+            pools: super::pool::Pools::default(),
+            resets: super::recycling::Resets::default(),
             next_candidate: Mutex::new(HashMap::new()),
             db_oid,
             server_version,
-            pg_dump: std::sync::OnceLock::new(),
             ddl_watch,
             superuser,
             redis,
             ext_in_tail: AtomicBool::new(false),
-            warnings: Mutex::new(Vec::new()),
-            warned_templates: Mutex::new(Default::default()),
+            warnings: super::warnings::Warnings::default(),
             budget: Mutex::new(Some(budget)),
             cfg,
         };
         let engine = Engine { inner: Arc::new(inner) };
-        engine.inner.watch_lease();
+        engine.watch_lease();
         if let Some(w) = public_warning {
             engine.inner.warn(&w);
         }
@@ -230,16 +218,16 @@ impl Engine {
         if self.inner.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        self.inner.wait_idle(self.inner.cfg.release_timeout + Duration::from_secs(5)).await;
-        self.inner.drain_pools().await;
+        self.inner.background.wait_idle(self.inner.cfg.release_timeout + Duration::from_secs(5)).await;
+        self.drain_pools().await;
         // The names this engine released were reserved while it lived; it is done.
         if let Ok(admin) = self.inner.pool.get_teardown().await {
             let _ = registry::forget_released(&admin, self.inner.owner()).await;
         }
         self.inner.pool.close();
-        self.inner.reset_conn.lock().await.take();
+        self.inner.resets.close().await;
         // Done: gc may reap whatever is left of this owner at once.
-        if let Some(l) = self.inner.lease.lock().await.take() {
+        if let Some(l) = self.inner.lease.take().await {
             l.retire().await;
         }
         Ok(())

@@ -1591,12 +1591,19 @@ fn r18() -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
         check(names.len() == 1, format!("racers used different templates: {names:?}"))?;
         engine.gc_with(Duration::ZERO, false).await.map_err(|e| e.to_string())?;
         let admin = connect(engine.url()).await?;
+        // This template's builds only: other cases build their own templates on the same
+        // server at the same time (tpl_<fp16> is built in tpl_build_<fp16>_<owner>).
+        let fp16 = names[0].strip_prefix("tpl_").unwrap_or_default().to_owned();
+        check(fp16.len() == 16, format!("unexpected template name {:?}", names[0]))?;
         let partial: i64 = admin
-            .query_one("select count(*) from pg_namespace where nspname like 'tpl_build_%'", &[])
+            .query_one(
+                "select count(*) from pg_namespace where nspname like 'tpl\\_build\\_' || $1 || '\\_%'",
+                &[&fp16],
+            )
             .await
             .unwrap()
             .get(0);
-        check(partial == 0, format!("{partial} partial builds left"))?;
+        check(partial == 0, format!("{partial} partial builds of {} left", names[0]))?;
         engine.close().await.map_err(|e| e.to_string())?;
         Ok("builder killed mid-build; of 8 racers exactly 1 built; partial build reaped".into())
     })

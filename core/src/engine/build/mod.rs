@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use super::{Engine, Inner};
+use super::Engine;
 use crate::admin::{self, exec, ident, literal, transaction};
 use crate::conninfo;
 use crate::error::{Error, Result};
@@ -28,6 +28,32 @@ const NO_KEY: &str = "a template your migration tool builds needs its inputs (th
 
 /// How often an engine tries the build lock while another engine builds the template.
 const BUILD_LOCK_POLL: Duration = Duration::from_millis(100);
+
+/// The templates this engine found or built (by fingerprint), and the pg_dump that captures
+/// them (looked for once). Only this folder touches its fields.
+#[derive(Default)]
+pub(crate) struct TemplateCache {
+    by_fingerprint: std::sync::Mutex<std::collections::HashMap<String, Template>>,
+    /// The pg_dump that captures templates, or why there is none (looked for at first use).
+    pg_dump: std::sync::OnceLock<std::result::Result<std::path::PathBuf, String>>,
+}
+
+impl TemplateCache {
+    fn get(&self, fp: &str) -> Option<Template> {
+        self.by_fingerprint.lock().ok()?.get(fp).cloned()
+    }
+
+    fn insert(&self, t: Template) {
+        if let Ok(mut m) = self.by_fingerprint.lock() {
+            m.insert(t.fingerprint.clone(), t);
+        }
+    }
+
+    /// The schemas of the templates in use (gc never prunes them).
+    pub(crate) fn schemas(&self) -> Vec<String> {
+        self.by_fingerprint.lock().map(|m| m.values().map(|t| t.schema.clone()).collect()).unwrap_or_default()
+    }
+}
 
 /// A template build the caller performs with its own migration tool: run migrations against
 /// [`TemplateBuild::url`], then [`TemplateBuild::commit`]. Dropping it without committing
@@ -75,7 +101,7 @@ impl Engine {
             return Ok(t);
         }
         let t = self.template_uncached(&fp, steps, &migrations.source()).await?;
-        self.inner.ensure_pool(&t);
+        self.ensure_pool(&t);
         Ok(t)
     }
 
@@ -162,7 +188,7 @@ impl Engine {
         match self.begin_build(&fp, None, source, by_content).await? {
             TemplateStart::Ready(t) => {
                 let t = self.remember(t);
-                self.inner.ensure_pool(&t);
+                self.ensure_pool(&t);
                 Ok(TemplateStart::Ready(t))
             }
             b => Ok(b),
@@ -195,13 +221,11 @@ impl Engine {
     }
 
     fn cached(&self, fp: &str) -> Option<Template> {
-        self.inner.templates.lock().ok()?.get(fp).cloned()
+        self.inner.templates.get(fp)
     }
 
     fn remember(&self, t: Template) -> Template {
-        if let Ok(mut m) = self.inner.templates.lock() {
-            m.insert(t.fingerprint.clone(), Template { built_here: false, ..t.clone() });
-        }
+        self.inner.templates.insert(Template { built_here: false, ..t.clone() });
         t
     }
 
@@ -244,7 +268,7 @@ impl Engine {
         if seed_sql.is_none() && matches!(replay, Replay::Captured(_)) {
             // Built by an engine that did not capture rows yet: capture them now, once.
             let (url, tpl) = (self.inner.url.clone(), schema.clone());
-            let dumper = self.inner.find_pg_dump().await;
+            let dumper = self.find_pg_dump().await;
             seed_sql = tokio::task::spawn_blocking(move || template::capture(&url, &tpl, &dumper, true).ok())
                 .await
                 .ok()
@@ -356,19 +380,19 @@ impl Engine {
     }
 }
 
-impl Inner {
+impl Engine {
     /// The pg_dump for this server ([`template::pg_dump_for`]), looked for once.
     async fn find_pg_dump(&self) -> std::result::Result<std::path::PathBuf, String> {
-        if let Some(found) = self.pg_dump.get() {
+        if let Some(found) = self.inner.templates.pg_dump.get() {
             return found.clone();
         }
-        let (server, explicit) = ((self.server_version / 10000) as u32, self.cfg.pg_dump.clone());
-        let bin = self.cfg.pg_bin.clone().or_else(|| crate::server::find_binaries(None).ok().map(|b| b.dir));
+        let (server, explicit) = ((self.inner.server_version / 10000) as u32, self.inner.cfg.pg_dump.clone());
+        let bin = self.inner.cfg.pg_bin.clone().or_else(|| crate::server::find_binaries(None).ok().map(|b| b.dir));
         let found =
             tokio::task::spawn_blocking(move || template::pg_dump_for(server, explicit.as_deref(), bin.as_deref()))
                 .await
                 .unwrap_or_else(|e| Err(format!("looking for pg_dump panicked: {e}")));
-        let _ = self.pg_dump.set(found.clone());
+        let _ = self.inner.templates.pg_dump.set(found.clone());
         found
     }
 }

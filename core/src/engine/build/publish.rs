@@ -37,7 +37,7 @@ impl TemplateBuild {
     pub async fn commit(mut self) -> Result<Template> {
         let t = self.publish(None).await?;
         let t = self.engine.remember(t);
-        self.engine.inner.ensure_pool(&t);
+        self.engine.ensure_pool(&t);
         Ok(t)
     }
 
@@ -120,7 +120,7 @@ impl TemplateBuild {
                 }
                 let url = inner.url.clone();
                 let build = self.schema.clone();
-                let dumper = inner.find_pg_dump().await;
+                let dumper = self.engine.find_pg_dump().await;
                 let (captured, seed) = tokio::task::spawn_blocking(move || {
                     let ddl = template::capture(&url, &build, &dumper, false);
                     let seed = ddl.as_ref().ok().and_then(|_| template::capture(&url, &build, &dumper, true).ok());
