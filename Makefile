@@ -101,9 +101,9 @@ check: build build-python build-node ## The fast loop: formatting, clippy, go ve
 	$(MAKE) --no-print-directory lint header-check version-check
 	$(CARGO) test -q --workspace --lib --bins
 	$(CARGO) test -q -p pgisolate --test vectors --test structure
-	cd bindings-python && $(PY) -m pytest -q -p no:cacheprovider tests/test_binding.py -k vectors
+	cd bindings-python && $(PY) -m pytest -q -p no:cacheprovider tests/test_binding.py -k 'vectors or core_kinds or stubs_take'
 	cd bindings-node && node --test test/node/vectors.test.js
-	cd bindings-go && go test -count=1 -run 'Vectors$$' .
+	cd bindings-go && go test -count=1 -run 'Vectors$$|CoresSettings$$' .
 	cc -Wall -Wextra -Werror -g -o $(CTEST) tests/c/test_pgisolate.c -Iinclude -I/usr/include/postgresql \
 	  $(LIB) -ljansson -lpq $(NATIVE_LIBS)
 
