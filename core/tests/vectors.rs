@@ -168,6 +168,24 @@ fn error_kind_vectors() {
         assert_eq!(k.class_name(), v["node"].as_str().unwrap(), "{k}: Node's class");
         assert!(k.parent().is_none_or(|p| p.parent().is_none()), "{k}: one level of parents");
     }
+    // docs/configuration.md's table of kinds says the same: number, code, then each language's name.
+    let conf =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md"))
+            .unwrap();
+    for v in kinds {
+        let row = conf
+            .lines()
+            .find(|l| l.starts_with(&format!("| {} | `{}`", v["number"], v["code"].as_str().unwrap())))
+            .unwrap_or_else(|| panic!("docs/configuration.md has no row for kind {}", v["number"]));
+        for lang in ["c", "go", "python", "node"] {
+            let name = v[lang].as_str().unwrap();
+            assert!(
+                row.contains(&format!("`{name}`")),
+                "docs/configuration.md: kind {} has no `{name}` ({lang})",
+                v["number"]
+            );
+        }
+    }
     for v in doc["abi_only"].as_array().unwrap() {
         assert_eq!(pgisolate::ErrorKind::from_number(v["number"].as_u64().unwrap() as u32), None);
     }
