@@ -42,6 +42,11 @@ export declare class Engine {
   /** Live and kept schemas. */
   list(): Promise<Array<Entry>>
   /**
+   * What a run's workers need to join this engine's run: environment variables
+   * (`PGISOLATE_DATABASE_URL`, `PGISOLATE_RUN_ID`) and their values.
+   */
+  workerEnv(): Record<string, string>
+  /**
    * What the run left (the core's end of run, one report for every runner); with `reap`,
    * dead owners' schemas are dropped first (a run's last engine only, once workers exited).
    */

@@ -129,13 +129,18 @@ async function globalSetup(first, second) {
     : []
   await Promise.all([globalEngine, ...otherEngines].map((e) => e.template(sourceFromEnv({ migrations }))))
   const templateBuilt = opts.build ? JSON.stringify({ fingerprint: opts.fingerprint || '', inputs }) : undefined
-  const url = spread ? configured : globalEngine.url
+  // The core's hand-over: the server list (several) or the one server's URL, and the run id.
+  const env = globalEngine.workerEnv()
   if (project) {
-    project.provide('pgisolate', { url, runId: globalEngine.runId, migrations, templateBuilt })
+    project.provide('pgisolate', {
+      url: env.PGISOLATE_DATABASE_URL,
+      runId: env.PGISOLATE_RUN_ID,
+      migrations,
+      templateBuilt,
+    })
   } else {
     if (migrations) process.env.PGISOLATE_MIGRATIONS = migrations
-    process.env.PGISOLATE_DATABASE_URL = url
-    process.env.PGISOLATE_RUN_ID = globalEngine.runId
+    Object.assign(process.env, env)
     if (templateBuilt) process.env.PGISOLATE_TEMPLATE_BUILT = templateBuilt
   }
   return globalTeardown

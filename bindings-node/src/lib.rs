@@ -265,11 +265,19 @@ impl Engine {
         out(self.inner.list().await.map(entries))
     }
 
+    /// What a run's workers need to join this engine's run: environment variables
+    /// (`PGISOLATE_DATABASE_URL`, `PGISOLATE_RUN_ID`) and their values.
+    #[napi(ts_return_type = "Record<string, string>")]
+    pub fn worker_env(&self) -> HashMap<String, String> {
+        self.inner.worker_env().into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    }
+
     /// What the run left (the core's end of run, one report for every runner); with `reap`,
     /// dead owners' schemas are dropped first (a run's last engine only, once workers exited).
     #[napi(ts_return_type = "Promise<RunReport>")]
     pub async fn end_of_run(&self, reap: Option<bool>) -> Out<RunReport> {
-        out(self.inner.end_of_run(reap.unwrap_or(false)).await.map(|r| RunReport {
+        let grace = reap.unwrap_or(false).then_some(Duration::ZERO);
+        out(self.inner.end_of_run(grace).await.map(|r| RunReport {
             unreleased: entries(r.unreleased),
             kept: entries(r.kept),
             dropped: r.dropped,

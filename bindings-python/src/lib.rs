@@ -300,13 +300,20 @@ impl PyEngine {
         entry_list(py, entries)
     }
 
+    /// What a run's workers need to join this engine's run: environment variables
+    /// (`PGISOLATE_DATABASE_URL`, `PGISOLATE_RUN_ID`) and their values.
+    fn worker_env(&self) -> Vec<(&'static str, String)> {
+        self.engine.worker_env()
+    }
+
     /// What the run left (the core's end of run, one report for every runner): a dict of
     /// `unreleased`, `kept` and `left` (entries as `list()` gives them) and `dropped` (names).
     /// With `reap`, dead owners' schemas are dropped first (a run's last engine only).
     #[pyo3(signature = (reap=false))]
     fn end_of_run<'py>(&self, py: Python<'py>, reap: bool) -> PyResult<Bound<'py, PyDict>> {
         let engine = self.engine.clone();
-        let r = run(py, async move { engine.end_of_run(reap).await })?;
+        let grace = reap.then_some(Duration::ZERO);
+        let r = run(py, async move { engine.end_of_run(grace).await })?;
         let d = PyDict::new(py);
         d.set_item("unreleased", entry_list(py, r.unreleased)?)?;
         d.set_item("kept", entry_list(py, r.kept)?)?;

@@ -530,7 +530,7 @@ async fn demo_on(
     }
     // Releases rename a schema to a tombstone and may finish the drop in the background (when
     // it is not recycled): the run's end waits for those before counting what is left.
-    let report = engine.end_of_run(false).await?;
+    let report = engine.end_of_run(None).await?;
     println!();
     println!("leftover schemas: {}", report.left.len() + report.kept.len());
     if !ok || !report.left.is_empty() || !report.kept.is_empty() {
@@ -549,11 +549,9 @@ async fn run_cmd(cmd: Vec<String>) -> Result<u8, BoxError> {
     let engine = Engine::start(cfg.clone()).await?;
     spinner.stop();
     let t = Instant::now();
-    let url = if servers.len() > 1 { cfg.url.clone().unwrap_or_default() } else { engine.url().to_owned() };
     let status = tokio::process::Command::new(&cmd[0])
         .args(&cmd[1..])
-        .env("PGISOLATE_DATABASE_URL", url)
-        .env("PGISOLATE_RUN_ID", engine.run_id())
+        .envs(engine.worker_env())
         .status()
         .await
         .map_err(|e| format!("cannot run {:?}: {e}", cmd[0]))?;
@@ -567,10 +565,13 @@ async fn run_cmd(cmd: Vec<String>) -> Result<u8, BoxError> {
         let e = if server.is_empty() {
             engine.clone()
         } else {
-            Engine::start(Config { url: Some(server.clone()), gc_on_start: false, ..cfg.clone() }).await?
+            let run_id = Some(engine.run_id().to_owned());
+            Engine::start(Config { url: Some(server.clone()), gc_on_start: false, run_id, ..cfg.clone() }).await?
         };
-        dropped += e.gc_with(grace, false).await?.dropped.len();
-        left += e.list().await?.into_iter().filter(|x| x.run_id == engine.run_id()).count();
+        // The run's end, as every runner reports it (kept schemas count as left here).
+        let report = e.end_of_run(Some(grace)).await?;
+        dropped += report.dropped.len();
+        left += report.left.len() + report.kept.len();
         if !server.is_empty() {
             e.close().await?;
         }

@@ -207,12 +207,12 @@ class _ControllerHooks:
 
     def pytest_configure_node(self, node: Any) -> None:
         engine = self._engine()  # holds the embedded server up for the whole run
-        # Several servers listed: the whole list, so each worker takes its own by its id
-        # (gw<N>: server N modulo their count); else the one server (the embedded one's URL).
-        configured = self.state.url()
-        spread = configured is not None and len(_servers(configured)) > 1
-        node.workerinput["pgisolate_url"] = configured if spread else engine.url
-        node.workerinput["pgisolate_run_id"] = engine.run_id
+        # The core's hand-over: several servers listed, the whole list, so each worker takes
+        # its own by its id (gw<N>: server N modulo their count); else the one server (the
+        # embedded one's URL); and the run id.
+        env = dict(engine.worker_env())
+        node.workerinput["pgisolate_url"] = env["PGISOLATE_DATABASE_URL"]
+        node.workerinput["pgisolate_run_id"] = env["PGISOLATE_RUN_ID"]
 
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         stats = getattr(node, "workeroutput", {}).get("pgisolate")

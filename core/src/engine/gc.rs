@@ -44,10 +44,26 @@ pub struct RunReport {
 }
 
 impl Engine {
+    /// What a run's workers need to join this engine's run, as environment variables:
+    /// `PGISOLATE_DATABASE_URL` (every server, when the configuration lists several, so each
+    /// worker takes its own; else this engine's server, the embedded one's included) and
+    /// `PGISOLATE_RUN_ID`. The one hand-over behind `pgisolate run`, pytest-xdist and
+    /// Vitest/Jest.
+    pub fn worker_env(&self) -> Vec<(&'static str, String)> {
+        let cfg = &self.inner.cfg;
+        let url = match cfg.url.as_deref() {
+            Some(listed) if cfg.servers().len() > 1 => listed.to_owned(),
+            _ => self.url().to_owned(),
+        };
+        vec![("PGISOLATE_DATABASE_URL", url), ("PGISOLATE_RUN_ID", self.run_id().to_owned())]
+    }
+
     /// The end of a run: waits for this engine's background drops, reads what the run
-    /// (this engine's run id) left, and with `reap` drops what dead owners left (gc with no
-    /// grace: only for a run's last engine, once every worker has exited).
-    pub async fn end_of_run(&self, reap: bool) -> Result<RunReport> {
+    /// (this engine's run id) left, and with `reap` drops what dead owners left: a run's last
+    /// engine, once every worker has exited (gc with `reap`'s grace).
+    pub async fn end_of_run(&self, reap: Option<Duration>) -> Result<RunReport> {
+        let grace = reap;
+        let reap = grace.is_some();
         self.flush().await;
         let mine = |e: &registry::Entry| e.run_id == self.run_id();
         let before: Vec<registry::Entry> = self.list().await?.into_iter().filter(mine).collect();
@@ -61,7 +77,10 @@ impl Engine {
             .cloned()
             .collect();
         let kept = before.iter().filter(|e| e.state == "kept").cloned().collect();
-        let dropped = if reap { self.gc_with(Duration::ZERO, false).await?.dropped } else { Vec::new() };
+        let dropped = match grace {
+            Some(g) => self.gc_with(g, false).await?.dropped,
+            None => Vec::new(),
+        };
         let left = if dropped.is_empty() {
             before.into_iter().filter(|e| e.state != "kept").collect()
         } else {
