@@ -654,9 +654,80 @@ func TestABuildThatReachesOutsideItsSchemaIsRefused(t *testing.T) {
 	}
 }
 
-func TestIsolationDatabaseIsRefusedAsNotInThisVersion(t *testing.T) {
-	_, err := NewEngine(Config{Settings: map[string]string{"isolation": "database"}})
-	if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "planned and not in this version") {
-		t.Fatalf("want a config error, got %v", err)
+// isolation=database: the audit migration set gets a database per test; tests at once
+// register the same email, each sees its own audit row and public.settings; released
+// databases are dropped.
+func TestIsolationDatabaseGivesTheAuditAppADatabasePerTest(t *testing.T) {
+	e, err := NewEngine(Config{NoGCOnStart: true, Settings: map[string]string{"isolation": "database"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	tpl, err := e.Template(filepath.Join("..", "tests", "outside", "audit"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type seen struct {
+		name, db, settings string
+		audit              int
+	}
+	out := make(chan seen, 6)
+	errs := make(chan error, 6)
+	for i := 0; i < 6; i++ {
+		go func(i int) {
+			s, err := e.Acquire(tpl, "go.database", fmt.Sprintf("registers alice %d", i))
+			if err != nil {
+				errs <- err
+				return
+			}
+			db, err := sql.Open("pgx", s.URL())
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer db.Close()
+			if _, err := db.Exec(`insert into users (email) values ('alice@example.com')`); err != nil {
+				errs <- err
+				return
+			}
+			if _, err := db.Exec(`insert into public.settings (k, v) values ('go', $1)`, fmt.Sprint(i)); err != nil {
+				errs <- err
+				return
+			}
+			var r seen
+			r.name = s.Name()
+			if err := db.QueryRow(`select current_database(), (select count(*) from audit.events),
+				(select string_agg(v, ',') from public.settings)`).Scan(&r.db, &r.audit, &r.settings); err != nil {
+				errs <- err
+				return
+			}
+			db.Close()
+			if err := s.Release(); err != nil {
+				errs <- err
+				return
+			}
+			out <- r
+		}(i)
+	}
+	var names []string
+	for i := 0; i < 6; i++ {
+		select {
+		case err := <-errs:
+			t.Fatal(err)
+		case r := <-out:
+			if r.db != r.name || r.audit != 1 || strings.Contains(r.settings, ",") {
+				t.Errorf("%s: database %s, %d audit rows, settings %q: not its own", r.name, r.db, r.audit, r.settings)
+			}
+			names = append(names, r.name)
+		}
+	}
+	admin, err := sql.Open("pgx", e.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	var left int
+	if err := admin.QueryRow(`select count(*) from pg_database where datname = any($1)`, names).Scan(&left); err != nil || left != 0 {
+		t.Fatalf("%d released databases left (%v)", left, err)
 	}
 }

@@ -336,6 +336,37 @@ def test_a_callers_build_that_reaches_outside_is_refused(engine, unique):
     assert _left(engine, f"audit_{unique}") == []
 
 
-def test_isolation_database_is_refused_as_not_in_this_version():
-    with pytest.raises(pgisolate.ConfigError, match="planned and not in this version"):
-        pgisolate.Engine(isolation="database")
+def test_isolation_database_gives_the_audit_app_a_database_per_test():
+    """The audit migration set, refused in schema isolation, works in database isolation: 6
+    tests at once register the same email, each in its own database with its own audit row and
+    its own public.settings; released databases are dropped."""
+    with pgisolate.Engine(isolation="database", gc_on_start=False) as e:
+        tpl = e.template(OUTSIDE)
+
+        def one(i):
+            with e.schema(tpl, "py.database", f"registers alice {i}") as db:
+                assert "search_path" not in db.url
+                with psycopg.connect(db.url) as c:
+                    c.execute("insert into users (email) values ('alice@example.com')")
+                    c.execute("insert into public.settings (k, v) values ('py', %s)", (str(i),))
+                    got = c.execute(
+                        "select current_database(), (select count(*) from audit.events), "
+                        "(select string_agg(v, ',') from public.settings)"
+                    ).fetchone()
+                return db.name, got
+
+        threads, results = [], []
+        for i in range(6):
+            t = threading.Thread(target=lambda i=i: results.append(one(i)))
+            t.start()
+            threads.append(t)
+        for t in threads:
+            t.join()
+        assert len(results) == 6
+        for name, (db, audit, settings) in results:
+            assert db == name and audit == 1, (name, db, audit)
+        assert sorted(settings for _, (_, _, settings) in results) == [str(i) for i in range(6)]
+        names = [name for name, _ in results]
+        with psycopg.connect(e.url) as c:
+            left = c.execute("select count(*) from pg_database where datname = any(%s)", (names,)).fetchone()[0]
+        assert left == 0

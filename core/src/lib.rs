@@ -15,7 +15,7 @@
 //!
 //! # The API
 //!
-//! - [`Engine`] (start, templates, acquire, gc, close), configured by [`Config`] (settings by
+//! - [`Engine`] (start, templates, acquire, gc, close), configured by [`Config`] ([`Isolation`], settings by
 //!   key, [`Keep`] policy);
 //! - [`Migrations`] → [`Template`], or [`TemplateStart`] / [`TemplateBuild`] when your own
 //!   migration tool builds it;
@@ -60,7 +60,7 @@ pub mod template;
 pub mod testing;
 
 pub use budget::{Connections, EngineConnections};
-pub use config::{Config, Keep};
+pub use config::{Config, Isolation, Keep};
 pub use engine::build::{TemplateBuild, TemplateStart};
 pub use engine::gc::{GcReport, RunReport};
 pub use engine::Engine;

@@ -489,7 +489,6 @@ static void outside_builds(const char *vectors) {
   pgi_config *cfg = NULL;
   ok(pgi_config_new(&cfg), "config");
   ok(pgi_config_set(cfg, "gc_on_start", "false"), "gc_on_start");
-  expect_error(pgi_config_set(cfg, "isolation", "database"), PGI_CODE_CONFIG, "isolation=database");
   pgi_engine *engine = NULL;
   ok(pgi_engine_new(cfg, &engine), "engine");
   pgi_config_free(cfg);
@@ -530,6 +529,60 @@ static void outside_builds(const char *vectors) {
            "end if; end $$",
            (long)getpid());
   CHECK(exec_sql(admin, sql, errbuf, sizeof errbuf), "%s", errbuf);
+  ok(pgi_engine_close(engine), "close");
+  pgi_engine_free(engine);
+  pgi_string_free(admin);
+}
+
+/* isolation=database: the audit migration set (a second schema fed by a trigger, a table in
+ * public) gets a database per test; two tests register the same email, each sees its own
+ * audit row and its own public.settings; released databases are dropped. */
+static void database_isolation(const char *vectors) {
+  char audit[1024], errbuf[512] = "", sql[512];
+  snprintf(audit, sizeof audit, "%s/../outside/audit", vectors);
+  pgi_config *cfg = NULL;
+  ok(pgi_config_new(&cfg), "config");
+  ok(pgi_config_set(cfg, "gc_on_start", "false"), "gc_on_start");
+  ok(pgi_config_set(cfg, "isolation", "database"), "isolation=database");
+  pgi_engine *engine = NULL;
+  ok(pgi_engine_new(cfg, &engine), "engine (database isolation)");
+  pgi_config_free(cfg);
+  char *admin = NULL;
+  ok(pgi_engine_url(engine, &admin), "engine url");
+  pgi_template *tpl = NULL;
+  ok(pgi_template_from_dir(engine, audit, &tpl), "the audit template database");
+  pgi_schema *dbs[2] = {NULL, NULL};
+  char *names[2] = {NULL, NULL};
+  for (int i = 0; i < 2; i++) {
+    char scenario[32];
+    snprintf(scenario, sizeof scenario, "registers alice %d", i);
+    ok(pgi_schema_acquire(engine, tpl, PGI_CSTR("c.database"), PGI_CSTR(scenario), (pgi_str){NULL, 0}, &dbs[i]),
+       "acquire a database");
+    char *url = NULL;
+    ok(pgi_schema_url(dbs[i], &url), "database url");
+    ok(pgi_schema_name(dbs[i], &names[i]), "database name");
+    CHECK(exec_sql(url,
+                   "insert into users (email) values ('alice@example.com'); "
+                   "insert into public.settings (k, v) values ('c', 'x'); "
+                   "do $$ begin if (select count(*) from audit.events) <> 1 or (select count(*) from public.settings) <> 1 "
+                   "or current_database() not like 'test\\_%' then raise exception 'not isolated'; end if; end $$",
+                   errbuf, sizeof errbuf),
+          "database %d: %s", i, errbuf);
+    pgi_string_free(url);
+  }
+  CHECK(strcmp(names[0], names[1]) != 0, "two tests, two databases");
+  for (int i = 0; i < 2; i++) {
+    ok(pgi_schema_release(dbs[i], false, NULL), "release the database");
+    pgi_schema_free(dbs[i]);
+  }
+  snprintf(sql, sizeof sql,
+           "do $$ begin if exists (select 1 from pg_database where datname in ('%s', '%s')) then "
+           "raise exception 'a released database is left'; end if; end $$",
+           names[0], names[1]);
+  CHECK(exec_sql(admin, sql, errbuf, sizeof errbuf), "%s", errbuf);
+  pgi_string_free(names[0]);
+  pgi_string_free(names[1]);
+  pgi_template_free(tpl);
   ok(pgi_engine_close(engine), "close");
   pgi_engine_free(engine);
   pgi_string_free(admin);
@@ -641,6 +694,7 @@ int main(int argc, char **argv) {
   engine_cycle(argv[2]);
   caller_builds(argv[2]);
   outside_builds(argv[1]);
+  database_isolation(argv[1]);
   int passed = checks - failures;
   printf("%d passed, %d failed\n", passed, failures);
   return failures ? 1 : 0;

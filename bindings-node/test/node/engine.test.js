@@ -283,9 +283,44 @@ test('a build that reaches outside its schema is refused, naming each object, an
   }
 })
 
-test('isolation: database is refused as not in this version', async () => {
-  await assert.rejects(
-    pgi.Engine.start({ isolation: 'database' }),
-    (e) => e instanceof pgi.ConfigError && /planned and not in this version/.test(e.message),
-  )
+test('isolation: database gives the audit app a database per test', async () => {
+  const e = await pgi.Engine.start({ isolation: 'database', gcOnStart: false })
+  try {
+    const audit = path.join(__dirname, '..', '..', '..', 'tests', 'outside', 'audit')
+    const tpl = await e.template({ migrations: audit })
+    const seen = await Promise.all(
+      [0, 1, 2, 3, 4, 5].map(async (i) => {
+        const db = await e.acquire(tpl, { feature: 'node.database', scenario: `registers alice ${i}` })
+        assert.ok(!db.url.includes('search_path'), db.url)
+        const c = new Client({ connectionString: db.url })
+        await c.connect()
+        await c.query("insert into users (email) values ('alice@example.com')")
+        await c.query("insert into public.settings (k, v) values ('node', $1)", [String(i)])
+        const row = (
+          await c.query(
+            'select current_database() as db, (select count(*)::int from audit.events) as audit, ' +
+              '(select string_agg(v, \',\') from public.settings) as settings',
+          )
+        ).rows[0]
+        await c.end()
+        const name = db.name
+        await db.release()
+        return { name, ...row, i }
+      }),
+    )
+    for (const s of seen) {
+      assert.equal(s.db, s.name)
+      assert.equal(s.audit, 1, `${s.name}: its own audit row`)
+      assert.equal(s.settings, String(s.i), `${s.name}: its own public.settings`)
+    }
+    const admin = new Client({ connectionString: e.url })
+    await admin.connect()
+    const left = (
+      await admin.query('select count(*)::int as n from pg_database where datname = any($1)', [seen.map((s) => s.name)])
+    ).rows[0].n
+    await admin.end()
+    assert.equal(left, 0, 'released databases are dropped')
+  } finally {
+    await e.close()
+  }
 })

@@ -11,6 +11,17 @@ mod settings;
 
 pub use settings::{Setting, SETTINGS};
 
+/// The unit each test gets ([`Config::isolation`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// A schema per test, made from a template schema (the default).
+    #[default]
+    Schema,
+    /// A database per test, cloned from a template database: for apps whose migrations reach
+    /// beyond one schema (another schema, tables in `public`, database-level settings).
+    Database,
+}
+
 /// What to do with a schema when its test ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Keep {
@@ -61,6 +72,8 @@ pub struct Config {
     /// `PYTEST_XDIST_WORKER`, Jest's `JEST_WORKER_ID`, Vitest's `VITEST_POOL_ID`): with several
     /// servers, worker N uses server N modulo their count.
     pub worker: Option<String>,
+    /// What each test gets: its own schema (the default) or its own database.
+    pub isolation: Isolation,
     /// Schema name prefix (`test_`).
     pub prefix: String,
     /// Hex characters of the identity hash in a name (8..=32, default 8).
@@ -152,6 +165,7 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("url", &self.url.as_deref().map(crate::conninfo::redact))
+            .field("isolation", &self.isolation)
             .field("prefix", &self.prefix)
             .field("hash_len", &self.hash_len)
             .field("keep", &self.keep)
@@ -174,6 +188,7 @@ impl Default for Config {
         Config {
             url: None,
             worker: None,
+            isolation: Isolation::Schema,
             prefix: naming::DEFAULT_PREFIX.to_owned(),
             hash_len: naming::DEFAULT_HASH_LEN,
             keep: Keep::Never,

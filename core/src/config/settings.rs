@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{parse_age, Config, Keep};
+use super::{parse_age, Config, Isolation, Keep};
 use crate::error::{Error, Result};
 
 /// One setting: the key every binding uses (`Config::set`, `pgi_config_set`, Python keyword,
@@ -34,7 +34,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "isolation",
         env: "PGISOLATE_ISOLATION",
-        takes: "what each test gets: schema (database, a database per test, is planned and not in this version) (schema)",
+        takes: "what each test gets: schema or database (a database per test, for migrations that reach beyond one schema) (schema)",
     },
     Setting { key: "prefix", env: "PGISOLATE_SCHEMA_PREFIX", takes: "schema name prefix (test_)" },
     Setting {
@@ -162,18 +162,13 @@ impl Config {
             match key {
                 "url" => self.url = opt(v),
                 "worker" => self.worker = opt(v),
-                "isolation" => match v.to_ascii_lowercase().as_str() {
-                    "" | "schema" => {}
-                    // Refused, never ignored: tests would run with a schema each while the user
-                    // believes each has a database.
-                    "database" => {
-                        return Err("a database per test is planned and not in this version: use schema (the \
-                                    default), and keep every object in the migrations' own schema \
-                                    (docs/behaviour.md, \"Apps with more than one schema\")"
-                            .into())
+                "isolation" => {
+                    self.isolation = match v.to_ascii_lowercase().as_str() {
+                        "" | "schema" => Isolation::Schema,
+                        "database" => Isolation::Database,
+                        _ => return Err("use schema (the default) or database".into()),
                     }
-                    _ => return Err("use schema (database is planned)".into()),
-                },
+                }
                 "prefix" => self.prefix = v.to_owned(),
                 "hash_len" => self.hash_len = number(v, "use 8..=32")?,
                 "keep" => self.keep = Keep::parse(v).map_err(|e| e.to_string())?,

@@ -258,6 +258,34 @@ pub fn scoped(input: &str, schema: &str, tail: &[String]) -> Result<String> {
     Ok(ci.to_string_form())
 }
 
+/// The input connection string pointed at database `db` (a test's own, in database
+/// isolation): its database replaced, no `search_path` in `options` (the database is the unit),
+/// and the application_name of `db`. Other options the input carried are kept.
+pub(crate) fn for_database(input: &str, db: &str) -> Result<String> {
+    let mut ci = ConnInfo::parse(input)?;
+    let mut tokens = split_options(ci.get("options").unwrap_or(""));
+    remove_setting(&mut tokens, "search_path");
+    if tokens.is_empty() {
+        ci.params.retain(|p| p.key != "options");
+    } else {
+        ci.set("options", &join_options(&tokens));
+    }
+    match ci.form {
+        Form::Url => {
+            // postgres://[userinfo@]hosts[/db]: replace the path.
+            let scheme_end = ci.base.find("://").map(|i| i + 3).unwrap_or(0);
+            let rest = &ci.base[scheme_end..];
+            let hosts_end = rest.find('/').unwrap_or(rest.len());
+            ci.base =
+                format!("{}{}/{}", &ci.base[..scheme_end], &rest[..hosts_end], utf8_percent_encode(db, QUERY_VALUE));
+            ci.params.retain(|p| p.key != "dbname");
+        }
+        Form::KeyValue => ci.set("dbname", db),
+    }
+    ci.set("application_name", &application_name(db));
+    Ok(ci.to_string_form())
+}
+
 /// The input connection string for a login role: user and password replaced, the
 /// application_name of the schema set, and no `search_path` in `options` (the role's own
 /// default `search_path` scopes its sessions, so poolers that reject startup options work).
@@ -386,6 +414,21 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn database_strings_replace_the_database_and_drop_the_search_path() {
+        let u = super::for_database(
+            "postgres://admin:secret@127.0.0.1:5432/app?options=-c%20search_path%3Dx%20-c%20work_mem%3D8MB&sslmode=disable",
+            "test_ab",
+        )
+        .unwrap();
+        assert_eq!(
+            u,
+            "postgres://admin:secret@127.0.0.1:5432/test_ab?sslmode=disable&options=-c%20work_mem%3D8MB&application_name=pgisolate%2Ftest_ab"
+        );
+        let k = super::for_database("host=h dbname=app user=u", "test_ab").unwrap();
+        assert!(k.contains("dbname=test_ab") && !k.contains("dbname=app"), "{k}");
+    }
 
     #[test]
     fn options_round_trip() {

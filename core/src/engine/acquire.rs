@@ -41,6 +41,9 @@ impl Engine {
 
     /// [`Engine::acquire`] under owner key `owner`; a fenced owner is an [`Error::Lease`].
     async fn acquire_as(&self, owner: i32, tpl: &Template, identity: Identity) -> Result<Schema> {
+        if self.inner.cfg.isolation == crate::config::Isolation::Database {
+            return self.acquire_database(owner, tpl, identity).await;
+        }
         let hash = identity.hash_hex();
         let shown = identity.display();
         // A ready schema from the pool is renamed to the name; without one, the template is

@@ -114,6 +114,9 @@ impl Engine {
                 Err(e) => report.failed.push((o.schema, e.to_string())),
             }
         }
+        if self.inner.cfg.isolation == crate::config::Isolation::Database {
+            report.dropped.extend(self.gc_databases(&admin, grace, include_kept).await);
+        }
         report.pruned_rows = registry::prune_rows(&admin).await?;
         if !self.inner.cfg.template_max_age.is_zero() {
             let cached: Vec<String> = self.inner.templates.schemas();

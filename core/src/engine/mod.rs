@@ -23,6 +23,7 @@
 
 mod acquire;
 pub(crate) mod build;
+mod database;
 pub(crate) mod gc;
 mod pool;
 mod recycling;

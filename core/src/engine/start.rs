@@ -91,7 +91,7 @@ impl Engine {
                     "select (select oid from pg_database where datname = current_database()), rolsuper, \
                      rolsuper or rolcreaterole, exists (select 1 from pg_namespace where nspname = 'extensions'), \
                      current_setting('server_version_num')::int, \
-                     set_config('application_name', $1, false) \
+                     set_config('application_name', $1, false), rolsuper or rolcreatedb \
                      from pg_roles where rolname = current_user",
                     // The adopted connection was opened before the owner key was known.
                     &[&pool.app()],
@@ -105,6 +105,13 @@ impl Engine {
             // own. The beat then sizes the pool from the server's budget.
             let (_, keep) = budget.caps(cfg.test_connections, cfg.max_admin_connections);
             pool.set_cap(1, keep);
+            if cfg.isolation == crate::config::Isolation::Database && !row.get::<_, bool>(6) {
+                return Err(Error::Config(
+                    "PGISOLATE_ISOLATION=database needs an admin role with CREATEDB (or a superuser) to clone a \
+                     database per test: ALTER ROLE <admin> CREATEDB, or use isolation=schema"
+                        .into(),
+                ));
+            }
             if cfg.login_role && !row.get::<_, bool>(2) {
                 return Err(Error::Config(
                     "PGISOLATE_LOGIN_ROLE needs an admin role with CREATEROLE (or a superuser) to create a login \

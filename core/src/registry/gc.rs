@@ -112,8 +112,6 @@ async fn owner_rows(client: &Client) -> Result<std::collections::HashMap<i64, bo
 /// (an engine from before owner rows), lease free and the schema older than `grace`. With
 /// `include_kept`, kept schemas of gone owners too.
 pub(crate) async fn orphans(client: &Client, grace: Duration, include_kept: bool) -> Result<Vec<Orphan>> {
-    let live = live_owners(client).await?;
-    let owners = owner_rows(client).await?;
     let rows = client
         .query(
             "select nspname::text, obj_description(oid, 'pg_namespace') from pg_namespace \
@@ -122,6 +120,38 @@ pub(crate) async fn orphans(client: &Client, grace: Duration, include_kept: bool
         )
         .await
         .map_err(|e| Error::db("list marked schemas", e))?;
+    judge(client, rows, grace, include_kept).await
+}
+
+/// [`orphans`] among databases (database isolation): those marked by an engine of this
+/// registry (`of=<registry_db>`; databases are cluster-wide).
+pub(crate) async fn database_orphans(
+    client: &Client,
+    grace: Duration,
+    include_kept: bool,
+    registry_db: u32,
+) -> Result<Vec<Orphan>> {
+    let rows = client
+        .query(
+            "select datname::text, shobj_description(oid, 'pg_database') from pg_database \
+             where shobj_description(oid, 'pg_database') like 'pgisolate:v1:%' \
+             and shobj_description(oid, 'pg_database') like '% of=' || $1::text",
+            &[&registry_db.to_string()],
+        )
+        .await
+        .map_err(|e| Error::db("list marked databases", e))?;
+    judge(client, rows, grace, include_kept).await
+}
+
+/// Which of the marked objects (name, marker) gc may drop: their owner is gone.
+async fn judge(
+    client: &Client,
+    rows: Vec<tokio_postgres::Row>,
+    grace: Duration,
+    include_kept: bool,
+) -> Result<Vec<Orphan>> {
+    let live = live_owners(client).await?;
+    let owners = owner_rows(client).await?;
     let now = unix_now();
     let mut out = Vec::new();
     for r in rows {

@@ -24,7 +24,7 @@ use crate::lease::LIVE_OWNERS_SQL;
 use crate::locks::REGISTRY_CLASS;
 
 pub use gc::Entry;
-pub(crate) use gc::{fence, forget, forget_released, list, marker_of, orphans, prune_rows};
+pub(crate) use gc::{database_orphans, fence, forget, forget_released, list, marker_of, orphans, prune_rows};
 pub use templates::TemplateInfo;
 pub(crate) use templates::{prune_templates, templates};
 

@@ -480,11 +480,9 @@ pub(crate) fn refusal(source: &str, reach: &[Reach]) -> Error {
              server would lack them. Nothing was published or cached, and the build schema was dropped:\n{}\n\
              What to do: keep every object in the migrations' own schema (unqualified names; no CREATE SCHEMA, no \
              ALTER DATABASE/ROLE … SET, no writes into other schemas). An app that needs several schemas, tables in \
-             public or database-level settings needs a database per test: PGISOLATE_ISOLATION=database is \
-             planned and not in this version (docs/behaviour.md, \"Apps with more than one schema\"). A schema per worker \
-             (isolated_worker_schema) does not help either: it is still a schema in a shared database. Until then, \
-             such an app's tests need a tool that clones a database per test (pgtestdb, pytest-postgresql, \
-             sqlx::test)",
+             public or database-level settings needs a database per test: set PGISOLATE_ISOLATION=database \
+             (isolation=\"database\" in every binding; docs/behaviour.md, \"Apps with more than one schema\"). A \
+             schema per worker (isolated_worker_schema) does not help: it is still a schema in a shared database",
             lines(reach).join("\n")
         ),
     }

@@ -95,6 +95,9 @@ impl Engine {
     /// every process and host, and cached in this engine.
     pub async fn template(&self, migrations: Migrations) -> Result<Template> {
         self.inner.check_open()?;
+        if self.inner.cfg.isolation == crate::config::Isolation::Database {
+            return self.template_database(migrations).await;
+        }
         let steps = migrations.load()?;
         let fp = template::fingerprint(&steps);
         if let Some(t) = self.cached(&fp) {
@@ -181,6 +184,14 @@ impl Engine {
     /// it cannot be stale (a bare key can: the caller changes migrations, not the key).
     async fn template_begin_source(&self, key: &str, source: &str, by_content: bool) -> Result<TemplateStart> {
         self.inner.check_open()?;
+        if self.inner.cfg.isolation == crate::config::Isolation::Database {
+            return Err(Error::Config(
+                "isolation=database builds templates from a migrations directory, files or SQL in this version \
+                 (engine.template(migrations)); templates built by your own migration tool are not yet supported \
+                 in database isolation"
+                    .into(),
+            ));
+        }
         let fp = template::caller_fingerprint(key);
         if let Some(t) = self.cached(&fp) {
             return Ok(TemplateStart::Ready(t));
@@ -220,11 +231,11 @@ impl Engine {
         }
     }
 
-    fn cached(&self, fp: &str) -> Option<Template> {
+    pub(super) fn cached(&self, fp: &str) -> Option<Template> {
         self.inner.templates.get(fp)
     }
 
-    fn remember(&self, t: Template) -> Template {
+    pub(super) fn remember(&self, t: Template) -> Template {
         self.inner.templates.insert(Template { built_here: false, ..t.clone() });
         t
     }
