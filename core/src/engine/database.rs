@@ -118,6 +118,12 @@ impl Engine {
             let _ = drop_database(admin, &build).await;
             return Err(e);
         }
+        // A closed connection's backend exits a moment later, and a database with sessions can
+        // be neither renamed nor cloned: end them (the build's own) and wait until they are gone.
+        if let Err(e) = end_sessions(admin, &build).await {
+            let _ = drop_database(admin, &build).await;
+            return Err(e);
+        }
         let publish = format!("ALTER DATABASE {} RENAME TO {};", ident(&build), ident(name));
         let published = async {
             exec(admin, "publish the template database", &publish).await?;
@@ -288,6 +294,28 @@ async fn copy_settings_sql(client: &Client, template: &str, target: &str) -> Res
         sql.push_str(&format!("ALTER DATABASE {} SET {} = {value};", ident(target), ident(k)));
     }
     Ok(sql)
+}
+
+/// Ends the sessions connected to database `name` and waits (up to 10 s) until none is left.
+async fn end_sessions(client: &Client, name: &str) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: i64 = client
+            .query_one(
+                "select count(pg_terminate_backend(pid)) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()",
+                &[&name],
+            )
+            .await
+            .map_err(|e| Error::db(format!("end the sessions of database {name}"), e))?
+            .get(0);
+        if left == 0 {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(Error::Timeout(format!("database {name} still has {left} sessions after 10 s")));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Drops database `name` if it exists, ending its sessions (`WITH (FORCE)` on PostgreSQL 13 and
