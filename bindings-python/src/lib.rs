@@ -142,6 +142,15 @@ impl PyEngine {
         self.engine.config().keep.as_str()
     }
 
+    /// What each test gets: "schema" or "database".
+    #[getter]
+    fn isolation(&self) -> &'static str {
+        match self.engine.config().isolation {
+            pgisolate::Isolation::Schema => "schema",
+            pgisolate::Isolation::Database => "database",
+        }
+    }
+
     /// A template from a migrations directory, a list of files, or SQL text; built once per server.
     #[pyo3(signature = (migrations=None, *, files=None, sql=None))]
     fn template(

@@ -354,3 +354,28 @@ def test_a_crashed_workers_schema_is_reported_and_reaped_at_the_end(pytester, en
     assert any(re.search(r"\b0 leftovers", l) for l in lines), lines
     mine = [e for e in engine.list() if "test_dies_holding_its_schema" in e["identity"]]
     assert not mine, mine
+
+
+def test_isolated_schema_in_database_isolation(pytester):
+    """pgisolate_isolation = database through the plugin, with xdist: the audit app's tests each
+    get a database of their own; nothing is left."""
+    from conftest import ROOT
+
+    pytester.makeini("[pytest]\npgisolate_isolation = database\n")
+    pytester.makepyfile(
+        test_db="""
+        import psycopg, pytest
+
+        @pytest.mark.parametrize("n", range(4))
+        def test_register(isolated_schema, n):
+            with psycopg.connect(isolated_schema.url) as c:
+                c.execute("insert into users (email) values ('alice@example.com')")
+                assert c.execute("select count(*) from audit.events").fetchone()[0] == 1
+                assert c.execute("select current_database()").fetchone()[0] == isolated_schema.name
+        """
+    )
+    audit = ROOT / "tests" / "outside" / "audit"
+    result = pytester.runpytest_subprocess(f"--pgisolate-migrations={audit}", "-n", "2", "-p", "no:randomly")
+    result.assert_outcomes(passed=4)
+    assert "4 schemas created" in summary(result) and "0 leftovers" in summary(result)
+    assert not [l for l in result.outlines if "holds no tables" in l]

@@ -357,7 +357,9 @@ class _Factory:
         self, feature: str, scenario: str, discriminator: Optional[str] = None, *, template: Optional[pgisolate.Template] = None
     ) -> pgisolate.Schema:
         tpl = template or self.template
-        if not tpl.tables and tpl.name not in self.state.empty_templates:
+        # A schema template's tables (a template database's are not read: a session on it
+        # would hold up every clone).
+        if self.engine.isolation == "schema" and not tpl.tables and tpl.name not in self.state.empty_templates:
             self.state.empty_templates.append(tpl.name)
         start = time.perf_counter()
         schema = self.engine.schema(tpl, feature, scenario, discriminator)
