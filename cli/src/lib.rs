@@ -476,6 +476,10 @@ async fn demo_on(
         built.as_millis()
     );
     let mut tasks = Vec::new();
+    let where_sql = match engine.config().isolation {
+        pgisolate::Isolation::Schema => "select current_schema()::text",
+        pgisolate::Isolation::Database => "select current_database()::text",
+    };
     for i in 0..scenarios {
         let engine = engine.clone();
         let tpl = tpl.clone();
@@ -490,7 +494,8 @@ async fn demo_on(
                 client.execute("insert into users (email, name) values ('alice@example.com', 'Alice')", &[]).await?;
                 let rows: i64 =
                     client.query_one("select count(*) from users where email = 'alice@example.com'", &[]).await?.get(0);
-                let current: String = client.query_one("select current_schema()::text", &[]).await?.get(0);
+                // Where the test landed: its schema, or in database isolation its database.
+                let current: String = client.query_one(where_sql, &[]).await?.get(0);
                 drop(client);
                 let _ = driver.await;
                 Ok::<_, tokio_postgres::Error>((rows, current))

@@ -165,6 +165,41 @@ fn several_servers_spread_the_workers_and_ls_and_gc_cover_them_all() {
     let _ = std::fs::remove_dir_all(&base);
 }
 
+/// The main job in database isolation, on the audit migration set that schema isolation refuses:
+/// every scenario lands in its own database and nothing is left.
+#[test]
+fn the_demo_runs_in_database_isolation() {
+    // The audit set with the demo's users table (email, name).
+    let dir = std::env::temp_dir().join(format!("pgisolate-cli-dbdemo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("001_audit.sql"),
+        "create schema audit; create table audit.events (id bigserial primary key, what text not null); \
+         create table public.settings (k text primary key, v text);",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("002_users.sql"),
+        "create table users (id bigserial primary key, email text unique not null, name text); \
+         create function audit.log_user() returns trigger language plpgsql as $$ \
+         begin insert into audit.events (what) values ('user ' || new.email); return new; end $$; \
+         create trigger users_audit after insert on users for each row execute function audit.log_user();",
+    )
+    .unwrap();
+    let audit = dir.display().to_string();
+    let me = env!("CARGO_BIN_EXE_pgisolate");
+    let script = format!(
+        r#""{me}" demo --migrations "{audit}" 2>&1; echo "demo=$?"; \
+           psql "$PGISOLATE_DATABASE_URL" -XAtqc "select 'left=' || count(*) from pg_database where datname ~ '^(test_|tpl_build_)'""#
+    );
+    let out = pgisolate(&["run", "--", "sh", "-c", &script], &[("PGISOLATE_ISOLATION", "database")]);
+    let stdout = text(&out.stdout);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", text(&out.stderr));
+    assert!(stdout.contains("demo=0") && stdout.contains("leftover schemas: 0"), "{stdout}");
+    assert!(stdout.contains("left=0"), "the demo left databases behind: {stdout}");
+}
+
 #[test]
 fn a_failed_demo_leaves_nothing_on_the_server() {
     let me = env!("CARGO_BIN_EXE_pgisolate");
