@@ -84,6 +84,18 @@ impl ConnInfo {
         self.params.push(Param { key: key.to_owned(), value: value.to_owned(), raw: None });
     }
 
+    /// Removes `search_path` from `options` (and `options` when nothing else is left): for
+    /// strings whose sessions are scoped otherwise (a login role's own default, a database).
+    pub(crate) fn drop_search_path(&mut self) {
+        let mut tokens = split_options(self.get("options").unwrap_or(""));
+        remove_setting(&mut tokens, "search_path");
+        if tokens.is_empty() {
+            self.params.retain(|p| p.key != "options");
+        } else {
+            self.set("options", &join_options(&tokens));
+        }
+    }
+
     /// Sets `search_path` inside `options`, keeping every other option.
     pub fn set_search_path(&mut self, schemas: &[&str]) {
         let mut tokens = split_options(self.get("options").unwrap_or(""));
@@ -263,13 +275,7 @@ pub fn scoped(input: &str, schema: &str, tail: &[String]) -> Result<String> {
 /// and the application_name of `db`. Other options the input carried are kept.
 pub(crate) fn for_database(input: &str, db: &str) -> Result<String> {
     let mut ci = ConnInfo::parse(input)?;
-    let mut tokens = split_options(ci.get("options").unwrap_or(""));
-    remove_setting(&mut tokens, "search_path");
-    if tokens.is_empty() {
-        ci.params.retain(|p| p.key != "options");
-    } else {
-        ci.set("options", &join_options(&tokens));
-    }
+    ci.drop_search_path();
     match ci.form {
         Form::Url => {
             // postgres://[userinfo@]hosts[/db]: replace the path.
@@ -292,13 +298,7 @@ pub(crate) fn for_database(input: &str, db: &str) -> Result<String> {
 /// Other options the input carried are kept.
 pub(crate) fn with_role(input: &str, schema: &str, role: &str, password: &str) -> Result<String> {
     let mut ci = ConnInfo::parse(input)?;
-    let mut tokens = split_options(ci.get("options").unwrap_or(""));
-    remove_setting(&mut tokens, "search_path");
-    if tokens.is_empty() {
-        ci.params.retain(|p| p.key != "options");
-    } else {
-        ci.set("options", &join_options(&tokens));
-    }
+    ci.drop_search_path();
     match ci.form {
         Form::Url => {
             // postgres://[userinfo@]hosts[/db]: replace the userinfo.

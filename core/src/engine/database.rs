@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
+use super::build::{build_lock_key, try_build_lock, BUILD_LOCK_POLL};
 use super::Engine;
 use crate::admin::{exec, ident, literal};
 use crate::conninfo;
@@ -29,11 +30,8 @@ use crate::locks::TEMPLATE_CLASS;
 use crate::markers::{self, Kind};
 use crate::naming::{self, Identity};
 use crate::registry;
-use crate::schema::{Released, Releaser, Schema, Ticket};
+use crate::schema::{Released, Schema, Ticket};
 use crate::template::{self, Migrations, Replay, Template};
-
-/// How often an engine tries the build lock while another engine builds the template.
-const BUILD_LOCK_POLL: Duration = Duration::from_millis(100);
 
 /// Settings whose stored text is a list to re-read as written (quoting a list as one literal
 /// would make it one element).
@@ -66,18 +64,13 @@ impl Engine {
             return Ok(t);
         }
         let name = template::template_schema(&fp);
-        let key = i32::from_str_radix(&fp[..7], 16).unwrap_or(0);
+        let key = build_lock_key(&fp);
         let admin = loop {
             let admin = self.inner.pool.get().await?;
             if database_is(&admin, &name, Kind::Template).await? {
                 return Ok(self.remember(database_template(fp, name, false)));
             }
-            let taken: bool = admin
-                .query_one("select pg_try_advisory_lock($1::int4, $2::int4)", &[&TEMPLATE_CLASS, &key])
-                .await
-                .map_err(|e| Error::db("take the template build lock", e))?
-                .get(0);
-            if taken {
+            if try_build_lock(&admin, key).await? {
                 break admin;
             }
             drop(admin);
@@ -210,14 +203,14 @@ impl Engine {
                 identity,
                 template_fp: None,
                 owner,
-                releaser: Some(Box::new(DatabaseHandle(self.clone()))),
+                releaser: Some(Box::new(super::release::Handle(self.clone()))),
             });
         }
         Err(Error::NameExhausted(format!("no free database name for identity {shown:?}: tried {}", taken.join(", "))))
     }
 
     /// Releases a test database: kept by the policy, else dropped; its registry row goes.
-    async fn release_database(&self, t: &Ticket, failed: bool) -> Result<Released> {
+    pub(super) async fn release_database(&self, t: &Ticket, failed: bool) -> Result<Released> {
         let admin = self.inner.pool.get_teardown().await?;
         if self.inner.cfg.keep.keeps(failed) {
             let sql = format!(
@@ -336,31 +329,4 @@ async fn drop_database(client: &Client, name: &str) -> Result<()> {
         )
     };
     exec(client, &format!("drop database {name}"), &sql).await
-}
-
-/// A test database's handle on its engine ([`Releaser`]).
-#[derive(Debug)]
-pub(super) struct DatabaseHandle(pub(super) Engine);
-
-impl Releaser for DatabaseHandle {
-    fn release(
-        &self,
-        t: Ticket,
-        failed: bool,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Released>> + Send + '_>> {
-        Box::pin(async move { self.0.release_database(&t, failed).await })
-    }
-
-    fn release_in_background(&self, t: Ticket, failed: bool) {
-        let engine = self.0.clone();
-        let inner = engine.inner.clone();
-        inner.background.begin();
-        let rt = inner.runtime.clone();
-        rt.spawn(async move {
-            if let Err(e) = engine.release_database(&t, failed).await {
-                inner.warn(&format!("background release of database {} failed (gc will retry): {e}", t.name));
-            }
-            inner.background.end();
-        });
-    }
 }

@@ -61,6 +61,9 @@ impl Engine {
     }
 
     async fn release_once(&self, t: &Ticket, failed: bool) -> Result<Released> {
+        if self.inner.cfg.isolation == crate::config::Isolation::Database {
+            return self.release_database(t, failed).await;
+        }
         let (name, identity, role) = (t.name.as_str(), t.identity.as_str(), t.role.as_deref());
         // A dropped lease connection is settled first: was this schema's lease fenced?
         if self.held_owner().await.unwrap_or(t.owner) != t.owner {

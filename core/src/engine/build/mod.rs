@@ -27,7 +27,21 @@ const NO_KEY: &str = "a template your migration tool builds needs its inputs (th
      or both";
 
 /// How often an engine tries the build lock while another engine builds the template.
-const BUILD_LOCK_POLL: Duration = Duration::from_millis(100);
+pub(super) const BUILD_LOCK_POLL: Duration = Duration::from_millis(100);
+
+/// The build lock's key for template fingerprint `fp` (its first 28 bits).
+pub(super) fn build_lock_key(fp: &str) -> i32 {
+    i32::from_str_radix(&fp[..7], 16).unwrap_or(0)
+}
+
+/// Tries the template build lock `key` (session-level, on `client`): true when taken.
+pub(super) async fn try_build_lock(client: &Client, key: i32) -> Result<bool> {
+    Ok(client
+        .query_one("select pg_try_advisory_lock($1::int4, $2::int4)", &[&TEMPLATE_CLASS, &key])
+        .await
+        .map_err(|e| Error::db("take the template build lock", e))?
+        .get(0))
+}
 
 /// The templates this engine found or built (by fingerprint), and the pg_dump that captures
 /// them (looked for once). Only this folder touches its fields.
@@ -304,18 +318,13 @@ impl Engine {
         // The build lock is tried, not waited on: the engines of a run that wait for one
         // build hold no connection each meanwhile (a pooled one, between tries), and the one
         // that takes it keeps that connection for the build.
-        let key = i32::from_str_radix(&fp[..7], 16).unwrap_or(0);
+        let key = build_lock_key(fp);
         let locker = loop {
             let admin = self.inner.pool.get().await?;
             if let Some(t) = self.lookup(&admin, fp, steps).await? {
                 return Ok(TemplateStart::Ready(t));
             }
-            let taken: bool = admin
-                .query_one("select pg_try_advisory_lock($1::int4, $2::int4)", &[&TEMPLATE_CLASS, &key])
-                .await
-                .map_err(|e| Error::db("take the template build lock", e))?
-                .get(0);
-            if taken {
+            if try_build_lock(&admin, key).await? {
                 break admin.detach().ok_or_else(|| Error::Closed("the engine is closed".into()))?;
             }
             drop(admin);
